@@ -1,0 +1,13 @@
+"""Hub-bound model code: flat files importing each other with single-dot relative imports (torch + transformers only)."""
+
+from .configuration_pitome_vit import PiToMeViTConfig
+from .merging import MergeSettings, token_schedule
+from .modeling_pitome_vit import PiToMeViTForImageClassification, PiToMeViTModel
+
+__all__ = [
+    "MergeSettings",
+    "PiToMeViTConfig",
+    "PiToMeViTForImageClassification",
+    "PiToMeViTModel",
+    "token_schedule",
+]

@@ -1,0 +1,28 @@
+"""pitome_hf: PiToMe token merging for Hugging Face transformers.
+
+Importing the package registers the PiToMe classes with the transformers Auto factories, so that
+`AutoModel.from_pretrained(folder)` works without remote code when pitome_hf is installed.
+"""
+
+from .modeling import (
+    MergeSettings,
+    PiToMeViTConfig,
+    PiToMeViTForImageClassification,
+    PiToMeViTModel,
+    token_schedule,
+)
+from .convert import apply_pitome
+from ._auto import register_auto_classes
+
+register_auto_classes()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MergeSettings",
+    "PiToMeViTConfig",
+    "PiToMeViTForImageClassification",
+    "PiToMeViTModel",
+    "apply_pitome",
+    "token_schedule",
+]

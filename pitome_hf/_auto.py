@@ -1,0 +1,16 @@
+"""Registration of the PiToMe classes with the transformers Auto factories (local, no remote code needed)."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+from .modeling import PiToMeViTConfig, PiToMeViTForImageClassification, PiToMeViTModel
+
+_REGISTRY = (
+    (PiToMeViTConfig, ((AutoModel, PiToMeViTModel), (AutoModelForImageClassification, PiToMeViTForImageClassification))),
+)
+
+
+def register_auto_classes() -> None:
+    for config_class, models in _REGISTRY:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        for auto, model_class in models:
+            auto.register(config_class, model_class, exist_ok=True)
