@@ -1,0 +1,28 @@
+"""The `pitome-hf` command line: `pitome-hf <command> ...` (see `pitome-hf --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, help). Each module has `main(argv)`; modules are imported only when their command runs.
+COMMANDS = {
+    "benchmark": ("pitome_hf.benchmark", "images/s and FLOPs of none vs ToMe vs PiToMe, side by side"),
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="pitome-hf", description="PiToMe token merging for Hugging Face models.")
+    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv[:1])
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

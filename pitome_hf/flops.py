@@ -1,0 +1,68 @@
+"""Analytic FLOP counts (one owner): every benchmark, evaluation, model card and the Space call these.
+
+Convention: 2 FLOPs per multiply-accumulate of every matrix product (what torch's FlopCounterMode counts); norms,
+activations, softmax and the merge's gathers are not counted. The merge step's similarity matmul is counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .modeling.merging import MergeSettings, merge_num_layers, num_patches_from_config, token_schedule
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    num_prefix: int = 1
+
+
+def similarity_flops(method: str, num_mergeable: int, dim: int) -> int:
+    """FLOPs of one merge step's cosine-similarity matmul (PiToMe: T x T; ToMe: even x odd tokens)."""
+    T = num_mergeable
+    if method == "tome":
+        return 2 * ((T + 1) // 2) * (T // 2) * dim
+    return 2 * T * T * dim
+
+
+def encoder_flops(settings: MergeSettings, shape: EncoderShape, num_tokens: int) -> int:
+    """FLOPs of the transformer layers for one sample whose first layer sees `num_tokens` mergeable tokens."""
+    C, I, p = shape.hidden, shape.intermediate, shape.num_prefix
+    counts = token_schedule(settings, num_tokens=num_tokens, num_layers=shape.layers)
+    metric_dim = C // shape.heads if settings.merge_metric == "keys" else C
+    total = 0
+    for layer in range(shape.layers):
+        n_in, n_out = counts[layer] + p, counts[layer + 1] + p
+        total += 2 * n_in * C * 4 * C  # q, k, v, o projections
+        total += 2 * 2 * n_in * n_in * C  # scores and attention x values
+        if n_out < n_in:
+            total += similarity_flops(settings.merge_method, counts[layer], metric_dim)
+        total += 2 * 2 * n_out * C * I  # MLP
+    return total
+
+
+def vit_shape(config) -> EncoderShape:
+    protected = getattr(config, "protected_tokens", None)
+    return EncoderShape(
+        hidden=config.hidden_size,
+        intermediate=config.intermediate_size,
+        layers=merge_num_layers(config),
+        heads=config.num_attention_heads,
+        num_prefix=1 if protected is None else protected,
+    )
+
+
+def vit_flops(config, image_size: int | None = None, num_labels: int | None = None) -> int:
+    """FLOPs of one image through a (PiToMe or stock) ViT classifier: patch embedding, encoder and head.
+
+    Stock configs (no merge fields) count as unmerged. `image_size` overrides the config's (square images)."""
+    settings = MergeSettings.from_config(config)
+    patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+    num_patches = (image_size // patch) ** 2 if image_size else num_patches_from_config(config)
+    embed = 2 * num_patches * config.hidden_size * config.num_channels * patch * patch
+    labels = config.num_labels if num_labels is None else num_labels
+    head = 2 * config.hidden_size * labels
+    return embed + encoder_flops(settings, vit_shape(config), num_patches) + head

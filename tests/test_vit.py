@@ -1,0 +1,171 @@
+"""The PiToMe ViT family: equality with stock ViT, attention backends, dtypes, loading stock checkpoints, errors."""
+
+import pytest
+import torch
+from transformers import ViTConfig, ViTForImageClassification, ViTModel
+
+from pitome_hf import PiToMeViTConfig, PiToMeViTForImageClassification, PiToMeViTModel, apply_pitome, token_schedule
+
+
+def stock_and_pitome(vit_kwargs, attn="sdpa", cls=ViTForImageClassification, **settings):
+    torch.manual_seed(0)
+    stock = cls(ViTConfig(**vit_kwargs(), attn_implementation=attn)).eval()
+    return stock, apply_pitome(stock, **settings).eval()
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("settings", [dict(merge_method="none"), dict(keep_ratio=1.0), dict(merge_r=0)])
+def test_no_merge_equals_stock(vit_kwargs, attn, settings):
+    stock, pitome = stock_and_pitome(vit_kwargs, attn, **settings)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected, got = stock(x), pitome(x)
+    assert (got.logits - expected.logits).abs().max() <= 1e-5
+    assert got.token_counts.tolist() == [196] * 13
+
+
+@pytest.mark.parametrize("method", ["pitome", "tome"])
+def test_eager_and_sdpa_agree_with_proportional_attention(vit_kwargs, method):
+    torch.manual_seed(0)
+    eager = PiToMeViTModel(PiToMeViTConfig(**vit_kwargs(), merge_method=method, attn_implementation="eager")).eval()
+    sdpa = PiToMeViTModel(PiToMeViTConfig(**vit_kwargs(), merge_method=method, attn_implementation="sdpa")).eval()
+    sdpa.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        a, b = eager(x), sdpa(x)
+    assert a.last_hidden_state.shape == (2, 60, 32)
+    torch.testing.assert_close(a.last_hidden_state, b.last_hidden_state, rtol=1e-4, atol=1e-5)
+
+
+def test_proportional_attention_changes_the_output(vit_kwargs):
+    stock, on = stock_and_pitome(vit_kwargs, keep_ratio=0.8)
+    off = apply_pitome(stock, keep_ratio=0.8, proportional_attention=False).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert not torch.allclose(on(x).logits, off(x).logits)
+
+
+def test_token_counts_follow_schedule_and_hidden_states_shrink(vit_kwargs):
+    _, model = stock_and_pitome(vit_kwargs, attn="eager", keep_ratio=0.9, trace_source=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        out = model(x, output_hidden_states=True, output_attentions=True)
+    schedule = token_schedule(model.config)
+    assert out.token_counts.tolist() == schedule
+    assert [h.shape[1] - 1 for h in out.hidden_states] == schedule
+    # attention at layer l runs over the tokens entering it
+    assert [a.shape[-1] - 1 for a in out.attentions] == schedule[:-1]
+    assert out.token_sizes.shape == (2, schedule[-1] + 1)
+    torch.testing.assert_close(out.token_sizes.sum(1), torch.full((2,), 197.0))
+    assert out.token_map.shape == (2, 197) and out.token_map[:, 0].eq(0).all()
+
+
+def test_interpolate_pos_encoding_uses_actual_token_count(vit_kwargs):
+    _, model = stock_and_pitome(vit_kwargs, cls=ViTModel, keep_ratio=0.9)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 288, 288), interpolate_pos_encoding=True)
+    assert out.token_counts.tolist() == token_schedule(model.config, num_tokens=18 * 18)
+    assert out.pooler_output.shape == (1, 32)
+
+
+def test_return_dict_false_gives_tuple(vit_kwargs):
+    _, model = stock_and_pitome(vit_kwargs, keep_ratio=0.9)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 224, 224), return_dict=False)
+    assert isinstance(out, tuple) and out[0].shape == (1, 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_runs(vit_kwargs, dtype):
+    _, model = stock_and_pitome(vit_kwargs, keep_ratio=0.9)
+    model = model.to(dtype)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 224, 224, dtype=dtype))
+    assert out.logits.dtype == dtype and torch.isfinite(out.logits).all()
+    assert out.token_counts[-1].item() == 59
+
+
+def test_training_with_merging_backpropagates(vit_kwargs):
+    _, model = stock_and_pitome(vit_kwargs, keep_ratio=0.8)
+    model.train()
+    out = model(torch.randn(2, 3, 224, 224), labels=torch.tensor([0, 3]))
+    out.loss.backward()
+    grad = model.vit.embeddings.patch_embeddings.projection.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_stock_checkpoint_loads_every_weight(stock_vit_dir):
+    stock = ViTForImageClassification.from_pretrained(stock_vit_dir).eval()
+    model, info = PiToMeViTForImageClassification.from_pretrained(
+        stock_vit_dir, keep_ratio=1.0, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert model.config.model_type == "pitome_vit" and model.config.keep_ratio == 1.0
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (model.eval()(x).logits - stock(x).logits).abs().max() <= 1e-5
+    # the base model reads the same keys as the stock base model does (no pooler, no classifier in this checkpoint)
+    _, info = PiToMeViTModel.from_pretrained(stock_vit_dir, output_loading_info=True)
+    _, stock_info = ViTModel.from_pretrained(stock_vit_dir, output_loading_info=True)
+    assert info["missing_keys"] == stock_info["missing_keys"] == {"pooler.dense.weight", "pooler.dense.bias"}
+    assert info["unexpected_keys"] == stock_info["unexpected_keys"]
+
+
+def test_pitome_checkpoint_round_trips(stock_vit_dir, tmp_path):
+    model = PiToMeViTForImageClassification.from_pretrained(stock_vit_dir, keep_ratio=0.8, merge_method="tome").eval()
+    model.save_pretrained(tmp_path)
+    again, info = PiToMeViTForImageClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert again.config.merge_method == "tome" and again.config.keep_ratio == 0.8
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x).logits, model(x).logits)
+
+
+def test_non_vit_checkpoint_is_refused(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model_type='bert'"):
+        PiToMeViTForImageClassification.from_pretrained(tmp_path)
+
+
+def test_apply_pitome_refuses_unsupported_models():
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(TypeError, match="BertModel.*supported classes"):
+        apply_pitome(bert)
+
+
+def test_flash_attention_with_proportional_attention_is_refused(vit_kwargs):
+    _, model = stock_and_pitome(vit_kwargs, keep_ratio=0.9)
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="flash_attention_2.*proportional_attention=False"):
+        model(torch.randn(1, 3, 224, 224))
+
+
+def test_attention_mask_with_merging_is_refused(vit_kwargs):
+    _, model = stock_and_pitome(vit_kwargs, cls=ViTModel, keep_ratio=0.9)
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(torch.randn(1, 3, 224, 224), attention_mask=torch.ones(1, 197))
+
+
+def test_wrong_image_size_is_refused(vit_kwargs):
+    _, model = stock_and_pitome(vit_kwargs, keep_ratio=0.9)
+    with pytest.raises(ValueError, match=r"Input image size \(64\*64\)"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("bad", [dict(keep_ratio=2.0), dict(merge_r=[1] * 11), dict(merge_layers=[12])])
+def test_invalid_config_is_refused(vit_kwargs, bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        PiToMeViTConfig(**vit_kwargs(), **bad)
+
+
+def test_config_round_trips_through_json(vit_kwargs, tmp_path):
+    config = PiToMeViTConfig(**vit_kwargs(), merge_r=[2] * 12, merge_layers=[0, 1, 2], margin=0.5, energy="elu")
+    config.save_pretrained(tmp_path)
+    again = PiToMeViTConfig.from_pretrained(tmp_path)
+    assert (again.merge_r, again.merge_layers, again.margin, again.energy) == ([2] * 12, [0, 1, 2], 0.5, "elu")
+    assert again.auto_map["AutoModelForImageClassification"].endswith("PiToMeViTForImageClassification")
