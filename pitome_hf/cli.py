@@ -9,6 +9,7 @@ import sys
 # command -> (module, help). Each module has `main(argv)`; modules are imported only when their command runs.
 COMMANDS = {
     "benchmark": ("pitome_hf.benchmark", "images/s and FLOPs of none vs ToMe vs PiToMe, side by side"),
+    "push": ("pitome_hf.hub", "upload a PiToMe folder with a model card carrying measured results"),
     "evaluate": ("pitome_hf.evaluation", "metric, GFLOPs, images/s of none vs ToMe vs PiToMe on a dataset"),
 }
 
@@ -22,7 +23,11 @@ def main(argv=None) -> int:
         return 0
     args = parser.parse_args(argv[:1])
     module = importlib.import_module(COMMANDS[args.command][0])
-    return module.main(argv[1:]) or 0
+    try:
+        return module.main(argv[1:]) or 0
+    except (ValueError, TypeError, FileNotFoundError) as error:  # bad input: a message, not a stack trace
+        print(f"pitome-hf {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,166 @@
+"""Publishing to the Hub, against tests/hub_server.py: a real HTTP server on 127.0.0.1 with the Hub's routes.
+
+That server does not cover LFS/Xet uploads (every file goes as a regular base64 upload), authentication (any token
+is accepted), or the Hub's own YAML/model-card rules (validate-yaml only checks the front matter exists): those are
+exercised only against the real Hub.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from pitome_hf import PiToMeViTForImageClassification
+
+from .helpers import run_fresh
+from .hub_server import HubServer
+
+TOKEN = "hf_pitome_test_secret_0123456789"
+
+
+@pytest.fixture(scope="module")
+def pitome_folder(stock_vit_dir, tmp_path_factory):
+    from transformers import AutoImageProcessor
+
+    folder = tmp_path_factory.mktemp("pitome_vit")
+    model = PiToMeViTForImageClassification.from_pretrained(stock_vit_dir, keep_ratio=0.8)
+    model.save_pretrained(folder)
+    AutoImageProcessor.from_pretrained(stock_vit_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def eval_report(pitome_folder):
+    return {
+        "schema": "pitome_hf.evaluation/1", "task": "image-classification", "model": str(pitome_folder),
+        "dataset": {"path": "fashion_mnist_test.npz", "split": "test", "image_column": "image", "label_column": "label"},
+        "num_samples": 100, "device": "cpu", "num_processes": 1, "dtype": "float32", "batch_size": 50,
+        "results": [
+            {"method": m, "keep_ratio": r, "metrics": {"accuracy": a}, "gflops": g, "images_per_s": 100.0,
+             "peak_memory_mb": 10.0, "num_samples": 100, "token_counts": []}
+            for m, r, a, g in [("none", 1.0, 0.91, 0.5), ("tome", 0.8, 0.85, 0.3), ("pitome", 0.8, 0.875, 0.3)]
+        ],
+    }
+
+
+@pytest.fixture
+def hub():
+    with HubServer() as server:
+        yield server
+
+
+def push_cli(hub, tmp_path, *args):
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0",
+           "HF_HOME": str(tmp_path / "push_home"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return subprocess.run([sys.executable, "-m", "pitome_hf.cli", "push", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def snapshot(hub, repo_id, rev="main"):
+    repo = hub.state.repos[repo_id]
+    return dict(repo["snapshots"][repo["branches"][rev]])
+
+
+def test_push_then_fresh_process_loads_from_the_server(hub, pitome_folder, eval_report, tmp_path):
+    report_path = tmp_path / "results.json"
+    report_path.write_text(json.dumps(eval_report))
+    done = push_cli(hub, tmp_path, pitome_folder, "org/vit-pitome", "--eval-json", report_path,
+                    "--commit-message", "first upload", "--base-model", "google/vit-base-patch16-224")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert TOKEN not in done.stdout + done.stderr
+    files = snapshot(hub, "org/vit-pitome")
+    assert {"README.md", "config.json", "model.safetensors", "modeling_pitome_vit.py", "merging.py",
+            "configuration_pitome_vit.py", "preprocessor_config.json"} <= set(files)
+    assert hub.state.commits == 1  # one atomic commit
+    assert all(TOKEN.encode() not in content for content in files.values())
+
+    model = PiToMeViTForImageClassification.from_pretrained(pitome_folder).eval()
+    x = torch.randn(1, 3, 64, 64)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        expected = model(x).logits
+    got = run_fresh(
+        """
+        import json, torch
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+        model = AutoModelForImageClassification.from_pretrained("org/vit-pitome", trust_remote_code=True).eval()
+        processor = AutoImageProcessor.from_pretrained("org/vit-pitome")
+        with torch.no_grad():
+            logits = model(torch.load("x.pt")).logits
+        print(json.dumps({"logits": logits.tolist(), "module": type(model).__module__,
+                          "size": processor.size["height"]}))
+        """,
+        tmp_path,
+        env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"},
+    )
+    assert got["module"].startswith("transformers_modules")
+    assert torch.equal(torch.tensor(got["logits"]), expected)
+    assert got["size"] == 64
+
+
+def test_card_round_trips_and_carries_the_eval_numbers(pitome_folder, eval_report):
+    from pitome_hf.hub import render_card
+
+    card = render_card(pitome_folder, "org/vit-pitome", eval_report, base_model="google/vit-base-patch16-224",
+                       license="apache-2.0")
+    again = ModelCard(str(card))
+    data = again.data
+    assert data.base_model == "google/vit-base-patch16-224" and data.license == "apache-2.0"
+    assert data.library_name == "transformers" and data.pipeline_tag == "image-classification"
+    assert {"pitome", "token-merging", "vit"} <= set(data.tags)
+    assert [(r.metric_type, r.metric_value) for r in data.eval_results] == [("accuracy", 0.875)]
+    assert "trust_remote_code=True" in card.text and "2405.16148" in card.text
+    assert "| pitome | 0.80 | 87.50 |" in card.text and "| tome | 0.80 | 85.00 |" in card.text
+    assert "| keep_ratio | 0.8 |" in card.text
+
+
+def test_report_without_this_setting_is_refused(pitome_folder, eval_report):
+    from pitome_hf.hub import render_card
+
+    other = {**eval_report, "results": [r for r in eval_report["results"] if r["method"] != "pitome"]}
+    with pytest.raises(ValueError, match="no result for pitome at keep ratio 0.8"):
+        render_card(pitome_folder, "org/x", other)
+
+
+def test_overwrite_guard_holds_unless_forced(hub, pitome_folder, stock_vit_dir, tmp_path):
+    hub.state.new_repo("org/stock", private=False)
+    repo = hub.state.repos["org/stock"]
+    stock_files = {p.name: p.read_bytes() for p in stock_vit_dir.iterdir() if p.is_file()}
+    repo["snapshots"]["s1"] = stock_files
+    repo["branches"]["main"] = "s1"
+    refused = push_cli(hub, tmp_path, pitome_folder, "org/stock")
+    assert refused.returncode == 2 and "already holds a 'vit' model" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert snapshot(hub, "org/stock") == stock_files
+    forced = push_cli(hub, tmp_path, pitome_folder, "org/stock", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert json.loads(snapshot(hub, "org/stock")["config.json"])["model_type"] == "pitome_vit"
+
+
+def test_failed_upload_leaves_the_repo_unchanged(hub, pitome_folder, tmp_path):
+    first = push_cli(hub, tmp_path, pitome_folder, "org/vit-pitome")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = snapshot(hub, "org/vit-pitome")
+    hub.state.fail_commits = True
+    failed = push_cli(hub, tmp_path, pitome_folder, "org/vit-pitome", "--commit-message", "second")
+    assert failed.returncode != 0
+    assert TOKEN not in failed.stdout + failed.stderr
+    assert snapshot(hub, "org/vit-pitome") == before
+
+
+def test_branch_and_private_repo(hub, pitome_folder, tmp_path):
+    done = push_cli(hub, tmp_path, pitome_folder, "org/private-pitome", "--private", "--revision", "exp")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert hub.state.repos["org/private-pitome"]["private"] is True
+    assert "config.json" in snapshot(hub, "org/private-pitome", "exp")
+    assert snapshot(hub, "org/private-pitome", "main") == {}
+
+
+def test_non_pitome_folder_is_refused_before_any_request(hub, stock_vit_dir, tmp_path):
+    refused = push_cli(hub, tmp_path, stock_vit_dir, "org/stock-vit")
+    assert refused.returncode == 2 and "not a PiToMe one" in refused.stderr and "pitome-hf convert" in refused.stderr
+    assert not hub.state.repos
