@@ -251,7 +251,9 @@ def token_schedule(config, num_tokens: Optional[int] = None, num_layers: Optiona
 
 
 def num_patches_from_config(config) -> int:
-    """(image_size // patch_size) ** 2 for square or (h, w) image and patch sizes."""
+    """(image_size // patch_size) ** 2 for square or (h, w) image and patch sizes (a composite config's vision_config's)."""
+    if getattr(config, "image_size", None) is None and getattr(config, "vision_config", None) is not None:
+        config = config.vision_config
     image_size = getattr(config, "image_size", None)
     patch_size = getattr(config, "patch_size", None)
     if image_size is None or patch_size is None:
@@ -380,27 +382,34 @@ def apply_plan(
     """Size-weighted merge: x_b <- (s_b x_b + sum_{a->b} s_a x_a) / (s_b + sum s_a), s_b <- s_b + sum s_a.
 
     x (B, N, C), sizes (B, N) float32, prefix tokens untouched. Returns (x', sizes', positions) where positions (B, T)
-    maps each old mergeable token to its new index among the mergeable outputs. Low-precision inputs are averaged in
-    float32. Gradients flow through x.
+    maps each old mergeable token to its new index among the mergeable outputs. Gradients flow through x.
+
+    Computed as one row gather of the surviving tokens plus a correction on the r destination rows only:
+    x_b' = x_b + sum_{a->b} (x_a - x_b) * s_a / s_b', which equals the weighted mean; the correction is formed in
+    float32 for half-precision inputs.
     """
     p = num_prefix
     B, N, C = x.shape
-    xm, sm = x[:, p:], sizes[:, p:]
-    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    K, r = plan.keep.shape[1], plan.src.shape[1]
     pos = _new_positions(plan, N - p)
-    dst_out = pos.gather(1, plan.dst)  # (B, r) destination index among the outputs
-    keep_x = xm.gather(1, plan.keep[..., None].expand(-1, -1, C)).to(work)
-    keep_s = sm.gather(1, plan.keep)
-    src_s = sm.gather(1, plan.src)
-    src_x = xm.gather(1, plan.src[..., None].expand(-1, -1, C)).to(work)
-    num = (keep_x * keep_s[..., None].to(work)).scatter_add(
-        1, dst_out[..., None].expand(-1, -1, C), src_x * src_s[..., None].to(work)
-    )
-    den = keep_s.scatter_add(1, dst_out, src_s)
-    merged = (num / den[..., None].to(work)).to(x.dtype)
-    out = torch.cat([x[:, :p], merged], dim=1) if p else merged
+    dst_out = pos.gather(1, plan.dst)  # (B, r) destination index among the mergeable outputs
+    mergeable = sizes[:, p:]
+    src_s = mergeable.gather(1, plan.src)
+    den = mergeable.gather(1, plan.keep).scatter_add(1, dst_out, src_s)  # (B, K) new sizes
+    base = torch.arange(B, device=x.device)[:, None] * N + p
+    rows = plan.keep + base
+    if p:
+        rows = torch.cat([torch.arange(p, device=x.device) + base - p, rows], dim=1)
+    flat = x.reshape(B * N, C)
+    out = flat.index_select(0, rows.reshape(-1))  # (B * (p + K), C): prefix and survivors, in output order
+    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    src_x = flat.index_select(0, (plan.src + base).reshape(-1)).to(work)
+    dst_x = flat.index_select(0, (plan.dst + base).reshape(-1)).to(work)
+    weight = (src_s / den.gather(1, dst_out)).reshape(-1, 1).to(work)
+    out_rows = (dst_out + p + torch.arange(B, device=x.device)[:, None] * (p + K)).reshape(-1)
+    out.index_put_((out_rows,), ((src_x - dst_x) * weight).to(x.dtype), accumulate=True)
     new_sizes = torch.cat([sizes[:, :p], den], dim=1) if p else den
-    return out, new_sizes, pos
+    return out.view(B, p + K, C), new_sizes, pos
 
 
 def update_token_map(token_map: torch.Tensor, positions: torch.Tensor, num_prefix: int) -> torch.Tensor:
@@ -536,3 +545,108 @@ def accept_stock_config_dict(config_class, config_dict: dict) -> dict:
         f"({config_class.model_type!r}) or stock ({', '.join(map(repr, config_class.stock_model_types))}) configs. "
         "Use the PiToMe class of that architecture, or pitome_hf.convert to see the supported ones."
     )
+
+
+class PaddedMergeState(MergeState):
+    """A `MergeState` for padded batches of variable-length sequences (text encoders).
+
+    `valid` (B, N) bool marks the real tokens (the attention mask; left or right padding). Every sample merges exactly
+    as it would alone: its budget r comes from its own number of real mergeable tokens, padding never takes part (it
+    is in no similarity or energy and is neither source nor destination), and the protected prefix is the sample's
+    first `num_prefix` real tokens (CLS). Samples with the same number of real tokens are merged together in one
+    batched call. After a layer in which any sample merges, every sample's real tokens are packed to the left (prefix
+    first, original order kept) and the batch is padded to its longest sample; `valid` then says which are real.
+    Padding has size 0, so `weighted_mean(x, sizes)` is the size-weighted mean over real tokens. `token_map` holds -1
+    for original padding positions. `counts` holds one list per sample (mergeable real tokens before layer 0 and after
+    each layer); `counts_tensor()` is (B, L + 1).
+    """
+
+    def __init__(self, settings: MergeSettings, num_prefix: int, valid: torch.Tensor):
+        super().__init__(settings, num_prefix)
+        if valid.dim() != 2:
+            raise ValueError(f"valid must be a (batch, tokens) mask, got shape {tuple(valid.shape)}.")
+        self.valid = valid.bool()
+
+    def _start(self, x: torch.Tensor) -> None:
+        B, N, _ = x.shape
+        if self.valid.shape != (B, N):
+            raise ValueError(f"the mask has shape {tuple(self.valid.shape)} but the sequence is {(B, N)}.")
+        self.valid = self.valid.to(x.device)
+        self.sizes = self.valid.float()
+        if self.settings.trace_source:
+            positions = torch.arange(N, device=x.device).expand(B, N)
+            self.token_map = torch.where(self.valid, positions, torch.full_like(positions, -1))
+        self.counts = [[t] for t in self._mergeable().tolist()]
+
+    def _mergeable(self) -> torch.Tensor:
+        return (self.valid.sum(1) - self.num_prefix).clamp_min(0)
+
+    def attention_mask(self, attention_mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """Before any merge: the model's own mask. After: an additive (B, 1, 1, N) float mask, the dtype's minimum on
+        padding and log(size) (proportional attention) or 0 on real tokens."""
+        if not self.merged:
+            return attention_mask
+        if self.settings.proportional_attention:
+            real = torch.log(self.sizes.clamp_min(1.0))
+        else:
+            real = torch.zeros_like(self.sizes)
+        mask = torch.where(self.valid, real, torch.full_like(real, torch.finfo(dtype).min))
+        return mask[:, None, None, :].to(dtype)
+
+    def needs_metric(self, layer: int, num_tokens: int) -> bool:
+        return any(self.settings.budget(t, layer) > 0 for t in self._mergeable().tolist())
+
+    def step(self, x: torch.Tensor, layer: int, keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Merge after layer `layer`'s attention, each sample with its own budget. keys (B, H, N, d) or None."""
+        if self.sizes is None:
+            self._start(x)
+        B, N, C = x.shape
+        p = self.num_prefix
+        lengths = self.valid.sum(1)
+        mergeable = self._mergeable().tolist()
+        budgets = [self.settings.budget(t, layer) for t in mergeable]
+        if not any(budgets):
+            for count, t in zip(self.counts, mergeable):
+                count.append(t)
+            return x
+        if self.settings.merge_metric == "keys" and keys is not None:
+            metric = keys.mean(dim=1)
+        else:
+            metric = x
+        new_lengths = torch.tensor([n - r for n, r in zip(lengths.tolist(), budgets)], device=x.device)
+        width = int(new_lengths.max())
+        out = x.new_zeros(B, width, C)
+        sizes = self.sizes.new_zeros(B, width)
+        token_map = self.token_map
+        for n in sorted(set(lengths.tolist())):
+            rows = (lengths == n).nonzero().squeeze(1)
+            r = budgets[int(rows[0])]
+            # positions of each row's real tokens, in order (a stable sort puts the real ones first)
+            idx = self.valid[rows].to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :n]
+            xg = x[rows].gather(1, idx[..., None].expand(-1, -1, C))
+            sg = self.sizes[rows].gather(1, idx)
+            if r > 0:
+                mg = metric[rows].gather(1, idx[..., None].expand(-1, -1, metric.shape[-1]))
+                xg, sg, pos = merge_tokens(xg, mg, sg, r, self.settings, layer, p)
+                prefix = torch.arange(p, device=x.device).expand(len(rows), p)
+                new_index = torch.cat([prefix, pos + p], dim=1)  # packed input index -> packed output index
+            else:
+                new_index = torch.arange(n, device=x.device).expand(len(rows), n)
+            out[rows, : n - r] = xg
+            sizes[rows, : n - r] = sg
+            if token_map is not None:
+                # current (padded) position -> output position, -1 for padding
+                layout = torch.full((len(rows), N), -1, dtype=torch.long, device=x.device)
+                layout.scatter_(1, idx, new_index)
+                old = token_map[rows]
+                token_map = token_map.index_put((rows,), torch.where(old >= 0, layout.gather(1, old.clamp_min(0)), old))
+        self.token_map = token_map
+        self.sizes = sizes
+        self.valid = torch.arange(width, device=x.device)[None, :] < new_lengths[:, None]
+        self.merged = True
+        for count, t, r in zip(self.counts, mergeable, budgets):
+            count.append(t - r)
+        return out
+
+    def counts_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.counts, dtype=torch.long)

@@ -6,6 +6,11 @@ Importing the package registers the PiToMe classes with the transformers Auto fa
 
 from .modeling import (
     MergeSettings,
+    PiToMeCLIPConfig,
+    PiToMeCLIPModel,
+    PiToMeCLIPVisionConfig,
+    PiToMeCLIPVisionModel,
+    PiToMeCLIPVisionModelWithProjection,
     PiToMeViTConfig,
     PiToMeViTForImageClassification,
     PiToMeViTModel,
@@ -20,6 +25,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MergeSettings",
+    "PiToMeCLIPConfig",
+    "PiToMeCLIPModel",
+    "PiToMeCLIPVisionConfig",
+    "PiToMeCLIPVisionModel",
+    "PiToMeCLIPVisionModelWithProjection",
     "PiToMeViTConfig",
     "PiToMeViTForImageClassification",
     "PiToMeViTModel",

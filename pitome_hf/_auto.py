@@ -1,11 +1,21 @@
 """Registration of the PiToMe classes with the transformers Auto factories (local, no remote code needed)."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForZeroShotImageClassification
 
-from .modeling import PiToMeViTConfig, PiToMeViTForImageClassification, PiToMeViTModel
+from .modeling import (
+    PiToMeCLIPConfig,
+    PiToMeCLIPModel,
+    PiToMeCLIPVisionConfig,
+    PiToMeCLIPVisionModel,
+    PiToMeViTConfig,
+    PiToMeViTForImageClassification,
+    PiToMeViTModel,
+)
 
 _REGISTRY = (
     (PiToMeViTConfig, ((AutoModel, PiToMeViTModel), (AutoModelForImageClassification, PiToMeViTForImageClassification))),
+    (PiToMeCLIPConfig, ((AutoModel, PiToMeCLIPModel), (AutoModelForZeroShotImageClassification, PiToMeCLIPModel))),
+    (PiToMeCLIPVisionConfig, ((AutoModel, PiToMeCLIPVisionModel),)),
 )
 
 

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import torch
-from transformers import PreTrainedConfig, PreTrainedModel, ViTForImageClassification, ViTModel
+from transformers import (
+    CLIPModel,
+    CLIPVisionModel,
+    CLIPVisionModelWithProjection,
+    PreTrainedConfig,
+    PreTrainedModel,
+    ViTForImageClassification,
+    ViTModel,
+)
 
-from .modeling import PiToMeViTConfig, PiToMeViTForImageClassification, PiToMeViTModel
+from .modeling import (
+    PiToMeCLIPConfig,
+    PiToMeCLIPModel,
+    PiToMeCLIPVisionConfig,
+    PiToMeCLIPVisionModel,
+    PiToMeCLIPVisionModelWithProjection,
+    PiToMeViTConfig,
+    PiToMeViTForImageClassification,
+    PiToMeViTModel,
+)
 
 # stock class -> (PiToMe class, PiToMe config class); a PiToMe class maps to itself (re-applying changes settings).
 _FAMILIES: dict[type, tuple[type, type]] = {
@@ -13,6 +30,12 @@ _FAMILIES: dict[type, tuple[type, type]] = {
     ViTForImageClassification: (PiToMeViTForImageClassification, PiToMeViTConfig),
     PiToMeViTModel: (PiToMeViTModel, PiToMeViTConfig),
     PiToMeViTForImageClassification: (PiToMeViTForImageClassification, PiToMeViTConfig),
+    CLIPModel: (PiToMeCLIPModel, PiToMeCLIPConfig),
+    CLIPVisionModel: (PiToMeCLIPVisionModel, PiToMeCLIPVisionConfig),
+    CLIPVisionModelWithProjection: (PiToMeCLIPVisionModelWithProjection, PiToMeCLIPVisionConfig),
+    PiToMeCLIPModel: (PiToMeCLIPModel, PiToMeCLIPConfig),
+    PiToMeCLIPVisionModel: (PiToMeCLIPVisionModel, PiToMeCLIPVisionConfig),
+    PiToMeCLIPVisionModelWithProjection: (PiToMeCLIPVisionModelWithProjection, PiToMeCLIPVisionConfig),
 }
 
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .modeling.merging import MergeSettings, merge_num_layers, num_patches_from_config, token_schedule
+from dataclasses import fields
+
+from .modeling.merging import (
+    MergeConfigMixin,
+    MergeSettings,
+    merge_num_layers,
+    num_patches_from_config,
+    token_schedule,
+)
 
 
 @dataclass(frozen=True)
@@ -18,6 +26,13 @@ class EncoderShape:
     layers: int
     heads: int
     num_prefix: int = 1
+
+
+def merge_settings_of(config, num_layers: int | None = None) -> MergeSettings:
+    """The merge settings of a PiToMe config; a stock config (no merge fields) counts as unmerged."""
+    if not any(hasattr(config, f.name) for f in fields(MergeConfigMixin)):
+        return MergeSettings(merge_method="none", num_layers=num_layers)
+    return MergeSettings.from_config(config, num_layers=num_layers)
 
 
 def similarity_flops(method: str, num_mergeable: int, dim: int) -> int:
@@ -59,10 +74,41 @@ def vit_flops(config, image_size: int | None = None, num_labels: int | None = No
     """FLOPs of one image through a (PiToMe or stock) ViT classifier: patch embedding, encoder and head.
 
     Stock configs (no merge fields) count as unmerged. `image_size` overrides the config's (square images)."""
-    settings = MergeSettings.from_config(config)
+    settings = merge_settings_of(config)
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
     num_patches = (image_size // patch) ** 2 if image_size else num_patches_from_config(config)
     embed = 2 * num_patches * config.hidden_size * config.num_channels * patch * patch
     labels = config.num_labels if num_labels is None else num_labels
     head = 2 * config.hidden_size * labels
     return embed + encoder_flops(settings, vit_shape(config), num_patches) + head
+
+
+def clip_vision_flops(config, image_size: int | None = None, with_projection: bool | None = None) -> int:
+    """FLOPs of one image through a (PiToMe or stock) CLIP vision tower: patch embedding, encoder, projection.
+
+    `config` is a CLIP config (the merge settings and the vision_config) or a CLIP vision config. The projection
+    (hidden -> projection_dim) is counted when `with_projection` is True; by default it is for a CLIP config (whose
+    model has `visual_projection`) and not for a vision config (use True for CLIPVisionModelWithProjection). The text
+    tower is not counted. `image_size` overrides the config's (square images, interpolated position embeddings).
+    """
+    vision = getattr(config, "vision_config", None)
+    composite = vision is not None
+    vision = vision if composite else config
+    settings = merge_settings_of(config, num_layers=vision.num_hidden_layers)
+    patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
+    num_patches = (image_size // patch) ** 2 if image_size else num_patches_from_config(vision)
+    C = vision.hidden_size
+    embed = 2 * num_patches * C * vision.num_channels * patch * patch
+    protected = getattr(config, "protected_tokens", None)
+    shape = EncoderShape(
+        hidden=C,
+        intermediate=vision.intermediate_size,
+        layers=vision.num_hidden_layers,
+        heads=vision.num_attention_heads,
+        num_prefix=1 if protected is None else protected,
+    )
+    if with_projection is None:
+        with_projection = composite
+    projection_dim = config.projection_dim if composite else vision.projection_dim
+    head = 2 * C * projection_dim if with_projection else 0
+    return embed + encoder_flops(settings, shape, num_patches) + head

@@ -1,0 +1,308 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""PiToMe CLIP: a Hugging Face CLIP whose vision encoder layers merge tokens between attention and MLP.
+
+Each vision layer runs: LayerNorm -> attention (with the proportional-attention bias log(size) once tokens have
+merged) -> residual -> merge (PiToMe or ToMe, see merging.py) -> LayerNorm -> MLP -> residual. The MLP and every
+later layer run on fewer tokens. The image embedding is the CLS token (never merged) after `post_layernorm` and the
+projection, as in stock CLIP. The text tower is the stock `CLIPTextModel`: it never merges. Weights and parameter
+names are exactly the stock CLIP's, so stock checkpoints load unchanged.
+
+Classes: `PiToMeCLIPModel` (zero-shot classification, retrieval), `PiToMeCLIPVisionModel` (the vision tower, e.g.
+for LLaVA), `PiToMeCLIPVisionModelWithProjection` (image embeddings only).
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.clip.modeling_clip import (
+    ALL_ATTENTION_FUNCTIONS,
+    CLIPAttention,
+    CLIPEncoder,
+    CLIPEncoderLayer,
+    CLIPModel,
+    CLIPOutput,
+    CLIPPreTrainedModel,
+    CLIPTextModel,
+    CLIPVisionEmbeddings,
+    CLIPVisionModel,
+    CLIPVisionModelOutput,
+    CLIPVisionModelWithProjection,
+    eager_attention_forward,
+)
+
+from .configuration_pitome_clip import PiToMeCLIPConfig, PiToMeCLIPVisionConfig
+from .merging import MergeSettings, MergeState, check_attention_backend
+
+# transformers 5 renames checkpoint keys on load only for its own classes: a stand-alone CLIPVisionModel lost its
+# `vision_model.` level in memory, but CLIP checkpoints (and transformers 4 vision checkpoints) store it. Give our
+# vision tower the stock tower's mapping (it is also applied, scoped, where the tower sits inside PiToMeCLIPModel or
+# PiToMeCLIPVisionModelWithProjection, exactly as for the stock classes). CLIPModel and
+# CLIPVisionModelWithProjection have no mapping of their own; the text tower is the stock class and keeps its own.
+# overwrite=True: remote code may import this file twice.
+register_checkpoint_conversion_mapping(
+    "PiToMeCLIPVisionModel", get_checkpoint_conversion_mapping("CLIPVisionModel"), overwrite=True
+)
+
+
+@dataclass
+class PiToMeCLIPVisionOutput(BaseModelOutputWithPooling):
+    """A `BaseModelOutputWithPooling` of the vision tower plus the merge information.
+
+    token_sizes: (B, N_out) float, how many original tokens each output token of the vision tower stands for.
+    token_map: (B, N_in) long, for each input token the index of the output token that holds it (when traced).
+    token_counts: (L + 1,) long, mergeable vision tokens entering layer 0 and after each layer.
+    """
+
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+
+
+@dataclass
+class PiToMeCLIPVisionModelOutput(CLIPVisionModelOutput):
+    """A `CLIPVisionModelOutput` (image_embeds, ...) plus the merge information (see `PiToMeCLIPVisionOutput`)."""
+
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+
+
+@dataclass
+class PiToMeCLIPOutput(CLIPOutput):
+    """A `CLIPOutput` (logits_per_image, logits_per_text, embeds, ...) plus the vision tower's merge information."""
+
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+
+
+def _merge_fields(output) -> dict:
+    return {name: getattr(output, name, None) for name in ("token_sizes", "token_map", "token_counts")}
+
+
+def _return_dict(config, return_dict: Optional[bool]) -> bool:
+    return config.return_dict if return_dict is None else return_dict
+
+
+class PiToMeCLIPAttention(CLIPAttention):
+    """CLIP attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        queries = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        keys = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        values = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            queries,
+            keys,
+            values,
+            attention_mask,
+            scaling=self.scale,
+            dropout=0.0 if not self.training else self.dropout,
+            **kwargs,
+        )
+        attn_output = self.out_proj(attn_output.reshape(*input_shape, -1).contiguous())
+        return attn_output, attn_weights, keys
+
+
+class PiToMeCLIPEncoderLayer(CLIPEncoderLayer):
+    """A CLIP vision layer that merges tokens after attention + residual, before `layer_norm2` and the MLP."""
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__(config)
+        self.self_attn = PiToMeCLIPAttention(config)
+        self.layer_idx = layer_idx
+
+    def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
+        residual = hidden_states
+        hidden_states = self.layer_norm1(hidden_states)
+        if merge_state is not None:
+            attention_mask = merge_state.attention_mask(attention_mask, hidden_states.dtype)
+        hidden_states, _, keys = self.self_attn(hidden_states=hidden_states, attention_mask=attention_mask, **kwargs)
+        hidden_states = residual + hidden_states
+        if merge_state is not None:
+            hidden_states = merge_state.step(hidden_states, self.layer_idx, keys)
+
+        residual = hidden_states
+        hidden_states = self.layer_norm2(hidden_states)
+        hidden_states = self.mlp(hidden_states)
+        return residual + hidden_states
+
+
+class PiToMeCLIPEncoder(CLIPEncoder):
+    """The stock CLIP encoder loop over `PiToMeCLIPEncoderLayer`s (the merge state reaches them as a keyword)."""
+
+    def __init__(self, config):
+        nn.Module.__init__(self)
+        self.config = config
+        self.layers = nn.ModuleList([PiToMeCLIPEncoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+
+class PiToMeCLIPVisionModel(CLIPVisionModel):
+    """[`CLIPVisionModel`] with PiToMe token merging. The output (`PiToMeCLIPVisionOutput`) also carries
+    `token_sizes`, `token_map` and `token_counts`; `last_hidden_state` is (B, 1 + T_L, hidden), `pooler_output` the
+    CLS token after `post_layernorm` (B, hidden).
+
+    Stand-alone, the merge settings are its own config's (`PiToMeCLIPVisionConfig`). Inside `PiToMeCLIPModel` and
+    `PiToMeCLIPVisionModelWithProjection` they are the parent's config (`merge_config`), so changing the parent's
+    `config.keep_ratio` changes how every entry point (forward, get_image_features, the tower itself) merges.
+    """
+
+    config_class = PiToMeCLIPVisionConfig
+    _no_split_modules = ["CLIPVisionEmbeddings", "PiToMeCLIPEncoderLayer"]
+    # A checkpointed layer would run its merge twice on the shared per-forward state.
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config):
+        CLIPPreTrainedModel.__init__(self, config)
+        embed_dim = config.hidden_size
+        self.embeddings = CLIPVisionEmbeddings(config)
+        self.pre_layrnorm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.encoder = PiToMeCLIPEncoder(config)
+        self.post_layernorm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        self.merge_config = config
+        self.post_init()
+
+    def new_merge_state(self) -> MergeState:
+        """A fresh per-forward merge state; refuses an attention backend that cannot add the proportional bias."""
+        settings = MergeSettings.from_config(self.merge_config, num_layers=self.config.num_hidden_layers)
+        check_attention_backend(settings, getattr(self.config, "_attn_implementation", None))
+        protected = settings.protected_tokens if settings.protected_tokens is not None else 1
+        return MergeState(settings, num_prefix=protected)
+
+    def forward(
+        self,
+        pixel_values: Optional[torch.Tensor] = None,
+        interpolate_pos_encoding: Optional[bool] = False,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output (B, hidden), merge info."""
+        state = self.new_merge_state()
+        outputs = super().forward(
+            pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
+            merge_state=state,
+            **kwargs,
+        )
+        result = PiToMeCLIPVisionOutput(
+            **outputs,
+            token_sizes=state.sizes,
+            token_map=state.token_map,
+            token_counts=state.counts_tensor(),
+        )
+        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+
+
+class PiToMeCLIPVisionModelWithProjection(CLIPVisionModelWithProjection):
+    """[`CLIPVisionModelWithProjection`] with PiToMe token merging: image_embeds (B, projection_dim) plus the merge
+    information."""
+
+    config_class = PiToMeCLIPVisionConfig
+    _no_split_modules = ["CLIPVisionEmbeddings", "PiToMeCLIPEncoderLayer"]
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config):
+        CLIPPreTrainedModel.__init__(self, config)
+        self.vision_model = PiToMeCLIPVisionModel._from_config(config)
+        self.vision_model.merge_config = config
+        self.visual_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: Optional[torch.Tensor] = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        vision_outputs = self.vision_model(
+            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
+        )
+        result = PiToMeCLIPVisionModelOutput(
+            image_embeds=self.visual_projection(vision_outputs.pooler_output),
+            last_hidden_state=vision_outputs.last_hidden_state,
+            hidden_states=vision_outputs.hidden_states,
+            attentions=vision_outputs.attentions,
+            **_merge_fields(vision_outputs),
+        )
+        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+
+
+class PiToMeCLIPModel(CLIPModel):
+    """[`CLIPModel`] with PiToMe token merging in the vision tower. `get_image_features`, `get_text_features` and the
+    logits are the stock CLIP's; the output (`PiToMeCLIPOutput`) also carries the vision tower's `token_sizes`,
+    `token_map` and `token_counts`. Works with the zero-shot-image-classification pipeline."""
+
+    config_class = PiToMeCLIPConfig
+    config: PiToMeCLIPConfig
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings", "PiToMeCLIPEncoderLayer"]
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: PiToMeCLIPConfig):
+        CLIPPreTrainedModel.__init__(self, config)
+        text_config, vision_config = config.text_config, config.vision_config
+        self.projection_dim = config.projection_dim
+        self.text_embed_dim = text_config.hidden_size
+        self.vision_embed_dim = vision_config.hidden_size
+        self.text_model = CLIPTextModel._from_config(text_config)
+        self.vision_model = PiToMeCLIPVisionModel._from_config(vision_config)
+        self.vision_model.merge_config = config
+        self.visual_projection = nn.Linear(self.vision_embed_dim, self.projection_dim, bias=False)
+        self.text_projection = nn.Linear(self.text_embed_dim, self.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(self.config.logit_scale_init_value))
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        pixel_values: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.LongTensor] = None,
+        return_loss: Optional[bool] = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        """input_ids (B_t, S), pixel_values (B_i, C, H, W) -> logits_per_image (B_i, B_t), embeds, merge info."""
+        outputs = super().forward(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            return_loss=return_loss,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
+            **kwargs,
+        )
+        result = PiToMeCLIPOutput(**outputs, **_merge_fields(outputs.vision_model_output))
+        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+
+
+PiToMeCLIPConfig.register_for_auto_class()
+PiToMeCLIPModel.register_for_auto_class("AutoModel")
+PiToMeCLIPVisionConfig.register_for_auto_class()
+PiToMeCLIPVisionModel.register_for_auto_class("AutoModel")
+# No Auto class has a with-projection vision tower: a saved one maps AutoModel to itself (its own folder only).
+PiToMeCLIPVisionModelWithProjection.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "PiToMeCLIPEncoderLayer",
+    "PiToMeCLIPModel",
+    "PiToMeCLIPOutput",
+    "PiToMeCLIPVisionModel",
+    "PiToMeCLIPVisionModelOutput",
+    "PiToMeCLIPVisionModelWithProjection",
+    "PiToMeCLIPVisionOutput",
+]
