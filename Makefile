@@ -18,11 +18,26 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m pitome_hf.cli benchmark --batch 32
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) -m pitome_hf.cli benchmark --batch 32
+
+# The Space's browser test (tests/test_space.py) drives Debian's chromium through chromedriver: install both when
+# missing. Needs root and apt-get; elsewhere the test is skipped with its reason.
+.PHONY: browser
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and chromium-driver (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing and apt-get unusable here (not root?): the browser test will be skipped"; fi
+
+# The Space locally, on http://127.0.0.1:7860 (GRADIO_SERVER_PORT, PITOME_SPACE_MODEL: see spaces/README.md).
+demo: $(STAMP)
+	@$(PY) -c "import gradio" 2>/dev/null || $(PY) -m pip install -q -e ".[demo]"
+	GRADIO_SERVER_NAME=127.0.0.1 $(PY) spaces/app.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,6 +8,8 @@ This file is model-agnostic and needs only torch. It holds:
 * `pitome_plan` / `tome_plan`: choose which tokens merge into which (pure functions, no gradients).
 * `apply_plan`: the size-weighted merge (differentiable), `update_token_map`: where each original patch went.
 * `MergeState`: the small per-forward record (sizes, token map, counts) that model adapters pass along layers.
+* `PaddedMergeState`: the same for padded batches of variable-length sequences (text encoders): per-sample budgets,
+  padding excluded, the padding mask shrinking with the tokens.
 
 Shapes: B batch, N tokens entering a layer, p protected prefix tokens (CLS, distillation, registers),
 T = N - p mergeable tokens, C hidden width, r tokens merged away by a layer.
@@ -76,6 +78,12 @@ class MergeConfigMixin:
         num_layers = merge_num_layers(self)
         MergeSettings.from_config(self, num_layers=num_layers)
         super().__post_init__(**kwargs)
+
+    def __setattr__(self, name, value):
+        # from_pretrained(..., keep_ratio=x) sets fields after __post_init__: validate those assignments too
+        if name in _MERGE_FIELD_NAMES and getattr(self, "_post_init_done", False):
+            MergeSettings.from_config(self, **{name: value})
+        super().__setattr__(name, value)
 
 
 def merge_num_layers(config) -> Optional[int]:
@@ -207,6 +215,10 @@ class MergeSettings:
             merge_r=self.merge_r,
             merge_layers=self.merge_layers,
         )
+
+
+MERGE_FIELDS = tuple(f.name for f in fields(MergeSettings) if f.name != "num_layers")
+_MERGE_FIELD_NAMES = frozenset(MERGE_FIELDS)
 
 
 def layer_budget(

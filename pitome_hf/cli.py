@@ -9,8 +9,10 @@ import sys
 # command -> (module, help). Each module has `main(argv)`; modules are imported only when their command runs.
 COMMANDS = {
     "benchmark": ("pitome_hf.benchmark", "images/s and FLOPs of none vs ToMe vs PiToMe, side by side"),
+    "convert": ("pitome_hf.checkpoint", "write the PiToMe variant of a stock checkpoint (folder or Hub id)"),
     "push": ("pitome_hf.hub", "upload a PiToMe folder with a model card carrying measured results"),
     "evaluate": ("pitome_hf.evaluation", "metric, GFLOPs, images/s of none vs ToMe vs PiToMe on a dataset"),
+    "fidelity": ("pitome_hf.fidelity", "fidelity to the unmerged model on real weights (text: MiniLM, dinov2: ViT-S/14)"),
 }
 
 

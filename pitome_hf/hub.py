@@ -32,8 +32,6 @@ CITATION = """@inproceedings{tran2024pitome,
   year      = {2024},
   url       = {https://arxiv.org/abs/2405.16148}
 }"""
-MERGE_FIELDS = ("merge_method", "keep_ratio", "merge_r", "merge_layers", "margin", "margin_schedule", "alpha",
-                "energy", "merge_split", "proportional_attention", "merge_metric", "protected_tokens", "keep_order")
 CARD_TEMPLATE = """---
 {{ card_data }}
 ---
@@ -134,7 +132,7 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
     """The model card (a huggingface_hub ModelCard) for a PiToMe checkpoint folder."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .modeling.merging import token_schedule
+    from .modeling.merging import MERGE_FIELDS, token_schedule
 
     config = read_pitome_config(folder)
     pipeline_tag, family, auto_class = PIPELINE_TAGS[config["model_type"]]
@@ -152,7 +150,7 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
         model_name=repo_id.split("/")[-1],
         eval_results=entries or None,
     )
-    rows = "\n".join(f"| {k} | {config.get(k)} |" for k in MERGE_FIELDS if k in config)
+    rows = "\n".join(f"| {k} | {config.get(k)} |" for k in MERGE_FIELDS if k in config and k != "trace_source")
     try:
         schedule = token_schedule(_config_object(folder))
     except ValueError:  # a config without image geometry (text models) has no static schedule

@@ -24,13 +24,9 @@ TOKEN = "hf_pitome_test_secret_0123456789"
 
 @pytest.fixture(scope="module")
 def pitome_folder(stock_vit_dir, tmp_path_factory):
-    from transformers import AutoImageProcessor
+    from pitome_hf.checkpoint import convert_checkpoint
 
-    folder = tmp_path_factory.mktemp("pitome_vit")
-    model = PiToMeViTForImageClassification.from_pretrained(stock_vit_dir, keep_ratio=0.8)
-    model.save_pretrained(folder)
-    AutoImageProcessor.from_pretrained(stock_vit_dir).save_pretrained(folder)
-    return folder
+    return convert_checkpoint(str(stock_vit_dir), tmp_path_factory.mktemp("conv") / "pitome_vit", keep_ratio=0.8)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,75 @@
+"""Assemble the folder to upload as a Hugging Face Space: app, README, requirements, examples, pitome_hf, model.
+
+    python spaces/build_space.py build/space          # then: hf upload USER/SPACE build/space --repo-type space
+
+pitome_hf is not on PyPI, so the Space installs the project's wheel, built here from this checkout and listed by
+file name in requirements.txt. The embedded default model (pitome_hf/assets/fashion-mnist-vit, or
+PITOME_SPACE_MODEL) is copied to `model/`, which app.py uses when PITOME_SPACE_MODEL is not set on the Space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FILES = ("app.py", "README.md", "requirements.txt")
+
+
+def wheel_line(requirements: Path) -> str:
+    lines = [ln.strip() for ln in requirements.read_text().splitlines()]
+    wheels = [ln for ln in lines if ln.endswith(".whl")]
+    if len(wheels) != 1:
+        raise SystemExit(f"{requirements} must list exactly one pitome_hf wheel; it lists {wheels}.")
+    return wheels[0].removeprefix("./")
+
+
+def build(out: Path, model: Path | None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        shutil.copy2(HERE / name, out / name)
+    shutil.copytree(HERE / "examples", out / "examples", dirs_exist_ok=True)
+    expected = wheel_line(HERE / "requirements.txt")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+    )
+    if not (out / expected).is_file():
+        built = sorted(p.name for p in out.glob("pitome_hf-*.whl"))
+        raise SystemExit(f"built {built}, but requirements.txt lists {expected}: update the version there.")
+    if model is not None:
+        if not (model / "config.json").is_file():
+            raise SystemExit(f"{model} has no config.json: train or convert the default model first.")
+        shutil.copytree(model, out / "model", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pyc", "__pycache__"))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="folder to write (created)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model folder to ship as model/ (default: PITOME_SPACE_MODEL or the embedded default)")
+    parser.add_argument("--no-model", action="store_true", help="ship no model (set PITOME_SPACE_MODEL on the Space)")
+    args = parser.parse_args(argv)
+    model = None
+    if not args.no_model:
+        if args.model is not None:
+            model = args.model
+        elif os.environ.get("PITOME_SPACE_MODEL"):
+            model = Path(os.environ["PITOME_SPACE_MODEL"])
+        else:
+            from pitome_hf.evaluation import DEFAULT_MODEL
+
+            model = DEFAULT_MODEL
+    out = build(args.out, model)
+    print(f"Space folder ready: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
