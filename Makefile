@@ -15,14 +15,15 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the embedded Fashion-MNIST ViT, none vs ToMe vs PiToMe at five keep ratios (table + out/evaluate/).
 run: $(STAMP)
-	$(PY) -m pitome_hf.cli benchmark --batch 32
+	$(PY) -m pitome_hf.cli evaluate --out out/evaluate
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m pitome_hf.cli benchmark --batch 32
+	$(PY) -m pitome_hf.cli benchmark vit --batch 32
 
 # The Space's browser test (tests/test_space.py) drives Debian's chromium through chromedriver: install both when
 # missing. Needs root and apt-get; elsewhere the test is skipped with its reason.
