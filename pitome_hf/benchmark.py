@@ -208,8 +208,16 @@ DEFAULT_RATIOS = {"vit": [0.95, 0.9, 0.85], "clip": [0.95, 0.925, 0.9]}
 
 
 def main(argv=None) -> None:
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if argv and argv[0] == "llava":  # the llava family has its own options (pitome_hf/benchmark_llava.py)
+        from .benchmark_llava import main as llava_main
+
+        return llava_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("family", choices=["vit", "clip"], nargs="?", default="vit")
+    parser.add_argument("family", choices=["vit", "clip", "llava"], nargs="?", default="vit")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--ratios", type=float, nargs="+", default=None,
                         help="keep ratios (default: vit 0.95 0.9 0.85; clip 0.95 0.925 0.9)")

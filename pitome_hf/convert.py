@@ -7,6 +7,7 @@ from transformers import (
     CLIPModel,
     CLIPVisionModel,
     CLIPVisionModelWithProjection,
+    LlavaForConditionalGeneration,
     PreTrainedConfig,
     PreTrainedModel,
     ViTForImageClassification,
@@ -19,6 +20,8 @@ from .modeling import (
     PiToMeCLIPVisionConfig,
     PiToMeCLIPVisionModel,
     PiToMeCLIPVisionModelWithProjection,
+    PiToMeLlavaConfig,
+    PiToMeLlavaForConditionalGeneration,
     PiToMeViTConfig,
     PiToMeViTForImageClassification,
     PiToMeViTModel,
@@ -36,6 +39,8 @@ _FAMILIES: dict[type, tuple[type, type]] = {
     PiToMeCLIPModel: (PiToMeCLIPModel, PiToMeCLIPConfig),
     PiToMeCLIPVisionModel: (PiToMeCLIPVisionModel, PiToMeCLIPVisionConfig),
     PiToMeCLIPVisionModelWithProjection: (PiToMeCLIPVisionModelWithProjection, PiToMeCLIPVisionConfig),
+    LlavaForConditionalGeneration: (PiToMeLlavaForConditionalGeneration, PiToMeLlavaConfig),
+    PiToMeLlavaForConditionalGeneration: (PiToMeLlavaForConditionalGeneration, PiToMeLlavaConfig),
 }
 
 

@@ -5,7 +5,7 @@ Zalando Research, https://github.com/zalandoresearch/fashion-mnist). The model i
 `ViTForImageClassification`, saved at the end in the PiToMe ViT format (merge_method="pitome", keep_ratio=0.9)
 together with a PIL image processor, so that any grayscale or RGB image works through `pipeline`.
 
-    python scripts/train_default.py --epochs 12 --export-test
+    python scripts/train_default.py --epochs 15 --export-test
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=ASSETS / "fashion-mnist-vit")
     parser.add_argument("--data-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     parser.add_argument("--seed", type=int, default=0)
@@ -105,7 +105,13 @@ def main() -> None:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--export-test", action="store_true", help="also write the test split npz and licence")
+    parser.add_argument("--hidden", type=int, default=MODEL["hidden_size"])
+    parser.add_argument("--layers", type=int, default=MODEL["num_hidden_layers"])
+    parser.add_argument("--heads", type=int, default=MODEL["num_attention_heads"])
+    parser.add_argument("--mlp", type=int, default=MODEL["intermediate_size"])
     args = parser.parse_args()
+    MODEL.update(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                 intermediate_size=args.mlp)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -1,0 +1,138 @@
+"""LLaVA benchmark: none vs ToMe vs PiToMe in a LLaVA-1.5-shaped model (random weights), side by side in one run.
+
+The vision tower is CLIP-L/14-336 (576 patches, 24 layers, feature layer -2, LLaVA-1.5's); the language model is a
+small random Llama (a few layers) so the run fits a CPU or a single GPU. Reported per run: image tokens reaching the
+language model, time to first token (prefill + 1 token), total latency for 32 new tokens, KV-cache bytes after
+generation (analytic: 2 x layers x batch x kv_heads x head_dim x sequence x bytes), analytic prefill FLOPs and the
+FLOPs-ideal time-to-first-token speed-up next to the measured one. With a small language model the vision tower is a
+larger share of prefill than in LLaVA-1.5-7B, so the ideal speed-up here is smaller than the 7B model's.
+
+`python -m pitome_hf.benchmark llava` (or `python -m pitome_hf.benchmark_llava`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from .flops import EncoderShape, encoder_flops
+from .modeling.configuration_pitome_llava import llava_merge_settings, llava_num_image_tokens
+
+LLAVA15_VISION = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                      num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
+
+
+def llava_config(lm_layers: int = 4, lm_hidden: int = 1024, vocab: int = 1000, vision: dict | None = None, **kw):
+    from transformers import LlavaConfig
+
+    text = dict(model_type="llama", vocab_size=vocab, hidden_size=lm_hidden, intermediate_size=lm_hidden * 8 // 3,
+                num_hidden_layers=lm_layers, num_attention_heads=max(1, lm_hidden // 128),
+                num_key_value_heads=max(1, lm_hidden // 128), max_position_embeddings=4096, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)
+    return LlavaConfig(vision_config=vision or LLAVA15_VISION, text_config=text, image_token_index=vocab - 1,
+                       attn_implementation="sdpa", **kw)
+
+
+def prefill_flops(config, prompt_text_tokens: int) -> int:
+    """Analytic FLOPs of one prompt's prefill: the whole vision tower (as it runs: merging only before the feature
+    layer), the projector and the language model."""
+    vision, text = config.vision_config, config.text_config
+    settings = llava_merge_settings(config)
+    patches = (vision.image_size // vision.patch_size) ** 2
+    shape = EncoderShape(hidden=vision.hidden_size, intermediate=vision.intermediate_size, layers=vision.num_hidden_layers,
+                         heads=vision.num_attention_heads, num_prefix=1)
+    total = 2 * patches * vision.hidden_size * 3 * vision.patch_size ** 2
+    total += encoder_flops(settings, shape, patches)
+    n_img = llava_num_image_tokens(config)
+    total += 2 * n_img * (vision.hidden_size * text.hidden_size + text.hidden_size ** 2)  # projector
+    S = n_img + prompt_text_tokens
+    C, I, L = text.hidden_size, text.intermediate_size, text.num_hidden_layers
+    kv = text.num_key_value_heads * (C // text.num_attention_heads)
+    per_token = 2 * (2 * C * C + 2 * C * kv) + 2 * 3 * C * I
+    total += L * (S * per_token + 2 * 2 * S * S * C) + 2 * C * text.vocab_size  # logits of the last token only
+    return total
+
+
+def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = None, dtype: str = "float32",
+                new_tokens: int = 32, text_tokens: int = 32, repeats: int = 3, lm_layers: int = 4,
+                lm_hidden: int = 1024, vision: dict | None = None) -> list[dict]:
+    from transformers import LlavaForConditionalGeneration
+
+    from .benchmark import default_device, time_call
+    from .convert import apply_pitome
+
+    dev = torch.device(device) if device else default_device()
+    torch_dtype = getattr(torch, dtype)
+    torch.manual_seed(0)
+    config = llava_config(lm_layers, lm_hidden, vision=vision)
+    stock = LlavaForConditionalGeneration(config).eval().to(dev, torch_dtype)
+    size = config.vision_config.image_size
+    pixel = torch.randn(batch, 3, size, size, device=dev, dtype=torch_dtype)
+    text = torch.randint(3, config.text_config.vocab_size - 1, (batch, text_tokens), device=dev)
+    rows, base = [], None
+    runs = [("none", 1.0)] + [(m, r) for r in ratios for m in ("tome", "pitome")]
+    for method, ratio in runs:
+        model = apply_pitome(stock, merge_method=method, keep_ratio=ratio)
+        n_img = llava_num_image_tokens(model.config)
+        image = torch.full((batch, n_img), config.image_token_index, device=dev)
+        ids = torch.cat([text[:, :1], image, text[:, 1:]], dim=1)
+        inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixel)
+
+        def generate(n):
+            return model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+
+        with torch.inference_mode():
+            ttft = time_call(lambda: generate(1), dev, warmup=1, repeats=repeats)
+            total = time_call(lambda: generate(new_tokens), dev, warmup=0, repeats=repeats)
+        text_cfg = config.text_config
+        head_dim = text_cfg.hidden_size // text_cfg.num_attention_heads
+        seq = ids.shape[1] + new_tokens
+        kv_bytes = (2 * text_cfg.num_hidden_layers * batch * text_cfg.num_key_value_heads * head_dim * seq
+                    * torch.finfo(torch_dtype).bits // 8)
+        flops = prefill_flops(model.config, text_tokens)
+        if base is None:
+            base = dict(ttft=ttft, flops=flops)
+        rows.append(dict(method=method, keep_ratio=ratio, image_tokens=n_img, ttft_s=ttft, latency_s=total,
+                         new_tokens=new_tokens, kv_cache_bytes=kv_bytes, prefill_gflops=flops / 1e9,
+                         ttft_speedup=base["ttft"] / ttft, ideal_ttft_speedup=base["flops"] / flops,
+                         device=str(dev), dtype=dtype, batch=batch))
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("| method | keep ratio | image tokens | TTFT (s) | latency (s) | KV cache (MiB) | prefill GFLOPs | "
+            "TTFT speed-up | FLOPs-ideal speed-up |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['keep_ratio']} | {r['image_tokens']} | {r['ttft_s']:.4f} | "
+                     f"{r['latency_s']:.4f} | {r['kv_cache_bytes'] / 2**20:.2f} | {r['prefill_gflops']:.2f} | "
+                     f"{r['ttft_speedup']:.3f} | {r['ideal_ttft_speedup']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.95, 0.925, 0.9])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--lm-layers", type=int, default=4)
+    parser.add_argument("--lm-hidden", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    rows = bench_llava(args.batch, args.ratios, args.device, args.dtype, args.new_tokens, repeats=args.repeats,
+                       lm_layers=args.lm_layers, lm_hidden=args.lm_hidden)
+    print(f"LLaVA-1.5-shaped (CLIP-L/14-336 tower, {args.lm_layers}-layer Llama, hidden {args.lm_hidden}), random "
+          f"weights, batch {args.batch}, {rows[0]['device']}, {args.dtype}, torch {torch.__version__}")
+    print(markdown_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
