@@ -5,6 +5,14 @@ Importing the package registers the PiToMe classes with the transformers Auto fa
 """
 
 from .modeling import (
+    PiToMeBertConfig,
+    PiToMeBertForSequenceClassification,
+    PiToMeBertModel,
+    PiToMeDinov2Config,
+    PiToMeDinov2ForImageClassification,
+    PiToMeDinov2Model,
+    PiToMeDinov2WithRegistersConfig,
+    PiToMeDinov2WithRegistersModel,
     MergeSettings,
     PiToMeCLIPConfig,
     PiToMeCLIPModel,
@@ -28,6 +36,14 @@ register_auto_classes()
 __version__ = "0.1.0"
 
 __all__ = [
+    "PiToMeBertConfig",
+    "PiToMeBertForSequenceClassification",
+    "PiToMeBertModel",
+    "PiToMeDinov2Config",
+    "PiToMeDinov2ForImageClassification",
+    "PiToMeDinov2Model",
+    "PiToMeDinov2WithRegistersConfig",
+    "PiToMeDinov2WithRegistersModel",
     "MergeSettings",
     "PiToMeCLIPConfig",
     "PiToMeCLIPModel",

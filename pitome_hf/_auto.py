@@ -1,9 +1,17 @@
 """Registration of the PiToMe classes with the transformers Auto factories (local, no remote code needed)."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForZeroShotImageClassification
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText, AutoModelForSequenceClassification, AutoProcessor
 
 from .modeling import (
+    PiToMeBertConfig,
+    PiToMeBertForSequenceClassification,
+    PiToMeBertModel,
+    PiToMeDinov2Config,
+    PiToMeDinov2ForImageClassification,
+    PiToMeDinov2Model,
+    PiToMeDinov2WithRegistersConfig,
+    PiToMeDinov2WithRegistersModel,
     PiToMeCLIPConfig,
     PiToMeCLIPModel,
     PiToMeCLIPVisionConfig,
@@ -21,6 +29,9 @@ _REGISTRY = (
     (PiToMeViTConfig, ((AutoModel, PiToMeViTModel), (AutoModelForImageClassification, PiToMeViTForImageClassification))),
     (PiToMeCLIPConfig, ((AutoModel, PiToMeCLIPModel), (AutoModelForZeroShotImageClassification, PiToMeCLIPModel))),
     (PiToMeCLIPVisionConfig, ((AutoModel, PiToMeCLIPVisionModel),)),
+    (PiToMeBertConfig, ((AutoModel, PiToMeBertModel), (AutoModelForSequenceClassification, PiToMeBertForSequenceClassification))),
+    (PiToMeDinov2Config, ((AutoModel, PiToMeDinov2Model), (AutoModelForImageClassification, PiToMeDinov2ForImageClassification))),
+    (PiToMeDinov2WithRegistersConfig, ((AutoModel, PiToMeDinov2WithRegistersModel),)),
     (PiToMeLlavaConfig, ((AutoModel, PiToMeLlavaModel), (AutoModelForImageTextToText, PiToMeLlavaForConditionalGeneration))),
 )
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import torch
 from transformers import (
+    BertForSequenceClassification,
+    BertModel,
     CLIPModel,
     CLIPVisionModel,
     CLIPVisionModelWithProjection,
+    Dinov2ForImageClassification,
+    Dinov2Model,
+    Dinov2WithRegistersModel,
     LlavaForConditionalGeneration,
     PreTrainedConfig,
     PreTrainedModel,
@@ -15,6 +20,14 @@ from transformers import (
 )
 
 from .modeling import (
+    PiToMeBertConfig,
+    PiToMeBertForSequenceClassification,
+    PiToMeBertModel,
+    PiToMeDinov2Config,
+    PiToMeDinov2ForImageClassification,
+    PiToMeDinov2Model,
+    PiToMeDinov2WithRegistersConfig,
+    PiToMeDinov2WithRegistersModel,
     PiToMeCLIPConfig,
     PiToMeCLIPModel,
     PiToMeCLIPVisionConfig,
@@ -41,6 +54,16 @@ _FAMILIES: dict[type, tuple[type, type]] = {
     PiToMeCLIPVisionModelWithProjection: (PiToMeCLIPVisionModelWithProjection, PiToMeCLIPVisionConfig),
     LlavaForConditionalGeneration: (PiToMeLlavaForConditionalGeneration, PiToMeLlavaConfig),
     PiToMeLlavaForConditionalGeneration: (PiToMeLlavaForConditionalGeneration, PiToMeLlavaConfig),
+    BertModel: (PiToMeBertModel, PiToMeBertConfig),
+    BertForSequenceClassification: (PiToMeBertForSequenceClassification, PiToMeBertConfig),
+    PiToMeBertModel: (PiToMeBertModel, PiToMeBertConfig),
+    PiToMeBertForSequenceClassification: (PiToMeBertForSequenceClassification, PiToMeBertConfig),
+    Dinov2Model: (PiToMeDinov2Model, PiToMeDinov2Config),
+    Dinov2ForImageClassification: (PiToMeDinov2ForImageClassification, PiToMeDinov2Config),
+    Dinov2WithRegistersModel: (PiToMeDinov2WithRegistersModel, PiToMeDinov2WithRegistersConfig),
+    PiToMeDinov2Model: (PiToMeDinov2Model, PiToMeDinov2Config),
+    PiToMeDinov2ForImageClassification: (PiToMeDinov2ForImageClassification, PiToMeDinov2Config),
+    PiToMeDinov2WithRegistersModel: (PiToMeDinov2WithRegistersModel, PiToMeDinov2WithRegistersConfig),
 }
 
 
@@ -62,6 +85,8 @@ def pitome_config(config: PreTrainedConfig, config_class: type, **settings) -> P
 def _constructor_kwargs(model: PreTrainedModel) -> dict:
     if isinstance(model, ViTModel):
         return {"add_pooling_layer": model.pooler is not None, "use_mask_token": model.embeddings.mask_token is not None}
+    if isinstance(model, BertModel):
+        return {"add_pooling_layer": model.pooler is not None}
     return {}
 
 

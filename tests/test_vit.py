@@ -135,11 +135,11 @@ def test_non_vit_checkpoint_is_refused(tmp_path):
 
 
 def test_apply_pitome_refuses_unsupported_models():
-    from transformers import BertConfig, BertModel
+    from transformers import GPT2Config, GPT2Model
 
-    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
-    with pytest.raises(TypeError, match="BertModel.*supported classes"):
-        apply_pitome(bert)
+    gpt2 = GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=2))
+    with pytest.raises(TypeError, match="GPT2Model.*supported classes"):
+        apply_pitome(gpt2)
 
 
 def test_flash_attention_with_proportional_attention_is_refused(vit_kwargs):

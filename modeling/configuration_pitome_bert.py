@@ -1,0 +1,68 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""Configuration of the PiToMe BERT family: a `BertConfig` plus the token-merge settings (see merging.py).
+
+The defaults are the paper's text setting (algorithm.md, "Text encoders"): Gaussian energy, the "top" split (A = the
+r highest-energy tokens, B = the next r), merging only in the first 3 layers, keep ratio 0.8.
+"""
+
+from transformers import BertConfig
+
+from .merging import MergeConfigMixin, MergeSettings, accept_stock_config_dict
+
+POOLINGS = ("cls", "mean")
+TEXT_MERGE_LAYERS = 3
+
+
+class PiToMeBertConfig(MergeConfigMixin, BertConfig):
+    r"""A [`BertConfig`] (BERT, MiniLM, sentence-transformers BERT encoders) with PiToMe token merging.
+
+    The merge fields are documented on `MergeConfigMixin` in merging.py; the text defaults differ from the vision ones:
+    energy="gaussian", merge_split="top", keep_ratio=0.8 and merge_layers=None meaning the first 3 layers (the paper's
+    text setting; it is stored as the explicit list). Give `merge_layers=list(range(num_hidden_layers))` to merge in
+    every layer.
+
+    pooling: what `pooler_output` is. "cls" (default): the stock BERT pooler (dense + tanh on the CLS token).
+        "mean": the size-weighted mean of the last hidden states over real tokens (padding excluded), i.e. the
+        sentence-transformers mean pooling, computed correctly on merged tokens.
+
+    Example:
+
+    ```python
+    >>> config = PiToMeBertConfig.from_pretrained(path_to_bert, keep_ratio=0.7, pooling="mean")
+    ```
+    """
+
+    model_type = "pitome_bert"
+    stock_model_types = ("bert",)
+    default_protected_tokens = 1
+
+    keep_ratio: float | int = 0.8
+    energy: str = "gaussian"
+    merge_split: str = "top"
+    pooling: str = "cls"
+
+    def __post_init__(self, **kwargs):
+        if self.merge_layers is None and isinstance(self.num_hidden_layers, int):
+            self.merge_layers = list(range(min(TEXT_MERGE_LAYERS, self.num_hidden_layers)))
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling={self.pooling!r} is not supported; allowed values: {', '.join(map(repr, POOLINGS))}.")
+        if (self.is_decoder or self.add_cross_attention) and MergeSettings.from_config(self).active:
+            raise ValueError(
+                "PiToMe BERT merges tokens of an encoder: is_decoder/add_cross_attention cannot be combined with "
+                "merging (a cache or cross-attention would see a changing sequence). Set merge_method='none'."
+            )
+        if not getattr(self, "auto_map", None):
+            self.auto_map = {
+                "AutoConfig": "configuration_pitome_bert.PiToMeBertConfig",
+                "AutoModel": "modeling_pitome_bert.PiToMeBertModel",
+                "AutoModelForSequenceClassification": "modeling_pitome_bert.PiToMeBertForSequenceClassification",
+            }
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        return accept_stock_config_dict(cls, config_dict), kwargs
+
+
+__all__ = ["PiToMeBertConfig"]

@@ -1,0 +1,327 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""PiToMe BERT: a Hugging Face BERT encoder whose layers merge tokens between attention and the feed-forward block.
+
+Each layer runs: self-attention (with the proportional-attention bias log(size) once tokens have merged) -> output
+projection + residual + LayerNorm -> merge (PiToMe or ToMe, see merging.py) -> feed-forward + residual + LayerNorm.
+The feed-forward block and every later layer run on fewer tokens. By default only the first 3 layers merge (the
+paper's text setting).
+
+Padded batches: every sample merges as it would alone (its budget comes from its own number of real tokens; padding
+is never compared, never merged and never a destination; CLS is protected). After a layer that merges, each sample's
+tokens are packed to the left and the batch is padded to its longest sample; the output's `attention_mask` says which
+tokens are real and `token_sizes` (0 on padding) how many input tokens each stands for. `size_weighted_mean_pool`
+(or `pooling="mean"` in the config) gives the sentence-transformers mean pooling on merged tokens.
+
+Weights and parameter names are exactly the stock BERT's, so stock checkpoints load unchanged.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, SequenceClassifierOutput
+from transformers.models.bert.modeling_bert import (
+    ALL_ATTENTION_FUNCTIONS,
+    BertAttention,
+    BertEmbeddings,
+    BertEncoder,
+    BertForSequenceClassification,
+    BertLayer,
+    BertModel,
+    BertPooler,
+    BertPreTrainedModel,
+    BertSelfAttention,
+    eager_attention_forward,
+)
+from transformers.pytorch_utils import apply_chunking_to_forward
+
+from .configuration_pitome_bert import PiToMeBertConfig
+from .merging import PROPORTIONAL_ATTENTION_BACKENDS, MergeSettings, PaddedMergeState, weighted_mean
+
+# transformers 5 converts checkpoint keys on load only for its own classes. BERT has no conversion of its own in
+# transformers 5.24 (its parameter names did not change); if a later version adds one, give our classes the same.
+# overwrite=True: remote code may import this file twice.
+for _stock, _ours in (
+    ("BertModel", "PiToMeBertModel"),
+    ("BertForSequenceClassification", "PiToMeBertForSequenceClassification"),
+):
+    _mapping = get_checkpoint_conversion_mapping(_stock)
+    if _mapping is not None:
+        register_checkpoint_conversion_mapping(_ours, _mapping, overwrite=True)
+
+
+@dataclass
+class PiToMeBertModelOutput(BaseModelOutputWithPoolingAndCrossAttentions):
+    """A `BaseModelOutputWithPoolingAndCrossAttentions` plus the merge information.
+
+    attention_mask: (B, N_out) long, 1 on real tokens, 0 on padding (after merging, real tokens come first).
+    token_sizes: (B, N_out) float, how many input tokens each output token stands for (0 on padding).
+    token_map: (B, N_in) long, for each input token the index of the output token that holds it, -1 for padding
+        (when `trace_source=True`).
+    token_counts: (B, L + 1) long, per sample the mergeable real tokens (CLS excluded) entering layer 0 and after
+        each layer.
+    """
+
+    attention_mask: Optional[torch.LongTensor] = None
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+
+
+@dataclass
+class PiToMeSequenceClassifierOutput(SequenceClassifierOutput):
+    """A `SequenceClassifierOutput` plus the merge information (see `PiToMeBertModelOutput`)."""
+
+    attention_mask: Optional[torch.LongTensor] = None
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+
+
+def size_weighted_mean_pool(output) -> torch.Tensor:
+    """Mean of `last_hidden_state` over real tokens weighted by `token_sizes` (B, hidden): the sentence-transformers
+    mean pooling, which stays exact on merged tokens (each merged token counts as many times as it holds tokens)."""
+    return weighted_mean(output.last_hidden_state, output.token_sizes)
+
+
+def text_merge_state(config, attention_mask: Optional[torch.Tensor], shape) -> PaddedMergeState:
+    """A fresh per-forward merge state; refuses settings that cannot merge a padded batch."""
+    settings = MergeSettings.from_config(config)
+    if settings.active:
+        impl = getattr(config, "_attn_implementation", None) or "eager"
+        if impl not in PROPORTIONAL_ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attn_implementation={impl!r} cannot take the additive float mask that merging a padded batch needs "
+                f"(shrinking padding mask and proportional attention). Use one of {PROPORTIONAL_ATTENTION_BACKENDS}, "
+                "or set merge_method='none'."
+            )
+        if config.is_decoder:
+            raise ValueError("PiToMe BERT cannot merge tokens in a decoder; set merge_method='none'.")
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError(
+                f"token merging needs a 2-D (batch, tokens) attention_mask, got shape {tuple(attention_mask.shape)}."
+            )
+    if attention_mask is None or attention_mask.dim() != 2:
+        valid = torch.ones(shape, dtype=torch.bool)
+    else:
+        valid = attention_mask.bool()
+    protected = settings.protected_tokens if settings.protected_tokens is not None else 1
+    return PaddedMergeState(settings, num_prefix=protected, valid=valid)
+
+
+class PiToMeBertSelfAttention(BertSelfAttention):
+    """BERT self-attention (encoder only) that also returns its key states (B, H, N, d): PiToMe's metric."""
+
+    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
+        if cache is not None:
+            raise ValueError("PiToMe BERT is an encoder: a key/value cache is not supported.")
+        kwargs.pop("encoder_hidden_states", None)
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        query_layer = self.query(hidden_states).view(*hidden_shape).transpose(1, 2)
+        key_layer = self.key(hidden_states).view(*hidden_shape).transpose(1, 2)
+        value_layer = self.value(hidden_states).view(*hidden_shape).transpose(1, 2)
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_layer,
+            key_layer,
+            value_layer,
+            attention_mask,
+            dropout=0.0 if not self.training else self.dropout.p,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return attn_output, attn_weights, key_layer
+
+
+class PiToMeBertAttention(BertAttention):
+    """`BertAttention` (self-attention + output projection, residual, LayerNorm) that also returns the keys."""
+
+    def __init__(self, config, layer_idx=None):
+        super().__init__(config, is_causal=False, layer_idx=layer_idx)
+        self.self = PiToMeBertSelfAttention(config, is_causal=False, layer_idx=layer_idx)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        attention_output, attn_weights, keys = self.self(hidden_states, attention_mask=attention_mask, **kwargs)
+        return self.output(attention_output, hidden_states), attn_weights, keys
+
+
+class PiToMeBertLayer(BertLayer):
+    """A BERT encoder layer that merges tokens after the attention block, before the feed-forward block."""
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__(config, layer_idx=layer_idx)
+        self.attention = PiToMeBertAttention(config, layer_idx=layer_idx)
+        self.layer_idx = layer_idx
+
+    def forward(
+        self,
+        hidden_states,
+        attention_mask=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        cache=None,
+        merge_state: Optional[PaddedMergeState] = None,
+        **kwargs,
+    ):
+        if encoder_hidden_states is not None:
+            raise ValueError("PiToMe BERT is an encoder: encoder_hidden_states (cross-attention) is not supported.")
+        if merge_state is not None:
+            attention_mask = merge_state.attention_mask(attention_mask, hidden_states.dtype)
+        attention_output, _, keys = self.attention(hidden_states, attention_mask, cache=cache, **kwargs)
+        if merge_state is not None:
+            attention_output = merge_state.step(attention_output, self.layer_idx, keys)
+        return apply_chunking_to_forward(
+            self.feed_forward_chunk, self.chunk_size_feed_forward, self.seq_len_dim, attention_output
+        )
+
+
+class PiToMeBertEncoder(BertEncoder):
+    """The stock BERT encoder loop over `PiToMeBertLayer`s (the merge state reaches them as a keyword)."""
+
+    def __init__(self, config):
+        nn.Module.__init__(self)
+        self.config = config
+        self.layer = nn.ModuleList([PiToMeBertLayer(config, layer_idx=i) for i in range(config.num_hidden_layers)])
+
+
+def _return_dict(config, return_dict: Optional[bool]) -> bool:
+    return config.return_dict if return_dict is None else return_dict
+
+
+def _merge_fields(state: PaddedMergeState) -> dict:
+    return {
+        "attention_mask": state.valid.long(),
+        "token_sizes": state.sizes,
+        "token_map": state.token_map,
+        "token_counts": state.counts_tensor(),
+    }
+
+
+class PiToMeBertModel(BertModel):
+    """[`BertModel`] (encoder) with PiToMe token merging. The output also carries `attention_mask` (which output
+    tokens are real), `token_sizes`, `token_map` and per-sample `token_counts`."""
+
+    config_class = PiToMeBertConfig
+    config: PiToMeBertConfig
+    _no_split_modules = ["BertEmbeddings", "PiToMeBertLayer"]
+    # A checkpointed layer would run its merge twice on the shared per-forward state.
+    supports_gradient_checkpointing = False
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+
+    def __init__(self, config: PiToMeBertConfig, add_pooling_layer: bool = True):
+        BertPreTrainedModel.__init__(self, config)
+        self.config = config
+        self.gradient_checkpointing = False
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = PiToMeBertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        """input_ids (B, N) -> last_hidden_state (B, N_out, hidden), pooler_output, merge information."""
+        shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
+        state = text_merge_state(self.config, attention_mask, shape)
+        outputs = super().forward(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            merge_state=state,
+            **kwargs,
+        )
+        if state.sizes is None:  # no layer ran (num_hidden_layers == 0)
+            state._start(outputs.last_hidden_state)
+        fields = dict(outputs)
+        if self.config.pooling == "mean":
+            fields["pooler_output"] = weighted_mean(outputs.last_hidden_state, state.sizes)
+        result = PiToMeBertModelOutput(**{**fields, **_merge_fields(state)})
+        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+
+
+class PiToMeBertForSequenceClassification(BertForSequenceClassification):
+    """[`BertForSequenceClassification`] with PiToMe token merging. The classifier reads `pooler_output`: the stock
+    pooler on CLS (never merged), or the size-weighted mean with `pooling="mean"`."""
+
+    config_class = PiToMeBertConfig
+    config: PiToMeBertConfig
+    _no_split_modules = ["BertEmbeddings", "PiToMeBertLayer"]
+    supports_gradient_checkpointing = False
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+
+    def __init__(self, config: PiToMeBertConfig):
+        BertPreTrainedModel.__init__(self, config)
+        self.num_labels = config.num_labels
+        self.config = config
+        self.bert = PiToMeBertModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        result = PiToMeSequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            attention_mask=outputs.attention_mask,
+            token_sizes=outputs.token_sizes,
+            token_map=outputs.token_map,
+            token_counts=outputs.token_counts,
+        )
+        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+
+
+PiToMeBertConfig.register_for_auto_class()
+PiToMeBertModel.register_for_auto_class("AutoModel")
+PiToMeBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
+__all__ = [
+    "PiToMeBertForSequenceClassification",
+    "PiToMeBertLayer",
+    "PiToMeBertModel",
+    "PiToMeBertModelOutput",
+    "PiToMeSequenceClassifierOutput",
+    "size_weighted_mean_pool",
+]

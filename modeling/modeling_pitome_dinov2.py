@@ -1,0 +1,325 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""PiToMe DINOv2: a Hugging Face DINOv2 (with or without register tokens) whose layers merge tokens between
+attention and MLP.
+
+Each layer runs: LayerNorm -> attention (with the proportional-attention bias log(size) once tokens have merged) ->
+layer scale -> residual -> merge (PiToMe or ToMe, see merging.py) -> LayerNorm -> MLP (or SwiGLU) -> layer scale ->
+residual. The MLP and every later layer run on fewer tokens. CLS and the register tokens are protected (never merged).
+The pooled output is the CLS token, as in stock DINOv2; the classification head's mean over patch tokens is
+size-weighted. Weights and parameter names are exactly the stock DINOv2's, so stock checkpoints load unchanged.
+
+Classes: `PiToMeDinov2Model`, `PiToMeDinov2ForImageClassification`, `PiToMeDinov2WithRegistersModel`.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.models.dinov2.modeling_dinov2 import (
+    ALL_ATTENTION_FUNCTIONS,
+    Dinov2Attention,
+    Dinov2Embeddings,
+    Dinov2Encoder,
+    Dinov2ForImageClassification,
+    Dinov2Layer,
+    Dinov2Model,
+    Dinov2PreTrainedModel,
+    eager_attention_forward,
+)
+from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
+    Dinov2WithRegistersAttention,
+    Dinov2WithRegistersEmbeddings,
+    Dinov2WithRegistersEncoder,
+    Dinov2WithRegistersLayer,
+    Dinov2WithRegistersModel,
+    Dinov2WithRegistersPreTrainedModel,
+)
+
+from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
+from .merging import MergeSettings, MergeState, check_attention_backend, weighted_mean
+
+# transformers 5 renames DINOv2 parameters on load (attention.attention.query -> attention.q_proj, ...) only for its
+# own classes: give ours the stock mappings. The classification model holds the base model, whose mapping is applied
+# scoped, as for the stock classes. overwrite=True: remote code may import this file twice.
+register_checkpoint_conversion_mapping(
+    "PiToMeDinov2Model", get_checkpoint_conversion_mapping("Dinov2Model"), overwrite=True
+)
+register_checkpoint_conversion_mapping(
+    "PiToMeDinov2WithRegistersModel", get_checkpoint_conversion_mapping("Dinov2WithRegistersModel"), overwrite=True
+)
+
+
+@dataclass
+class PiToMeDinov2ModelOutput(BaseModelOutputWithPooling):
+    """A `BaseModelOutputWithPooling` plus the merge information.
+
+    token_sizes: (B, N_out) float, how many input tokens each output token stands for (sums to N_in).
+    token_map: (B, N_in) long, for each input token the index of the output token that holds it (when traced).
+    token_counts: (L + 1,) long, mergeable tokens (patches) entering layer 0 and after each layer.
+    num_protected: number of leading tokens that never merge (CLS + registers).
+    """
+
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+    num_protected: Optional[int] = None
+
+
+@dataclass
+class PiToMeDinov2ImageClassifierOutput(ImageClassifierOutput):
+    """An `ImageClassifierOutput` plus the merge information (see `PiToMeDinov2ModelOutput`)."""
+
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+
+
+def patch_mean(output) -> torch.Tensor:
+    """Size-weighted mean of the patch tokens of a PiToMe DINOv2 output (protected tokens excluded): (B, hidden).
+    Equals the stock plain mean over patches when nothing merged."""
+    p = output.num_protected
+    return weighted_mean(output.last_hidden_state[:, p:], output.token_sizes[:, p:])
+
+
+def merge_state_for(config, default_protected: int) -> MergeState:
+    """A fresh per-forward merge state from a PiToMe config; refuses an attention backend that cannot merge."""
+    settings = MergeSettings.from_config(config)
+    check_attention_backend(settings, getattr(config, "_attn_implementation", None))
+    protected = settings.protected_tokens if settings.protected_tokens is not None else default_protected
+    return MergeState(settings, num_prefix=protected)
+
+
+def _num_protected(config) -> int:
+    return 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+
+
+class _KeysAttentionMixin:
+    """DINOv2 attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
+        return attn_output, attn_weights, key_states
+
+
+class _MergingLayerMixin:
+    """A DINOv2 layer that merges tokens after attention + layer scale + residual, before `norm2` and the MLP."""
+
+    def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
+        residual = hidden_states
+        hidden_states = self.norm1(hidden_states)
+        if merge_state is not None:
+            attention_mask = merge_state.attention_mask(attention_mask, hidden_states.dtype)
+        hidden_states, _, keys = self.attention(hidden_states, attention_mask=attention_mask, **kwargs)
+        hidden_states = self.drop_path(self.layer_scale1(hidden_states)) + residual
+        if merge_state is not None:
+            hidden_states = merge_state.step(hidden_states, self.layer_idx, keys)
+
+        residual = hidden_states
+        hidden_states = self.mlp(self.norm2(hidden_states))
+        return self.drop_path(self.layer_scale2(hidden_states)) + residual
+
+
+class PiToMeDinov2Attention(_KeysAttentionMixin, Dinov2Attention):
+    pass
+
+
+class PiToMeDinov2Layer(_MergingLayerMixin, Dinov2Layer):
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__(config)
+        self.attention = PiToMeDinov2Attention(config)
+        self.layer_idx = layer_idx
+
+
+class PiToMeDinov2Encoder(Dinov2Encoder):
+    """The stock DINOv2 encoder loop over `PiToMeDinov2Layer`s (the merge state reaches them as a keyword)."""
+
+    def __init__(self, config):
+        Dinov2PreTrainedModel.__init__(self, config)
+        self.layer = nn.ModuleList([PiToMeDinov2Layer(config, i) for i in range(config.num_hidden_layers)])
+        self.post_init()
+
+
+class PiToMeDinov2WithRegistersAttention(_KeysAttentionMixin, Dinov2WithRegistersAttention):
+    pass
+
+
+class PiToMeDinov2WithRegistersLayer(_MergingLayerMixin, Dinov2WithRegistersLayer):
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__(config)
+        self.attention = PiToMeDinov2WithRegistersAttention(config)
+        self.layer_idx = layer_idx
+
+
+class PiToMeDinov2WithRegistersEncoder(Dinov2WithRegistersEncoder):
+    def __init__(self, config):
+        Dinov2WithRegistersPreTrainedModel.__init__(self, config)
+        self.layer = nn.ModuleList([PiToMeDinov2WithRegistersLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.post_init()
+
+
+def _return_dict(config, return_dict: Optional[bool]) -> bool:
+    return config.return_dict if return_dict is None else return_dict
+
+
+def _merging_forward(model, stock_forward, pixel_values, bool_masked_pos, attention_mask, return_dict, kwargs):
+    protected = _num_protected(model.config)
+    state = merge_state_for(model.config, default_protected=protected)
+    if attention_mask is not None and state.settings.active:
+        raise ValueError(
+            f"attention_mask cannot be combined with token merging in {type(model).__name__} (merged tokens change "
+            "the sequence); pass attention_mask=None or set merge_method='none'."
+        )
+    outputs = stock_forward(
+        pixel_values,
+        bool_masked_pos=bool_masked_pos,
+        attention_mask=attention_mask,
+        return_dict=True,
+        merge_state=state,
+        **kwargs,
+    )
+    result = PiToMeDinov2ModelOutput(
+        **outputs,
+        token_sizes=state.sizes,
+        token_map=state.token_map,
+        token_counts=state.counts_tensor(),
+        num_protected=state.num_prefix,
+    )
+    return result if _return_dict(model.config, return_dict) else result.to_tuple()
+
+
+class PiToMeDinov2Model(Dinov2Model):
+    """[`Dinov2Model`] with PiToMe token merging. The output also carries `token_sizes`, `token_map`,
+    `token_counts` and `num_protected`; `patch_mean(output)` is the size-weighted mean of the patch tokens."""
+
+    config_class = PiToMeDinov2Config
+    config: PiToMeDinov2Config
+    _no_split_modules = ["Dinov2Embeddings", "PiToMeDinov2Layer"]
+    # A checkpointed layer would run its merge twice on the shared per-forward state.
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: PiToMeDinov2Config):
+        Dinov2PreTrainedModel.__init__(self, config)
+        self.config = config
+        self.embeddings = Dinov2Embeddings(config)
+        self.encoder = PiToMeDinov2Encoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: Optional[torch.Tensor] = None,
+        bool_masked_pos: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output (CLS), merge info."""
+        return _merging_forward(self, super().forward, pixel_values, bool_masked_pos, attention_mask, return_dict, kwargs)
+
+
+class PiToMeDinov2WithRegistersModel(Dinov2WithRegistersModel):
+    """[`Dinov2WithRegistersModel`] with PiToMe token merging; CLS and the register tokens are never merged."""
+
+    config_class = PiToMeDinov2WithRegistersConfig
+    config: PiToMeDinov2WithRegistersConfig
+    _no_split_modules = ["Dinov2WithRegistersEmbeddings", "PiToMeDinov2WithRegistersLayer"]
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: PiToMeDinov2WithRegistersConfig):
+        Dinov2WithRegistersPreTrainedModel.__init__(self, config)
+        self.config = config
+        self.embeddings = Dinov2WithRegistersEmbeddings(config)
+        self.encoder = PiToMeDinov2WithRegistersEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: Optional[torch.Tensor] = None,
+        bool_masked_pos: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        return _merging_forward(self, super().forward, pixel_values, bool_masked_pos, attention_mask, return_dict, kwargs)
+
+
+class PiToMeDinov2ForImageClassification(Dinov2ForImageClassification):
+    """[`Dinov2ForImageClassification`] with PiToMe token merging: the linear head reads CLS concatenated with the
+    size-weighted mean of the patch tokens (the stock plain mean when nothing merges)."""
+
+    config_class = PiToMeDinov2Config
+    config: PiToMeDinov2Config
+    _no_split_modules = ["Dinov2Embeddings", "PiToMeDinov2Layer"]
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: PiToMeDinov2Config):
+        Dinov2PreTrainedModel.__init__(self, config)
+        self.num_labels = config.num_labels
+        self.dinov2 = PiToMeDinov2Model(config)
+        self.classifier = (
+            nn.Linear(config.hidden_size * 2, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        outputs = self.dinov2(pixel_values, attention_mask=attention_mask, return_dict=True, **kwargs)
+        cls_token = outputs.last_hidden_state[:, 0]
+        logits = self.classifier(torch.cat([cls_token, patch_mean(outputs)], dim=1))
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        result = PiToMeDinov2ImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            token_sizes=outputs.token_sizes,
+            token_map=outputs.token_map,
+            token_counts=outputs.token_counts,
+        )
+        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+
+
+PiToMeDinov2Config.register_for_auto_class()
+PiToMeDinov2Model.register_for_auto_class("AutoModel")
+PiToMeDinov2ForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+PiToMeDinov2WithRegistersConfig.register_for_auto_class()
+PiToMeDinov2WithRegistersModel.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "PiToMeDinov2ForImageClassification",
+    "PiToMeDinov2ImageClassifierOutput",
+    "PiToMeDinov2Layer",
+    "PiToMeDinov2Model",
+    "PiToMeDinov2ModelOutput",
+    "PiToMeDinov2WithRegistersLayer",
+    "PiToMeDinov2WithRegistersModel",
+    "patch_mean",
+]

