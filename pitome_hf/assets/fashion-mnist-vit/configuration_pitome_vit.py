@@ -1,0 +1,38 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""Configuration of the PiToMe ViT family: a `ViTConfig` plus the token-merge settings (see merging.py)."""
+
+from transformers import ViTConfig
+
+from .merging import MergeConfigMixin, accept_stock_config_dict
+
+
+class PiToMeViTConfig(MergeConfigMixin, ViTConfig):
+    r"""A [`ViTConfig`] (also DeiT checkpoints that use the ViT architecture) with PiToMe token merging.
+
+    The merge fields are documented on `MergeConfigMixin` in merging.py. Example:
+
+    ```python
+    >>> config = PiToMeViTConfig(merge_method="pitome", keep_ratio=0.9)
+    ```
+    """
+
+    model_type = "pitome_vit"
+    stock_model_types = ("vit",)
+    default_protected_tokens = 1
+
+    def __post_init__(self, **kwargs):
+        if not getattr(self, "auto_map", None):
+            self.auto_map = {
+                "AutoConfig": "configuration_pitome_vit.PiToMeViTConfig",
+                "AutoModel": "modeling_pitome_vit.PiToMeViTModel",
+                "AutoModelForImageClassification": "modeling_pitome_vit.PiToMeViTForImageClassification",
+            }
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        return accept_stock_config_dict(cls, config_dict), kwargs
+
+
+__all__ = ["PiToMeViTConfig"]

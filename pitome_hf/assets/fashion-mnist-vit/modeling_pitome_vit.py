@@ -1,0 +1,231 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""PiToMe ViT: a Hugging Face ViT whose encoder layers merge tokens between attention and MLP.
+
+Each layer runs: LayerNorm -> attention (with the proportional-attention bias log(size) once tokens have merged) ->
+residual -> merge (PiToMe or ToMe, see merging.py) -> LayerNorm -> MLP -> residual. The MLP and every later layer
+run on fewer tokens. Weights and parameter names are exactly the stock ViT's, so stock checkpoints load unchanged.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.models.vit.modeling_vit import (
+    ALL_ATTENTION_FUNCTIONS,
+    ViTAttention,
+    ViTEmbeddings,
+    ViTForImageClassification,
+    ViTLayer,
+    ViTModel,
+    ViTPooler,
+    ViTPreTrainedModel,
+    eager_attention_forward,
+)
+
+from .configuration_pitome_vit import PiToMeViTConfig
+from .merging import MergeSettings, MergeState, check_attention_backend
+
+# transformers 5 renames ViT parameters on load only for its own classes: give ours the stock ViT's mapping, or a
+# stock checkpoint would load with missing/unexpected keys and random weights. overwrite=True: remote code may
+# import this file twice.
+register_checkpoint_conversion_mapping(
+    "PiToMeViTModel", get_checkpoint_conversion_mapping("ViTModel"), overwrite=True
+)
+
+
+@dataclass
+class PiToMeModelOutput(BaseModelOutputWithPooling):
+    """A `BaseModelOutputWithPooling` plus the merge information.
+
+    token_sizes: (B, N_out) float, how many original tokens each output token stands for (sums to N_in).
+    token_map: (B, N_in) long, for each input token the index of the output token that holds it (when traced).
+    token_counts: (L + 1,) long, mergeable tokens entering layer 0 and after each layer.
+    """
+
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+
+
+@dataclass
+class PiToMeImageClassifierOutput(ImageClassifierOutput):
+    """An `ImageClassifierOutput` plus the merge information (see `PiToMeModelOutput`)."""
+
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+
+
+def merge_state_for(config, default_protected: int = 1) -> MergeState:
+    """A fresh per-forward merge state from a PiToMe config; refuses an attention backend that cannot merge."""
+    settings = MergeSettings.from_config(config)
+    check_attention_backend(settings, getattr(config, "_attn_implementation", None))
+    protected = settings.protected_tokens if settings.protected_tokens is not None else default_protected
+    return MergeState(settings, num_prefix=protected)
+
+
+class PiToMeViTAttention(ViTAttention):
+    """ViT attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
+        return attn_output, attn_weights, key_states
+
+
+class PiToMeViTLayer(ViTLayer):
+    """A ViT layer that merges tokens after attention + residual, before the second LayerNorm and the MLP."""
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__(config)
+        self.attention = PiToMeViTAttention(config)
+        self.layer_idx = layer_idx
+
+    def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
+        residual = hidden_states
+        hidden_states = self.layernorm_before(hidden_states)
+        if merge_state is not None:
+            attention_mask = merge_state.attention_mask(attention_mask, hidden_states.dtype)
+        hidden_states, _, keys = self.attention(hidden_states, attention_mask, **kwargs)
+        hidden_states = self.dropout(hidden_states) + residual
+        if merge_state is not None:
+            hidden_states = merge_state.step(hidden_states, self.layer_idx, keys)
+
+        residual = hidden_states
+        hidden_states = self.layernorm_after(hidden_states)
+        hidden_states = self.mlp(hidden_states)
+        hidden_states = self.dropout(hidden_states) + residual
+        return hidden_states
+
+
+def _merge_fields(state: MergeState) -> dict:
+    return {"token_sizes": state.sizes, "token_map": state.token_map, "token_counts": state.counts_tensor()}
+
+
+class PiToMeViTModel(ViTModel):
+    """[`ViTModel`] with PiToMe token merging. The output also carries `token_sizes`, `token_map`, `token_counts`."""
+
+    config_class = PiToMeViTConfig
+    config: PiToMeViTConfig
+    _no_split_modules = ["ViTEmbeddings", "PiToMeViTLayer"]
+    # A checkpointed layer would run its merge twice on the shared per-forward state.
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: PiToMeViTConfig, add_pooling_layer: bool = True, use_mask_token: bool = False):
+        ViTPreTrainedModel.__init__(self, config)
+        self.config = config
+        self.embeddings = ViTEmbeddings(config, use_mask_token=use_mask_token)
+        self.layers = nn.ModuleList([PiToMeViTLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pooler = ViTPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: Optional[torch.Tensor] = None,
+        bool_masked_pos: Optional[torch.BoolTensor] = None,
+        interpolate_pos_encoding: Optional[bool] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output, merge information."""
+        state = merge_state_for(self.config, default_protected=1)
+        if attention_mask is not None and state.settings.active:
+            raise ValueError(
+                "attention_mask cannot be combined with token merging in PiToMeViTModel (merged tokens change the "
+                "sequence); pass attention_mask=None or set merge_method='none'."
+            )
+        outputs = super().forward(
+            pixel_values,
+            bool_masked_pos=bool_masked_pos,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            attention_mask=attention_mask,
+            return_dict=True,
+            merge_state=state,
+            **kwargs,
+        )
+        result = PiToMeModelOutput(**outputs, **_merge_fields(state))
+        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+
+
+def _return_dict(config, return_dict: Optional[bool]) -> bool:
+    return config.return_dict if return_dict is None else return_dict
+
+
+class PiToMeViTForImageClassification(ViTForImageClassification):
+    """[`ViTForImageClassification`] with PiToMe token merging (the classifier reads the CLS token, never merged)."""
+
+    config_class = PiToMeViTConfig
+    config: PiToMeViTConfig
+    _no_split_modules = ["ViTEmbeddings", "PiToMeViTLayer"]
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: PiToMeViTConfig):
+        ViTPreTrainedModel.__init__(self, config)
+        self.num_labels = config.num_labels
+        self.vit = PiToMeViTModel(config, add_pooling_layer=False)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        interpolate_pos_encoding: Optional[bool] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        outputs = self.vit(
+            pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            attention_mask=attention_mask,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(outputs.last_hidden_state[:, 0, :])
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        result = PiToMeImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            token_sizes=outputs.token_sizes,
+            token_map=outputs.token_map,
+            token_counts=outputs.token_counts,
+        )
+        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+
+
+PiToMeViTConfig.register_for_auto_class()
+PiToMeViTModel.register_for_auto_class("AutoModel")
+PiToMeViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "PiToMeImageClassifierOutput",
+    "PiToMeModelOutput",
+    "PiToMeViTForImageClassification",
+    "PiToMeViTLayer",
+    "PiToMeViTModel",
+]
