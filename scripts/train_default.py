@@ -171,6 +171,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pit = apply_pitome(model.eval(), merge_method="pitome", keep_ratio=0.9)
     pit.save_pretrained(args.out)
+    # The embedded default is always loaded through the installed package, which registers the PiToMe classes:
+    # drop the remote-code copies save_pretrained writes, so the package never ships a stale second copy.
+    for code in args.out.glob("*.py"):
+        code.unlink()
     ViTImageProcessorPil(
         size={"height": 28, "width": 28}, image_mean=[0.5] * 3, image_std=[0.5] * 3,
         resample=Image.Resampling.BILINEAR, do_convert_rgb=True,
