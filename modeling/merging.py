@@ -402,7 +402,7 @@ def apply_plan(
     """
     p = num_prefix
     B, N, C = x.shape
-    K, r = plan.keep.shape[1], plan.src.shape[1]
+    K = plan.keep.shape[1]
     pos = _new_positions(plan, N - p)
     dst_out = pos.gather(1, plan.dst)  # (B, r) destination index among the mergeable outputs
     mergeable = sizes[:, p:]
@@ -662,3 +662,11 @@ class PaddedMergeState(MergeState):
 
     def counts_tensor(self) -> torch.Tensor:
         return torch.tensor(self.counts, dtype=torch.long)
+
+
+def merge_state_for(config, default_protected: int = 1) -> MergeState:
+    """A fresh per-forward merge state from a PiToMe config; refuses an attention backend that cannot merge."""
+    settings = MergeSettings.from_config(config)
+    check_attention_backend(settings, getattr(config, "_attn_implementation", None))
+    protected = settings.protected_tokens if settings.protected_tokens is not None else default_protected
+    return MergeState(settings, num_prefix=protected)

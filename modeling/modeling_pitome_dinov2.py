@@ -39,7 +39,7 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 )
 
 from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
-from .merging import MergeSettings, MergeState, check_attention_backend, weighted_mean
+from .merging import MergeState, merge_state_for, weighted_mean
 
 # transformers 5 renames DINOv2 parameters on load (attention.attention.query -> attention.q_proj, ...) only for its
 # own classes: give ours the stock mappings. The classification model holds the base model, whose mapping is applied
@@ -82,14 +82,6 @@ def patch_mean(output) -> torch.Tensor:
     Equals the stock plain mean over patches when nothing merged."""
     p = output.num_protected
     return weighted_mean(output.last_hidden_state[:, p:], output.token_sizes[:, p:])
-
-
-def merge_state_for(config, default_protected: int) -> MergeState:
-    """A fresh per-forward merge state from a PiToMe config; refuses an attention backend that cannot merge."""
-    settings = MergeSettings.from_config(config)
-    check_attention_backend(settings, getattr(config, "_attn_implementation", None))
-    protected = settings.protected_tokens if settings.protected_tokens is not None else default_protected
-    return MergeState(settings, num_prefix=protected)
 
 
 def _num_protected(config) -> int:

@@ -26,7 +26,7 @@ from transformers.models.vit.modeling_vit import (
 )
 
 from .configuration_pitome_vit import PiToMeViTConfig
-from .merging import MergeSettings, MergeState, check_attention_backend
+from .merging import MergeState, merge_state_for
 
 # transformers 5 renames ViT parameters on load only for its own classes: give ours the stock ViT's mapping, or a
 # stock checkpoint would load with missing/unexpected keys and random weights. overwrite=True: remote code may
@@ -57,14 +57,6 @@ class PiToMeImageClassifierOutput(ImageClassifierOutput):
     token_sizes: Optional[torch.FloatTensor] = None
     token_map: Optional[torch.LongTensor] = None
     token_counts: Optional[torch.LongTensor] = None
-
-
-def merge_state_for(config, default_protected: int = 1) -> MergeState:
-    """A fresh per-forward merge state from a PiToMe config; refuses an attention backend that cannot merge."""
-    settings = MergeSettings.from_config(config)
-    check_attention_backend(settings, getattr(config, "_attn_implementation", None))
-    protected = settings.protected_tokens if settings.protected_tokens is not None else default_protected
-    return MergeState(settings, num_prefix=protected)
 
 
 class PiToMeViTAttention(ViTAttention):
