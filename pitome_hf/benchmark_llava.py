@@ -17,8 +17,8 @@ import json
 
 import torch
 
-from .flops import EncoderShape, encoder_flops
-from .modeling.configuration_pitome_llava import llava_merge_settings, llava_num_image_tokens
+from .flops import llava_prefill_flops
+from .modeling.configuration_pitome_llava import llava_num_image_tokens
 
 LLAVA15_VISION = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                       num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
@@ -33,26 +33,6 @@ def llava_config(lm_layers: int = 4, lm_hidden: int = 1024, vocab: int = 1000, v
                 bos_token_id=1, eos_token_id=2)
     return LlavaConfig(vision_config=vision or LLAVA15_VISION, text_config=text, image_token_index=vocab - 1,
                        attn_implementation="sdpa", **kw)
-
-
-def prefill_flops(config, prompt_text_tokens: int) -> int:
-    """Analytic FLOPs of one prompt's prefill: the whole vision tower (as it runs: merging only before the feature
-    layer), the projector and the language model."""
-    vision, text = config.vision_config, config.text_config
-    settings = llava_merge_settings(config)
-    patches = (vision.image_size // vision.patch_size) ** 2
-    shape = EncoderShape(hidden=vision.hidden_size, intermediate=vision.intermediate_size, layers=vision.num_hidden_layers,
-                         heads=vision.num_attention_heads, num_prefix=1)
-    total = 2 * patches * vision.hidden_size * 3 * vision.patch_size ** 2
-    total += encoder_flops(settings, shape, patches)
-    n_img = llava_num_image_tokens(config)
-    total += 2 * n_img * (vision.hidden_size * text.hidden_size + text.hidden_size ** 2)  # projector
-    S = n_img + prompt_text_tokens
-    C, I, L = text.hidden_size, text.intermediate_size, text.num_hidden_layers
-    kv = text.num_key_value_heads * (C // text.num_attention_heads)
-    per_token = 2 * (2 * C * C + 2 * C * kv) + 2 * 3 * C * I
-    total += L * (S * per_token + 2 * 2 * S * S * C) + 2 * C * text.vocab_size  # logits of the last token only
-    return total
 
 
 def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = None, dtype: str = "float32",
@@ -91,7 +71,7 @@ def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = 
         seq = ids.shape[1] + new_tokens
         kv_bytes = (2 * text_cfg.num_hidden_layers * batch * text_cfg.num_key_value_heads * head_dim * seq
                     * torch.finfo(torch_dtype).bits // 8)
-        flops = prefill_flops(model.config, text_tokens)
+        flops = llava_prefill_flops(model.config, text_tokens)
         if base is None:
             base = dict(ttft=ttft, flops=flops)
         rows.append(dict(method=method, keep_ratio=ratio, image_tokens=n_img, ttft_s=ttft, latency_s=total,

@@ -2,7 +2,14 @@
 
     pitome-hf evaluate                                  # the embedded default (Fashion-MNIST ViT), all methods
     pitome-hf evaluate --model DIR_OR_ID --dataset DIR_OR_ID --split validation --keep-ratios 0.95 0.9 0.85
+    pitome-hf evaluate --task zero-shot-image-classification --model openai/clip-vit-base-patch16 --dataset ...
+    pitome-hf evaluate --task image-text-retrieval --model CLIP --dataset ... --text-column caption
+    pitome-hf evaluate --task vqa --model llava-hf/llava-1.5-7b-hf --dataset ... --text-column question \
+        --label-column answers
     accelerate launch --num_processes 2 -m pitome_hf.cli evaluate ...   # data split across processes
+
+Tasks (pitome_hf.evaluation_tasks): image-classification (ViT/DeiT), zero-shot-image-classification and
+image-text-retrieval (CLIP), vqa (LLaVA).
 
 Metrics go through `evaluate` modules shipped with the package (loaded by path, offline). GFLOPs come from the
 analytic count in pitome_hf.flops; images/s times the model forward only, after warm-up, with device
@@ -14,16 +21,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import platform
 import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
+
+from .evaluation_tasks import TASKS, timed_run
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "fashion-mnist-vit"
@@ -31,8 +39,6 @@ DEFAULT_DATASET = ASSETS / "fashion_mnist_test.npz"
 DEFAULT_KEEP_RATIOS = (0.95, 0.9, 0.85, 0.8, 0.75)
 METHODS = ("none", "tome", "pitome")
 SCHEMA = "pitome_hf.evaluation/1"
-TASKS = ("image-classification",)
-CACHE_LIMIT_BYTES = 2 << 30  # keep preprocessed batches in memory across runs below this size
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -45,8 +51,14 @@ class DataSpec:
 
     path: Optional[str] = None
     split: str = "test"
-    image_column: str = "image"
-    label_column: str = "label"
+    image_column: Optional[str] = None  # None: the task's default ("image")
+    label_column: Optional[str] = None  # class label (classification) or answers (vqa); None: the task's default
+    text_column: Optional[str] = None  # captions (retrieval) or questions (vqa); None: the task's default
+
+    def columns(self, defaults: dict[str, str]) -> dict[str, str]:
+        """{role: column} for the roles a task reads, with this spec's choices over the task's defaults."""
+        chosen = {"image": self.image_column, "label": self.label_column, "text": self.text_column}
+        return {role: chosen[role] or default for role, default in defaults.items()}
 
 
 def _dataset_from_npz(path: Path):
@@ -69,8 +81,8 @@ def _dataset_from_npz(path: Path):
     return datasets.Dataset.from_dict({"image": images, "label": labels.tolist()}, features=features)
 
 
-def load_data(spec: DataSpec):
-    """A `datasets.Dataset` for the spec, with its columns checked."""
+def load_data(spec: DataSpec, columns: Optional[dict] = None):
+    """A `datasets.Dataset` for the spec, with its columns ({role: name}, default image and label) checked."""
     import datasets
 
     path = Path(spec.path) if spec.path else DEFAULT_DATASET
@@ -87,7 +99,7 @@ def load_data(spec: DataSpec):
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     else:
         ds = datasets.load_dataset(str(spec.path), split=spec.split)
-    for role, column in (("image", spec.image_column), ("label", spec.label_column)):
+    for role, column in (columns or spec.columns({"image": "image", "label": "label"})).items():
         if column not in ds.column_names:
             raise ValueError(
                 f"the dataset has no {role} column {column!r}; its columns are {ds.column_names}. "
@@ -109,17 +121,12 @@ CLASSIFIER_TYPES = ("vit", "pitome_vit")
 
 def load_classifier(model: str):
     """(PiToMe ViT classifier with merging off, image processor) for a stock or PiToMe checkpoint."""
-    from transformers import AutoImageProcessor, PretrainedConfig
+    from transformers import AutoImageProcessor
 
+    from .evaluation_tasks import check_model_type
     from .modeling import PiToMeViTForImageClassification
 
-    config_dict, _ = PretrainedConfig.get_config_dict(str(model))
-    model_type = config_dict.get("model_type")
-    if model_type not in CLASSIFIER_TYPES:
-        raise ValueError(
-            f"{model} is a {model_type!r} model; the task image-classification supports {', '.join(CLASSIFIER_TYPES)} "
-            "checkpoints (ViT and DeiT in the ViT layout)."
-        )
+    config_dict = check_model_type(model, "image-classification", CLASSIFIER_TYPES, "ViT and DeiT in the ViT layout")
     if not config_dict.get("id2label") and not config_dict.get("num_labels"):
         raise ValueError(f"{model} has no classification head (no id2label in its config).")
     net = PiToMeViTForImageClassification.from_pretrained(str(model), merge_method="none")
@@ -143,11 +150,6 @@ def label_mapping(model_config, names: Optional[list[str]], num_dataset_labels: 
 # ----------------------------------------------------------------------------------------------------------------
 # Measurement
 # ----------------------------------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated since the last reset (CUDA), else the process's peak resident memory (CPU)."""
     if device.type == "cuda":
@@ -165,66 +167,6 @@ class RunResult:
     peak_memory_mb: float
     num_samples: int
     token_counts: list = field(default_factory=list)
-
-
-def _progress(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None)  # off when not a terminal
-
-
-class ImageBatches:
-    """Preprocessed pixel batches of this process's shard, cached in memory across runs when small enough."""
-
-    def __init__(self, ds, indices: list[int], processor, spec: DataSpec, batch_size: int, dtype, device):
-        self.ds, self.indices, self.processor, self.spec = ds, indices, processor, spec
-        self.batch_size, self.dtype, self.device = batch_size, dtype, device
-        self.cache: Optional[list] = None
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
-
-    def _make(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[int]]]:
-        for start in range(0, len(self.indices), self.batch_size):
-            idx = self.indices[start : start + self.batch_size]
-            rows = self.ds[idx]
-            images = [img.convert("RGB") for img in rows[self.spec.image_column]]
-            pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-            yield pixels.to(self.device, self.dtype), torch.tensor(rows[self.spec.label_column]), idx
-
-    def __iter__(self):
-        if self.cache is not None:
-            return iter(self.cache)
-        first = next(self._make(), None)
-        if first is not None and first[0].numel() * first[0].element_size() * len(self) < CACHE_LIMIT_BYTES:
-            self.cache = [first] + list(self._make())[1:]
-            return iter(self.cache)
-        return self._make()
-
-
-def classify(model, batches: ImageBatches, mapping, progress: bool, desc: str, warmup: int = 2):
-    """Predictions (dataset label ids), references, indices, forward seconds for one configured model."""
-    device = batches.device
-    preds, refs, order, seconds = [], [], [], 0.0
-    with torch.inference_mode():
-        for i, (pixels, _, _) in enumerate(batches):  # warm-up, not timed
-            if i >= warmup:
-                break
-            model(pixel_values=pixels)
-        for pixels, labels, idx in _progress(batches, len(batches), desc, progress):
-            _sync(device)
-            start = time.perf_counter()
-            logits = model(pixel_values=pixels).logits
-            _sync(device)
-            seconds += time.perf_counter() - start
-            if mapping is not None:  # restrict to the dataset's classes, in dataset order
-                logits = logits[:, mapping.to(logits.device)]
-            preds.append(logits.argmax(-1).cpu())
-            refs.append(labels)
-            order.extend(idx)
-    return torch.cat(preds).tolist(), torch.cat(refs).tolist(), order, seconds
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,23 +194,27 @@ def evaluate_model(
     batch_size: int = 64,
     limit: Optional[int] = None,
     progress: bool = True,
+    prompt: Optional[str] = None,
+    max_new_tokens: int = 10,
 ) -> dict:
     """Evaluate `model` on `data` for every (method, keep ratio); returns the report dict (see write_report).
 
-    Under `accelerate launch` each process takes a contiguous shard; predictions and timings are gathered with
-    accelerate, and every process returns the same report."""
+    `task`: one of TASKS (see pitome_hf.evaluation_tasks). `prompt`: the zero-shot class template ("a photo of a
+    {}.") or the VQA prompt (with `<image>` and `{}` for the question). Under `accelerate launch` each process takes a
+    contiguous shard; per-sample outputs and timings are gathered with accelerate, and every process returns the same
+    report."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
     from .convert import apply_pitome
-    from .flops import vit_flops
-    from .metrics import load_metric
-    from .modeling import token_schedule
+    from .evaluation_tasks import TASK_CLASSES
 
-    if task not in TASKS:
-        raise ValueError(f"task={task!r} is not supported yet; supported tasks: {', '.join(TASKS)}.")
+    if task not in TASK_CLASSES:
+        raise ValueError(f"task={task!r} is not supported; supported tasks: {', '.join(TASK_CLASSES)}.")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1.")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit} must be >= 1 (or None for the whole split).")
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
     dev = torch.device(device) if device and device != "cuda" else state.device
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
@@ -277,42 +223,36 @@ def evaluate_model(
     configs = run_configs(methods, keep_ratios)
     model_path = str(model) if model else str(DEFAULT_MODEL)
     data = data or DataSpec()
-    ds = load_data(data)
+    task_class = TASK_CLASSES[task]
+    columns = data.columns(task_class.columns)
+    ds = load_data(data, columns)
     n = len(ds) if limit is None else min(limit, len(ds))
-    base, processor = load_classifier(model_path)
-    base = base.to(dev, torch_dtype).eval()
-    names = label_names(ds, data.label_column)
-    num_labels = len(names) if names else int(max(ds[data.label_column][:n])) + 1
-    mapping = label_mapping(base.config, names, num_labels)
+    runner = task_class(model_path, ds, columns, dev, torch_dtype, batch_size, n, prompt=prompt,
+                        max_new_tokens=max_new_tokens)
     with state.split_between_processes(list(range(n))) as shard:
-        batches = ImageBatches(ds, shard, processor, data, batch_size, torch_dtype, dev)
-    image_size = int(next(iter(batches))[0].shape[-1]) if shard else base.config.image_size
-    patch = base.config.patch_size if isinstance(base.config.patch_size, int) else base.config.patch_size[0]
+        batches = runner.batches(shard)
     show = progress and state.is_local_main_process
     results = []
     for method, ratio in configs:
-        net = apply_pitome(base, merge_method=method, keep_ratio=ratio)
+        net = apply_pitome(runner.base, merge_method=method, keep_ratio=ratio)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        preds, refs, order, seconds = classify(net, batches, mapping, show, f"{method} {ratio}")
-        gathered = gather_object([(order, preds, refs, seconds, len(order), peak_memory_mb(dev))])
-        by_index = {}
-        for o, p, r, _, _, _ in gathered:
-            by_index.update({i: (pi, ri) for i, pi, ri in zip(o, p, r)})
-        keys = sorted(by_index)
-        metric = load_metric("accuracy")
-        metric.add_batch(predictions=[by_index[i][0] for i in keys], references=[by_index[i][1] for i in keys])
-        slowest = max(g[3] for g in gathered)
+        outputs, seconds = timed_run(batches, runner.forward(net), dev, show, f"{method} {ratio}")
+        gathered = gather_object([(outputs, seconds, len(outputs), peak_memory_mb(dev))])
+        merged = {}
+        for part, _, _, _ in gathered:
+            merged.update(part)
+        slowest = max(g[1] for g in gathered)
         results.append(
             RunResult(
                 method=method,
                 keep_ratio=ratio,
-                metrics=metric.compute(),
-                gflops=vit_flops(net.config, image_size=image_size) / 1e9,
-                images_per_s=sum(g[4] for g in gathered) / slowest if slowest > 0 else float("nan"),
-                peak_memory_mb=max(g[5] for g in gathered),
-                num_samples=len(keys),
-                token_counts=token_schedule(net.config, num_tokens=(image_size // patch) ** 2),
+                metrics=runner.score(merged),
+                gflops=runner.gflops(net),
+                images_per_s=sum(g[2] for g in gathered) / slowest if slowest > 0 else float("nan"),
+                peak_memory_mb=max(g[3] for g in gathered),
+                num_samples=len(merged),
+                token_counts=runner.token_counts(net),
             )
         )
     return {
@@ -320,7 +260,7 @@ def evaluate_model(
         "task": task,
         "model": model_path,
         "dataset": {"path": str(data.path or DEFAULT_DATASET), "split": data.split,
-                    "image_column": data.image_column, "label_column": data.label_column},
+                    **{f"{role}_column": column for role, column in columns.items()}},
         "num_samples": n,
         "device": str(dev) if state.num_processes == 1 else f"{state.num_processes} x {dev.type}",
         "num_processes": state.num_processes,
@@ -346,6 +286,8 @@ def validate_report(report: dict) -> dict:
     missing = REPORT_KEYS - set(report)
     if missing:
         raise ValueError(f"evaluation report lacks the keys {sorted(missing)}.")
+    if report["task"] not in TASKS:
+        raise ValueError(f"evaluation report has task {report['task']!r}; known tasks: {', '.join(TASKS)}.")
     if not report["results"]:
         raise ValueError("evaluation report has no results.")
     for i, row in enumerate(report["results"]):
@@ -362,12 +304,16 @@ def primary_metric(report: dict) -> str:
 
 
 def markdown_table(report: dict) -> str:
-    name = primary_metric(report)
-    lines = [f"| method | keep ratio | {name} | GFLOPs | images/s | peak memory (MB) |", "|---|---|---|---|---|---|"]
+    """One row per run: every metric (in %), GFLOPs per sample, samples/s, peak memory."""
+    names = list(report["results"][0]["metrics"])
+    rate = "images/s" if report.get("task") != "vqa" else "questions/s"
+    lines = [f"| method | keep ratio | {' | '.join(names)} | GFLOPs | {rate} | peak memory (MB) |",
+             "|" + "---|" * (len(names) + 5)]
     for r in report["results"]:
+        values = " | ".join(f"{100 * r['metrics'][m]:.2f}" for m in names)
         lines.append(
-            f"| {r['method']} | {r['keep_ratio']:.2f} | {100 * r['metrics'][name]:.2f} | {r['gflops']:.4f} | "
-            f"{r['images_per_s']:.0f} | {r['peak_memory_mb']:.0f} |"
+            f"| {r['method']} | {r['keep_ratio']:.2f} | {values} | {r['gflops']:.4f} | "
+            f"{r['images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -421,9 +367,15 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="Hub id or folder (stock or PiToMe); default: embedded model")
     parser.add_argument("--dataset", default=None, help="Hub id, folder, parquet/csv/json or .npz; default: embedded")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--image-column", default="image")
-    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--image-column", default=None, help="default: image")
+    parser.add_argument("--label-column", default=None,
+                        help="class label (classification; default label) or answers (vqa; default answers)")
+    parser.add_argument("--text-column", default=None,
+                        help="captions (image-text-retrieval; default caption) or questions (vqa; default question)")
     parser.add_argument("--task", default="image-classification", choices=TASKS)
+    parser.add_argument("--prompt", default=None,
+                        help="zero-shot class template (default 'a photo of a {}.') or VQA prompt with <image> and {}")
+    parser.add_argument("--max-new-tokens", type=int, default=10, help="vqa: answer length limit")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(DEFAULT_KEEP_RATIOS))
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -436,7 +388,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     report = evaluate_model(
         model=args.model,
-        data=DataSpec(args.dataset, args.split, args.image_column, args.label_column),
+        data=DataSpec(args.dataset, args.split, args.image_column, args.label_column, args.text_column),
         task=args.task,
         methods=args.methods,
         keep_ratios=args.keep_ratios,
@@ -445,6 +397,8 @@ def main(argv=None) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         progress=not args.no_progress,
+        prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
     )
     from accelerate import PartialState
 

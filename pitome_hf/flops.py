@@ -112,3 +112,25 @@ def clip_vision_flops(config, image_size: int | None = None, with_projection: bo
     projection_dim = config.projection_dim if composite else vision.projection_dim
     head = 2 * C * projection_dim if with_projection else 0
     return embed + encoder_flops(settings, shape, num_patches) + head
+
+
+def llava_prefill_flops(config, prompt_text_tokens: int) -> int:
+    """Analytic FLOPs of one prompt's prefill: the whole vision tower (as it runs: merging only before the feature
+    layer), the projector and the language model."""
+    vision, text = config.vision_config, config.text_config
+    from .modeling.configuration_pitome_llava import llava_merge_settings, llava_num_image_tokens
+
+    settings = llava_merge_settings(config)
+    patches = (vision.image_size // vision.patch_size) ** 2
+    shape = EncoderShape(hidden=vision.hidden_size, intermediate=vision.intermediate_size, layers=vision.num_hidden_layers,
+                         heads=vision.num_attention_heads, num_prefix=1)
+    total = 2 * patches * vision.hidden_size * 3 * vision.patch_size ** 2
+    total += encoder_flops(settings, shape, patches)
+    n_img = llava_num_image_tokens(config)
+    total += 2 * n_img * (vision.hidden_size * text.hidden_size + text.hidden_size ** 2)  # projector
+    S = n_img + prompt_text_tokens
+    C, I, L = text.hidden_size, text.intermediate_size, text.num_hidden_layers
+    kv = text.num_key_value_heads * (C // text.num_attention_heads)
+    per_token = 2 * (2 * C * C + 2 * C * kv) + 2 * 3 * C * I
+    total += L * (S * per_token + 2 * 2 * S * S * C) + 2 * C * text.vocab_size  # logits of the last token only
+    return total

@@ -71,8 +71,15 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(1).expand(-1, 3, -1, -1)
 
 
+AUGMENTATIONS = {
+    "crop-flip": "random crop (zero padding 2), horizontal flip",
+    "flip": "horizontal flip",
+    "none": "none",
+}
+
+
 def augment(images: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random crop after zero padding by `pad`, and random horizontal flip, on a uint8 batch."""
+    """Random crop after zero padding by `pad` (none when `pad` is 0), and random horizontal flip, on a uint8 batch."""
     b, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad))
     dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), generator=gen)
@@ -105,6 +112,7 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--warmup-epochs", type=float, default=0.3)
+    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="crop-flip")
     parser.add_argument("--export-test", action="store_true", help="also write the test split npz and licence")
     parser.add_argument("--hidden", type=int, default=MODEL["hidden_size"])
     parser.add_argument("--layers", type=int, default=MODEL["num_hidden_layers"])
@@ -150,7 +158,8 @@ def main() -> None:
         model.train()
         total, t0 = 0.0, time.time()
         for idx in torch.randperm(len(train_x), generator=gen).split(args.batch_size):
-            logits = model(pixel_values=to_pixels(augment(train_x[idx], gen))).logits
+            batch = train_x[idx] if args.augment == "none" else augment(train_x[idx], gen, pad=2 if args.augment == "crop-flip" else 0)
+            logits = model(pixel_values=to_pixels(batch)).logits
             loss = F.cross_entropy(logits, train_y[idx], label_smoothing=args.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -185,7 +194,7 @@ def main() -> None:
         "hyperparameters": {
             k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "warmup_epochs", "seed", "threads")
         } | {"optimizer": "AdamW", "schedule": "cosine with linear warmup", "grad_clip": 1.0,
-             "augmentation": "random crop (zero padding 2), horizontal flip", "normalisation": "mean 0.5, std 0.5"},
+             "augmentation": AUGMENTATIONS[args.augment], "normalisation": "mean 0.5, std 0.5"},
         "wall_time_s": round(wall, 1),
         "test_accuracy_unmerged": acc,
         "torch": torch.__version__,

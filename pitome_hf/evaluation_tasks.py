@@ -1,0 +1,411 @@
+"""The tasks `pitome-hf evaluate` runs: one class per task, all driven by the same sweep in pitome_hf.evaluation.
+
+A task loads the model (merging off) and what it needs beside it, prepares this process's shard of the data, runs one
+merge configuration over it (timing the model forward only, after warm-up, with device synchronisation) and turns
+the gathered per-sample outputs into metrics through the shipped `evaluate` modules.
+
+| task                            | models        | columns (defaults)                   | metrics                         |
+|---------------------------------|---------------|--------------------------------------|---------------------------------|
+| image-classification            | ViT, DeiT     | image, label                         | accuracy                        |
+| zero-shot-image-classification  | CLIP          | image, label (a ClassLabel: names)   | accuracy                        |
+| image-text-retrieval            | CLIP          | image, caption (a string or a list)  | recall@1/5/10 both ways, mean   |
+| vqa                             | LLaVA         | image, question, answers (list/str)  | VQA soft accuracy               |
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+
+CACHE_LIMIT_BYTES = 2 << 30  # keep preprocessed batches in memory across runs below this size
+RECALL_KS = (1, 5, 10)
+DEFAULT_PROMPTS = {
+    "zero-shot-image-classification": "a photo of a {}.",
+    # LLaVA-1.5's short-answer VQA prompt
+    "vqa": "USER: <image>\n{} Answer the question using a single word or phrase. ASSISTANT:",
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None)  # off when not a terminal
+
+
+def model_type_of(model: str) -> tuple[str, dict]:
+    from transformers import PretrainedConfig
+
+    config_dict, _ = PretrainedConfig.get_config_dict(str(model))
+    return config_dict.get("model_type"), config_dict
+
+
+def check_model_type(model: str, task: str, allowed: tuple[str, ...], what: str) -> dict:
+    model_type, config_dict = model_type_of(model)
+    if model_type not in allowed:
+        raise ValueError(
+            f"{model} is a {model_type!r} model; the task {task} supports {', '.join(allowed)} checkpoints ({what})."
+        )
+    return config_dict
+
+
+class Batches:
+    """Preprocessed batches of this process's shard: (inputs, indices). Cached in memory across runs when small."""
+
+    def __init__(self, indices: list[int], batch_size: int, make: Callable[[list[int]], dict], cache: bool = True):
+        self.indices, self.batch_size, self.make, self.use_cache = indices, batch_size, make, cache
+        self.cache: Optional[list] = None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def _make(self) -> Iterator[tuple[dict, list[int]]]:
+        for start in range(0, len(self.indices), self.batch_size):
+            idx = self.indices[start : start + self.batch_size]
+            yield self.make(idx), idx
+
+    def __iter__(self):
+        if self.cache is not None:
+            return iter(self.cache)
+        first = next(self._make(), None)
+        size = sum(v.numel() * v.element_size() for v in first[0].values() if torch.is_tensor(v)) if first else 0
+        if self.use_cache and first is not None and size * len(self) < CACHE_LIMIT_BYTES:
+            self.cache = [first] + list(self._make())[1:]
+            return iter(self.cache)
+        return self._make()
+
+
+def timed_run(batches: Batches, forward: Callable[[dict], list], device: torch.device, progress: bool, desc: str,
+              warmup: int = 2) -> tuple[dict, float]:
+    """{index: output} over the shard and the seconds spent in `forward` (after `warmup` untimed batches)."""
+    outputs, seconds = {}, 0.0
+    with torch.inference_mode():
+        for i, (inputs, _) in enumerate(batches):
+            if i >= warmup:
+                break
+            forward(inputs)
+        for inputs, idx in _progress(batches, len(batches), desc, progress):
+            _sync(device)
+            start = time.perf_counter()
+            out = forward(inputs)
+            _sync(device)
+            seconds += time.perf_counter() - start
+            outputs.update(zip(idx, out))
+    return outputs, seconds
+
+
+def _rgb(images) -> list:
+    return [img.convert("RGB") for img in images]
+
+
+def _image_size(pixels: torch.Tensor) -> int:
+    return int(pixels.shape[-1])
+
+
+class Task:
+    """One evaluation task. Subclasses set `name`, `columns` ({role: default column}) and implement the hooks."""
+
+    name = ""
+    columns: dict[str, str] = {}
+
+    def __init__(self, model: str, ds, columns: dict, device: torch.device, dtype: torch.dtype, batch_size: int,
+                 num_samples: int, prompt: Optional[str] = None, max_new_tokens: int = 10):
+        self.model_path, self.ds, self.col = model, ds, columns
+        self.device, self.dtype, self.batch_size, self.n = device, dtype, batch_size, num_samples
+        self.prompt = prompt or DEFAULT_PROMPTS.get(self.name)
+        self.max_new_tokens = max_new_tokens
+        self.base = None
+        self.image_size: Optional[int] = None
+
+    def batches(self, shard: list[int]) -> Batches:
+        raise NotImplementedError
+
+    def forward(self, net) -> Callable[[dict], list]:
+        raise NotImplementedError
+
+    def score(self, outputs: dict) -> dict:
+        raise NotImplementedError
+
+    def gflops(self, net) -> float:
+        raise NotImplementedError
+
+    def token_counts(self, net) -> list[int]:
+        raise NotImplementedError
+
+
+class ImageClassification(Task):
+    name = "image-classification"
+    columns = {"image": "image", "label": "label"}
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from .evaluation import label_mapping, label_names, load_classifier
+
+        self.base, self.processor = load_classifier(self.model_path)
+        self.base = self.base.to(self.device, self.dtype).eval()
+        self.labels = self.ds[self.col["label"]][: self.n]
+        names = label_names(self.ds, self.col["label"])
+        num_labels = len(names) if names else int(max(self.labels)) + 1
+        self.mapping = label_mapping(self.base.config, names, num_labels)
+
+    def batches(self, shard):
+        def make(idx):
+            pixels = self.processor(images=_rgb(self.ds[idx][self.col["image"]]), return_tensors="pt")["pixel_values"]
+            return {"pixel_values": pixels.to(self.device, self.dtype)}
+
+        batches = Batches(shard, self.batch_size, make)
+        first = next(iter(batches), None)
+        self.image_size = _image_size(first[0]["pixel_values"]) if first else self.base.config.image_size
+        return batches
+
+    def forward(self, net):
+        mapping = None if self.mapping is None else self.mapping.to(self.device)
+
+        def run(inputs):
+            logits = net(**inputs).logits
+            if mapping is not None:  # restrict to the dataset's classes, in dataset order
+                logits = logits[:, mapping]
+            return logits.argmax(-1).tolist()
+
+        return run
+
+    def score(self, outputs):
+        from .metrics import load_metric
+
+        keys = sorted(outputs)
+        metric = load_metric("accuracy")
+        return metric.compute(predictions=[outputs[i] for i in keys], references=[self.labels[i] for i in keys])
+
+    def gflops(self, net):
+        from .flops import vit_flops
+
+        return vit_flops(net.config, image_size=self.image_size) / 1e9
+
+    def token_counts(self, net):
+        from .modeling import token_schedule
+
+        patch = net.config.patch_size if isinstance(net.config.patch_size, int) else net.config.patch_size[0]
+        return token_schedule(net.config, num_tokens=(self.image_size // patch) ** 2)
+
+
+class _ClipTask(Task):
+    model_types = ("clip", "pitome_clip")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        from .modeling import PiToMeCLIPModel
+
+        check_model_type(self.model_path, self.name, self.model_types, "CLIPModel with both towers")
+        self.base = PiToMeCLIPModel.from_pretrained(self.model_path, merge_method="none")
+        self.base = self.base.to(self.device, self.dtype).eval()
+        self.processor = AutoImageProcessor.from_pretrained(self.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+
+    def batches(self, shard):
+        def make(idx):
+            pixels = self.processor(images=_rgb(self.ds[idx][self.col["image"]]), return_tensors="pt")["pixel_values"]
+            return {"pixel_values": pixels.to(self.device, self.dtype)}
+
+        batches = Batches(shard, self.batch_size, make)
+        first = next(iter(batches), None)
+        self.image_size = _image_size(first[0]["pixel_values"]) if first else self.base.config.vision_config.image_size
+        return batches
+
+    def image_embeds(self, net, inputs) -> torch.Tensor:
+        from .retrieval import _features
+
+        return F.normalize(_features(net.get_image_features(**inputs), "image_embeds").float(), dim=-1)
+
+    def text_embeds(self, texts: list[str]) -> torch.Tensor:
+        from .retrieval import text_embeddings
+
+        return text_embeddings(self.base, texts, tokenizer=self.tokenizer, batch_size=256).to(self.device)
+
+    def gflops(self, net):
+        from .flops import clip_vision_flops
+
+        return clip_vision_flops(net.config, image_size=self.image_size) / 1e9
+
+    def token_counts(self, net):
+        from .modeling import token_schedule
+
+        vision = net.config.vision_config
+        patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
+        return token_schedule(net.config, num_tokens=(self.image_size // patch) ** 2,
+                              num_layers=vision.num_hidden_layers)
+
+
+class ZeroShotClassification(_ClipTask):
+    """CLIP zero-shot: each class name goes through the prompt template (default "a photo of a {}."); an image's
+    prediction is the class whose text embedding is closest. The text tower never merges, so its embeddings are
+    computed once and shared by every configuration; only the image tower is timed."""
+
+    name = "zero-shot-image-classification"
+    columns = {"image": "image", "label": "label"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from .evaluation import label_names
+
+        names = label_names(self.ds, self.col["label"])
+        if not names:
+            raise ValueError(
+                f"zero-shot classification needs class names: the label column {self.col['label']!r} is a "
+                f"{type(self.ds.features[self.col['label']]).__name__}, not a datasets.ClassLabel with names."
+            )
+        if "{}" not in self.prompt:
+            raise ValueError(f"prompt={self.prompt!r} needs a {{}} where the class name goes, e.g. 'a photo of a {{}}.'")
+        self.labels = self.ds[self.col["label"]][: self.n]
+        self.class_embeds = self.text_embeds([self.prompt.format(n.replace("_", " ")) for n in names])
+
+    def forward(self, net):
+        def run(inputs):
+            embeds = self.image_embeds(net, inputs)
+            return (embeds @ self.class_embeds.T).argmax(-1).tolist()
+
+        return run
+
+    score = ImageClassification.score
+
+
+class ImageTextRetrieval(_ClipTask):
+    """CLIP image-text retrieval over the evaluated images and all their captions (a caption column holding a string
+    or a list of strings per image). Recall@k through the shipped `recall_at_k` module, both ways: image->text (an
+    image scores when any of its captions is in the top k) and text->image. `recall_mean` is the mean of the six."""
+
+    name = "image-text-retrieval"
+    columns = {"image": "image", "text": "caption"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        texts, owner = [], []
+        for i, captions in enumerate(self.ds[self.col["text"]][: self.n]):
+            captions = [captions] if isinstance(captions, str) else list(captions)
+            if not captions or not all(isinstance(c, str) for c in captions):
+                raise ValueError(
+                    f"row {i} of the caption column {self.col['text']!r} holds {captions!r}: each row needs a string or "
+                    "a non-empty list of strings."
+                )
+            texts.extend(captions)
+            owner.extend([i] * len(captions))
+        self.owner = torch.tensor(owner)
+        self.caption_embeds = self.text_embeds(texts)
+
+    def forward(self, net):
+        def run(inputs):
+            return list(self.image_embeds(net, inputs).cpu())
+
+        return run
+
+    def score(self, outputs):
+        from .metrics import load_metric
+
+        keys = sorted(outputs)
+        if keys != list(range(self.n)):
+            raise RuntimeError(f"retrieval needs every image's embedding; got {len(keys)} of {self.n}.")
+        similarity = torch.stack([outputs[i] for i in keys]) @ self.caption_embeds.cpu().T  # (images, texts)
+        k = max(RECALL_KS)
+        i2t = similarity.sort(dim=1, descending=True, stable=True).indices[:, :k]
+        t2i = similarity.T.sort(dim=1, descending=True, stable=True).indices[:, :k]
+        captions_of = [[] for _ in keys]
+        for text, image in enumerate(self.owner.tolist()):
+            captions_of[image].append(text)
+        metrics = {}
+        for direction, ranked, refs in (("i2t", i2t, captions_of), ("t2i", t2i, [[i] for i in self.owner.tolist()])):
+            values = load_metric("recall_at_k").compute(predictions=ranked.tolist(), references=refs, k=list(RECALL_KS))
+            metrics.update({f"{direction}_{name}": value for name, value in values.items()})
+        return {"recall_mean": sum(metrics.values()) / len(metrics), **metrics}
+
+
+class VisualQuestionAnswering(Task):
+    """LLaVA VQA: greedy generation of a short answer to `prompt` (LLaVA-1.5's VQAv2 prompt by default; `<image>` marks
+    the image, `{}` the question), scored with the shipped VQA soft accuracy. The prompt is built by a
+    PiToMeLlavaProcessor made from each configuration's settings, so it holds exactly the merged number of image
+    tokens. Timing covers `generate` (prefill and decoding); GFLOPs are the prefill's at the mean prompt length."""
+
+    name = "vqa"
+    columns = {"image": "image", "text": "question", "label": "answers"}
+    model_types = ("llava", "pitome_llava")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        from .modeling import PiToMeLlavaForConditionalGeneration
+
+        check_model_type(self.model_path, self.name, self.model_types, "LLaVA-1.5 layout")
+        if "{}" not in self.prompt or "<image>" not in self.prompt:
+            raise ValueError(f"prompt={self.prompt!r} needs '<image>' where the image goes and '{{}}' for the question.")
+        self.base = PiToMeLlavaForConditionalGeneration.from_pretrained(self.model_path, merge_method="none")
+        self.base = self.base.to(self.device, self.dtype).eval()
+        self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.answers = [[a] if isinstance(a, str) else list(a) for a in self.ds[self.col["label"]][: self.n]]
+        questions = self.ds[self.col["text"]][: self.n]
+        lengths = [len(self.tokenizer(self.prompt.replace("<image>", "").format(q))["input_ids"]) for q in questions]
+        self.text_tokens = sum(lengths) / max(1, len(lengths))
+        self.processor = None
+
+    def batches(self, shard):
+        def make(idx):  # raw inputs: the prompt's image-token count depends on the configuration
+            rows = self.ds[idx]
+            return {"images": _rgb(rows[self.col["image"]]), "questions": rows[self.col["text"]]}
+
+        size = self.base.config.vision_config.image_size
+        self.image_size = size if isinstance(size, int) else size[0]
+        return Batches(shard, self.batch_size, make, cache=False)
+
+    def forward(self, net):
+        from .modeling import PiToMeLlavaProcessor
+
+        processor = PiToMeLlavaProcessor.from_model_config(net.config, self.image_processor, self.tokenizer)
+
+        def run(inputs):
+            enc = processor(images=inputs["images"], text=[self.prompt.format(q) for q in inputs["questions"]],
+                            return_tensors="pt", padding=True)
+            enc = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                   for k, v in enc.items()}
+            out = net.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                               pad_token_id=self.tokenizer.pad_token_id)
+            return [a.strip() for a in self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                                                   skip_special_tokens=True)]
+
+        return run
+
+    def score(self, outputs):
+        from .metrics import load_metric
+
+        keys = sorted(outputs)
+        return load_metric("vqa_accuracy").compute(predictions=[outputs[i] for i in keys],
+                                                   references=[self.answers[i] for i in keys])
+
+    def gflops(self, net):
+        from .flops import llava_prefill_flops
+
+        return llava_prefill_flops(net.config, round(self.text_tokens)) / 1e9
+
+    def token_counts(self, net):
+        from .modeling import token_schedule
+        from .modeling.configuration_pitome_llava import llava_merge_settings
+
+        vision = net.config.vision_config
+        patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
+        return token_schedule(llava_merge_settings(net.config), num_tokens=(self.image_size // patch) ** 2)
+
+
+TASK_CLASSES = {cls.name: cls for cls in (ImageClassification, ZeroShotClassification, ImageTextRetrieval,
+                                          VisualQuestionAnswering)}
+TASKS = tuple(TASK_CLASSES)
