@@ -9,7 +9,7 @@ from PIL import Image
 from pitome_hf.evaluation import DataSpec, evaluate_model, markdown_table, validate_report
 
 from .test_clip import save_text_and_image_processors, stock_clip
-from .test_llava import PROMPT, image_processor, stock_model, tokenizer
+from .test_llava import PROMPT, image_processor, llava_dict, stock_model, tokenizer
 
 CLASSES = ["cat", "dog", "car"]
 CAPTIONS = [["a cat", "this is a cat"], ["a dog ."], ["a car", "a photo of a car", "car"], ["a bird"], ["dog and cat"]]
@@ -193,3 +193,27 @@ def test_vqa_prompt_and_model_errors(llava_task, clip_task):
     with pytest.raises(ValueError, match="'clip' model; the task vqa supports llava, pitome_llava"):
         evaluate_model(model=str(clip_task / "model"), data=DataSpec(str(root / "vqa.parquet")), task="vqa",
                        progress=False)
+
+
+@pytest.mark.parametrize("settings", [dict(merge_method="none"), dict(keep_ratio=0.8), dict(merge_method="tome",
+                                                                                           keep_ratio=0.7)])
+def test_llava_prefill_flops_match_flop_counter(settings):
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    from pitome_hf import apply_pitome
+    from pitome_hf.flops import llava_prefill_flops
+    from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
+
+    # eager attention: FlopCounterMode does not see the CPU SDPA kernel's matmuls
+    torch.manual_seed(0)
+    stock = LlavaForConditionalGeneration(LlavaConfig(**{**llava_dict(), "attn_implementation": "eager"}))
+    model = apply_pitome(stock, **settings).eval()
+    n_img = llava_num_image_tokens(model.config)
+    text = torch.tensor([[2, 5, 7, 8]])
+    ids = torch.cat([text[:, :1], torch.full((1, n_img), 4), text[:, 1:]], dim=1)
+    pixels = image_processor(32)(images=random_images(1, 32), return_tensors="pt")["pixel_values"]
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels, logits_to_keep=1)
+    measured = counter.get_total_flops()
+    assert abs(llava_prefill_flops(model.config, text.shape[1]) - measured) <= 0.02 * measured
