@@ -97,6 +97,9 @@ def read_pitome_config(folder: Path) -> dict:
     return config
 
 
+HUB_TASK_TYPES = {"vqa": "visual-question-answering"}  # evaluate's task names where the Hub's task id differs
+
+
 def _results_section(report: Optional[dict], config: dict) -> tuple[str, list]:
     """Markdown table of the evaluation report and the EvalResult entries for this model's own setting."""
     from huggingface_hub import EvalResult
@@ -115,7 +118,7 @@ def _results_section(report: Optional[dict], config: dict) -> tuple[str, list]:
     dataset = report["dataset"]
     name = Path(dataset["path"]).name
     entries = [
-        EvalResult(task_type=report["task"], dataset_type=name, dataset_name=name, dataset_split=dataset["split"],
+        EvalResult(task_type=HUB_TASK_TYPES.get(report["task"], report["task"]), dataset_type=name, dataset_name=name, dataset_split=dataset["split"],
                    metric_type=m, metric_name=m, metric_value=float(v))
         for m, v in own[0]["metrics"].items()
     ]
