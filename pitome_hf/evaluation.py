@@ -4,8 +4,7 @@
     pitome-hf evaluate --model DIR_OR_ID --dataset DIR_OR_ID --split validation --keep-ratios 0.95 0.9 0.85
     pitome-hf evaluate --task zero-shot-image-classification --model openai/clip-vit-base-patch16 --dataset ...
     pitome-hf evaluate --task image-text-retrieval --model CLIP --dataset ... --text-column caption
-    pitome-hf evaluate --task vqa --model llava-hf/llava-1.5-7b-hf --dataset ... --text-column question \
-        --label-column answers
+    pitome-hf evaluate --task vqa --model llava-hf/llava-1.5-7b-hf --dataset ... --label-column answers
     accelerate launch --num_processes 2 -m pitome_hf.cli evaluate ...   # data split across processes
 
 Tasks (pitome_hf.evaluation_tasks): image-classification (ViT/DeiT), zero-shot-image-classification and
