@@ -105,6 +105,32 @@ def test_retrieval_matches_the_retrieval_module(clip_task):
         assert 600 * got["recall_mean"] == pytest.approx(expected["rsum"])
 
 
+def test_retrieval_under_two_accelerate_processes_gives_the_same_recall(clip_task, tmp_path):
+    """Each process embeds its shard of the images; the gathered embeddings must give the one-process recall."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    args = ["--task", "image-text-retrieval", "--model", str(clip_task / "model"), "--dataset",
+            str(clip_task / "captions.parquet"), "--methods", "none", "pitome", "--keep-ratios", "0.8",
+            "--batch-size", "2", "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    reports = []
+    for name, launcher in (("one", [sys.executable, "-m"]),
+                           ("two", [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch",
+                                    "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                                    "--mixed_precision", "no", "--dynamo_backend", "no", "-m"])):
+        run = subprocess.run([*launcher, "pitome_hf.cli", "evaluate", *args, "--out", str(tmp_path / name)],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        reports.append(json.loads((tmp_path / name / "results.json").read_text()))
+    one, two = reports
+    assert two["num_processes"] == 2
+    for a, b in zip(one["results"], two["results"]):
+        assert a["metrics"] == pytest.approx(b["metrics"]) and b["num_samples"] == len(CAPTIONS)
+
+
 def test_zero_shot_needs_class_names_and_a_clip_model(clip_task, tmp_path):
     save_parquet(tmp_path / "ints.parquet", {"image": random_images(2, 64), "label": [0, 1]})
     with pytest.raises(ValueError, match="needs class names.*'label'.*ClassLabel"):
