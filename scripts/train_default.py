@@ -6,7 +6,7 @@ Zalando Research, https://github.com/zalandoresearch/fashion-mnist). The model i
 together with a PIL image processor, so that any grayscale or RGB image works through `pipeline`.
 
     apt-get install dataset-fashion-mnist
-    python scripts/train_default.py --export-test      # 10 epochs, 1 thread: about 26 min on an idle 2-core CPU
+    python scripts/train_default.py --export-test      # 15 epochs, 1 thread: about 37 min (2 runs side by side on 2 cores)
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=ASSETS / "fashion-mnist-vit")
     parser.add_argument("--data-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     parser.add_argument("--seed", type=int, default=0)
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--warmup-epochs", type=float, default=0.3)
-    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="crop-flip")
+    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="flip")
     parser.add_argument("--export-test", action="store_true", help="also write the test split npz and licence")
     parser.add_argument("--hidden", type=int, default=MODEL["hidden_size"])
     parser.add_argument("--layers", type=int, default=MODEL["num_hidden_layers"])
