@@ -670,3 +670,26 @@ def merge_state_for(config, default_protected: int = 1) -> MergeState:
     check_attention_backend(settings, getattr(config, "_attn_implementation", None))
     protected = settings.protected_tokens if settings.protected_tokens is not None else default_protected
     return MergeState(settings, num_prefix=protected)
+
+
+def attention_with_keys(module, hidden_states, attention_mask, attention_interface, **kwargs):
+    """The stock ViT-style self-attention (q/k/v/o projections, `head_dim`, `scaling`, `attention_dropout` on
+    `module`) run through `attention_interface`, also returning the key states (B, H, N, d): PiToMe's similarity
+    metric. Returns (attn_output, attn_weights, key_states)."""
+    input_shape = hidden_states.shape[:-1]
+    hidden_shape = (*input_shape, -1, module.head_dim)
+    query_states = module.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    key_states = module.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    value_states = module.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    attn_output, attn_weights = attention_interface(
+        module,
+        query_states,
+        key_states,
+        value_states,
+        attention_mask,
+        dropout=0.0 if not module.training else module.attention_dropout,
+        scaling=module.scaling,
+        **kwargs,
+    )
+    attn_output = module.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
+    return attn_output, attn_weights, key_states

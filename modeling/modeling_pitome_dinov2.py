@@ -39,7 +39,7 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 )
 
 from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
-from .merging import MergeState, merge_state_for, weighted_mean
+from .merging import MergeState, attention_with_keys, merge_state_for, weighted_mean
 
 # transformers 5 renames DINOv2 parameters on load (attention.attention.query -> attention.q_proj, ...) only for its
 # own classes: give ours the stock mappings. The classification model holds the base model, whose mapping is applied
@@ -92,26 +92,8 @@ class _KeysAttentionMixin:
     """DINOv2 attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
 
     def forward(self, hidden_states, attention_mask=None, **kwargs):
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.head_dim)
-        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        attn_output, attn_weights = attention_interface(
-            self,
-            query_states,
-            key_states,
-            value_states,
-            attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
-        return attn_output, attn_weights, key_states
+        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
 
 
 class _MergingLayerMixin:

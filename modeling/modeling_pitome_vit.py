@@ -26,7 +26,7 @@ from transformers.models.vit.modeling_vit import (
 )
 
 from .configuration_pitome_vit import PiToMeViTConfig
-from .merging import MergeState, merge_state_for
+from .merging import MergeState, attention_with_keys, merge_state_for
 
 # transformers 5 renames ViT parameters on load only for its own classes: give ours the stock ViT's mapping, or a
 # stock checkpoint would load with missing/unexpected keys and random weights. overwrite=True: remote code may
@@ -63,26 +63,8 @@ class PiToMeViTAttention(ViTAttention):
     """ViT attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
 
     def forward(self, hidden_states, attention_mask=None, **kwargs):
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.head_dim)
-        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        attn_output, attn_weights = attention_interface(
-            self,
-            query_states,
-            key_states,
-            value_states,
-            attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
-        return attn_output, attn_weights, key_states
+        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
 
 
 class PiToMeViTLayer(ViTLayer):

@@ -14,12 +14,15 @@ the gathered per-sample outputs into metrics through the shipped `evaluate` modu
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
+
+from .benchmark import synchronize
 
 CACHE_LIMIT_BYTES = 2 << 30  # keep preprocessed batches in memory across runs below this size
 RECALL_KS = (1, 5, 10)
@@ -28,11 +31,6 @@ DEFAULT_PROMPTS = {
     # LLaVA-1.5's short-answer VQA prompt
     "vqa": "USER: <image>\n{} Answer the question using a single word or phrase. ASSISTANT:",
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -77,12 +75,15 @@ class Batches:
     def __iter__(self):
         if self.cache is not None:
             return iter(self.cache)
-        first = next(self._make(), None)
-        size = sum(v.numel() * v.element_size() for v in first[0].values() if torch.is_tensor(v)) if first else 0
-        if self.use_cache and first is not None and size * len(self) < CACHE_LIMIT_BYTES:
-            self.cache = [first] + list(self._make())[1:]
+        batches = self._make()
+        first = next(batches, None)
+        if first is None:
+            return iter(())
+        size = sum(v.numel() * v.element_size() for v in first[0].values() if torch.is_tensor(v))
+        if self.use_cache and size * len(self) < CACHE_LIMIT_BYTES:
+            self.cache = [first, *batches]
             return iter(self.cache)
-        return self._make()
+        return itertools.chain([first], batches)
 
 
 def timed_run(batches: Batches, forward: Callable[[dict], list], device: torch.device, progress: bool, desc: str,
@@ -95,10 +96,10 @@ def timed_run(batches: Batches, forward: Callable[[dict], list], device: torch.d
                 break
             forward(inputs)
         for inputs, idx in _progress(batches, len(batches), desc, progress):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             out = forward(inputs)
-            _sync(device)
+            synchronize(device)
             seconds += time.perf_counter() - start
             outputs.update(zip(idx, out))
     return outputs, seconds
@@ -130,6 +131,19 @@ class Task:
     def batches(self, shard: list[int]) -> Batches:
         raise NotImplementedError
 
+    def pixel_batches(self, shard: list[int], default_size: int) -> Batches:
+        """Batches of preprocessed `pixel_values` (self.processor); sets `image_size` from them (or `default_size`
+        when this process's shard is empty)."""
+
+        def make(idx):
+            pixels = self.processor(images=_rgb(self.ds[idx][self.col["image"]]), return_tensors="pt")["pixel_values"]
+            return {"pixel_values": pixels.to(self.device, self.dtype)}
+
+        batches = Batches(shard, self.batch_size, make)
+        first = next(iter(batches), None)
+        self.image_size = _image_size(first[0]["pixel_values"]) if first else default_size
+        return batches
+
     def forward(self, net) -> Callable[[dict], list]:
         raise NotImplementedError
 
@@ -158,14 +172,7 @@ class ImageClassification(Task):
         self.mapping = label_mapping(self.base.config, names, num_labels)
 
     def batches(self, shard):
-        def make(idx):
-            pixels = self.processor(images=_rgb(self.ds[idx][self.col["image"]]), return_tensors="pt")["pixel_values"]
-            return {"pixel_values": pixels.to(self.device, self.dtype)}
-
-        batches = Batches(shard, self.batch_size, make)
-        first = next(iter(batches), None)
-        self.image_size = _image_size(first[0]["pixel_values"]) if first else self.base.config.image_size
-        return batches
+        return self.pixel_batches(shard, self.base.config.image_size)
 
     def forward(self, net):
         mapping = None if self.mapping is None else self.mapping.to(self.device)
@@ -213,14 +220,7 @@ class _ClipTask(Task):
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
 
     def batches(self, shard):
-        def make(idx):
-            pixels = self.processor(images=_rgb(self.ds[idx][self.col["image"]]), return_tensors="pt")["pixel_values"]
-            return {"pixel_values": pixels.to(self.device, self.dtype)}
-
-        batches = Batches(shard, self.batch_size, make)
-        first = next(iter(batches), None)
-        self.image_size = _image_size(first[0]["pixel_values"]) if first else self.base.config.vision_config.image_size
-        return batches
+        return self.pixel_batches(shard, self.base.config.vision_config.image_size)
 
     def image_embeds(self, net, inputs) -> torch.Tensor:
         from .retrieval import _features
