@@ -9,7 +9,14 @@ from .merging import MergeConfigMixin, accept_stock_config_dict
 class PiToMeViTConfig(MergeConfigMixin, ViTConfig):
     r"""A [`ViTConfig`] (also DeiT checkpoints that use the ViT architecture) with PiToMe token merging.
 
-    The merge fields are documented on `MergeConfigMixin` in merging.py. Example:
+    The merge fields are documented on `MergeConfigMixin` in merging.py. Besides them:
+
+    classifier_pooling: what `PiToMeViTForImageClassification` classifies. "cls" (the stock ViT head: the CLS token
+        after the final LayerNorm) or "mean" (MAE-style global average pool: the size-weighted mean of the patch
+        tokens of the last layer, then the final LayerNorm acting as MAE's fc_norm, then the classifier; a converted
+        MAE classifier keeps this setting in its config.json).
+
+    Example:
 
     ```python
     >>> config = PiToMeViTConfig(merge_method="pitome", keep_ratio=0.9)
@@ -19,8 +26,13 @@ class PiToMeViTConfig(MergeConfigMixin, ViTConfig):
     model_type = "pitome_vit"
     stock_model_types = ("vit",)
     default_protected_tokens = 1
+    classifier_pooling: str = "cls"
 
     def __post_init__(self, **kwargs):
+        if self.classifier_pooling not in ("cls", "mean"):
+            raise ValueError(
+                f"classifier_pooling={self.classifier_pooling!r} is not supported; allowed values: 'cls', 'mean'."
+            )
         if not getattr(self, "auto_map", None):
             self.auto_map = {
                 "AutoConfig": "configuration_pitome_vit.PiToMeViTConfig",

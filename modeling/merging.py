@@ -24,7 +24,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-METHODS = ("pitome", "tome", "none")
+METHODS = ("pitome", "tome", "pitome_bsm", "none")
 ENERGIES = ("exp", "elu", "gaussian")
 SPLITS = ("alternate", "top")
 METRICS = ("keys", "hidden")
@@ -39,14 +39,20 @@ PROPORTIONAL_ATTENTION_BACKENDS = ("eager", "sdpa")
 class MergeConfigMixin:
     """The merge settings as config fields. Mixed into every PiToMe `PretrainedConfig` (saved in config.json).
 
-    merge_method: "pitome" (energy-based, the paper), "tome" (bipartite soft matching baseline) or "none".
+    merge_method: "pitome" (energy-based, the paper), "tome" (bipartite soft matching baseline, parity over the whole
+        sequence as the original), "pitome_bsm" (the authors' energy-ordered bipartite matching: ToMe with the parity
+        split replaced by an energy-rank split) or "none"; or a list with one of these per layer (e.g. the authors'
+        DeiT configuration `["pitome_bsm"] * 6 + ["pitome"] * 6`).
+    merge_preset: the name of a preset (`MERGE_PRESETS`) whose settings these are, e.g. "paper" or
+        "authors-deit"; setting it applies the preset's settings, changing one of them afterwards clears it.
     keep_ratio: fraction rho of mergeable tokens each merging layer keeps, in (0, 1]; r = floor(T - T*rho),
         clamped to floor(T/2). Ignored when `merge_r` is given.
     merge_r: a constant number of tokens to merge per layer (int >= 0), or a per-layer list of such ints
         (one entry per layer, ToMe's style).
     merge_layers: indices of the layers that merge (default: all layers).
     margin: the margin m0 of the energy score; with margin_schedule "linear", layer l of L uses
-        m0 - m0 * l / L, with "constant" every layer uses m0.
+        m0 - (m0 - margin_end) * l / L, with "constant" every layer uses m0.
+    margin_end: where the linear margin schedule heads (0.0, the paper's m0 - m0 * l / L).
     alpha: slope of the energy below the margin (f(x) = alpha * (exp(x - m) - 1)).
     energy: "exp" (the paper), "elu" (the authors' code, for reproducing their numbers) or "gaussian"
         (the text-encoder variant).
@@ -59,11 +65,13 @@ class MergeConfigMixin:
     trace_source: keep, for each original token, the index of the current token that holds it.
     """
 
-    merge_method: str = "pitome"
+    merge_method: str | list[str] = "pitome"
+    merge_preset: str | None = None
     keep_ratio: float | int = 0.9
     merge_r: int | list[int] | None = None
     merge_layers: list[int] | None = None
     margin: float | int = 0.9
+    margin_end: float | int = 0.0
     margin_schedule: str = "linear"
     alpha: float | int = 1.0
     energy: str = "exp"
@@ -76,13 +84,27 @@ class MergeConfigMixin:
 
     def __post_init__(self, **kwargs):
         num_layers = merge_num_layers(self)
+        if self.merge_preset is not None:
+            for name, value in preset_settings(self.merge_preset, num_layers, current=self).items():
+                setattr(self, name, value)
         MergeSettings.from_config(self, num_layers=num_layers)
         super().__post_init__(**kwargs)
 
     def __setattr__(self, name, value):
         # from_pretrained(..., keep_ratio=x) sets fields after __post_init__: validate those assignments too
         if name in _MERGE_FIELD_NAMES and getattr(self, "_post_init_done", False):
-            MergeSettings.from_config(self, **{name: value})
+            overrides = {name: value}
+            if name == "merge_preset" and value is not None:
+                overrides.update(preset_settings(value, merge_num_layers(self)))
+            elif name in PRESET_FIELDS and getattr(self, "merge_preset", None) is not None:
+                if _jsonable(value) != preset_settings(self.merge_preset, merge_num_layers(self))[name]:
+                    overrides["merge_preset"] = None  # no longer that preset's settings
+            MergeSettings.from_config(self, **overrides)
+            if name == "merge_preset" and value is not None:
+                for field_name, field_value in preset_settings(value, merge_num_layers(self)).items():
+                    super().__setattr__(field_name, field_value)
+            elif "merge_preset" in overrides:
+                super().__setattr__("merge_preset", None)
         super().__setattr__(name, value)
 
 
@@ -112,11 +134,13 @@ def _check_choice(name, value, allowed):
 class MergeSettings:
     """Validated merge settings. Build with `MergeSettings.from_config(config)`; every check lives here."""
 
-    merge_method: str = "pitome"
+    merge_method: Union[str, tuple] = "pitome"
+    merge_preset: Optional[str] = None
     keep_ratio: float = 0.9
     merge_r: Union[int, tuple, None] = None
     merge_layers: Optional[tuple] = None
     margin: float = 0.9
+    margin_end: float = 0.0
     margin_schedule: str = "linear"
     alpha: float = 1.0
     energy: str = "exp"
@@ -138,12 +162,29 @@ class MergeSettings:
         return cls(**values)
 
     def __post_init__(self):
-        _check_choice("merge_method", self.merge_method, METHODS)
+        L = self.num_layers
+        if self.merge_preset is not None:
+            for name, value in preset_settings(self.merge_preset, L, current=self).items():
+                object.__setattr__(self, name, tuple(value) if isinstance(value, list) else value)
+        method = self.merge_method
+        if isinstance(method, (list, tuple)):
+            bad = [m for m in method if m not in METHODS]
+            if bad:
+                raise ValueError(
+                    f"merge_method={list(method)!r} has invalid entries {bad!r}: every entry must be one of "
+                    f"{', '.join(map(repr, METHODS))}."
+                )
+            if L is not None and len(method) != L:
+                raise ValueError(
+                    f"merge_method has {len(method)} entries but the model has {L} layers: give one method per layer."
+                )
+            object.__setattr__(self, "merge_method", tuple(method))
+        else:
+            _check_choice("merge_method", method, METHODS)
         _check_choice("energy", self.energy, ENERGIES)
         _check_choice("merge_split", self.merge_split, SPLITS)
         _check_choice("merge_metric", self.merge_metric, METRICS)
         _check_choice("margin_schedule", self.margin_schedule, MARGIN_SCHEDULES)
-        L = self.num_layers
         if not _is_number(self.keep_ratio) or not 0.0 < float(self.keep_ratio) <= 1.0:
             raise ValueError(
                 f"keep_ratio={self.keep_ratio!r} is out of range: it must be a number in (0, 1] (the fraction of "
@@ -178,20 +219,29 @@ class MergeSettings:
                         f"merge_layers={list(layers)!r} has indices {bad!r} outside 0..{L - 1} (the model has {L} layers)."
                     )
             object.__setattr__(self, "merge_layers", tuple(sorted(layers)))
-        if not _is_number(self.margin) or not 0.0 <= float(self.margin) < 1.0:
-            raise ValueError(f"margin={self.margin!r} is out of range: it must be a number in [0, 1).")
-        if not _is_number(self.alpha) or not float(self.alpha) > 0.0:
-            raise ValueError(f"alpha={self.alpha!r} is out of range: it must be a number > 0.")
+        for name in ("margin", "margin_end"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"{name}={value!r} is out of range: it must be a number in [0, 1).")
+        if not _is_number(self.alpha) or not 0.0 < float(self.alpha) < math.inf:
+            raise ValueError(f"alpha={self.alpha!r} is out of range: it must be a finite number > 0.")
         if self.protected_tokens is not None and (not _is_int(self.protected_tokens) or self.protected_tokens < 0):
             raise ValueError(f"protected_tokens={self.protected_tokens!r} must be None or an int >= 0.")
         for name in ("proportional_attention", "keep_order", "trace_source"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False.")
 
+    def method_at(self, layer: int) -> str:
+        """The selection layer `layer` runs: "pitome", "tome", "pitome_bsm" or "none"."""
+        if isinstance(self.merge_method, tuple):
+            return self.merge_method[layer] if 0 <= layer < len(self.merge_method) else "none"
+        return self.merge_method
+
     @property
     def active(self) -> bool:
         """Whether any layer can merge at all."""
-        if self.merge_method == "none":
+        methods = set(self.merge_method) if isinstance(self.merge_method, tuple) else {self.merge_method}
+        if methods == {"none"}:
             return False
         if self.merge_r is None:
             return self.keep_ratio < 1.0
@@ -200,25 +250,137 @@ class MergeSettings:
         return self.merge_r > 0
 
     def margin_at(self, layer: int) -> float:
-        """Margin of layer `layer`: m0 - m0 * l / L (linear schedule) or m0 (constant)."""
+        """Margin of layer `layer`: m0 - (m0 - margin_end) * l / L (linear schedule) or m0 (constant)."""
         if self.margin_schedule == "constant" or not self.num_layers:
             return float(self.margin)
-        return float(self.margin) - float(self.margin) * layer / self.num_layers
+        return float(self.margin) - (float(self.margin) - float(self.margin_end)) * layer / self.num_layers
 
     def budget(self, num_mergeable: int, layer: int) -> int:
         """Number of tokens layer `layer` merges away when `num_mergeable` tokens enter it."""
         return layer_budget(
             num_mergeable,
             layer,
-            method=self.merge_method,
+            method=self.method_at(layer),
             keep_ratio=self.keep_ratio,
             merge_r=self.merge_r,
             merge_layers=self.merge_layers,
         )
 
+    def label(self) -> str:
+        """A short name for these selection settings, for tables and model cards: the preset's name when they are a
+        preset's, else the per-layer methods and every selection setting that differs from the paper's."""
+        if self.merge_preset is not None:
+            return self.merge_preset
+        methods = self.merge_method if isinstance(self.merge_method, tuple) else (self.merge_method,)
+        runs = []
+        for m in methods:
+            if runs and runs[-1][0] == m:
+                runs[-1][1] += 1
+            else:
+                runs.append([m, 1])
+        parts = [" + ".join(m if len(methods) == 1 else f"{m} x{n}" for m, n in runs)]
+        uses_energy = any(m in ("pitome", "pitome_bsm") for m in methods)
+        paper = preset_settings("paper", self.num_layers or 1)
+        for name in PRESET_FIELDS:
+            if name == "merge_method" or (not uses_energy and name in _ENERGY_FIELDS):
+                continue
+            value = _jsonable(getattr(self, name))
+            if value != paper[name]:
+                parts.append(f"{name}={value}")
+        return ", ".join(parts)
+
 
 MERGE_FIELDS = tuple(f.name for f in fields(MergeSettings) if f.name != "num_layers")
 _MERGE_FIELD_NAMES = frozenset(MERGE_FIELDS)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Presets: the paper's settings and the configurations the authors' released code runs (algorithm.md's table)
+# ----------------------------------------------------------------------------------------------------------------
+# The selection settings a preset fixes; the budget (keep_ratio / merge_r), protected_tokens, keep_order and
+# trace_source stay the user's.
+PRESET_FIELDS = (
+    "merge_method",
+    "merge_layers",
+    "margin",
+    "margin_end",
+    "margin_schedule",
+    "alpha",
+    "energy",
+    "merge_split",
+    "proportional_attention",
+    "merge_metric",
+)
+_ENERGY_FIELDS = ("margin", "margin_end", "margin_schedule", "alpha", "energy", "merge_split")
+
+MERGE_PRESETS = {
+    "paper": "the paper's wording: the protected PiToMe step in every layer, exp energy, margin 0.9 - 0.9 l/L, "
+    "proportional attention on, attention keys as metric (the defaults)",
+    "authors-deit": "the authors' DeiT configuration: pitome_bsm in the first ceil(L/2) layers, the protected step "
+    "in the rest, ELU energy, margin 0.75 - 0.75 l/L, proportional attention off",
+    "authors-mae": "the authors' MAE configuration: the protected step in the first ceil(L/2) layers, pitome_bsm in "
+    "the last floor(L/2), ELU energy, margin 0.75 - 0.75 l/L, proportional attention off (MAE classifiers pool by "
+    "a size-weighted mean: classifier_pooling='mean' on ViT)",
+    "authors-bert": "the authors' BERT configuration: the first 3 layers only, gaussian energy, top split, margin "
+    "0.9 - 0.25 l/L, proportional attention off",
+    "authors-blip2": "the authors' BLIP-2 EVA ViT configuration: the protected step in every layer, ELU energy, "
+    "margin 0.75 - 0.4 l/L, proportional attention on",
+}
+
+
+def preset_settings(name: str, num_layers: Optional[int], current=None) -> dict:
+    """The selection settings (`PRESET_FIELDS`) of preset `name` for a model of `num_layers` merging layers.
+
+    With `current` (a config being built with this preset), a field that the caller set to something other than both
+    its default and the preset's value is a conflict and raises, naming both values.
+    """
+    _check_choice("merge_preset", name, tuple(MERGE_PRESETS))
+    if num_layers is None:
+        raise ValueError(f"merge_preset={name!r} needs the number of layers: the config has no num_hidden_layers.")
+    L = int(num_layers)
+    half = (L + 1) // 2  # ceil(L / 2)
+    values = dict(
+        merge_method="pitome",
+        merge_layers=None,
+        margin=0.9,
+        margin_end=0.0,
+        margin_schedule="linear",
+        alpha=1.0,
+        energy="exp",
+        merge_split="alternate",
+        proportional_attention=True,
+        merge_metric="keys",
+    )
+    if name == "authors-deit":
+        values.update(merge_method=["pitome_bsm"] * half + ["pitome"] * (L - half), energy="elu", margin=0.75,
+                      proportional_attention=False)
+    elif name == "authors-mae":
+        values.update(merge_method=["pitome"] * half + ["pitome_bsm"] * (L - half), energy="elu", margin=0.75,
+                      proportional_attention=False)
+    elif name == "authors-bert":
+        values.update(merge_layers=list(range(min(3, L))), energy="gaussian", merge_split="top", margin=0.9,
+                      margin_end=0.65, proportional_attention=False)
+    elif name == "authors-blip2":
+        values.update(energy="elu", margin=0.75, margin_end=0.35)
+    if current is not None:
+        defaults = {f.name: f.default for f in fields(MergeSettings)}
+        for key, value in values.items():
+            given = _jsonable(getattr(current, key, defaults[key]))
+            if given != value and given != _jsonable(defaults[key]):
+                raise ValueError(
+                    f"merge_preset={name!r} sets {key}={value!r}, but {key}={given!r} was given too. Drop one of "
+                    "them (set the field after the preset to change it; the preset name is then cleared)."
+                )
+    return values
+
+
+def _jsonable(value):
+    """Tuples as lists and ints as floats where floats are meant, so settings compare as they are saved."""
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def layer_budget(
@@ -230,7 +392,8 @@ def layer_budget(
     merge_r: Union[int, Sequence[int], None] = None,
     merge_layers: Optional[Sequence[int]] = None,
 ) -> int:
-    """r for one layer: floor(T - T*rho) in float64 (or the given constant / per-layer r), clamped to [0, floor(T/2)]."""
+    """r for one layer: floor(T - T*rho) in float64 (or the given constant / per-layer r), clamped to [0, floor(T/2)].
+    `method` is the layer's own selection ("none" merges nothing)."""
     if method == "none" or (merge_layers is not None and layer not in merge_layers):
         return 0
     T = int(num_mergeable)
@@ -360,19 +523,52 @@ def pitome_plan(
 
 
 @torch.no_grad()
-def tome_plan(metric: torch.Tensor, r: int, keep_order: bool = True) -> MergePlan:
-    """ToMe bipartite soft matching on (B, T, c): A = even positions, B = odd positions; each A token scores its best
-    cosine match in B, and the r A tokens with the highest scores merge into their match."""
+def tome_plan(metric: torch.Tensor, r: int, keep_order: bool = True, num_prefix: int = 0) -> MergePlan:
+    """ToMe bipartite soft matching on the mergeable tokens' metric (B, T, c), as the original ToMe.
+
+    The parity is counted over the whole sequence, protected prefix included: mergeable token i (0-based) is in A when
+    (i + num_prefix) is even, else in B (with one CLS the sources are the odd patch positions). Each A token scores its
+    best cosine match in B, and the r A tokens with the highest scores (stable order on ties) merge into their match.
+    """
     B, T, _ = metric.shape
     k = F.normalize(metric.float(), dim=-1)
-    a_idx = torch.arange(0, T, 2, device=metric.device)
-    b_idx = torch.arange(1, T, 2, device=metric.device)
-    scores = k[:, ::2] @ k[:, 1::2].transpose(1, 2)
+    first = num_prefix % 2
+    a_idx = torch.arange(first, T, 2, device=metric.device)
+    b_idx = torch.arange(1 - first, T, 2, device=metric.device)
+    scores = k[:, first::2] @ k[:, 1 - first :: 2].transpose(1, 2)
     best, match = scores.max(dim=-1)
     ranked = torch.sort(best, dim=1, descending=True, stable=True).indices
     src = a_idx[ranked[:, :r]]
     dst = b_idx[match.gather(1, ranked[:, :r])]
     keep = torch.cat([b_idx.expand(B, -1), a_idx[ranked[:, r:]]], dim=1)
+    return MergePlan(src=src, dst=dst, keep=_order(keep, keep_order))
+
+
+@torch.no_grad()
+def pitome_bsm_plan(
+    metric: torch.Tensor,
+    r: int,
+    margin: float,
+    alpha: float = 1.0,
+    energy: str = "exp",
+    keep_order: bool = True,
+) -> MergePlan:
+    """Energy-ordered bipartite matching (`pitome_bsm`, from the authors' released code) on (B, T, c).
+
+    All T tokens are ranked by energy (highest first, stable); A = ranks 0, 2, 4, ..., B = ranks 1, 3, 5, .... Each A
+    token scores its best cosine match in B, and the r A tokens with the highest scores merge into their match; the
+    rest of A is kept. No token is protected: ToMe with the parity split replaced by an energy-rank split.
+    """
+    B, T, _ = metric.shape
+    S = cosine_similarity_matrix(metric)
+    order = torch.sort(energy_score(S, margin, alpha, energy), dim=1, descending=True, stable=True).indices
+    a, b = order[:, 0::2], order[:, 1::2]
+    rows = S.gather(1, a[..., None].expand(B, a.shape[1], T))
+    best, match = rows.gather(2, b[:, None, :].expand(B, a.shape[1], b.shape[1])).max(dim=-1)
+    ranked = torch.sort(best, dim=1, descending=True, stable=True).indices
+    src = a.gather(1, ranked[:, :r])
+    dst = b.gather(1, match.gather(1, ranked[:, :r]))
+    keep = torch.cat([b, a.gather(1, ranked[:, r:])], dim=1)
     return MergePlan(src=src, dst=dst, keep=_order(keep, keep_order))
 
 
@@ -442,13 +638,20 @@ def merge_tokens(
     num_prefix: int,
     valid: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One merge step on a full sequence x (B, N, C) with metric (B, N, c): select on the mergeable part, then merge.
-    Returns (x', sizes', positions)."""
+    """One merge step on a full sequence x (B, N, C) with metric (B, N, c): select on the mergeable part with the
+    layer's method, then merge. `valid` (padding mask) is honoured by the "pitome" selection only; padded batches go
+    through `PaddedMergeState`, which packs real tokens first. Returns (x', sizes', positions)."""
     m = metric[:, num_prefix:]
     v = None if valid is None else valid[:, num_prefix:]
-    if settings.merge_method == "tome":
-        plan = tome_plan(m, r, keep_order=settings.keep_order)
-    else:
+    method = settings.method_at(layer)
+    if method == "tome":
+        plan = tome_plan(m, r, keep_order=settings.keep_order, num_prefix=num_prefix)
+    elif method == "pitome_bsm":
+        plan = pitome_bsm_plan(
+            m, r, margin=settings.margin_at(layer), alpha=float(settings.alpha), energy=settings.energy,
+            keep_order=settings.keep_order,
+        )
+    elif method == "pitome":
         plan = pitome_plan(
             m,
             r,
@@ -459,6 +662,8 @@ def merge_tokens(
             keep_order=settings.keep_order,
             valid=v,
         )
+    else:
+        raise ValueError(f"layer {layer} runs merge_method={method!r} and merges nothing; r must be 0, got {r}.")
     return apply_plan(x, sizes, plan, num_prefix)
 
 

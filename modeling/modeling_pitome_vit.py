@@ -26,7 +26,7 @@ from transformers.models.vit.modeling_vit import (
 )
 
 from .configuration_pitome_vit import PiToMeViTConfig
-from .merging import MergeState, attention_with_keys, merge_state_for
+from .merging import MergeState, attention_with_keys, merge_state_for, weighted_mean
 
 # transformers 5 renames ViT parameters on load only for its own classes: give ours the stock ViT's mapping, or a
 # stock checkpoint would load with missing/unexpected keys and random weights. overwrite=True: remote code may
@@ -148,7 +148,8 @@ def _return_dict(config, return_dict: Optional[bool]) -> bool:
 
 
 class PiToMeViTForImageClassification(ViTForImageClassification):
-    """[`ViTForImageClassification`] with PiToMe token merging (the classifier reads the CLS token, never merged)."""
+    """[`ViTForImageClassification`] with PiToMe token merging. The classifier reads the CLS token (never merged), or
+    with `config.classifier_pooling="mean"` the size-weighted mean of the patch tokens (MAE classifiers)."""
 
     config_class = PiToMeViTConfig
     config: PiToMeViTConfig
@@ -171,14 +172,28 @@ class PiToMeViTForImageClassification(ViTForImageClassification):
         return_dict: Optional[bool] = None,
         **kwargs,
     ):
+        mean_pool = getattr(self.config, "classifier_pooling", "cls") == "mean"
+        wants_hidden = kwargs.pop("output_hidden_states", None)
         outputs = self.vit(
             pixel_values,
             interpolate_pos_encoding=interpolate_pos_encoding,
             attention_mask=attention_mask,
             return_dict=True,
+            output_hidden_states=True if mean_pool else wants_hidden,
             **kwargs,
         )
-        logits = self.classifier(outputs.last_hidden_state[:, 0, :])
+        if mean_pool:
+            # MAE's global pool: mean of the last layer's patch tokens (weighted by size), then fc_norm (the layernorm)
+            p = self.config.protected_tokens
+            p = self.config.default_protected_tokens if p is None else p
+            last = outputs.hidden_states[-1][:, p:]
+            sizes = outputs.token_sizes[:, p:] if outputs.token_sizes is not None else None
+            pooled = self.vit.layernorm(weighted_mean(last, sizes))
+            if not wants_hidden:
+                outputs.hidden_states = None
+        else:
+            pooled = outputs.last_hidden_state[:, 0, :]
+        logits = self.classifier(pooled)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         result = PiToMeImageClassifierOutput(
             loss=loss,

@@ -39,6 +39,7 @@ from .modeling import (
     PiToMeViTForImageClassification,
     PiToMeViTModel,
 )
+from .modeling.merging import PRESET_FIELDS
 
 # stock class -> (PiToMe class, PiToMe config class); a PiToMe class maps to itself (re-applying changes settings).
 _FAMILIES: dict[type, tuple[type, type]] = {
@@ -72,9 +73,19 @@ def supported_classes() -> list[str]:
 
 
 def pitome_config(config: PreTrainedConfig, config_class: type, **settings) -> PreTrainedConfig:
-    """The PiToMe config of `config_class` built from a stock (or PiToMe) config plus merge settings."""
+    """The PiToMe config of `config_class` built from a stock (or PiToMe) config plus merge settings.
+
+    `preset=NAME` is short for `merge_preset=NAME`. A new preset replaces the old config's selection settings; a
+    selection setting given without a preset clears the old config's preset name (the settings are no longer its)."""
+    if "preset" in settings:
+        settings["merge_preset"] = settings.pop("preset")
     values = config.to_dict()
     values.pop("auto_map", None)
+    if settings.get("merge_preset") is not None:
+        for name in PRESET_FIELDS:
+            values.pop(name, None)
+    elif any(name in settings for name in PRESET_FIELDS):
+        values["merge_preset"] = None
     values["model_type"] = config_class.model_type
     values.update(settings)
     new = config_class.from_dict(values)
@@ -93,8 +104,10 @@ def _constructor_kwargs(model: PreTrainedModel) -> dict:
 def apply_pitome(model: PreTrainedModel, **settings) -> PreTrainedModel:
     """Return the PiToMe variant of an already-loaded stock model, sharing its weights (no copy).
 
-    `settings` are merge settings (merge_method, keep_ratio, merge_r, margin, ...); see `MergeConfigMixin`.
-    Example: `apply_pitome(ViTForImageClassification.from_pretrained(path), keep_ratio=0.9)`.
+    `settings` are merge settings (merge_method, keep_ratio, merge_r, margin, ...; see `MergeConfigMixin`), or
+    `preset=NAME` for a named configuration (`pitome_hf.modeling.merging.MERGE_PRESETS`: "paper", "authors-deit",
+    "authors-mae", "authors-bert", "authors-blip2").
+    Example: `apply_pitome(ViTForImageClassification.from_pretrained(path), keep_ratio=0.9, preset="authors-deit")`.
     """
     family = _FAMILIES.get(type(model))
     if family is None:

@@ -36,7 +36,8 @@ def merge_settings_of(config, num_layers: int | None = None) -> MergeSettings:
 
 
 def similarity_flops(method: str, num_mergeable: int, dim: int) -> int:
-    """FLOPs of one merge step's cosine-similarity matmul (PiToMe: T x T; ToMe: even x odd tokens)."""
+    """FLOPs of one merge step's cosine-similarity matmul (PiToMe and pitome_bsm: T x T, the energy needs every pair;
+    ToMe: A x B, the two parity halves)."""
     T = num_mergeable
     if method == "tome":
         return 2 * ((T + 1) // 2) * (T // 2) * dim
@@ -54,7 +55,7 @@ def encoder_flops(settings: MergeSettings, shape: EncoderShape, num_tokens: int)
         total += 2 * n_in * C * 4 * C  # q, k, v, o projections
         total += 2 * 2 * n_in * n_in * C  # scores and attention x values
         if n_out < n_in:
-            total += similarity_flops(settings.merge_method, counts[layer], metric_dim)
+            total += similarity_flops(settings.method_at(layer), counts[layer], metric_dim)
         total += 2 * 2 * n_out * C * I  # MLP
     return total
 

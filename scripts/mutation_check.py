@@ -1,0 +1,78 @@
+"""Deliberate mistakes in the merge core must each make a test fail.
+
+Usage: python scripts/mutation_check.py [pytest args...]   (default: tests/test_faithful.py tests/test_merging.py)
+
+For each mutation below, the script edits modeling/merging.py in place (exactly one occurrence of a line must match),
+runs the tests, restores the file (also on Ctrl-C), and reports whether the tests caught it. Exit code 1 when a
+mutation survives. The file is restored byte for byte from memory; run it on a clean or committed tree anyway.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TARGET = ROOT / "modeling" / "merging.py"
+
+# (name, exact text in merging.py, replacement)
+MUTATIONS = [
+    ("destination by argmin (PiToMe)", "dst = b.gather(1, s_ab.argmax(dim=-1))", "dst = b.gather(1, s_ab.argmin(dim=-1))"),
+    ("A/B halves swapped (alternate split)", "a, b = order[:, 0 : 2 * r : 2], order[:, 1 : 2 * r : 2]",
+     "b, a = order[:, 0 : 2 * r : 2], order[:, 1 : 2 * r : 2]"),
+    ("energy ranked lowest first (PiToMe)",
+     "order = torch.sort(E, dim=1, descending=True, stable=True).indices",
+     "order = torch.sort(E, dim=1, descending=False, stable=True).indices"),
+    ("top split takes ranks r..2r as A", "a, b = order[:, :r], order[:, r : 2 * r]", "b, a = order[:, :r], order[:, r : 2 * r]"),
+    ("unweighted merge (sizes ignored)", "weight = (src_s / den.gather(1, dst_out))",
+     "weight = (torch.ones_like(src_s) / (1 + torch.ones_like(den).scatter_add(1, dst_out, torch.ones_like(src_s))).gather(1, dst_out))"),
+    ("sizes not accumulated", "den = mergeable.gather(1, plan.keep).scatter_add(1, dst_out, src_s)",
+     "den = mergeable.gather(1, plan.keep).scatter_add(1, dst_out, 0 * src_s)"),
+    ("margin schedule off by one layer", "return float(self.margin) - (float(self.margin) - float(self.margin_end)) * layer / self.num_layers",
+     "return float(self.margin) - (float(self.margin) - float(self.margin_end)) * (layer + 1) / self.num_layers"),
+    ("margin_end ignored", "return float(self.margin) - (float(self.margin) - float(self.margin_end)) * layer / self.num_layers",
+     "return float(self.margin) - float(self.margin) * layer / self.num_layers"),
+    ("energy below the margin without alpha", "f = torch.where(S >= margin, S, alpha * torch.expm1(S - margin))",
+     "f = torch.where(S >= margin, S, torch.expm1(S - margin))"),
+    ("proportional attention with size instead of log(size)", "return torch.log(sizes)[:, None, None, :].to(dtype)",
+     "return sizes[:, None, None, :].to(dtype)"),
+    ("proportional attention off", "return torch.log(sizes)[:, None, None, :].to(dtype)",
+     "return torch.zeros_like(sizes)[:, None, None, :].to(dtype)"),
+    ("ToMe parity counted over mergeable tokens only", "first = num_prefix % 2", "first = 0"),
+    ("ToMe keeps the lowest-scoring matches", "ranked = torch.sort(best, dim=1, descending=True, stable=True).indices\n    src = a_idx",
+     "ranked = torch.sort(best, dim=1, descending=False, stable=True).indices\n    src = a_idx"),
+    ("pitome_bsm halves swapped", "a, b = order[:, 0::2], order[:, 1::2]", "b, a = order[:, 0::2], order[:, 1::2]"),
+    ("pitome_bsm destination by argmin", "best, match = rows.gather(2, b[:, None, :].expand(B, a.shape[1], b.shape[1])).max(dim=-1)",
+     "best, match = rows.gather(2, b[:, None, :].expand(B, a.shape[1], b.shape[1])).min(dim=-1)"),
+    ("budget without the floor(T/2) clamp", "return max(0, min(r, T // 2))", "return max(0, r)"),
+]
+
+
+def main(argv: list[str]) -> int:
+    tests = argv or ["tests/test_faithful.py", "tests/test_merging.py"]
+    original = TARGET.read_bytes()
+    text = original.decode()
+    survivors = []
+    try:
+        for name, old, new in MUTATIONS:
+            if text.count(old) != 1:
+                print(f"SKIP  {name}: the line to mutate occurs {text.count(old)} times in {TARGET.name} (update the script)")
+                survivors.append(name)
+                continue
+            TARGET.write_text(text.replace(old, new))
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                                  cwd=ROOT, capture_output=True, text=True)
+            caught = proc.returncode != 0
+            last = (proc.stdout.strip().splitlines() or ["?"])[-1]
+            print(f"{'caught' if caught else 'MISSED'}  {name}  ({last})", flush=True)
+            if not caught:
+                survivors.append(name)
+    finally:
+        TARGET.write_bytes(original)
+    print(f"{len(MUTATIONS) - len(survivors)} of {len(MUTATIONS)} mutations caught")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
