@@ -12,6 +12,7 @@ COMMANDS = {
     "convert": ("pitome_hf.checkpoint", "write the PiToMe variant of a stock checkpoint (folder or Hub id)"),
     "push": ("pitome_hf.hub", "upload a PiToMe folder with a model card carrying measured results"),
     "evaluate": ("pitome_hf.evaluation", "metric, GFLOPs, images/s of none vs ToMe vs PiToMe on a dataset"),
+    "study": ("pitome_hf.study", "does PiToMe beat ToMe here? every configuration, paired 95% intervals, real weights"),
     "fidelity": ("pitome_hf.fidelity", "fidelity to the unmerged model on real weights (text: MiniLM, dinov2: ViT-S/14)"),
 }
 

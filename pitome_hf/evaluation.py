@@ -31,12 +31,14 @@ import numpy as np
 import torch
 
 from .evaluation_tasks import TASKS, timed_run
+from .modeling.merging import MergeSettings
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "fashion-mnist-vit"
 DEFAULT_DATASET = ASSETS / "fashion_mnist_test.npz"
 DEFAULT_KEEP_RATIOS = (0.95, 0.9, 0.85, 0.8, 0.75)
-METHODS = ("none", "tome", "pitome")
+METHODS = ("none", "tome", "pitome", "pitome_bsm")
+DEFAULT_METHODS = ("none", "tome", "pitome")
 SCHEMA = "pitome_hf.evaluation/1"
 
 
@@ -171,23 +173,32 @@ class RunResult:
 # ----------------------------------------------------------------------------------------------------------------
 # The sweep
 # ----------------------------------------------------------------------------------------------------------------
-def run_configs(methods, keep_ratios) -> list[tuple[str, float]]:
+def run_configs(methods, keep_ratios, presets=()) -> list[tuple[dict, float]]:
+    """(merge settings, keep ratio) for every row: the unmerged model once, then each method and each preset (see
+    merging.MERGE_PRESETS) at every keep ratio."""
+    from .modeling.merging import MERGE_PRESETS
+
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"methods {bad} are not supported; choose from {', '.join(METHODS)}.")
+    badp = [p for p in presets if p not in MERGE_PRESETS]
+    if badp:
+        raise ValueError(f"presets {badp} are not known; choose from {', '.join(MERGE_PRESETS)}.")
     badr = [r for r in keep_ratios if not 0 < r <= 1]
     if badr:
         raise ValueError(f"keep ratios {badr} are out of range: each must be in (0, 1].")
-    configs = [("none", 1.0)] if "none" in methods else []
-    return configs + [(m, float(r)) for r in keep_ratios for m in methods if m != "none"]
+    configs = [(dict(merge_method="none"), 1.0)] if "none" in methods else []
+    rows = [dict(merge_method=m) for m in methods if m != "none"] + [dict(merge_preset=p) for p in presets]
+    return configs + [(settings, float(r)) for r in keep_ratios for settings in rows]
 
 
 def evaluate_model(
     model: Optional[str] = None,
     data: Optional[DataSpec] = None,
     task: str = "image-classification",
-    methods=METHODS,
+    methods=DEFAULT_METHODS,
     keep_ratios=DEFAULT_KEEP_RATIOS,
+    presets=(),
     device: Optional[str] = None,
     dtype: str = "float32",
     batch_size: int = 64,
@@ -196,7 +207,9 @@ def evaluate_model(
     prompt: Optional[str] = None,
     max_new_tokens: int = 10,
 ) -> dict:
-    """Evaluate `model` on `data` for every (method, keep ratio); returns the report dict (see write_report).
+    """Evaluate `model` on `data` for every (method or preset, keep ratio); returns the report dict (see
+    write_report). Each result's `method` names the configuration that ran (`MergeSettings.label()`: the method, the
+    preset's name, or the per-layer methods and the settings that differ from the paper's).
 
     `task`: one of TASKS (see pitome_hf.evaluation_tasks). `prompt`: the zero-shot class template ("a photo of a
     {}.") or the VQA prompt (with `<image>` and `{}` for the question). Under `accelerate launch` each process takes a
@@ -219,7 +232,7 @@ def evaluate_model(
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
         raise ValueError(f"dtype={dtype!r} is not supported; choose float32, bfloat16 or float16.")
-    configs = run_configs(methods, keep_ratios)
+    configs = run_configs(methods, keep_ratios, presets)
     model_path = str(model) if model else str(DEFAULT_MODEL)
     data = data or DataSpec()
     task_class = TASK_CLASSES[task]
@@ -232,8 +245,9 @@ def evaluate_model(
         batches = runner.batches(shard)
     show = progress and state.is_local_main_process
     results = []
-    for method, ratio in configs:
-        net = apply_pitome(runner.base, merge_method=method, keep_ratio=ratio)
+    for settings, ratio in configs:
+        net = apply_pitome(runner.base, keep_ratio=ratio, **settings)
+        method = MergeSettings.from_config(net.config).label()
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         outputs, seconds = timed_run(batches, runner.forward(net), dev, show, f"{method} {ratio}")
@@ -293,7 +307,7 @@ def validate_report(report: dict) -> dict:
         lacking = RESULT_KEYS - set(row)
         if lacking:
             raise ValueError(f"evaluation result {i} lacks the keys {sorted(lacking)}.")
-        if row["method"] not in METHODS or not row["metrics"]:
+        if not isinstance(row["method"], str) or not row["method"] or not row["metrics"]:
             raise ValueError(f"evaluation result {i} has method {row['method']!r} or no metrics.")
     return report
 
@@ -326,13 +340,12 @@ def plot(report: dict, path: Path) -> None:
     name = primary_metric(report)
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = {"none": ("k", "*"), "tome": ("tab:blue", "o"), "pitome": ("tab:red", "s")}
-    for method in METHODS:
+    names = {"none": "unmerged", "tome": "ToMe", "pitome": "PiToMe"}
+    for method in dict.fromkeys(r["method"] for r in report["results"]):
         rows = sorted((r for r in report["results"] if r["method"] == method), key=lambda r: r["gflops"])
-        if rows:
-            color, marker = styles[method]
-            ax.plot([r["gflops"] for r in rows], [100 * r["metrics"][name] for r in rows], marker=marker,
-                    color=color, label={"none": "unmerged", "tome": "ToMe", "pitome": "PiToMe"}[method],
-                    markersize=10 if method == "none" else 6)
+        color, marker = styles.get(method, (None, "^"))
+        ax.plot([r["gflops"] for r in rows], [100 * r["metrics"][name] for r in rows], marker=marker,
+                color=color, label=names.get(method, method), markersize=10 if method == "none" else 6)
     ax.set_xlabel("GFLOPs per image")
     ax.set_ylabel(f"{name} (%)")
     ax.set_title(f"{Path(report['model']).name}: {name} against compute")
@@ -375,7 +388,11 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", default=None,
                         help="zero-shot class template (default 'a photo of a {}.') or VQA prompt with <image> and {}")
     parser.add_argument("--max-new-tokens", type=int, default=10, help="vqa: answer length limit")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS,
+                        help="selections to run at every keep ratio (default: %(default)s)")
+    parser.add_argument("--presets", nargs="+", default=[], metavar="PRESET",
+                        help="also run these named configurations at every keep ratio: paper, authors-deit, "
+                        "authors-mae, authors-bert, authors-blip2 (see MERGE_PRESETS)")
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(DEFAULT_KEEP_RATIOS))
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -391,6 +408,7 @@ def main(argv=None) -> int:
         task=args.task,
         methods=args.methods,
         keep_ratios=args.keep_ratios,
+        presets=args.presets,
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from .modeling.merging import MergeSettings
+
 PIPELINE_TAGS = {  # model_type -> (pipeline_tag, family tag, Auto class for the usage snippet)
     "pitome_vit": ("image-classification", "vit", "AutoModelForImageClassification"),
     "pitome_clip": ("zero-shot-image-classification", "clip", "AutoModel"),
@@ -100,7 +102,7 @@ def read_pitome_config(folder: Path) -> dict:
 HUB_TASK_TYPES = {"vqa": "visual-question-answering"}  # evaluate's task names where the Hub's task id differs
 
 
-def _results_section(report: Optional[dict], config: dict) -> tuple[str, list]:
+def _results_section(report: Optional[dict], config: dict, folder: Path) -> tuple[str, list]:
     """Markdown table of the evaluation report and the EvalResult entries for this model's own setting."""
     from huggingface_hub import EvalResult
 
@@ -109,7 +111,7 @@ def _results_section(report: Optional[dict], config: dict) -> tuple[str, list]:
     if report is None:
         return "No evaluation was attached to this upload. Run `pitome-hf evaluate --model <this repo>`.", []
     validate_report(report)
-    method, ratio = config.get("merge_method", "pitome"), float(config.get("keep_ratio", 1.0))
+    method, ratio = MergeSettings.from_config(_config_object(folder)).label(), float(config.get("keep_ratio", 1.0))
     own = [r for r in report["results"] if r["method"] == method and abs(r["keep_ratio"] - ratio) < 1e-9]
     if not own:
         have = sorted({(r["method"], r["keep_ratio"]) for r in report["results"]})
@@ -141,7 +143,7 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
     pipeline_tag, family, auto_class = PIPELINE_TAGS[config["model_type"]]
     base_model = base_model or config.get("pitome_base_model") or None
     license = license or config.get("pitome_base_license") or None
-    results, entries = _results_section(report, config)
+    results, entries = _results_section(report, config, folder)
     data = ModelCardData(
         base_model=base_model,
         library_name="transformers",
@@ -153,7 +155,9 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
         model_name=repo_id.split("/")[-1],
         eval_results=entries or None,
     )
-    rows = "\n".join(f"| {k} | {config.get(k)} |" for k in MERGE_FIELDS if k in config and k != "trace_source")
+    settings = MergeSettings.from_config(_config_object(folder))
+    rows = f"| configuration | {settings.label()} |\n" + "\n".join(
+        f"| {k} | {config.get(k)} |" for k in MERGE_FIELDS if k in config and k != "trace_source")
     try:
         schedule = token_schedule(_config_object(folder))
     except ValueError:  # a config without image geometry (text models) has no static schedule

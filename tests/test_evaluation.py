@@ -115,7 +115,8 @@ def test_analytic_flops_match_flop_counter():
                        image_size=64, patch_size=8, num_labels=7, attn_implementation="eager")
     stock = ViTForImageClassification(config).eval()
     for settings in (dict(merge_method="none"), dict(keep_ratio=0.8), dict(merge_method="tome", keep_ratio=0.7),
-                     dict(merge_r=5, merge_metric="hidden")):
+                     dict(merge_r=5, merge_metric="hidden"), dict(preset="authors-deit", keep_ratio=0.8),
+                     dict(merge_method=["tome", "pitome_bsm", "none", "pitome", "tome", "pitome"], keep_ratio=0.75)):
         model = apply_pitome(stock, **settings)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(torch.randn(1, 3, 64, 64))

@@ -1,0 +1,56 @@
+"""The study command: rows differ only where their names say, paired intervals, verdicts, outputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pitome_hf import study
+from pitome_hf.modeling.merging import MergeSettings
+
+
+def test_rows_differ_from_the_paper_only_where_named():
+    paper = MergeSettings(num_layers=12, **study.configuration_settings("pitome", "vit", 12))
+    for name, differs in [("tome", {"merge_method"}), ("pitome-elu", {"energy", "margin"}),
+                          ("pitome_bsm", {"merge_method"}), ("pitome-hidden", {"merge_metric"})]:
+        row = MergeSettings(num_layers=12, **study.configuration_settings(name, "vit", 12))
+        changed = {f for f in ("merge_method", "energy", "margin", "margin_end", "merge_metric", "merge_split",
+                               "proportional_attention", "merge_layers") if getattr(row, f) != getattr(paper, f)}
+        assert changed == differs, name
+    assert study.configuration_settings("authors", "bert", 6) == {"merge_preset": "authors-bert"}
+    text = study.configuration_settings("tome", "bert", 6, {"merge_layers": [0, 1, 2]})
+    assert text["merge_layers"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="configuration 'best'"):
+        study.configuration_settings("best", "vit", 12)
+
+
+def test_paired_interval_and_verdict():
+    a = np.array([1] * 90 + [0] * 10)
+    b = np.array([1] * 70 + [0] * 30)
+    d, lo, hi = study.paired_interval(a, b)
+    assert d == pytest.approx(0.2) and 0.1 < lo < 0.2 < hi < 0.3
+    assert study.verdict((d, lo, hi), "pitome", "tome") == "pitome better"
+    assert study.verdict(study.paired_interval(b, a), "pitome", "tome") == "tome better"
+    same = study.paired_interval(a, np.roll(a, 1))
+    assert same[1] < 0 < same[2] and study.verdict(same, "x", "y") == "no significant difference"
+
+
+def test_fmnist_study_runs_and_writes(tmp_path):
+    assert study.main(["fmnist", "--limit", "300", "--keep-ratios", "0.8", "--configurations", "none", "tome",
+                       "pitome", "authors", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "study_fmnist.json").read_text())
+    rows = {r["configuration"]: r for r in result["rows"]}
+    assert list(rows) == ["none", "tome", "pitome", "authors"]
+    assert rows["authors"]["settings"] == "authors-deit" and rows["tome"]["settings"] == "tome"
+    assert rows["none"]["accuracy"] > 0.8 and len(rows["tome"]["correct"]) == 300
+    assert rows["tome"]["gflops"] < rows["none"]["gflops"]
+    assert "vs_tome" in rows["pitome"] and "vs_tome" not in rows["tome"]
+    assert (tmp_path / "study_fmnist.png").stat().st_size > 1000
+    assert "keep ratio 0.8" in (tmp_path / "study_fmnist.md").read_text()
+
+
+def test_bad_ratio_and_missing_data_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"--keep-ratios \[1.5\]"):
+        study.main(["fmnist", "--keep-ratios", "1.5", "--out", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="nope.npz does not exist"):
+        study.main(["dinov2", "--data", str(tmp_path / "nope.npz"), "--out", str(tmp_path)])
