@@ -272,6 +272,8 @@ class MergeSettings:
         if self.merge_preset is not None:
             return self.merge_preset
         methods = self.merge_method if isinstance(self.merge_method, tuple) else (self.merge_method,)
+        if set(methods) == {"none"}:
+            return "none"
         runs = []
         for m in methods:
             if runs and runs[-1][0] == m:
