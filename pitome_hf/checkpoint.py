@@ -1,16 +1,23 @@
 """Convert a stock checkpoint (folder or Hub id) into a PiToMe checkpoint folder that loads with remote code alone.
 
     pitome-hf convert google/vit-base-patch16-224 --method pitome --keep-ratio 0.9 --output vit-b16-pitome
+    pitome-hf convert facebook/deit-small-patch16-224 --preset authors-deit --keep-ratio 0.9 --output deit-s-pitome
+    pitome-hf convert ./my-vit --method pitome_bsm pitome pitome pitome --keep-ratio 0.9 --output my-vit-pitome
 
 The family and task class come from the base config's `architectures` (else its model_type); every weight must
-load (zero missing, zero unexpected keys) or nothing is written. The folder is written next to the output under a
-temporary name and renamed into place at the end, so a failure never leaves a half-written output.
+load (zero missing, zero unexpected keys) or nothing is written. An existing local path is always read as a folder
+(the Hub is never asked about it); anything else is a Hub id. The base's tokenizer and processor files are copied
+when it has them; none are invented when it does not. The folder is written next to the output under a temporary
+name and renamed into place at the end, so a failure never leaves a half-written output; temporary folders left by a
+killed run are removed by the next run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -41,53 +48,119 @@ def pitome_class_for(config_dict: dict) -> type:
     )
 
 
-def _base_license(base: str) -> Optional[str]:
-    try:
-        from huggingface_hub import ModelCard
+# Files that make up a checkpoint's tokenizer / processor; copied as they are, never re-created.
+PREPROCESSING_FILES = (
+    "preprocessor_config.json", "processor_config.json", "image_processor_config.json", "video_preprocessor_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
+    "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "chat_template.json",
+    "chat_template.jinja",
+)
 
-        path = Path(base) / "README.md"
-        card = ModelCard.load(str(path) if path.is_file() else base)
-        return card.data.license
+
+def resolve_base(base: str) -> tuple[str, bool]:
+    """(base, is_local). An existing path is a local folder and must hold config.json; a string that looks like a path
+    (starts with . / ~ or has more than one '/') but does not exist is refused; anything else is a Hub id."""
+    path = Path(base).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{base} is not a model folder: it has no config.json.")
+        return str(path), True
+    if base.startswith((".", "/", "~")) or base.count("/") > 1 or "\\" in base:
+        raise FileNotFoundError(f"{base} does not exist (a local folder was meant; a Hub id looks like org/name).")
+    return base, False
+
+
+def _base_license(base: str, local: bool) -> Optional[str]:
+    """The license in the base's model card: README.md of a local folder (never the Hub for a local folder), or the
+    Hub card of a Hub id (None when offline or missing)."""
+    from huggingface_hub import ModelCard
+
+    try:
+        if local:
+            readme = Path(base) / "README.md"
+            return ModelCard.load(str(readme)).data.license if readme.is_file() else None
+        return ModelCard.load(base).data.license
     except Exception:  # no card, offline, or unreadable: the license stays unknown
         return None
 
 
-def _save_preprocessing(base: str, folder: Path) -> list[str]:
-    """Copy the processor / image processor / tokenizer of the base next to the model; returns what was saved."""
-    saved = []
-    for auto in (transformers.AutoProcessor, transformers.AutoImageProcessor, transformers.AutoTokenizer):
-        try:
-            auto.from_pretrained(base).save_pretrained(folder)
-            saved.append(auto.__name__)
-            if auto is transformers.AutoProcessor:
-                break
-        except Exception:  # the base has no such component
+def _copy_preprocessing(base: str, local: bool, folder: Path) -> list[str]:
+    """Copy the base's tokenizer / processor files next to the model; returns the names copied (maybe none)."""
+    if local:
+        sources = [Path(base) / name for name in PREPROCESSING_FILES if (Path(base) / name).is_file()]
+    else:
+        from huggingface_hub import snapshot_download
+
+        snapshot = Path(snapshot_download(base, allow_patterns=list(PREPROCESSING_FILES)))
+        sources = [snapshot / name for name in PREPROCESSING_FILES if (snapshot / name).is_file()]
+    for source in sources:
+        shutil.copy2(source, folder / source.name)
+    return [s.name for s in sources]
+
+
+_STAGING = re.compile(r"^\.(?P<name>.+)\.(partial|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def _remove_stale_staging(output: Path) -> None:
+    """Remove the temporary folders that an earlier, killed convert to `output` left (their process is gone)."""
+    if not output.parent.is_dir():
+        return
+    for entry in output.parent.iterdir():
+        match = _STAGING.match(entry.name)
+        if not match or match["name"] != output.name or not entry.is_dir():
             continue
-    return saved
+        pid = int(match["pid"])
+        try:
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
-def convert_checkpoint(base: str, output, *, force: bool = False, **settings) -> Path:
-    """Write the PiToMe variant of `base` with the merge `settings` to `output`; returns the output path."""
+def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Optional[str] = None, **settings) -> Path:
+    """Write the PiToMe variant of `base` with the merge `settings` to `output`; returns the output path.
+
+    `settings` are merge settings (see `MergeConfigMixin`), `preset=NAME` for a named configuration, and for ViT
+    `classifier_pooling="mean"` (MAE classifiers). `base_model`: the Hub id to name in the model card (default: the
+    base when it is a Hub id; a local folder names none)."""
     output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"{output} exists and is a file; choose a folder name for --output.")
     if output.exists() and any(output.iterdir()) and not force:
         raise ValueError(f"{output} exists and is not empty; pass force=True (--force) to replace it.")
-    config_dict, _ = transformers.PretrainedConfig.get_config_dict(str(base))
+    base, local = resolve_base(str(base))
+    if "preset" in settings:
+        settings["merge_preset"] = settings.pop("preset")
+    config_dict, _ = transformers.PretrainedConfig.get_config_dict(base)
     model_class = pitome_class_for(config_dict)
-    model, info = model_class.from_pretrained(str(base), output_loading_info=True, **settings)
+    if "classifier_pooling" in settings and not hasattr(model_class.config_class, "classifier_pooling"):
+        raise ValueError(f"classifier_pooling applies to ViT classifiers; {model_class.__name__} has no such option.")
+    model, info = model_class.from_pretrained(base, output_loading_info=True, **settings)
     problems = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
     if problems:
         raise ValueError(f"{base} did not load cleanly into {model_class.__name__}: {problems}. Nothing was written.")
-    model.config.pitome_base_model = str(base) if not Path(str(base)).exists() else Path(str(base)).name
-    license = _base_license(str(base))
+    hub_id = base_model or (None if local else base)
+    if hub_id:
+        model.config.pitome_base_model = hub_id
+    license = _base_license(base, local)
     if license:
         model.config.pitome_base_license = license
-    staging = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(output)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = output.parent / f".{output.name}.partial-{tag}"
     try:
         model.save_pretrained(staging)
-        _save_preprocessing(str(base), staging)
+        copied = _copy_preprocessing(base, local, staging)
+        if not copied:
+            print(f"note: {base} has no tokenizer or processor files; none were written (add the base's own).")
         json.loads((staging / "config.json").read_text())  # written and readable
         if output.exists():
-            old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
+            old = output.parent / f".{output.name}.old-{tag}"
             output.rename(old)
             staging.rename(output)
             shutil.rmtree(old)
@@ -102,27 +175,44 @@ def convert_checkpoint(base: str, output, *, force: bool = False, **settings) ->
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("base", help="stock checkpoint: Hub id or folder")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--method", default="pitome", choices=["pitome", "tome", "none"])
-    parser.add_argument("--keep-ratio", type=float, default=0.9)
-    parser.add_argument("--merge-r", type=int, nargs="+", default=None, help="one int, or one per layer")
-    parser.add_argument("--merge-layers", type=int, nargs="+", default=None)
-    parser.add_argument("--margin", type=float, default=None)
-    parser.add_argument("--alpha", type=float, default=None)
-    parser.add_argument("--energy", choices=["exp", "elu", "gaussian"], default=None)
-    parser.add_argument("--no-proportional-attention", action="store_true")
+    from .modeling.merging import ENERGIES, MERGE_PRESETS, METHODS
+
+    parser.add_argument("base", help="stock checkpoint: Hub id (org/name) or an existing folder")
+    parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty)")
+    parser.add_argument("--preset", choices=sorted(MERGE_PRESETS), default=None,
+                        help="a named configuration (selection, energy, margins, proportional attention); the other "
+                        "options below override it")
+    parser.add_argument("--method", nargs="+", choices=METHODS, default=None, metavar="METHOD",
+                        help=f"selection, one of {', '.join(METHODS)}; or one per layer (default: pitome, or the preset's)")
+    parser.add_argument("--keep-ratio", type=float, default=0.9, help="fraction of tokens each layer keeps (default: 0.9)")
+    parser.add_argument("--merge-r", type=int, nargs="+", default=None, help="tokens merged per layer: one int, or one per layer")
+    parser.add_argument("--merge-layers", type=int, nargs="+", default=None, help="only these layers merge (default: all)")
+    parser.add_argument("--margin", type=float, default=None, help="energy margin m0 (default: 0.9)")
+    parser.add_argument("--margin-end", type=float, default=None, help="margin at the last layer (default: 0.0)")
+    parser.add_argument("--alpha", type=float, default=None, help="energy slope below the margin (default: 1.0)")
+    parser.add_argument("--energy", choices=ENERGIES, default=None, help="energy form (default: exp)")
+    parser.add_argument("--no-proportional-attention", action="store_true", help="turn proportional attention off")
+    parser.add_argument("--classifier-pooling", choices=["cls", "mean"], default=None,
+                        help="ViT classifiers: 'mean' for MAE checkpoints (size-weighted global pool)")
+    parser.add_argument("--base-model", default=None, help="Hub id the model card names as base (default: the base "
+                        "when it is a Hub id)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     args = parser.parse_args(argv)
-    settings = {"merge_method": args.method, "keep_ratio": args.keep_ratio}
+    settings = {"keep_ratio": args.keep_ratio}
+    if args.preset:
+        settings["merge_preset"] = args.preset
+    if args.method is not None:
+        settings["merge_method"] = args.method[0] if len(args.method) == 1 else args.method
+    elif not args.preset:
+        settings["merge_method"] = "pitome"
     if args.merge_r is not None:
         settings["merge_r"] = args.merge_r[0] if len(args.merge_r) == 1 else args.merge_r
-    for name in ("merge_layers", "margin", "alpha", "energy"):
+    for name in ("merge_layers", "margin", "margin_end", "alpha", "energy", "classifier_pooling"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     if args.no_proportional_attention:
         settings["proportional_attention"] = False
-    out = convert_checkpoint(args.base, args.output, force=args.force, **settings)
+    out = convert_checkpoint(args.base, args.output, force=args.force, base_model=args.base_model, **settings)
     print(f"wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
     return 0
 

@@ -85,3 +85,82 @@ def test_cli_rejects_a_bad_ratio_with_a_message(stock_vit_dir, tmp_path, capsys)
     assert "keep_ratio=1.7 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert main([str(stock_vit_dir), "--keep-ratio", "0.9", "--output", str(tmp_path / "ok")]) == 0
+
+
+def test_local_folder_never_asks_the_hub(stock_vit_dir, tmp_path, monkeypatch):
+    """A bare relative folder name is a folder: no model card or file is requested from the Hub for it."""
+    import shutil
+
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: calls.append(("snapshot", a)))
+    real_load = huggingface_hub.ModelCard.load
+    monkeypatch.setattr(huggingface_hub.ModelCard, "load",
+                        classmethod(lambda cls, x, *a, **k: calls.append(("card", x)) or real_load(x, *a, **k)))
+    shutil.copytree(stock_vit_dir, tmp_path / "stock-vit")
+    monkeypatch.chdir(tmp_path)
+    out = convert_checkpoint("stock-vit", "pitome-vit", keep_ratio=0.9)
+    assert calls == []  # no README.md in the folder: the licence is simply unknown
+    config = json.loads((out / "config.json").read_text())
+    assert "pitome_base_model" not in config  # a local folder is no Hub id: the card names no base model
+    (tmp_path / "stock-vit" / "README.md").write_text("---\nlicense: apache-2.0\n---\n# x\n")
+    out = convert_checkpoint("stock-vit", "pitome-vit2", base_model="google/vit-base-patch16-224")
+    config = json.loads((out / "config.json").read_text())
+    assert config["pitome_base_license"] == "apache-2.0" and config["pitome_base_model"] == "google/vit-base-patch16-224"
+    assert [c[0] for c in calls] == ["card"] and str(calls[0][1]).endswith("README.md")
+
+
+def test_missing_local_path_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        convert_checkpoint(str(tmp_path / "nope"), tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        convert_checkpoint(str(tmp_path / "empty"), tmp_path / "out")
+
+
+def test_tokenizer_files_are_copied_never_invented(tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         vocab_size=30)).save_pretrained(tmp_path / "bare")
+    out = convert_checkpoint(str(tmp_path / "bare"), tmp_path / "bare-pitome", keep_ratio=0.9)
+    assert not [p.name for p in out.iterdir() if "token" in p.name or p.name == "vocab.txt"]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "cat"]))
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(tmp_path / "bare")
+    out = convert_checkpoint(str(tmp_path / "bare"), tmp_path / "with-tok", keep_ratio=0.9)
+    assert (out / "tokenizer_config.json").is_file()
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(out)("a photo of a cat")["input_ids"] == \
+        AutoTokenizer.from_pretrained(tmp_path / "bare")("a photo of a cat")["input_ids"]
+
+
+def test_stale_staging_from_a_killed_run_is_removed(stock_vit_dir, tmp_path):
+    dead = tmp_path / ".out.partial-999999999-0123abcd"
+    dead.mkdir()
+    (dead / "model.safetensors").write_bytes(b"x" * 1000)
+    old = tmp_path / ".out.old-999999999-89abcdef"
+    old.mkdir()
+    other = tmp_path / ".other.partial-999999999-0123abcd"  # another output's: not ours to remove
+    other.mkdir()
+    convert_checkpoint(str(stock_vit_dir), tmp_path / "out")
+    assert not dead.exists() and not old.exists() and other.exists()
+
+
+def test_convert_with_a_preset_and_per_layer_methods(stock_vit_dir, tmp_path):
+    out = convert_checkpoint(str(stock_vit_dir), tmp_path / "deit", preset="authors-deit", keep_ratio=0.8,
+                             classifier_pooling="mean")
+    config = json.loads((out / "config.json").read_text())
+    assert config["merge_preset"] == "authors-deit" and config["merge_method"] == ["pitome_bsm"] * 2 + ["pitome"] * 2
+    assert config["classifier_pooling"] == "mean" and config["energy"] == "elu"
+    assert main([str(stock_vit_dir), "--method", "tome", "pitome_bsm", "none", "pitome", "--output",
+                 str(tmp_path / "mixed")]) == 0
+    assert json.loads((tmp_path / "mixed" / "config.json").read_text())["merge_method"] == ["tome", "pitome_bsm", "none", "pitome"]
+
+
+def test_output_that_is_a_file_is_refused(stock_vit_dir, tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        convert_checkpoint(str(stock_vit_dir), tmp_path / "f")
