@@ -5,7 +5,8 @@ from .configuration_pitome_clip import PiToMeCLIPConfig, PiToMeCLIPVisionConfig
 from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
 from .configuration_pitome_llava import PiToMeLlavaConfig, llava_num_image_tokens
 from .configuration_pitome_vit import PiToMeViTConfig
-from .merging import MergeSettings, PaddedMergeState, token_schedule
+from .merge_config import MergeSettings, token_schedule
+from .merge_state import PaddedMergeState
 from .modeling_pitome_bert import PiToMeBertForSequenceClassification, PiToMeBertModel, size_weighted_mean_pool
 from .modeling_pitome_clip import PiToMeCLIPModel, PiToMeCLIPVisionModel, PiToMeCLIPVisionModelWithProjection
 from .modeling_pitome_dinov2 import (
@@ -17,6 +18,8 @@ from .modeling_pitome_dinov2 import (
 from .modeling_pitome_llava import PiToMeLlavaForConditionalGeneration, PiToMeLlavaModel
 from .processing_pitome_llava import PiToMeLlavaProcessor
 from .modeling_pitome_vit import PiToMeViTForImageClassification, PiToMeViTModel
+from .configuration_pitome_siglip import PiToMeSiglipConfig, PiToMeSiglipVisionConfig
+from .modeling_pitome_siglip import PiToMeSiglipModel, PiToMeSiglipVisionModel
 
 __all__ = [
     "PiToMeBertConfig",
@@ -40,6 +43,10 @@ __all__ = [
     "PiToMeLlavaForConditionalGeneration",
     "PiToMeLlavaModel",
     "PiToMeLlavaProcessor",
+    "PiToMeSiglipConfig",
+    "PiToMeSiglipModel",
+    "PiToMeSiglipVisionConfig",
+    "PiToMeSiglipVisionModel",
     "PiToMeViTConfig",
     "PiToMeViTForImageClassification",
     "PiToMeViTModel",

@@ -7,7 +7,7 @@ r highest-energy tokens, B = the next r), merging only in the first 3 layers, ke
 
 from transformers import BertConfig
 
-from .merging import MergeConfigMixin, MergeSettings, accept_stock_config_dict
+from .merge_config import MergeConfigMixin, MergeSettings
 
 POOLINGS = ("cls", "mean")
 TEXT_MERGE_LAYERS = 3
@@ -35,6 +35,10 @@ class PiToMeBertConfig(MergeConfigMixin, BertConfig):
     model_type = "pitome_bert"
     stock_model_types = ("bert",)
     default_protected_tokens = 1
+    auto_map_classes = {
+        "AutoModel": "modeling_pitome_bert.PiToMeBertModel",
+        "AutoModelForSequenceClassification": "modeling_pitome_bert.PiToMeBertForSequenceClassification",
+    }
 
     keep_ratio: float | int = 0.8
     energy: str = "gaussian"
@@ -42,7 +46,7 @@ class PiToMeBertConfig(MergeConfigMixin, BertConfig):
     pooling: str = "cls"
 
     def __post_init__(self, **kwargs):
-        if self.merge_layers is None and isinstance(self.num_hidden_layers, int):
+        if self.merge_layers is None and self.merge_preset is None and isinstance(self.num_hidden_layers, int):
             self.merge_layers = list(range(min(TEXT_MERGE_LAYERS, self.num_hidden_layers)))
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling={self.pooling!r} is not supported; allowed values: {', '.join(map(repr, POOLINGS))}.")
@@ -51,18 +55,8 @@ class PiToMeBertConfig(MergeConfigMixin, BertConfig):
                 "PiToMe BERT merges tokens of an encoder: is_decoder/add_cross_attention cannot be combined with "
                 "merging (a cache or cross-attention would see a changing sequence). Set merge_method='none'."
             )
-        if not getattr(self, "auto_map", None):
-            self.auto_map = {
-                "AutoConfig": "configuration_pitome_bert.PiToMeBertConfig",
-                "AutoModel": "modeling_pitome_bert.PiToMeBertModel",
-                "AutoModelForSequenceClassification": "modeling_pitome_bert.PiToMeBertForSequenceClassification",
-            }
         super().__post_init__(**kwargs)
 
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        return accept_stock_config_dict(cls, config_dict), kwargs
 
 
 __all__ = ["PiToMeBertConfig"]

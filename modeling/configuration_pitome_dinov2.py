@@ -8,7 +8,7 @@ give `token_schedule(config, num_tokens=(224 // 14) ** 2)` the number of patches
 
 from transformers import Dinov2Config, Dinov2WithRegistersConfig
 
-from .merging import MergeConfigMixin, accept_stock_config_dict
+from .merge_config import MergeConfigMixin
 
 
 class PiToMeDinov2Config(MergeConfigMixin, Dinov2Config):
@@ -22,20 +22,11 @@ class PiToMeDinov2Config(MergeConfigMixin, Dinov2Config):
     model_type = "pitome_dinov2"
     stock_model_types = ("dinov2",)
     default_protected_tokens = 1
+    auto_map_classes = {
+        "AutoModel": "modeling_pitome_dinov2.PiToMeDinov2Model",
+        "AutoModelForImageClassification": "modeling_pitome_dinov2.PiToMeDinov2ForImageClassification",
+    }
 
-    def __post_init__(self, **kwargs):
-        if not getattr(self, "auto_map", None):
-            self.auto_map = {
-                "AutoConfig": "configuration_pitome_dinov2.PiToMeDinov2Config",
-                "AutoModel": "modeling_pitome_dinov2.PiToMeDinov2Model",
-                "AutoModelForImageClassification": "modeling_pitome_dinov2.PiToMeDinov2ForImageClassification",
-            }
-        super().__post_init__(**kwargs)
-
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        return accept_stock_config_dict(cls, config_dict), kwargs
 
 
 class PiToMeDinov2WithRegistersConfig(MergeConfigMixin, Dinov2WithRegistersConfig):
@@ -49,18 +40,8 @@ class PiToMeDinov2WithRegistersConfig(MergeConfigMixin, Dinov2WithRegistersConfi
     def default_protected_tokens(self) -> int:
         return 1 + self.num_register_tokens
 
-    def __post_init__(self, **kwargs):
-        if not getattr(self, "auto_map", None):
-            self.auto_map = {
-                "AutoConfig": "configuration_pitome_dinov2.PiToMeDinov2WithRegistersConfig",
-                "AutoModel": "modeling_pitome_dinov2.PiToMeDinov2WithRegistersModel",
-            }
-        super().__post_init__(**kwargs)
+    auto_map_classes = {"AutoModel": "modeling_pitome_dinov2.PiToMeDinov2WithRegistersModel"}
 
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        return accept_stock_config_dict(cls, config_dict), kwargs
 
 
 __all__ = ["PiToMeDinov2Config", "PiToMeDinov2WithRegistersConfig"]

@@ -11,7 +11,7 @@ from typing import Optional
 
 from transformers import CLIPVisionConfig, LlavaConfig
 
-from .merging import MergeConfigMixin, MergeSettings, accept_stock_config_dict, token_schedule
+from .merge_config import MergeSettings, VisionTowerMergeMixin, protected_prefix, token_schedule
 
 # LlavaConfig's default vision tower (CLIP-L/14-336) has 24 layers.
 _DEFAULT_VISION_LAYERS = 24
@@ -76,12 +76,12 @@ def llava_num_image_tokens(
         height, width = (size, size) if isinstance(size, int) else tuple(size)
     ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
     counts = token_schedule(settings, num_tokens=(int(height) // ph) * (int(width) // pw))
-    prefix = settings.protected_tokens if settings.protected_tokens is not None else 1
+    prefix = protected_prefix(config)
     strategy = vision_feature_select_strategy or config.vision_feature_select_strategy
     return counts[depth] + prefix - (1 if strategy == "default" else 0)
 
 
-class PiToMeLlavaConfig(MergeConfigMixin, LlavaConfig):
+class PiToMeLlavaConfig(VisionTowerMergeMixin, LlavaConfig):
     r"""A [`LlavaConfig`] with PiToMe token merging in the CLIP vision tower (the language model never merges).
 
     `vision_config` and `text_config` stay the stock sub-configs; the merge settings live on this config. Only the
@@ -97,21 +97,16 @@ class PiToMeLlavaConfig(MergeConfigMixin, LlavaConfig):
     model_type = "pitome_llava"
     stock_model_types = ("llava",)
     default_protected_tokens = 1
+    auto_map_classes = {
+        "AutoModel": "modeling_pitome_llava.PiToMeLlavaModel",
+        "AutoModelForImageTextToText": "modeling_pitome_llava.PiToMeLlavaForConditionalGeneration",
+        "AutoProcessor": "processing_pitome_llava.PiToMeLlavaProcessor",
+    }
+
+    # the language model reads the image tokens in order: surviving tokens must keep their spatial order
+    required_merge_settings = {"keep_order": (True, "the language model reads the image tokens in order")}
 
     def __post_init__(self, **kwargs):
-        kwargs.pop("merge_num_hidden_layers", None)  # derived from vision_config; never a setting of its own
-        if not getattr(self, "auto_map", None):
-            self.auto_map = {
-                "AutoConfig": "configuration_pitome_llava.PiToMeLlavaConfig",
-                "AutoModel": "modeling_pitome_llava.PiToMeLlavaModel",
-                "AutoModelForImageTextToText": "modeling_pitome_llava.PiToMeLlavaForConditionalGeneration",
-                "AutoProcessor": "processing_pitome_llava.PiToMeLlavaProcessor",
-            }
-        if getattr(self, "keep_order", True) is not True:
-            raise ValueError(
-                "keep_order=False is not supported for LLaVA: the language model reads the image tokens in order, "
-                "so surviving tokens must keep their original spatial order."
-            )
         super().__post_init__(**kwargs)
         vision_type = getattr(self.vision_config, "model_type", None)
         if vision_type not in ("clip_vision_model", "pitome_clip_vision_model"):
@@ -120,15 +115,6 @@ class PiToMeLlavaConfig(MergeConfigMixin, LlavaConfig):
             )
         llava_feature_depth(self)  # validates vision_feature_layer
 
-    @property
-    def merge_num_hidden_layers(self) -> int:
-        """Number of layers the merge settings apply to: the vision tower's (read by `MergeSettings`)."""
-        return _vision_value(self, "num_hidden_layers", _DEFAULT_VISION_LAYERS)
-
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        return accept_stock_config_dict(cls, config_dict), kwargs
 
 
 __all__ = ["PiToMeLlavaConfig", "llava_feature_depth", "llava_merge_settings", "llava_num_image_tokens"]

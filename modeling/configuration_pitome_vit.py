@@ -3,7 +3,7 @@
 
 from transformers import ViTConfig
 
-from .merging import MergeConfigMixin, accept_stock_config_dict
+from .merge_config import MergeConfigMixin
 
 
 class PiToMeViTConfig(MergeConfigMixin, ViTConfig):
@@ -26,6 +26,10 @@ class PiToMeViTConfig(MergeConfigMixin, ViTConfig):
     model_type = "pitome_vit"
     stock_model_types = ("vit",)
     default_protected_tokens = 1
+    auto_map_classes = {
+        "AutoModel": "modeling_pitome_vit.PiToMeViTModel",
+        "AutoModelForImageClassification": "modeling_pitome_vit.PiToMeViTForImageClassification",
+    }
     classifier_pooling: str = "cls"
 
     def __post_init__(self, **kwargs):
@@ -33,18 +37,8 @@ class PiToMeViTConfig(MergeConfigMixin, ViTConfig):
             raise ValueError(
                 f"classifier_pooling={self.classifier_pooling!r} is not supported; allowed values: 'cls', 'mean'."
             )
-        if not getattr(self, "auto_map", None):
-            self.auto_map = {
-                "AutoConfig": "configuration_pitome_vit.PiToMeViTConfig",
-                "AutoModel": "modeling_pitome_vit.PiToMeViTModel",
-                "AutoModelForImageClassification": "modeling_pitome_vit.PiToMeViTForImageClassification",
-            }
         super().__post_init__(**kwargs)
 
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        return accept_stock_config_dict(cls, config_dict), kwargs
 
 
 __all__ = ["PiToMeViTConfig"]

@@ -38,7 +38,9 @@ from transformers.models.bert.modeling_bert import (
 from transformers.pytorch_utils import apply_chunking_to_forward
 
 from .configuration_pitome_bert import PiToMeBertConfig
-from .merging import PROPORTIONAL_ATTENTION_BACKENDS, MergeSettings, PaddedMergeState, weighted_mean
+from .merge_config import settings_of
+from .merge_state import MergeOutputMixin, PaddedMergeState, merge_state_for, return_output
+from .merging import weighted_mean
 
 # transformers 5 converts checkpoint keys on load only for its own classes. BERT has no conversion of its own in
 # transformers 5.24 (its parameter names did not change); if a later version adds one, give our classes the same.
@@ -53,31 +55,19 @@ for _stock, _ours in (
 
 
 @dataclass
-class PiToMeBertModelOutput(BaseModelOutputWithPoolingAndCrossAttentions):
-    """A `BaseModelOutputWithPoolingAndCrossAttentions` plus the merge information.
-
-    attention_mask: (B, N_out) long, 1 on real tokens, 0 on padding (after merging, real tokens come first).
-    token_sizes: (B, N_out) float, how many input tokens each output token stands for (0 on padding).
-    token_map: (B, N_in) long, for each input token the index of the output token that holds it, -1 for padding
-        (when `trace_source=True`).
-    token_counts: (B, L + 1) long, per sample the mergeable real tokens (CLS excluded) entering layer 0 and after
-        each layer.
-    """
+class PiToMeBertModelOutput(MergeOutputMixin, BaseModelOutputWithPoolingAndCrossAttentions):
+    """A `BaseModelOutputWithPoolingAndCrossAttentions` plus the merge information (`MergeOutputMixin`; per sample:
+    token_counts is (B, L + 1), token_map holds -1 for padding) and `attention_mask` (B, N_out) long, 1 on real
+    tokens, 0 on padding (after merging, real tokens come first)."""
 
     attention_mask: Optional[torch.LongTensor] = None
-    token_sizes: Optional[torch.FloatTensor] = None
-    token_map: Optional[torch.LongTensor] = None
-    token_counts: Optional[torch.LongTensor] = None
 
 
 @dataclass
-class PiToMeSequenceClassifierOutput(SequenceClassifierOutput):
+class PiToMeSequenceClassifierOutput(MergeOutputMixin, SequenceClassifierOutput):
     """A `SequenceClassifierOutput` plus the merge information (see `PiToMeBertModelOutput`)."""
 
     attention_mask: Optional[torch.LongTensor] = None
-    token_sizes: Optional[torch.FloatTensor] = None
-    token_map: Optional[torch.LongTensor] = None
-    token_counts: Optional[torch.LongTensor] = None
 
 
 def size_weighted_mean_pool(output) -> torch.Tensor:
@@ -87,16 +77,8 @@ def size_weighted_mean_pool(output) -> torch.Tensor:
 
 
 def text_merge_state(config, attention_mask: Optional[torch.Tensor], shape) -> PaddedMergeState:
-    """A fresh per-forward merge state; refuses settings that cannot merge a padded batch."""
-    settings = MergeSettings.from_config(config)
-    if settings.active:
-        impl = getattr(config, "_attn_implementation", None) or "eager"
-        if impl not in PROPORTIONAL_ATTENTION_BACKENDS:
-            raise ValueError(
-                f"attn_implementation={impl!r} cannot take the additive float mask that merging a padded batch needs "
-                f"(shrinking padding mask and proportional attention). Use one of {PROPORTIONAL_ATTENTION_BACKENDS}, "
-                "or set merge_method='none'."
-            )
+    """A fresh per-forward merge state for a padded batch; refuses settings that cannot merge one."""
+    if settings_of(config).active:
         if config.is_decoder:
             raise ValueError("PiToMe BERT cannot merge tokens in a decoder; set merge_method='none'.")
         if attention_mask is not None and attention_mask.dim() != 2:
@@ -107,8 +89,7 @@ def text_merge_state(config, attention_mask: Optional[torch.Tensor], shape) -> P
         valid = torch.ones(shape, dtype=torch.bool)
     else:
         valid = attention_mask.bool()
-    protected = settings.protected_tokens if settings.protected_tokens is not None else 1
-    return PaddedMergeState(settings, num_prefix=protected, valid=valid)
+    return merge_state_for(config, valid=valid)
 
 
 class PiToMeBertSelfAttention(BertSelfAttention):
@@ -191,17 +172,8 @@ class PiToMeBertEncoder(BertEncoder):
         self.layer = nn.ModuleList([PiToMeBertLayer(config, layer_idx=i) for i in range(config.num_hidden_layers)])
 
 
-def _return_dict(config, return_dict: Optional[bool]) -> bool:
-    return config.return_dict if return_dict is None else return_dict
-
-
 def _merge_fields(state: PaddedMergeState) -> dict:
-    return {
-        "attention_mask": state.valid.long(),
-        "token_sizes": state.sizes,
-        "token_map": state.token_map,
-        "token_counts": state.counts_tensor(),
-    }
+    return {"attention_mask": state.valid.long(), **state.output_fields()}
 
 
 class PiToMeBertModel(BertModel):
@@ -254,7 +226,7 @@ class PiToMeBertModel(BertModel):
         if self.config.pooling == "mean":
             fields["pooler_output"] = weighted_mean(outputs.last_hidden_state, state.sizes)
         result = PiToMeBertModelOutput(**{**fields, **_merge_fields(state)})
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return return_output(result, self.config, return_dict)
 
 
 class PiToMeBertForSequenceClassification(BertForSequenceClassification):
@@ -310,7 +282,7 @@ class PiToMeBertForSequenceClassification(BertForSequenceClassification):
             token_map=outputs.token_map,
             token_counts=outputs.token_counts,
         )
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return return_output(result, self.config, return_dict)
 
 
 PiToMeBertConfig.register_for_auto_class()

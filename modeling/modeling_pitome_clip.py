@@ -35,7 +35,15 @@ from transformers.models.clip.modeling_clip import (
 )
 
 from .configuration_pitome_clip import PiToMeCLIPConfig, PiToMeCLIPVisionConfig
-from .merging import MergeSettings, MergeState, check_attention_backend
+from .merge_config import settings_of
+from .merge_state import (
+    MergeOutputMixin,
+    MergeState,
+    PreNormMergingLayerMixin,
+    attention_with_keys,
+    merge_state_for,
+    return_output,
+)
 
 # transformers 5 renames checkpoint keys on load only for its own classes: a stand-alone CLIPVisionModel lost its
 # `vision_model.` level in memory, but CLIP checkpoints (and transformers 4 vision checkpoints) store it. Give our
@@ -49,93 +57,39 @@ register_checkpoint_conversion_mapping(
 
 
 @dataclass
-class PiToMeCLIPVisionOutput(BaseModelOutputWithPooling):
-    """A `BaseModelOutputWithPooling` of the vision tower plus the merge information.
-
-    token_sizes: (B, N_out) float, how many original tokens each output token of the vision tower stands for.
-    token_map: (B, N_in) long, for each input token the index of the output token that holds it (when traced).
-    token_counts: (L + 1,) long, mergeable vision tokens entering layer 0 and after each layer.
-    """
-
-    token_sizes: Optional[torch.FloatTensor] = None
-    token_map: Optional[torch.LongTensor] = None
-    token_counts: Optional[torch.LongTensor] = None
+class PiToMeCLIPVisionOutput(MergeOutputMixin, BaseModelOutputWithPooling):
+    """A `BaseModelOutputWithPooling` of the vision tower plus the merge information (`MergeOutputMixin`)."""
 
 
 @dataclass
-class PiToMeCLIPVisionModelOutput(CLIPVisionModelOutput):
-    """A `CLIPVisionModelOutput` (image_embeds, ...) plus the merge information (see `PiToMeCLIPVisionOutput`)."""
-
-    token_sizes: Optional[torch.FloatTensor] = None
-    token_map: Optional[torch.LongTensor] = None
-    token_counts: Optional[torch.LongTensor] = None
+class PiToMeCLIPVisionModelOutput(MergeOutputMixin, CLIPVisionModelOutput):
+    """A `CLIPVisionModelOutput` (image_embeds, ...) plus the merge information (`MergeOutputMixin`)."""
 
 
 @dataclass
-class PiToMeCLIPOutput(CLIPOutput):
+class PiToMeCLIPOutput(MergeOutputMixin, CLIPOutput):
     """A `CLIPOutput` (logits_per_image, logits_per_text, embeds, ...) plus the vision tower's merge information."""
-
-    token_sizes: Optional[torch.FloatTensor] = None
-    token_map: Optional[torch.LongTensor] = None
-    token_counts: Optional[torch.LongTensor] = None
 
 
 def _merge_fields(output) -> dict:
     return {name: getattr(output, name, None) for name in ("token_sizes", "token_map", "token_counts")}
 
 
-def _return_dict(config, return_dict: Optional[bool]) -> bool:
-    return config.return_dict if return_dict is None else return_dict
-
-
 class PiToMeCLIPAttention(CLIPAttention):
     """CLIP attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
 
     def forward(self, hidden_states, attention_mask=None, **kwargs):
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.head_dim)
-        queries = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        keys = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        values = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        attn_output, attn_weights = attention_interface(
-            self,
-            queries,
-            keys,
-            values,
-            attention_mask,
-            scaling=self.scale,
-            dropout=0.0 if not self.training else self.dropout,
-            **kwargs,
-        )
-        attn_output = self.out_proj(attn_output.reshape(*input_shape, -1).contiguous())
-        return attn_output, attn_weights, keys
+        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
 
 
-class PiToMeCLIPEncoderLayer(CLIPEncoderLayer):
+class PiToMeCLIPEncoderLayer(PreNormMergingLayerMixin, CLIPEncoderLayer):
     """A CLIP vision layer that merges tokens after attention + residual, before `layer_norm2` and the MLP."""
 
     def __init__(self, config, layer_idx: int = 0):
         super().__init__(config)
         self.self_attn = PiToMeCLIPAttention(config)
         self.layer_idx = layer_idx
-
-    def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
-        residual = hidden_states
-        hidden_states = self.layer_norm1(hidden_states)
-        if merge_state is not None:
-            attention_mask = merge_state.attention_mask(attention_mask, hidden_states.dtype)
-        hidden_states, _, keys = self.self_attn(hidden_states=hidden_states, attention_mask=attention_mask, **kwargs)
-        hidden_states = residual + hidden_states
-        if merge_state is not None:
-            hidden_states = merge_state.step(hidden_states, self.layer_idx, keys)
-
-        residual = hidden_states
-        hidden_states = self.layer_norm2(hidden_states)
-        hidden_states = self.mlp(hidden_states)
-        return residual + hidden_states
 
 
 class PiToMeCLIPEncoder(CLIPEncoder):
@@ -174,11 +128,10 @@ class PiToMeCLIPVisionModel(CLIPVisionModel):
         self.post_init()
 
     def new_merge_state(self) -> MergeState:
-        """A fresh per-forward merge state; refuses an attention backend that cannot add the proportional bias."""
-        settings = MergeSettings.from_config(self.merge_config, num_layers=self.config.num_hidden_layers)
-        check_attention_backend(settings, getattr(self.config, "_attn_implementation", None))
-        protected = settings.protected_tokens if settings.protected_tokens is not None else 1
-        return MergeState(settings, num_prefix=protected)
+        """A fresh per-forward merge state from `merge_config` (the tower's own backend is checked)."""
+        settings = settings_of(self.merge_config, num_layers=self.config.num_hidden_layers)
+        return merge_state_for(self.merge_config, settings=settings,
+                               attn_implementation=getattr(self.config, "_attn_implementation", None))
 
     def forward(
         self,
@@ -196,13 +149,7 @@ class PiToMeCLIPVisionModel(CLIPVisionModel):
             merge_state=state,
             **kwargs,
         )
-        result = PiToMeCLIPVisionOutput(
-            **outputs,
-            token_sizes=state.sizes,
-            token_map=state.token_map,
-            token_counts=state.counts_tensor(),
-        )
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return return_output(PiToMeCLIPVisionOutput(**outputs, **state.output_fields()), self.config, return_dict)
 
 
 class PiToMeCLIPVisionModelWithProjection(CLIPVisionModelWithProjection):
@@ -237,7 +184,7 @@ class PiToMeCLIPVisionModelWithProjection(CLIPVisionModelWithProjection):
             attentions=vision_outputs.attentions,
             **_merge_fields(vision_outputs),
         )
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return return_output(result, self.config, return_dict)
 
 
 class PiToMeCLIPModel(CLIPModel):
@@ -287,7 +234,7 @@ class PiToMeCLIPModel(CLIPModel):
             **kwargs,
         )
         result = PiToMeCLIPOutput(**outputs, **_merge_fields(outputs.vision_model_output))
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return return_output(result, self.config, return_dict)
 
 
 PiToMeCLIPConfig.register_for_auto_class()

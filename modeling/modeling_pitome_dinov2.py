@@ -39,7 +39,8 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 )
 
 from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
-from .merging import MergeState, attention_with_keys, merge_state_for, weighted_mean
+from .merge_state import MergeOutputMixin, MergeState, attention_with_keys, merge_state_for, return_output
+from .merging import weighted_mean
 
 # transformers 5 renames DINOv2 parameters on load (attention.attention.query -> attention.q_proj, ...) only for its
 # own classes: give ours the stock mappings. The classification model holds the base model, whose mapping is applied
@@ -53,28 +54,16 @@ register_checkpoint_conversion_mapping(
 
 
 @dataclass
-class PiToMeDinov2ModelOutput(BaseModelOutputWithPooling):
-    """A `BaseModelOutputWithPooling` plus the merge information.
+class PiToMeDinov2ModelOutput(MergeOutputMixin, BaseModelOutputWithPooling):
+    """A `BaseModelOutputWithPooling` plus the merge information (`MergeOutputMixin`) and `num_protected`, the number
+    of leading tokens that never merge (CLS + registers)."""
 
-    token_sizes: (B, N_out) float, how many input tokens each output token stands for (sums to N_in).
-    token_map: (B, N_in) long, for each input token the index of the output token that holds it (when traced).
-    token_counts: (L + 1,) long, mergeable tokens (patches) entering layer 0 and after each layer.
-    num_protected: number of leading tokens that never merge (CLS + registers).
-    """
-
-    token_sizes: Optional[torch.FloatTensor] = None
-    token_map: Optional[torch.LongTensor] = None
-    token_counts: Optional[torch.LongTensor] = None
     num_protected: Optional[int] = None
 
 
 @dataclass
-class PiToMeDinov2ImageClassifierOutput(ImageClassifierOutput):
-    """An `ImageClassifierOutput` plus the merge information (see `PiToMeDinov2ModelOutput`)."""
-
-    token_sizes: Optional[torch.FloatTensor] = None
-    token_map: Optional[torch.LongTensor] = None
-    token_counts: Optional[torch.LongTensor] = None
+class PiToMeDinov2ImageClassifierOutput(MergeOutputMixin, ImageClassifierOutput):
+    """An `ImageClassifierOutput` plus the merge information (`MergeOutputMixin`)."""
 
 
 def patch_mean(output) -> torch.Tensor:
@@ -82,10 +71,6 @@ def patch_mean(output) -> torch.Tensor:
     Equals the stock plain mean over patches when nothing merged."""
     p = output.num_protected
     return weighted_mean(output.last_hidden_state[:, p:], output.token_sizes[:, p:])
-
-
-def _num_protected(config) -> int:
-    return 1 + int(getattr(config, "num_register_tokens", 0) or 0)
 
 
 class _KeysAttentionMixin:
@@ -152,13 +137,8 @@ class PiToMeDinov2WithRegistersEncoder(Dinov2WithRegistersEncoder):
         self.post_init()
 
 
-def _return_dict(config, return_dict: Optional[bool]) -> bool:
-    return config.return_dict if return_dict is None else return_dict
-
-
 def _merging_forward(model, stock_forward, pixel_values, bool_masked_pos, attention_mask, return_dict, kwargs):
-    protected = _num_protected(model.config)
-    state = merge_state_for(model.config, default_protected=protected)
+    state = merge_state_for(model.config)
     if attention_mask is not None and state.settings.active:
         raise ValueError(
             f"attention_mask cannot be combined with token merging in {type(model).__name__} (merged tokens change "
@@ -172,14 +152,8 @@ def _merging_forward(model, stock_forward, pixel_values, bool_masked_pos, attent
         merge_state=state,
         **kwargs,
     )
-    result = PiToMeDinov2ModelOutput(
-        **outputs,
-        token_sizes=state.sizes,
-        token_map=state.token_map,
-        token_counts=state.counts_tensor(),
-        num_protected=state.num_prefix,
-    )
-    return result if _return_dict(model.config, return_dict) else result.to_tuple()
+    result = PiToMeDinov2ModelOutput(**outputs, **state.output_fields(), num_protected=state.num_prefix)
+    return return_output(result, model.config, return_dict)
 
 
 class PiToMeDinov2Model(Dinov2Model):
@@ -278,7 +252,7 @@ class PiToMeDinov2ForImageClassification(Dinov2ForImageClassification):
             token_map=outputs.token_map,
             token_counts=outputs.token_counts,
         )
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return return_output(result, self.config, return_dict)
 
 
 PiToMeDinov2Config.register_for_auto_class()

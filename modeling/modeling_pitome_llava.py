@@ -24,7 +24,7 @@ from transformers.models.llava.modeling_llava import (
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_pitome_llava import PiToMeLlavaConfig, llava_merge_settings, llava_num_image_tokens
-from .merging import MergeState, check_attention_backend
+from .merge_state import merge_state_for
 from .modeling_pitome_clip import PiToMeCLIPVisionModel
 
 # Stock llava-hf checkpoints store transformers-4 names (language_model.model.*, vision_tower.vision_model.*); give our
@@ -82,10 +82,8 @@ class PiToMeLlavaModel(LlavaModel):
         kwargs.pop("return_dict", None)
         kwargs.pop("output_hidden_states", None)
         tower = self.vision_tower
-        settings = llava_merge_settings(self.config, layer)
-        check_attention_backend(settings, getattr(tower.config, "_attn_implementation", None))
-        protected = settings.protected_tokens if settings.protected_tokens is not None else 1
-        state = MergeState(settings, num_prefix=protected)
+        state = merge_state_for(self.config, settings=llava_merge_settings(self.config, layer),
+                                attn_implementation=getattr(tower.config, "_attn_implementation", None))
         outputs = CLIPVisionModel.forward(
             tower, pixel_values, return_dict=True, output_hidden_states=True, merge_state=state, **kwargs
         )

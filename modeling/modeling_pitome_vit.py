@@ -26,7 +26,9 @@ from transformers.models.vit.modeling_vit import (
 )
 
 from .configuration_pitome_vit import PiToMeViTConfig
-from .merging import MergeState, attention_with_keys, merge_state_for, weighted_mean
+from .merge_config import protected_prefix
+from .merge_state import MergeOutputMixin, MergeState, attention_with_keys, merge_state_for, return_output
+from .merging import weighted_mean
 
 # transformers 5 renames ViT parameters on load only for its own classes: give ours the stock ViT's mapping, or a
 # stock checkpoint would load with missing/unexpected keys and random weights. overwrite=True: remote code may
@@ -37,26 +39,13 @@ register_checkpoint_conversion_mapping(
 
 
 @dataclass
-class PiToMeModelOutput(BaseModelOutputWithPooling):
-    """A `BaseModelOutputWithPooling` plus the merge information.
-
-    token_sizes: (B, N_out) float, how many original tokens each output token stands for (sums to N_in).
-    token_map: (B, N_in) long, for each input token the index of the output token that holds it (when traced).
-    token_counts: (L + 1,) long, mergeable tokens entering layer 0 and after each layer.
-    """
-
-    token_sizes: Optional[torch.FloatTensor] = None
-    token_map: Optional[torch.LongTensor] = None
-    token_counts: Optional[torch.LongTensor] = None
+class PiToMeModelOutput(MergeOutputMixin, BaseModelOutputWithPooling):
+    """A `BaseModelOutputWithPooling` plus the merge information (`MergeOutputMixin`)."""
 
 
 @dataclass
-class PiToMeImageClassifierOutput(ImageClassifierOutput):
-    """An `ImageClassifierOutput` plus the merge information (see `PiToMeModelOutput`)."""
-
-    token_sizes: Optional[torch.FloatTensor] = None
-    token_map: Optional[torch.LongTensor] = None
-    token_counts: Optional[torch.LongTensor] = None
+class PiToMeImageClassifierOutput(MergeOutputMixin, ImageClassifierOutput):
+    """An `ImageClassifierOutput` plus the merge information (`MergeOutputMixin`)."""
 
 
 class PiToMeViTAttention(ViTAttention):
@@ -92,10 +81,6 @@ class PiToMeViTLayer(ViTLayer):
         return hidden_states
 
 
-def _merge_fields(state: MergeState) -> dict:
-    return {"token_sizes": state.sizes, "token_map": state.token_map, "token_counts": state.counts_tensor()}
-
-
 class PiToMeViTModel(ViTModel):
     """[`ViTModel`] with PiToMe token merging. The output also carries `token_sizes`, `token_map`, `token_counts`."""
 
@@ -124,7 +109,7 @@ class PiToMeViTModel(ViTModel):
         **kwargs,
     ):
         """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output, merge information."""
-        state = merge_state_for(self.config, default_protected=1)
+        state = merge_state_for(self.config)
         if attention_mask is not None and state.settings.active:
             raise ValueError(
                 "attention_mask cannot be combined with token merging in PiToMeViTModel (merged tokens change the "
@@ -139,12 +124,7 @@ class PiToMeViTModel(ViTModel):
             merge_state=state,
             **kwargs,
         )
-        result = PiToMeModelOutput(**outputs, **_merge_fields(state))
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
-
-
-def _return_dict(config, return_dict: Optional[bool]) -> bool:
-    return config.return_dict if return_dict is None else return_dict
+        return return_output(PiToMeModelOutput(**outputs, **state.output_fields()), self.config, return_dict)
 
 
 class PiToMeViTForImageClassification(ViTForImageClassification):
@@ -184,8 +164,7 @@ class PiToMeViTForImageClassification(ViTForImageClassification):
         )
         if mean_pool:
             # MAE's global pool: mean of the last layer's patch tokens (weighted by size), then fc_norm (the layernorm)
-            p = self.config.protected_tokens
-            p = self.config.default_protected_tokens if p is None else p
+            p = protected_prefix(self.config)
             last = outputs.hidden_states[-1][:, p:]
             sizes = outputs.token_sizes[:, p:] if outputs.token_sizes is not None else None
             pooled = self.vit.layernorm(weighted_mean(last, sizes))
@@ -204,7 +183,7 @@ class PiToMeViTForImageClassification(ViTForImageClassification):
             token_map=outputs.token_map,
             token_counts=outputs.token_counts,
         )
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return return_output(result, self.config, return_dict)
 
 
 PiToMeViTConfig.register_for_auto_class()

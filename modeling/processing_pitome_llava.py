@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from transformers import LlavaProcessor
 from transformers.image_utils import get_image_size, to_numpy_array
 
-from .configuration_pitome_llava import llava_num_image_tokens
+from .configuration_pitome_llava import PiToMeLlavaConfig, llava_num_image_tokens
 
 
 class PiToMeLlavaProcessor(LlavaProcessor):
@@ -85,6 +85,7 @@ class PiToMeLlavaProcessor(LlavaProcessor):
             merge_r=self.merge_r,
             merge_layers=self.merge_layers,
             protected_tokens=self.protected_tokens,
+            default_protected_tokens=PiToMeLlavaConfig.default_protected_tokens,
             vision_config=SimpleNamespace(num_hidden_layers=self.vision_num_hidden_layers, patch_size=self.patch_size),
             vision_feature_layer=self.vision_feature_layer,
             vision_feature_select_strategy=self.vision_feature_select_strategy or "default",

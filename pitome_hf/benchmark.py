@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from .flops import clip_vision_flops, vit_flops
-from .modeling.merging import MergeState
+from .modeling.merge_state import MergeState
 
 
 def synchronize(device: torch.device) -> None:

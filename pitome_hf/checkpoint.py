@@ -25,27 +25,12 @@ from typing import Optional
 
 import transformers
 
-from .convert import _FAMILIES
+from .families import entry_for_config_dict, family_of
 
 
 def pitome_class_for(config_dict: dict) -> type:
     """The PiToMe model class for a base config (stock or PiToMe), or a ValueError naming the supported ones."""
-    by_name = {stock.__name__: pitome for stock, (pitome, _) in _FAMILIES.items()}
-    for name in config_dict.get("architectures") or []:
-        if name in by_name:
-            return by_name[name]
-    model_type = config_dict.get("model_type")
-    default = transformers.models.auto.modeling_auto.MODEL_MAPPING_NAMES.get(model_type)
-    if default in by_name:
-        return by_name[default]
-    for pitome_class, config_class in _FAMILIES.values():  # a PiToMe folder: its own base class
-        if config_class.model_type == model_type and pitome_class.__name__ in (config_dict.get("architectures") or []):
-            return pitome_class
-    supported = sorted({stock.__name__ for stock in _FAMILIES if not stock.__name__.startswith("PiToMe")})
-    raise ValueError(
-        f"cannot convert a {model_type!r} model (architectures {config_dict.get('architectures')}): supported base "
-        f"architectures are {', '.join(supported)}."
-    )
+    return entry_for_config_dict(config_dict).pitome
 
 
 # Files that make up a checkpoint's tokenizer / processor; copied as they are, never re-created.
@@ -84,8 +69,22 @@ def _base_license(base: str, local: bool) -> Optional[str]:
         return None
 
 
-def _copy_preprocessing(base: str, local: bool, folder: Path) -> list[str]:
-    """Copy the base's tokenizer / processor files next to the model; returns the names copied (maybe none)."""
+def _save_family_processor(processor_class: type, config, base: str, folder: Path) -> list[str]:
+    """Save the family's PiToMe processor (built from the base's tokenizer and image processor, with the model's merge
+    settings) when the base has both; returns the files written, or [] when it has not."""
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+        image_processor = transformers.AutoImageProcessor.from_pretrained(base)
+    except Exception:  # the base has no tokenizer or image processor: there is nothing to build one from
+        return []
+    before = set(folder.iterdir()) if folder.exists() else set()
+    processor_class.from_model_config(config, image_processor, tokenizer).save_pretrained(folder)
+    return sorted(p.name for p in set(folder.iterdir()) - before)
+
+
+def _copy_preprocessing(base: str, local: bool, folder: Path, skip=frozenset()) -> list[str]:
+    """Copy the base's tokenizer / processor files next to the model (except `skip`, already written); returns the
+    names copied (maybe none)."""
     if local:
         sources = [Path(base) / name for name in PREPROCESSING_FILES if (Path(base) / name).is_file()]
     else:
@@ -93,6 +92,7 @@ def _copy_preprocessing(base: str, local: bool, folder: Path) -> list[str]:
 
         snapshot = Path(snapshot_download(base, allow_patterns=list(PREPROCESSING_FILES)))
         sources = [snapshot / name for name in PREPROCESSING_FILES if (snapshot / name).is_file()]
+    sources = [s for s in sources if s.name not in skip]
     for source in sources:
         shutil.copy2(source, folder / source.name)
     return [s.name for s in sources]
@@ -136,7 +136,8 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
     if "preset" in settings:
         settings["merge_preset"] = settings.pop("preset")
     config_dict, _ = transformers.PretrainedConfig.get_config_dict(base)
-    model_class = pitome_class_for(config_dict)
+    entry = entry_for_config_dict(config_dict)
+    model_class = entry.pitome
     if "classifier_pooling" in settings and not hasattr(model_class.config_class, "classifier_pooling"):
         raise ValueError(f"classifier_pooling applies to ViT classifiers; {model_class.__name__} has no such option.")
     model, info = model_class.from_pretrained(base, output_loading_info=True, **settings)
@@ -153,9 +154,15 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
     _remove_stale_staging(output)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging = output.parent / f".{output.name}.partial-{tag}"
+    processor_class = family_of(entry.config_class.model_type).processor
     try:
+        copied = []
+        if processor_class is not None:  # e.g. LLaVA: a PiToMe processor emitting the merged image-token count
+            copied = _save_family_processor(processor_class, model.config, base, staging)
+        if not copied:
+            model.config.auto_map.pop("AutoProcessor", None)  # no processor to load: do not name one
         model.save_pretrained(staging)
-        copied = _copy_preprocessing(base, local, staging)
+        copied += _copy_preprocessing(base, local, staging, skip=set(copied))
         if not copied:
             print(f"note: {base} has no tokenizer or processor files; none were written (add the base's own).")
         json.loads((staging / "config.json").read_text())  # written and readable
@@ -175,7 +182,8 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .modeling.merging import ENERGIES, MERGE_PRESETS, METHODS
+    from .modeling.merge_config import MERGE_PRESETS
+    from .modeling.merging import ENERGIES, METHODS
 
     parser.add_argument("base", help="stock checkpoint: Hub id (org/name) or an existing folder")
     parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty)")

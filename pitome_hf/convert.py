@@ -2,74 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
-from transformers import (
-    BertForSequenceClassification,
-    BertModel,
-    CLIPModel,
-    CLIPVisionModel,
-    CLIPVisionModelWithProjection,
-    Dinov2ForImageClassification,
-    Dinov2Model,
-    Dinov2WithRegistersModel,
-    LlavaForConditionalGeneration,
-    PreTrainedConfig,
-    PreTrainedModel,
-    ViTForImageClassification,
-    ViTModel,
-)
+from transformers import PreTrainedConfig, PreTrainedModel
 
-from .modeling import (
-    PiToMeBertConfig,
-    PiToMeBertForSequenceClassification,
-    PiToMeBertModel,
-    PiToMeDinov2Config,
-    PiToMeDinov2ForImageClassification,
-    PiToMeDinov2Model,
-    PiToMeDinov2WithRegistersConfig,
-    PiToMeDinov2WithRegistersModel,
-    PiToMeCLIPConfig,
-    PiToMeCLIPModel,
-    PiToMeCLIPVisionConfig,
-    PiToMeCLIPVisionModel,
-    PiToMeCLIPVisionModelWithProjection,
-    PiToMeLlavaConfig,
-    PiToMeLlavaForConditionalGeneration,
-    PiToMeViTConfig,
-    PiToMeViTForImageClassification,
-    PiToMeViTModel,
-)
-from .modeling.merging import PRESET_FIELDS
-
-# stock class -> (PiToMe class, PiToMe config class); a PiToMe class maps to itself (re-applying changes settings).
-_FAMILIES: dict[type, tuple[type, type]] = {
-    ViTModel: (PiToMeViTModel, PiToMeViTConfig),
-    ViTForImageClassification: (PiToMeViTForImageClassification, PiToMeViTConfig),
-    PiToMeViTModel: (PiToMeViTModel, PiToMeViTConfig),
-    PiToMeViTForImageClassification: (PiToMeViTForImageClassification, PiToMeViTConfig),
-    CLIPModel: (PiToMeCLIPModel, PiToMeCLIPConfig),
-    CLIPVisionModel: (PiToMeCLIPVisionModel, PiToMeCLIPVisionConfig),
-    CLIPVisionModelWithProjection: (PiToMeCLIPVisionModelWithProjection, PiToMeCLIPVisionConfig),
-    PiToMeCLIPModel: (PiToMeCLIPModel, PiToMeCLIPConfig),
-    PiToMeCLIPVisionModel: (PiToMeCLIPVisionModel, PiToMeCLIPVisionConfig),
-    PiToMeCLIPVisionModelWithProjection: (PiToMeCLIPVisionModelWithProjection, PiToMeCLIPVisionConfig),
-    LlavaForConditionalGeneration: (PiToMeLlavaForConditionalGeneration, PiToMeLlavaConfig),
-    PiToMeLlavaForConditionalGeneration: (PiToMeLlavaForConditionalGeneration, PiToMeLlavaConfig),
-    BertModel: (PiToMeBertModel, PiToMeBertConfig),
-    BertForSequenceClassification: (PiToMeBertForSequenceClassification, PiToMeBertConfig),
-    PiToMeBertModel: (PiToMeBertModel, PiToMeBertConfig),
-    PiToMeBertForSequenceClassification: (PiToMeBertForSequenceClassification, PiToMeBertConfig),
-    Dinov2Model: (PiToMeDinov2Model, PiToMeDinov2Config),
-    Dinov2ForImageClassification: (PiToMeDinov2ForImageClassification, PiToMeDinov2Config),
-    Dinov2WithRegistersModel: (PiToMeDinov2WithRegistersModel, PiToMeDinov2WithRegistersConfig),
-    PiToMeDinov2Model: (PiToMeDinov2Model, PiToMeDinov2Config),
-    PiToMeDinov2ForImageClassification: (PiToMeDinov2ForImageClassification, PiToMeDinov2Config),
-    PiToMeDinov2WithRegistersModel: (PiToMeDinov2WithRegistersModel, PiToMeDinov2WithRegistersConfig),
-}
+from .families import all_entries, entry_for_class
+from .modeling.merge_config import PRESET_FIELDS
 
 
 def supported_classes() -> list[str]:
-    return sorted({cls.__name__ for cls in _FAMILIES})
+    return sorted({e.stock.__name__ for e in all_entries()} | {e.pitome.__name__ for e in all_entries()})
 
 
 def pitome_config(config: PreTrainedConfig, config_class: type, **settings) -> PreTrainedConfig:
@@ -93,12 +36,15 @@ def pitome_config(config: PreTrainedConfig, config_class: type, **settings) -> P
     return new
 
 
-def _constructor_kwargs(model: PreTrainedModel) -> dict:
-    if isinstance(model, ViTModel):
-        return {"add_pooling_layer": model.pooler is not None, "use_mask_token": model.embeddings.mask_token is not None}
-    if isinstance(model, BertModel):
-        return {"add_pooling_layer": model.pooler is not None}
-    return {}
+def _constructor_kwargs(model: PreTrainedModel, model_class: type) -> dict:
+    """Constructor options of base models that are not in the config (a pooler, a mask token), read off `model`."""
+    params = inspect.signature(model_class.__init__).parameters
+    kwargs = {}
+    if "add_pooling_layer" in params:
+        kwargs["add_pooling_layer"] = getattr(model, "pooler", None) is not None
+    if "use_mask_token" in params:
+        kwargs["use_mask_token"] = getattr(getattr(model, "embeddings", None), "mask_token", None) is not None
+    return kwargs
 
 
 def apply_pitome(model: PreTrainedModel, **settings) -> PreTrainedModel:
@@ -109,15 +55,16 @@ def apply_pitome(model: PreTrainedModel, **settings) -> PreTrainedModel:
     "authors-mae", "authors-bert", "authors-blip2").
     Example: `apply_pitome(ViTForImageClassification.from_pretrained(path), keep_ratio=0.9, preset="authors-deit")`.
     """
-    family = _FAMILIES.get(type(model))
-    if family is None:
+    try:
+        entry = entry_for_class(type(model))
+    except TypeError:
         raise TypeError(
             f"apply_pitome does not support {type(model).__name__}; supported classes: {', '.join(supported_classes())}."
-        )
-    model_class, config_class = family
-    config = pitome_config(model.config, config_class, **settings)
+        ) from None
+    model_class = entry.pitome
+    config = pitome_config(model.config, entry.config_class, **settings)
     with torch.device("meta"):
-        new = model_class(config, **_constructor_kwargs(model))
+        new = model_class(config, **_constructor_kwargs(model, model_class))
     state = model.state_dict()
     result = new.load_state_dict(state, strict=True, assign=True)
     if result.missing_keys or result.unexpected_keys:  # strict=True raises first; kept as a guard

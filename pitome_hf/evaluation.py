@@ -30,8 +30,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .evaluation_tasks import TASKS, timed_run
-from .modeling.merging import MergeSettings
+from .evaluation_tasks import TASK_CLASSES, TASKS, timed_run
+from .measure import peak_memory_mb, sweep
+from .modeling.merge_config import MergeSettings
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "fashion-mnist-vit"
@@ -109,55 +110,13 @@ def load_data(spec: DataSpec, columns: Optional[dict] = None):
     return ds
 
 
-def label_names(ds, column: str) -> Optional[list[str]]:
-    feature = ds.features[column]
-    return list(feature.names) if hasattr(feature, "names") else None
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------------------------------------------
-CLASSIFIER_TYPES = ("vit", "pitome_vit")
-
-
-def load_classifier(model: str):
-    """(PiToMe ViT classifier with merging off, image processor) for a stock or PiToMe checkpoint."""
-    from transformers import AutoImageProcessor
-
-    from .evaluation_tasks import check_model_type
-    from .modeling import PiToMeViTForImageClassification
-
-    config_dict = check_model_type(model, "image-classification", CLASSIFIER_TYPES, "ViT and DeiT in the ViT layout")
-    if not config_dict.get("id2label") and not config_dict.get("num_labels"):
-        raise ValueError(f"{model} has no classification head (no id2label in its config).")
-    net = PiToMeViTForImageClassification.from_pretrained(str(model), merge_method="none")
-    return net, AutoImageProcessor.from_pretrained(str(model))
-
-
-def label_mapping(model_config, names: Optional[list[str]], num_dataset_labels: int) -> Optional[torch.Tensor]:
-    """dataset label id -> model label id. Matches by name when the dataset has names the model knows; else assumes the
-    same ids when the counts agree; else refuses."""
-    model_names = {str(v).lower(): int(k) for k, v in model_config.id2label.items()}
-    if names and all(n.lower() in model_names for n in names):
-        return torch.tensor([model_names[n.lower()] for n in names])
-    if num_dataset_labels <= model_config.num_labels:
-        return None
-    raise ValueError(
-        f"the dataset has {num_dataset_labels} labels {names or ''} that the model's {model_config.num_labels} "
-        f"labels ({list(model_config.id2label.values())[:10]}...) do not cover: use a model trained for this dataset."
-    )
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Measurement
 # ----------------------------------------------------------------------------------------------------------------
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated since the last reset (CUDA), else the process's peak resident memory (CPU)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 @dataclass
 class RunResult:
     method: str
@@ -174,9 +133,8 @@ class RunResult:
 # The sweep
 # ----------------------------------------------------------------------------------------------------------------
 def run_configs(methods, keep_ratios, presets=()) -> list[tuple[dict, float]]:
-    """(merge settings, keep ratio) for every row: the unmerged model once, then each method and each preset (see
-    merging.MERGE_PRESETS) at every keep ratio."""
-    from .modeling.merging import MERGE_PRESETS
+    """(merge settings, keep ratio) for every row (see `measure.sweep`), after checking the names and ratios."""
+    from .modeling.merge_config import MERGE_PRESETS
 
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -187,9 +145,7 @@ def run_configs(methods, keep_ratios, presets=()) -> list[tuple[dict, float]]:
     badr = [r for r in keep_ratios if not 0 < r <= 1]
     if badr:
         raise ValueError(f"keep ratios {badr} are out of range: each must be in (0, 1].")
-    configs = [(dict(merge_method="none"), 1.0)] if "none" in methods else []
-    rows = [dict(merge_method=m) for m in methods if m != "none"] + [dict(merge_preset=p) for p in presets]
-    return configs + [(settings, float(r)) for r in keep_ratios for settings in rows]
+    return sweep(methods, keep_ratios, presets)
 
 
 def evaluate_model(
@@ -219,7 +175,6 @@ def evaluate_model(
     from accelerate.utils import gather_object
 
     from .convert import apply_pitome
-    from .evaluation_tasks import TASK_CLASSES
 
     if task not in TASK_CLASSES:
         raise ValueError(f"task={task!r} is not supported; supported tasks: {', '.join(TASK_CLASSES)}.")

@@ -22,7 +22,8 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from .benchmark import synchronize
+from .families import model_types_for_task
+from .measure import synchronize
 
 CACHE_LIMIT_BYTES = 2 << 30  # keep preprocessed batches in memory across runs below this size
 RECALL_KS = (1, 5, 10)
@@ -113,6 +114,39 @@ def _image_size(pixels: torch.Tensor) -> int:
     return int(pixels.shape[-1])
 
 
+def label_names(ds, column: str) -> Optional[list[str]]:
+    feature = ds.features[column]
+    return list(feature.names) if hasattr(feature, "names") else None
+
+
+def load_classifier(model: str):
+    """(PiToMe ViT classifier with merging off, image processor) for a stock or PiToMe checkpoint."""
+    from transformers import AutoImageProcessor
+
+    from .modeling import PiToMeViTForImageClassification
+
+    config_dict = check_model_type(model, "image-classification", model_types_for_task("image-classification"),
+                                   "ViT and DeiT in the ViT layout")
+    if not config_dict.get("id2label") and not config_dict.get("num_labels"):
+        raise ValueError(f"{model} has no classification head (no id2label in its config).")
+    net = PiToMeViTForImageClassification.from_pretrained(str(model), merge_method="none")
+    return net, AutoImageProcessor.from_pretrained(str(model))
+
+
+def label_mapping(model_config, names: Optional[list[str]], num_dataset_labels: int) -> Optional[torch.Tensor]:
+    """dataset label id -> model label id. Matches by name when the dataset has names the model knows; else assumes the
+    same ids when the counts agree; else refuses."""
+    model_names = {str(v).lower(): int(k) for k, v in model_config.id2label.items()}
+    if names and all(n.lower() in model_names for n in names):
+        return torch.tensor([model_names[n.lower()] for n in names])
+    if num_dataset_labels <= model_config.num_labels:
+        return None
+    raise ValueError(
+        f"the dataset has {num_dataset_labels} labels {names or ''} that the model's {model_config.num_labels} "
+        f"labels ({list(model_config.id2label.values())[:10]}...) do not cover: use a model trained for this dataset."
+    )
+
+
 class Task:
     """One evaluation task. Subclasses set `name`, `columns` ({role: default column}) and implement the hooks."""
 
@@ -162,7 +196,6 @@ class ImageClassification(Task):
     columns = {"image": "image", "label": "label"}
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        from .evaluation import label_mapping, label_names, load_classifier
 
         self.base, self.processor = load_classifier(self.model_path)
         self.base = self.base.to(self.device, self.dtype).eval()
@@ -205,16 +238,19 @@ class ImageClassification(Task):
 
 
 class _ClipTask(Task):
-    model_types = ("clip", "pitome_clip")
+    """Dual-encoder tasks (the registry's families for this task: CLIP, SigLIP): the family's main class with both
+    towers; only the image tower merges."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        from .modeling import PiToMeCLIPModel
+        from .families import family_of
 
-        check_model_type(self.model_path, self.name, self.model_types, "CLIPModel with both towers")
-        self.base = PiToMeCLIPModel.from_pretrained(self.model_path, merge_method="none")
+        config_dict = check_model_type(self.model_path, self.name, model_types_for_task(self.name),
+                                       "a dual encoder with both towers (CLIPModel, SiglipModel)")
+        self.family = family_of(config_dict["model_type"])
+        self.base = self.family.models[0].pitome.from_pretrained(self.model_path, merge_method="none")
         self.base = self.base.to(self.device, self.dtype).eval()
         self.processor = AutoImageProcessor.from_pretrained(self.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
@@ -230,12 +266,11 @@ class _ClipTask(Task):
     def text_embeds(self, texts: list[str]) -> torch.Tensor:
         from .retrieval import text_embeddings
 
-        return text_embeddings(self.base, texts, tokenizer=self.tokenizer, batch_size=256).to(self.device)
+        return text_embeddings(self.base, texts, tokenizer=self.tokenizer, batch_size=256,
+                               padding=self.family.text_padding).to(self.device)
 
     def gflops(self, net):
-        from .flops import clip_vision_flops
-
-        return clip_vision_flops(net.config, image_size=self.image_size) / 1e9
+        return self.family.flops(net.config, image_size=self.image_size) / 1e9
 
     def token_counts(self, net):
         from .modeling import token_schedule
@@ -256,7 +291,6 @@ class ZeroShotClassification(_ClipTask):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        from .evaluation import label_names
 
         names = label_names(self.ds, self.col["label"])
         if not names:
@@ -336,7 +370,6 @@ class VisualQuestionAnswering(Task):
 
     name = "vqa"
     columns = {"image": "image", "text": "question", "label": "answers"}
-    model_types = ("llava", "pitome_llava")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -344,7 +377,7 @@ class VisualQuestionAnswering(Task):
 
         from .modeling import PiToMeLlavaForConditionalGeneration
 
-        check_model_type(self.model_path, self.name, self.model_types, "LLaVA-1.5 layout")
+        check_model_type(self.model_path, self.name, model_types_for_task(self.name), "LLaVA-1.5 layout")
         if "{}" not in self.prompt or "<image>" not in self.prompt:
             raise ValueError(f"prompt={self.prompt!r} needs '<image>' where the image goes and '{{}}' for the question.")
         self.base = PiToMeLlavaForConditionalGeneration.from_pretrained(self.model_path, merge_method="none")

@@ -27,7 +27,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .modeling.merging import MergeSettings
+from .measure import fixed, markdown_table
+from .modeling.merge_config import MergeSettings
 
 TEXT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
 DINOV2_RATIOS = (0.95, 0.9, 0.85)
@@ -63,7 +64,7 @@ def settings_grid(ratios: Sequence[float], extra: dict | None = None) -> list[di
 def parse_setting(text: str) -> tuple[str, object]:
     """'merge_metric=hidden' -> ("merge_metric", "hidden"); true/false/none, ints and floats are converted. The name
     must be a merge setting (merging.MERGE_FIELDS); the value is validated when it is applied."""
-    from .modeling.merging import MERGE_FIELDS
+    from .modeling.merge_config import MERGE_FIELDS
 
     name, sep, raw = text.partition("=")
     if not sep or name not in MERGE_FIELDS or name in ("merge_method", "keep_ratio"):
@@ -107,17 +108,6 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int) -> tupl
     with threadpool_limits(1):  # tiny problems: BLAS threads only contend (10x slower on a busy 2-core machine)
         scores = cross_val_score(clf, features.astype(np.float64), labels, cv=cv)
     return float(scores.mean()), float(scores.std())
-
-
-def markdown_table(rows: list[dict], columns: list[tuple[str, str, Callable]]) -> str:
-    head = "| " + " | ".join(title for _, title, _ in columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(fmt(row[key]) for key, _, fmt in columns) + " |" for row in rows]
-    return "\n".join([head, rule, *body])
-
-
-def _f(digits: int) -> Callable:
-    return lambda v: f"{v:.{digits}f}"
 
 
 def _method(v) -> str:
@@ -271,16 +261,16 @@ def text_markdown(result: dict) -> str:
     columns = [
         ("merge_method", "method", _method),
         ("keep_ratio", "rho", str),
-        ("gflops_polarity", "GFLOPs RT", _f(3)),
-        ("gflops_lee", "GFLOPs Lee", _f(3)),
-        ("flops_rel_lee", "Lee FLOPs vs none", _f(3)),
-        ("final_tokens_lee", "Lee tokens left", _f(1)),
-        ("cosine_mean", "cos to none (mean)", _f(4)),
-        ("cosine_min", "cos (min)", _f(4)),
-        ("polarity_probe_acc", "RT probe acc", _f(3)),
-        ("polarity_probe_std", "± std", _f(3)),
-        ("lee_pearson", "Lee Pearson", _f(4)),
-        ("lee_spearman", "Lee Spearman", _f(4)),
+        ("gflops_polarity", "GFLOPs RT", fixed(3)),
+        ("gflops_lee", "GFLOPs Lee", fixed(3)),
+        ("flops_rel_lee", "Lee FLOPs vs none", fixed(3)),
+        ("final_tokens_lee", "Lee tokens left", fixed(1)),
+        ("cosine_mean", "cos to none (mean)", fixed(4)),
+        ("cosine_min", "cos (min)", fixed(4)),
+        ("polarity_probe_acc", "RT probe acc", fixed(3)),
+        ("polarity_probe_std", "± std", fixed(3)),
+        ("lee_pearson", "Lee Pearson", fixed(4)),
+        ("lee_spearman", "Lee Spearman", fixed(4)),
     ]
     rows = result["rows"]
     return "\n".join(
@@ -448,15 +438,15 @@ def dinov2_markdown(result: dict) -> str:
     columns = [
         ("merge_method", "method", _method),
         ("keep_ratio", "rho", str),
-        ("gflops_photo", "GFLOPs @photo", _f(3)),
-        ("flops_rel_photo", "vs none", _f(3)),
-        ("cls_cosine_mean", "CLS cos (mean)", _f(4)),
-        ("cls_cosine_min", "CLS cos (min)", _f(4)),
-        ("patch_mean_cosine_mean", "patch-mean cos (mean)", _f(4)),
-        ("patch_mean_cosine_min", "patch-mean cos (min)", _f(4)),
-        ("gflops_fmnist", "GFLOPs @FMNIST", _f(3)),
-        ("fmnist_probe_acc", "FMNIST probe acc", _f(3)),
-        ("fmnist_probe_std", "± std", _f(3)),
+        ("gflops_photo", "GFLOPs @photo", fixed(3)),
+        ("flops_rel_photo", "vs none", fixed(3)),
+        ("cls_cosine_mean", "CLS cos (mean)", fixed(4)),
+        ("cls_cosine_min", "CLS cos (min)", fixed(4)),
+        ("patch_mean_cosine_mean", "patch-mean cos (mean)", fixed(4)),
+        ("patch_mean_cosine_min", "patch-mean cos (min)", fixed(4)),
+        ("gflops_fmnist", "GFLOPs @FMNIST", fixed(3)),
+        ("fmnist_probe_acc", "FMNIST probe acc", fixed(3)),
+        ("fmnist_probe_std", "± std", fixed(3)),
     ]
     rows = result["rows"]
     return "\n".join(
@@ -478,7 +468,8 @@ def dinov2_markdown(result: dict) -> str:
 # Command line
 # ----------------------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pitome_hf.fidelity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pitome-hf fidelity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=["text", "dinov2"])
     parser.add_argument("--out", default=None, help="folder to write fidelity_<task>.json to")
     parser.add_argument("--ratios", type=float, nargs="+", default=None, help="keep ratios to compare")

@@ -6,15 +6,21 @@ activations, softmax and the merge's gathers are not counted. The merge step's s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, fields
 
-from dataclasses import fields
-
-from .modeling.merging import (
+from .modeling import (
+    PiToMeCLIPVisionConfig,
+    PiToMeLlavaConfig,
+    PiToMeSiglipVisionConfig,
+    PiToMeViTConfig,
+)
+from .modeling.merge_config import (
     MergeConfigMixin,
     MergeSettings,
     merge_num_layers,
     num_patches_from_config,
+    protected_prefix,
     token_schedule,
 )
 
@@ -26,6 +32,15 @@ class EncoderShape:
     layers: int
     heads: int
     num_prefix: int = 1
+
+
+def prefix_of(config, pitome_config_class) -> int:
+    """The protected prefix of a PiToMe config, or of a stock config by its PiToMe config class's rule (the one owner
+    of the rule: `default_protected_tokens`, a number or a property of the config)."""
+    if getattr(config, "default_protected_tokens", None) is not None:
+        return protected_prefix(config)
+    rule = inspect.getattr_static(pitome_config_class, "default_protected_tokens")
+    return int(rule.fget(config)) if isinstance(rule, property) else int(rule)
 
 
 def merge_settings_of(config, num_layers: int | None = None) -> MergeSettings:
@@ -61,13 +76,12 @@ def encoder_flops(settings: MergeSettings, shape: EncoderShape, num_tokens: int)
 
 
 def vit_shape(config) -> EncoderShape:
-    protected = getattr(config, "protected_tokens", None)
     return EncoderShape(
         hidden=config.hidden_size,
         intermediate=config.intermediate_size,
         layers=merge_num_layers(config),
         heads=config.num_attention_heads,
-        num_prefix=1 if protected is None else protected,
+        num_prefix=prefix_of(config, PiToMeViTConfig),
     )
 
 
@@ -100,13 +114,12 @@ def clip_vision_flops(config, image_size: int | None = None, with_projection: bo
     num_patches = (image_size // patch) ** 2 if image_size else num_patches_from_config(vision)
     C = vision.hidden_size
     embed = 2 * num_patches * C * vision.num_channels * patch * patch
-    protected = getattr(config, "protected_tokens", None)
     shape = EncoderShape(
         hidden=C,
         intermediate=vision.intermediate_size,
         layers=vision.num_hidden_layers,
         heads=vision.num_attention_heads,
-        num_prefix=1 if protected is None else protected,
+        num_prefix=prefix_of(config, PiToMeCLIPVisionConfig),
     )
     if with_projection is None:
         with_projection = composite
@@ -124,7 +137,7 @@ def llava_prefill_flops(config, prompt_text_tokens: int) -> int:
     settings = llava_merge_settings(config)
     patches = (vision.image_size // vision.patch_size) ** 2
     shape = EncoderShape(hidden=vision.hidden_size, intermediate=vision.intermediate_size, layers=vision.num_hidden_layers,
-                         heads=vision.num_attention_heads, num_prefix=1)
+                         heads=vision.num_attention_heads, num_prefix=prefix_of(config, PiToMeLlavaConfig))
     total = 2 * patches * vision.hidden_size * 3 * vision.patch_size ** 2
     total += encoder_flops(settings, shape, patches)
     n_img = llava_num_image_tokens(config)
@@ -134,4 +147,25 @@ def llava_prefill_flops(config, prompt_text_tokens: int) -> int:
     kv = text.num_key_value_heads * (C // text.num_attention_heads)
     per_token = 2 * (2 * C * C + 2 * C * kv) + 2 * 3 * C * I
     total += L * (S * per_token + 2 * 2 * S * S * C) + 2 * C * text.vocab_size  # logits of the last token only
+    return total
+
+
+def siglip_vision_flops(config, image_size: int | None = None) -> int:
+    """FLOPs of one image through a (PiToMe or stock) SigLIP vision tower: patch embedding, encoder (no CLS: every
+    token is mergeable unless protected_tokens says otherwise) and the attention-pooling head (a single probe query:
+    q, k/v and output projections, scores and weighted sum over the final tokens, and the head's MLP). `config` is a
+    SigLIP config (merge settings + vision_config) or a SigLIP vision config. The text tower is not counted."""
+    vision = getattr(config, "vision_config", None) or config
+    settings = merge_settings_of(config, num_layers=vision.num_hidden_layers)
+    patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
+    num_patches = (image_size // patch) ** 2 if image_size else num_patches_from_config(vision)
+    C, I = vision.hidden_size, vision.intermediate_size
+    shape = EncoderShape(hidden=C, intermediate=I, layers=vision.num_hidden_layers, heads=vision.num_attention_heads,
+                         num_prefix=prefix_of(config, PiToMeSiglipVisionConfig))
+    total = 2 * num_patches * C * vision.num_channels * patch * patch + encoder_flops(settings, shape, num_patches)
+    if getattr(vision, "vision_use_head", True):
+        n = token_schedule(settings, num_tokens=num_patches, num_layers=vision.num_hidden_layers)[-1] + shape.num_prefix
+        total += 2 * C * C + 2 * n * C * 2 * C  # probe query; keys and values of the n final tokens
+        total += 2 * n * C + 2 * n * C  # scores and weighted sum (one query)
+        total += 2 * C * C + 2 * 2 * C * I  # output projection and the head's MLP
     return total

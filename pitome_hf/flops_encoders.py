@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .flops import EncoderShape, encoder_flops, merge_settings_of
-from .modeling.merging import merge_num_layers
-
-
-def _protected(config, default: int) -> int:
-    protected = getattr(config, "protected_tokens", None)
-    return default if protected is None else protected
+from .flops import EncoderShape, encoder_flops, merge_settings_of, prefix_of
+from .modeling import PiToMeBertConfig, PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
+from .modeling.merge_config import merge_num_layers
 
 
 def bert_shape(config) -> EncoderShape:
@@ -23,7 +19,7 @@ def bert_shape(config) -> EncoderShape:
         intermediate=config.intermediate_size,
         layers=merge_num_layers(config),
         heads=config.num_attention_heads,
-        num_prefix=_protected(config, 1),
+        num_prefix=prefix_of(config, PiToMeBertConfig),
     )
 
 
@@ -61,13 +57,13 @@ def dinov2_ffn_width(config) -> int:
 
 
 def dinov2_shape(config) -> EncoderShape:
-    registers = int(getattr(config, "num_register_tokens", 0) or 0)
+    registers = getattr(config, "num_register_tokens", None) is not None
     return EncoderShape(
         hidden=config.hidden_size,
         intermediate=dinov2_ffn_width(config),
         layers=merge_num_layers(config),
         heads=config.num_attention_heads,
-        num_prefix=_protected(config, 1 + registers),
+        num_prefix=prefix_of(config, PiToMeDinov2WithRegistersConfig if registers else PiToMeDinov2Config),
     )
 
 

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import shutil
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Optional
 
-from .modeling.merging import MergeSettings
+from .families import entry_for_config_dict, family_of, pitome_model_types
+from .modeling.merge_config import MergeSettings
 
-PIPELINE_TAGS = {  # model_type -> (pipeline_tag, family tag, Auto class for the usage snippet)
-    "pitome_vit": ("image-classification", "vit", "AutoModelForImageClassification"),
-    "pitome_clip": ("zero-shot-image-classification", "clip", "AutoModel"),
-    "pitome_llava": ("image-text-to-text", "llava", "AutoModelForImageTextToText"),
-    "pitome_bert": ("feature-extraction", "bert", "AutoModel"),
-    "pitome_dinov2": ("image-feature-extraction", "dinov2", "AutoModel"),
-}
 CITATION = """@inproceedings{tran2024pitome,
   title     = {Accelerating Transformers with Spectrum-Preserving Token Merging},
   author    = {Tran, Hoai-Chau and Nguyen, Duy M. H. and Nguyen, Duy M. and Nguyen, Trung-Tin and Le, Ngan and
@@ -62,7 +60,7 @@ outputs = model(**inputs)          # outputs.token_counts: tokens per layer; out
 ```
 
 Change the merge settings at load time, e.g. `from_pretrained(..., trust_remote_code=True, keep_ratio=0.95)`, or
-`merge_method="none"` for the unmerged model. Made with [pitome_hf](https://pypi.org/project/pitome-hf/).
+`merge_method="none"` for the unmerged model. Made with pitome_hf.
 
 ## Results
 
@@ -76,16 +74,31 @@ Change the merge settings at load time, e.g. `from_pretrained(..., trust_remote_
 """
 
 
+def read_json(path, what: str):
+    """A JSON file's content, or a ValueError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what} {path} is not valid JSON ({error}).") from None
+
+
 def read_pitome_config(folder: Path) -> dict:
     """config.json of a PiToMe checkpoint folder, or a ValueError saying what is missing."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: give the folder written by `pitome-hf convert`.")
     path = folder / "config.json"
     if not path.is_file():
         raise ValueError(f"{folder} has no config.json: not a model folder.")
-    config = json.loads(path.read_text())
+    config = read_json(path, "config file")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a config object.")
     model_type = config.get("model_type", "")
-    if model_type not in PIPELINE_TAGS:
+    if model_type not in pitome_model_types():
         raise ValueError(
-            f"{folder} holds a {model_type!r} model, not a PiToMe one ({', '.join(PIPELINE_TAGS)}): "
+            f"{folder} holds a {model_type!r} model, not a PiToMe one ({', '.join(pitome_model_types())}): "
             "convert it first with `pitome-hf convert`."
         )
     if not config.get("auto_map"):
@@ -133,17 +146,22 @@ def _results_section(report: Optional[dict], config: dict, folder: Path) -> tupl
 
 
 def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_model: Optional[str] = None,
-                license: Optional[str] = None):
-    """The model card (a huggingface_hub ModelCard) for a PiToMe checkpoint folder."""
+                license: Optional[str] = None, kept: tuple = (None, None)):
+    """The model card (a huggingface_hub ModelCard) for a PiToMe checkpoint folder. `kept`: (results text,
+    eval_results) of the card already on the Hub, used when no report is given."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .modeling.merging import MERGE_FIELDS, token_schedule
+    from .modeling.merge_config import MERGE_FIELDS, token_schedule
 
     config = read_pitome_config(folder)
-    pipeline_tag, family, auto_class = PIPELINE_TAGS[config["model_type"]]
+    entry = entry_for_config_dict(config)
+    pipeline_tag, family = entry.pipeline_tag, family_of(config["model_type"]).name
+    auto_class = entry.autos[0] if entry.autos else "AutoModel"
     base_model = base_model or config.get("pitome_base_model") or None
     license = license or config.get("pitome_base_license") or None
     results, entries = _results_section(report, config, folder)
+    if report is None and kept[0]:
+        results, entries = kept[0], list(kept[1] or [])
     data = ModelCardData(
         base_model=base_model,
         library_name="transformers",
@@ -163,6 +181,8 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
     except ValueError:  # a config without image geometry (text models) has no static schedule
         schedule = "depends on the input length"
     base_line = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "A Transformer"
+    if base_model and not HUB_ID.match(base_model):  # a folder name is no Hub page: no link, no base_model metadata
+        base_line, data.base_model = f"`{base_model}`", None
     return ModelCard.from_template(
         data,
         template_str=CARD_TEMPLATE,
@@ -184,67 +204,224 @@ def _config_object(folder: Path):
     return AutoConfig.from_pretrained(str(folder))
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+METRICS_IN_UNIT_RANGE = ("accuracy", "recall", "vqa")  # metric names (prefixes) that are fractions in [0, 1]
+
+
+def check_report(report: dict, folder: Path, config: dict) -> dict:
+    """The evaluation report belongs to this model and its numbers are sane; returns it, or raises ValueError saying
+    what differs (model, task, family, configuration, or the bad value)."""
+    from .evaluation import validate_report
+
+    if not isinstance(report, dict):
+        raise ValueError(f"the evaluation report is a {type(report).__name__}, not a pitome_hf results.json object.")
+    validate_report(report)
+    family = family_of(config["model_type"])
+    if report["task"] not in family.tasks:
+        raise ValueError(
+            f"the evaluation report is for the task {report['task']!r}, but {folder} is a {family.name} model "
+            f"(its tasks: {', '.join(family.tasks) or 'none'}): attach a report of this model."
+        )
+    model = str(report.get("model", ""))
+    names = {str(folder), str(folder.resolve()), folder.name, str(config.get("pitome_base_model") or "")} - {""}
+    same = model in names or (Path(model).exists() and Path(model).resolve() == folder.resolve())
+    if not same:
+        raise ValueError(
+            f"the evaluation report measured {model!r}, not this model ({folder}"
+            + (f" or its base {config['pitome_base_model']!r}" if config.get("pitome_base_model") else "")
+            + "): attach the report of `pitome-hf evaluate --model` on this folder."
+        )
+    for i, row in enumerate(report["results"]):
+        for name, value in row["metrics"].items():
+            ok = isinstance(value, (int, float)) and math.isfinite(value)
+            if ok and name.startswith(METRICS_IN_UNIT_RANGE):
+                ok = 0.0 <= value <= 1.0
+            if not ok:
+                raise ValueError(f"the evaluation report's result {i} ({row['method']}) has {name}={value!r}: not a "
+                                 "finite value in the metric's range.")
+        for name in ("gflops", "images_per_s"):
+            value = row[name]
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"the evaluation report's result {i} has {name}={value!r}: expected a finite number "
+                                 ">= 0.")
+    return report
+
+
+def verify_loads(folder: Path, timeout: int = 900) -> dict:
+    """Load `folder` as a user would, where pitome_hf is not installed: remote code in a fresh Python process with an
+    empty HF_HOME and no network, every weight (no missing, unexpected or mismatched keys), then one forward on a
+    dummy input of the model's own size with finite outputs. Returns what the process reported; raises ValueError
+    naming the problem."""
+    import subprocess
+    import sys
+
+    import torch
+    from transformers import AutoConfig
+
+    from . import _auto  # noqa: F401
+
+    config = AutoConfig.from_pretrained(str(folder))
+    entry = entry_for_config_dict(json.loads((folder / "config.json").read_text()))
+    auto = entry.autos[0] if entry.autos else "AutoModel"
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(family_of(config).dummy_inputs(config), Path(tmp) / "inputs.pt")
+        script = textwrap.dedent(f"""
+            import sys
+            sys.modules["pitome_hf"] = None  # remote code only, as on a machine without pitome_hf
+            import json, torch, transformers
+            model, info = transformers.{auto}.from_pretrained({str(folder.resolve())!r}, trust_remote_code=True,
+                                                                 output_loading_info=True)
+            bad = {{k: sorted(map(str, v))[:5] for k, v in info.items()
+                    if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}}
+            with torch.no_grad():
+                out = model.eval()(**torch.load({str(Path(tmp) / "inputs.pt")!r}))
+            values = [v for v in out.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+            print(json.dumps({{"class": type(model).__name__, "bad_keys": bad,
+                               "finite": all(bool(torch.isfinite(v).all()) for v in values)}}))
+        """)
+        env = {**os.environ, "HF_HOME": str(Path(tmp) / "hf_home"), "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_VERBOSITY": "error"}
+        try:
+            proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                  timeout=timeout, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"{folder} did not load and run within {timeout} s; nothing was uploaded.") from None
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise ValueError(f"{folder} does not load as remote code: {lines[-1] if lines else 'the process failed'}. "
+                         "Nothing was uploaded; re-create the folder with `pitome-hf convert`.")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["bad_keys"]:
+        raise ValueError(f"{folder} does not load every weight ({result['bad_keys']}); nothing was uploaded.")
+    if not result["finite"]:
+        raise ValueError(f"{folder} loads, but a forward gives non-finite outputs; nothing was uploaded.")
+    return result
+
+
+def _existing_results(repo_id: str, revision: Optional[str], token: Optional[str]):
+    """(results section text, eval_results) of the card already on the Hub, or (None, None)."""
+    from huggingface_hub import ModelCard, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        path = hf_hub_download(repo_id, "README.md", revision=revision, token=token)
+    except (RepositoryNotFoundError, EntryNotFoundError, RevisionNotFoundError):
+        return None, None
+    card = ModelCard(Path(path).read_text())
+    match = re.search(r"\n## Results\n\n(.*?)\n## ", card.text, flags=re.S)
+    return (match.group(1).strip() if match else None), card.data.eval_results
+
+
 def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: bool = False,
          revision: Optional[str] = None, commit_message: Optional[str] = None, force: bool = False,
-         base_model: Optional[str] = None, license: Optional[str] = None, token: Optional[str] = None):
-    """Create `repo_id` (if needed) and upload the folder plus a rendered README.md in one commit.
+         base_model: Optional[str] = None, license: Optional[str] = None, token: Optional[str] = None,
+         verify: bool = True, drop_results: bool = False):
+    """Upload the folder plus a rendered README.md to `repo_id` in one commit, after checking everything first.
 
-    Refuses to overwrite a repo whose config.json is not a PiToMe model unless `force`. The card is validated (locally
-    by round-tripping its metadata, and by the Hub's validate-yaml route) before anything is uploaded."""
+    Before any request that writes: the folder loads as remote code in a clean process with every weight and runs one
+    forward (`verify_loads`; verify=False skips it), the evaluation report belongs to this model and is sane
+    (`check_report`), the card validates, a repo holding a non-PiToMe model is refused unless `force`. Then the repo
+    (and the branch for `revision`) are created if missing and the commit is made; if the commit fails, a repo or
+    branch this call created is deleted again. Without a report, the results already on the repo's card are kept
+    (drop_results=True replaces them with a note)."""
     from huggingface_hub import HfApi, ModelCard, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     folder = Path(folder)
-    card = render_card(folder, repo_id, eval_report, base_model, license)
-    round_trip = ModelCard(str(card)).data.to_dict()
-    if round_trip.get("model-index") is None and eval_report is not None:
-        raise ValueError("the rendered card lost its model-index on a round trip; not uploading.")
+    if not HUB_ID.match(repo_id):
+        raise ValueError(f"repo_id={repo_id!r} is not a Hub repo id: use org/name (letters, digits, '-', '_', '.').")
+    if base_model is not None and (not HUB_ID.match(base_model) or Path(base_model).exists()):
+        raise ValueError(f"--base-model {base_model!r} must be a Hub model id (org/name), not a local path.")
+    config = read_pitome_config(folder)
+    if eval_report is not None:
+        check_report(eval_report, folder, config)
+    if verify:
+        verify_loads(folder)
     api = HfApi(token=token)
     try:
-        existing = hf_hub_download(repo_id, "config.json", revision=revision, token=token)
-        model_type = json.loads(Path(existing).read_text()).get("model_type")
-        if model_type not in PIPELINE_TAGS and not force:
-            raise ValueError(
-                f"{repo_id} already holds a {model_type!r} model, not a PiToMe one; refusing to overwrite it. "
-                "Pass force=True (--force) to replace it."
-            )
-    except (RepositoryNotFoundError, EntryNotFoundError, RevisionNotFoundError):
-        pass
+        api.repo_info(repo_id, token=token)
+        repo_exists = True
+    except RepositoryNotFoundError:
+        repo_exists = False
+    branch_exists = not revision or revision == "main"
+    if repo_exists:
+        try:
+            existing = hf_hub_download(repo_id, "config.json", revision=revision, token=token)
+            branch_exists = True
+            model_type = json.loads(Path(existing).read_text()).get("model_type")
+            if model_type not in pitome_model_types() and not force:
+                raise ValueError(
+                    f"{repo_id} already holds a {model_type!r} model, not a PiToMe one; refusing to overwrite it. "
+                    "Pass force=True (--force) to replace it."
+                )
+        except EntryNotFoundError:
+            branch_exists = True
+        except RevisionNotFoundError:
+            branch_exists = False
+    kept_text, kept_entries = (None, None)
+    if eval_report is None and repo_exists and branch_exists and not drop_results:
+        kept_text, kept_entries = _existing_results(repo_id, revision, token)
+    card = render_card(folder, repo_id, eval_report, base_model, license, kept=(kept_text, kept_entries))
+    round_trip = ModelCard(str(card)).data.to_dict()
+    if round_trip.get("model-index") is None and (eval_report is not None or kept_entries):
+        raise ValueError("the rendered card lost its model-index on a round trip; not uploading.")
     card.validate(repo_type="model")
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    if revision and revision != "main":
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    with tempfile.TemporaryDirectory() as staging:
-        staging = Path(staging)
-        for item in folder.iterdir():
-            if item.is_file() and item.name != "README.md":
-                shutil.copy2(item, staging / item.name)
-        (staging / "README.md").write_text(str(card))
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=staging,
-            revision=revision,
-            commit_message=commit_message or f"Upload PiToMe model ({card.data.pipeline_tag})",
-        )
+
+    created_repo = created_branch = False
+    try:
+        if not repo_exists:
+            api.create_repo(repo_id, private=private, exist_ok=False)
+            created_repo = True
+        if not branch_exists:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+            created_branch = True
+        with tempfile.TemporaryDirectory() as staging:
+            staging = Path(staging)
+            for item in folder.iterdir():
+                if item.is_file() and item.name != "README.md":
+                    shutil.copy2(item, staging / item.name)
+            (staging / "README.md").write_text(str(card))
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=staging,
+                revision=revision,
+                commit_message=commit_message or f"Upload PiToMe model ({card.data.pipeline_tag})",
+            )
+    except BaseException:
+        # leave the Hub as it was: remove what this call created (a failure to clean up must not hide the cause)
+        try:
+            if created_repo:
+                api.delete_repo(repo_id)
+            elif created_branch:
+                api.delete_branch(repo_id, branch=revision)
+        except Exception:
+            pass
+        raise
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf push", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder")
+    parser.add_argument("folder", help="a PiToMe checkpoint folder (from `pitome-hf convert` or save_pretrained)")
     parser.add_argument("repo_id", help="org/name on the Hub")
-    parser.add_argument("--eval-json", default=None, help="results.json from `pitome-hf evaluate`")
-    parser.add_argument("--private", action="store_true")
-    parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
-    parser.add_argument("--commit-message", default=None)
-    parser.add_argument("--base-model", default=None)
-    parser.add_argument("--license", default=None)
+    parser.add_argument("--eval-json", default=None, help="results.json of `pitome-hf evaluate --model FOLDER` (default: "
+                        "none; the card keeps the results already on the Hub)")
+    parser.add_argument("--drop-results", action="store_true", help="without --eval-json: replace the card's results "
+                        "with a note instead of keeping them")
+    parser.add_argument("--private", action="store_true", help="create the repo private (default: public)")
+    parser.add_argument("--revision", default=None, help="branch to push to, created if missing (default: main)")
+    parser.add_argument("--commit-message", default=None, help="default: 'Upload PiToMe model (<pipeline tag>)'")
+    parser.add_argument("--base-model", default=None, help="Hub id of the base model for the card (default: the one "
+                        "convert recorded, if any)")
+    parser.add_argument("--license", default=None, help="licence for the card (default: the base's)")
     parser.add_argument("--force", action="store_true", help="overwrite a repo that holds a non-PiToMe model")
+    parser.add_argument("--no-verify", action="store_true", help="skip loading the folder in a clean process before "
+                        "uploading (not recommended: only for models too large for this machine)")
     args = parser.parse_args(argv)
-    report = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
+    report = read_json(args.eval_json, "--eval-json") if args.eval_json else None
     info = push(args.folder, args.repo_id, eval_report=report, private=args.private, revision=args.revision,
                 commit_message=args.commit_message, force=args.force, base_model=args.base_model,
-                license=args.license)
+                license=args.license, verify=not args.no_verify, drop_results=args.drop_results)
     print(f"pushed {args.folder} to {args.repo_id}: {info.commit_url if hasattr(info, 'commit_url') else info}")
     return 0
 

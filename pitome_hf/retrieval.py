@@ -95,8 +95,12 @@ def text_embeddings(
     batch_size: int = 256,
     device: Optional[torch.device | str] = None,
     max_length: Optional[int] = None,
+    padding: str | bool = True,
 ) -> torch.Tensor:
     """L2-normalised text embeddings (N, D), float32 on the CPU.
+
+    `padding`: the tokenizer's padding (True: per batch; "max_length" for SigLIP, whose text tower was trained on
+    fixed-length input: see the family registry's `text_padding`).
 
     `texts`: a sequence of strings together with `tokenizer` (padded per batch, truncated to `max_length`, by default
     the text tower's `max_position_embeddings`), or a mapping with `input_ids` (N, S) and optionally
@@ -107,7 +111,7 @@ def text_embeddings(
         config = getattr(model.config, "text_config", model.config)
         max_length = getattr(config, "max_position_embeddings", None)
     out = []
-    for inputs in _text_batches(texts, tokenizer, batch_size, max_length):
+    for inputs in _text_batches(texts, tokenizer, batch_size, max_length, padding):
         inputs = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
         if hasattr(model, "get_text_features"):
             embeds = _features(model.get_text_features(**inputs), "text_embeds")
@@ -119,7 +123,7 @@ def text_embeddings(
     return torch.cat(out)
 
 
-def _text_batches(texts, tokenizer, batch_size: int, max_length: Optional[int]) -> Iterable[dict]:
+def _text_batches(texts, tokenizer, batch_size: int, max_length: Optional[int], padding=True) -> Iterable[dict]:
     if hasattr(texts, "keys") and "input_ids" in texts:
         n = texts["input_ids"].shape[0]
         for start in range(0, n, batch_size):
@@ -131,7 +135,7 @@ def _text_batches(texts, tokenizer, batch_size: int, max_length: Optional[int]) 
     for start in range(0, len(texts), batch_size):
         yield tokenizer(
             texts[start : start + batch_size],
-            padding=True,
+            padding=padding,
             truncation=max_length is not None,
             max_length=max_length,
             return_tensors="pt",

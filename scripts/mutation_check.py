@@ -2,9 +2,10 @@
 
 Usage: python scripts/mutation_check.py [pytest args...]   (default: tests/test_faithful.py tests/test_merging.py)
 
-For each mutation below, the script edits modeling/merging.py in place (exactly one occurrence of a line must match),
-runs the tests, restores the file (also on Ctrl-C), and reports whether the tests caught it. Exit code 1 when a
-mutation survives. The file is restored byte for byte from memory; run it on a clean or committed tree anyway.
+For each mutation below, the script edits the file of modeling/ that holds the line (merging.py, merge_config.py or
+merge_state.py; exactly one occurrence must match), runs the tests, restores the file (also on Ctrl-C), and reports
+whether the tests caught it. Exit code 1 when a mutation survives. Files are restored byte for byte from memory; run
+it on a clean or committed tree anyway.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TARGET = ROOT / "modeling" / "merging.py"
+MODELING = ROOT / "modeling"
 
-# (name, exact text in merging.py, replacement)
+FILES = ("merging.py", "merge_config.py", "merge_state.py")
+
+# (name, exact text in one of FILES, replacement)
 MUTATIONS = [
     ("destination by argmin (PiToMe)", "dst = b.gather(1, s_ab.argmax(dim=-1))", "dst = b.gather(1, s_ab.argmin(dim=-1))"),
     ("A/B halves swapped (alternate split)", "a, b = order[:, 0 : 2 * r : 2], order[:, 1 : 2 * r : 2]",
@@ -51,25 +54,31 @@ MUTATIONS = [
 
 def main(argv: list[str]) -> int:
     tests = argv or ["tests/test_faithful.py", "tests/test_merging.py"]
-    original = TARGET.read_bytes()
-    text = original.decode()
+    originals = {name: (MODELING / name).read_bytes() for name in FILES}
+    texts = {name: data.decode() for name, data in originals.items()}
     survivors = []
     try:
         for name, old, new in MUTATIONS:
-            if text.count(old) != 1:
-                print(f"SKIP  {name}: the line to mutate occurs {text.count(old)} times in {TARGET.name} (update the script)")
+            where = [f for f, text in texts.items() if text.count(old) == 1]
+            if len(where) != 1 or sum(text.count(old) for text in texts.values()) != 1:
+                print(f"SKIP  {name}: the line to mutate must occur exactly once in {', '.join(FILES)} (update the script)")
                 survivors.append(name)
                 continue
-            TARGET.write_text(text.replace(old, new))
-            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-                                  cwd=ROOT, capture_output=True, text=True)
+            target = MODELING / where[0]
+            target.write_text(texts[where[0]].replace(old, new))
+            try:
+                proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                                      cwd=ROOT, capture_output=True, text=True)
+            finally:
+                target.write_bytes(originals[where[0]])
             caught = proc.returncode != 0
             last = (proc.stdout.strip().splitlines() or ["?"])[-1]
-            print(f"{'caught' if caught else 'MISSED'}  {name}  ({last})", flush=True)
+            print(f"{'caught' if caught else 'MISSED'}  {name}  ({where[0]}; {last})", flush=True)
             if not caught:
                 survivors.append(name)
     finally:
-        TARGET.write_bytes(original)
+        for name, data in originals.items():
+            (MODELING / name).write_bytes(data)
     print(f"{len(MUTATIONS) - len(survivors)} of {len(MUTATIONS)} mutations caught")
     return 1 if survivors else 0
 

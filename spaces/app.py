@@ -8,7 +8,7 @@ by the token that absorbed it after the layer you pick.
     make demo                                   # local, http://127.0.0.1:7860
     PITOME_SPACE_MODEL=DIR_OR_HUB_ID python spaces/app.py
 
-Model families are dispatched on the checkpoint's `model_type` (see `FAMILIES`): ViT image classifiers today; a CLIP
+Model families are dispatched on the checkpoint's registry family (see `HANDLERS`): ViT image classifiers today; a CLIP
 zero-shot family can be added as another `ModelFamily` without touching the handlers.
 """
 
@@ -33,7 +33,8 @@ import gradio as gr
 try:
     import pitome_hf  # noqa: F401  (registers the PiToMe classes with the transformers Auto factories)
     from pitome_hf.convert import apply_pitome
-    from pitome_hf.flops import vit_flops
+    from pitome_hf.families import family_of
+    from pitome_hf.modeling.merge_config import protected_prefix
 except ImportError as error:  # pragma: no cover: an environment problem, said plainly
     raise SystemExit(
         f"pitome_hf cannot be imported ({error}). In the repository run `make demo`; on a Space, requirements.txt "
@@ -198,7 +199,7 @@ def _pair(value) -> tuple[int, int]:
 
 
 class ModelFamily:
-    """How the app loads, runs and counts one kind of model. Subclass and register in FAMILIES to add one."""
+    """How the app loads, runs and counts one kind of model. Subclass and register in HANDLERS to add one."""
 
     name = "base"
     task = ""
@@ -225,13 +226,13 @@ class ModelFamily:
 
 
 class ViTClassifierFamily(ModelFamily):
-    """ViT / DeiT image classifiers, stock or PiToMe checkpoints (pitome_hf.evaluation.load_classifier)."""
+    """ViT / DeiT image classifiers, stock or PiToMe checkpoints (pitome_hf.evaluation_tasks.load_classifier)."""
 
     name = "vit"
     task = "image-classification"
 
     def load(self, path: str) -> LoadedModel:
-        from pitome_hf.evaluation import load_classifier
+        from pitome_hf.evaluation_tasks import load_classifier
 
         model, processor = load_classifier(path)
         model.eval()
@@ -264,17 +265,16 @@ class ViTClassifierFamily(ModelFamily):
         scores = {str(names.get(int(i), int(i))): float(p) for p, i in zip(top.values, top.indices)}
         token_map = out.token_map[0] if out.token_map is not None else None
         counts = [int(c) for c in out.token_counts] if out.token_counts is not None else []
-        protected = getattr(model.config, "protected_tokens", None)
-        return ForwardResult(scores, token_map, counts, 1 if protected is None else protected)
+        return ForwardResult(scores, token_map, counts, protected_prefix(model.config))
 
     def gflops(self, model) -> float:
-        return vit_flops(model.config) / 1e9
+        return family_of(model.config).flops(model.config) / 1e9
 
 
-# model_type -> family. A CLIP zero-shot family would register "clip" / "pitome_clip" here: its preprocess would also
-# take candidate labels, its forward would score them with the text tower, and its gflops would call
-# pitome_hf.flops.clip_vision_flops; the handlers below only talk to ModelFamily.
-FAMILIES: dict[str, ModelFamily] = {"vit": ViTClassifierFamily(), "pitome_vit": ViTClassifierFamily()}
+# registry family name (pitome_hf.families) -> how this app shows it. A CLIP or SigLIP zero-shot handler would add
+# an entry here: its preprocess would also take candidate labels and its forward would score them with the text
+# tower; which checkpoints belong to it, and their FLOPs, come from the registry.
+HANDLERS: dict[str, ModelFamily] = {"vit": ViTClassifierFamily()}
 
 
 class LRUCache:
@@ -336,10 +336,13 @@ def get_model(path: Optional[str]) -> LoadedModel:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise InputError(f"Could not load the model {key!r}: {first[:300].rstrip('.')}. {hint}") from None
         model_type = config_dict.get("model_type")
-        family = FAMILIES.get(model_type)
+        try:
+            family = HANDLERS.get(family_of(model_type).name)
+        except ValueError:
+            family = None
         if family is None:
             raise InputError(
-                f"{key} is a {model_type!r} model; this Space supports {', '.join(sorted(FAMILIES))} checkpoints."
+                f"{key} is a {model_type!r} model; this Space shows {', '.join(sorted(HANDLERS))} checkpoints."
             )
         try:
             return family.load(key)

@@ -1,7 +1,7 @@
 """A small Hugging Face Hub stand-in on 127.0.0.1 for tests (stdlib only).
 
-It implements the routes huggingface_hub uses to create a repo, validate a card, pre-upload, commit (NDJSON with
-base64 file contents), create a branch, resolve a revision, list a tree and download files. It does NOT cover:
+It implements the routes huggingface_hub uses to create and delete a repo, validate a card, pre-upload, commit (NDJSON
+with base64 file contents), create and delete a branch, resolve a revision, list a tree and download files. It does NOT cover:
 LFS or Xet uploads (every file is declared "regular"), authentication and permissions (any token is accepted and
 none is required), the Hub's own YAML/model-card rules (validate-yaml only checks that front matter exists), rate
 limits, pull requests, or gated/private access control.
@@ -146,6 +146,29 @@ class Handler(BaseHTTPRequestHandler):
         host = self.headers["Host"]
         return self._send(200, {"commitUrl": f"http://{host}/{repo_id}/commit/{digest}", "commitOid": digest,
                                 "pullRequestUrl": None})
+
+    def do_DELETE(self):
+        self._record()
+        path = unquote(urlparse(self.path).path)
+        body = self._body()
+        st = self.state
+        if path == "/api/repos/delete":
+            data = json.loads(body or b"{}")
+            repo_id = f"{data['organization']}/{data['name']}" if data.get("organization") else data["name"]
+            with st.lock:
+                if st.repos.pop(repo_id, None) is None:
+                    return self._error(404, "RepoNotFound", "Repository not found")
+            return self._send(200, {})
+        m = re.match(r"^/api/models/(.+)/branch/(.+)$", path)
+        if m:
+            repo_id, branch = m.groups()
+            with st.lock:
+                repo = st.repos.get(repo_id)
+                if repo is None or branch not in repo["branches"]:
+                    return self._error(404, "RevisionNotFound", "no such branch")
+                del repo["branches"][branch]
+            return self._send(200, {})
+        return self._error(404, "NotFound", f"no route DELETE {path}")
 
     def do_GET(self):
         self._get(head=False)

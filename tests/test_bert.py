@@ -8,7 +8,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 from pitome_hf.flops_encoders import bert_flops
 from pitome_hf.modeling.configuration_pitome_bert import PiToMeBertConfig
-from pitome_hf.modeling.merging import token_schedule
+from pitome_hf.modeling.merge_config import token_schedule
 from pitome_hf.modeling.modeling_pitome_bert import (
     PiToMeBertForSequenceClassification,
     PiToMeBertModel,
@@ -69,25 +69,6 @@ def padded_batch(left_padding=False, seed=1):
         ids[b, start], ids[b, start + n - 1] = 2, 3
     position_ids = (mask.cumsum(1) - 1).clamp_min(0)  # BERT positions count real tokens only
     return ids, mask, position_ids
-
-
-@pytest.mark.parametrize(
-    "attn,settings", [("eager", dict(keep_ratio=1.0)), ("sdpa", dict(merge_method="none")), ("sdpa", dict(merge_r=0))]
-)
-def test_no_merge_equals_stock(attn, settings):
-    ids, mask, _ = padded_batch()
-    for cls in (BertModel, BertForSequenceClassification):
-        stock, pitome = stock_and_pitome(attn, cls, **settings)
-        with torch.no_grad():
-            expected, got = stock(ids, attention_mask=mask), pitome(ids, attention_mask=mask)
-        if cls is BertModel:
-            real = mask.bool()
-            assert (got.last_hidden_state - expected.last_hidden_state)[real].abs().max() <= 1e-5
-            assert (got.pooler_output - expected.pooler_output).abs().max() <= 1e-5
-            assert torch.equal(got.attention_mask, mask)
-        else:
-            assert (got.logits - expected.logits).abs().max() <= 1e-5
-        assert got.token_counts.tolist() == [[n - 1] * 5 for n in LENGTHS]
 
 
 @pytest.mark.parametrize("method", ["pitome", "tome"])
@@ -154,21 +135,6 @@ def test_text_defaults_and_short_models():
     assert PiToMeBertConfig(**bert_kwargs(), merge_layers=[3]).merge_layers == [3]
 
 
-@pytest.mark.parametrize(
-    "bad,match",
-    [
-        (dict(pooling="max"), "pooling"),
-        (dict(merge_layers=[4]), "merge_layers"),
-        (dict(keep_ratio=0.0), "keep_ratio"),
-        (dict(energy="gauss"), "energy"),
-        (dict(is_decoder=True), "is_decoder"),
-    ],
-)
-def test_invalid_config_is_refused(bad, match):
-    with pytest.raises(ValueError, match=match):
-        PiToMeBertConfig(**bert_kwargs(), **bad)
-
-
 def test_unsupported_inputs_are_refused():
     _, model = stock_and_pitome("sdpa", keep_ratio=0.8)
     ids, mask, _ = padded_batch()
@@ -177,16 +143,6 @@ def test_unsupported_inputs_are_refused():
     model.config._attn_implementation = "flash_attention_2"
     with pytest.raises(ValueError, match="flash_attention_2"):
         model(ids, attention_mask=mask)
-
-
-def test_training_with_merging_backpropagates():
-    _, model = stock_and_pitome("sdpa", cls=BertForSequenceClassification, keep_ratio=0.6)
-    model.train()
-    ids, mask, _ = padded_batch()
-    out = model(ids, attention_mask=mask, labels=torch.tensor([0, 1, 2]))
-    out.loss.backward()
-    grad = model.bert.embeddings.word_embeddings.weight.grad
-    assert grad is not None and grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("method", ["none", "pitome", "tome"])
@@ -207,22 +163,6 @@ def stock_bert_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("stock_bert")
     BertForSequenceClassification(BertConfig(**bert_kwargs())).save_pretrained(path)
     return path
-
-
-def test_stock_checkpoint_loads_every_weight(stock_bert_dir):
-    stock = BertForSequenceClassification.from_pretrained(stock_bert_dir).eval()
-    model, info = PiToMeBertForSequenceClassification.from_pretrained(
-        stock_bert_dir, keep_ratio=1.0, output_loading_info=True
-    )
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert model.config.model_type == "pitome_bert" and model.config.merge_layers == [0, 1, 2]
-    ids, mask, _ = padded_batch()
-    with torch.no_grad():
-        assert (model.eval()(ids, attention_mask=mask).logits - stock(ids, attention_mask=mask).logits).abs().max() <= 1e-5
-    _, info = PiToMeBertModel.from_pretrained(stock_bert_dir, output_loading_info=True)
-    _, stock_info = BertModel.from_pretrained(stock_bert_dir, output_loading_info=True)
-    assert info["missing_keys"] == stock_info["missing_keys"] == set()
-    assert info["unexpected_keys"] == stock_info["unexpected_keys"]
 
 
 def test_real_minilm_checkpoint_loads_and_matches():

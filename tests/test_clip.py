@@ -102,26 +102,6 @@ def stock_dirs(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------------------------
 # Equality with stock CLIP, the text tower, the schedule
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("settings", [dict(keep_ratio=1.0), dict(merge_method="none"), dict(merge_r=0)])
-def test_no_merge_equals_stock(attn, settings):
-    stock = stock_clip(attn)
-    model = apply_pitome(stock, **settings).eval()
-    assert model.vision_model.config._attn_implementation == attn
-    x, (ids, mask) = pixels(), text_inputs()
-    with torch.no_grad():
-        expected = stock(input_ids=ids, attention_mask=mask, pixel_values=x)
-        got = model(input_ids=ids, attention_mask=mask, pixel_values=x)
-        image_features = model.get_image_features(pixel_values=x).pooler_output
-        text_features = model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
-        stock_image_features = stock.get_image_features(pixel_values=x).pooler_output
-    for name in ("image_embeds", "text_embeds", "logits_per_image", "logits_per_text"):
-        assert (getattr(got, name) - getattr(expected, name)).abs().max() <= 1e-5, name
-    assert (image_features - stock_image_features).abs().max() <= 1e-5
-    assert torch.equal(text_features, stock.get_text_features(input_ids=ids, attention_mask=mask).pooler_output)
-    assert got.token_counts.tolist() == [64] * 5 and got.token_sizes.eq(1).all()
-
-
 @pytest.mark.parametrize(
     "settings",
     [dict(keep_ratio=0.5), dict(merge_method="tome", keep_ratio=0.7), dict(merge_r=[8, 0, 5, 3]),
@@ -187,18 +167,6 @@ def test_every_entry_point_merges_with_the_parent_config():
     assert out.image_embeds.shape == (2, 16) and out.token_counts.tolist() == expected
 
 
-@pytest.mark.parametrize("method", ["pitome", "tome"])
-def test_eager_and_sdpa_agree_with_proportional_attention(method):
-    eager = apply_pitome(stock_clip("eager"), merge_method=method, keep_ratio=0.8).eval()
-    sdpa = apply_pitome(stock_clip("sdpa"), merge_method=method, keep_ratio=0.8).eval()
-    x, (ids, mask) = pixels(), text_inputs()
-    with torch.no_grad():
-        a = eager(input_ids=ids, attention_mask=mask, pixel_values=x)
-        b = sdpa(input_ids=ids, attention_mask=mask, pixel_values=x)
-    assert a.token_counts.tolist() == b.token_counts.tolist() and a.token_counts[-1] < 64
-    torch.testing.assert_close(a.logits_per_image, b.logits_per_image, rtol=1e-4, atol=1e-5)
-
-
 def test_interpolate_pos_encoding_uses_actual_token_count():
     model = apply_pitome(stock_clip(), keep_ratio=0.9).eval()
     with torch.no_grad():
@@ -221,15 +189,6 @@ def test_return_dict_false_and_training():
     assert grad is not None and grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_runs(dtype):
-    model = apply_pitome(stock_clip(), keep_ratio=0.8).eval().to(dtype)
-    ids, mask = text_inputs()
-    with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels().to(dtype))
-    assert out.logits_per_image.dtype == dtype and torch.isfinite(out.logits_per_image).all()
-
-
 def test_apply_pitome_shares_weights_and_buffers():
     stock = stock_clip()
     model = apply_pitome(stock, keep_ratio=0.9)
@@ -244,29 +203,6 @@ def test_apply_pitome_shares_weights_and_buffers():
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------------------
-def test_stock_clip_checkpoint_loads_every_weight(stock_dirs):
-    stock = CLIPModel.from_pretrained(stock_dirs / "clip").eval()
-    model, info = PiToMeCLIPModel.from_pretrained(stock_dirs / "clip", keep_ratio=1.0, output_loading_info=True)
-    assert no_loading_problems(info)
-    assert model.config.model_type == "pitome_clip" and model.config.keep_ratio == 1.0
-    x, (ids, mask) = pixels(), text_inputs()
-    with torch.no_grad():
-        got = model.eval()(input_ids=ids, attention_mask=mask, pixel_values=x)
-        expected = stock(input_ids=ids, attention_mask=mask, pixel_values=x)
-    for name in ("image_embeds", "text_embeds", "logits_per_image"):
-        assert (getattr(got, name) - getattr(expected, name)).abs().max() <= 1e-5, name
-    # vision towers from the CLIP checkpoint: every vision weight, the text tower left out exactly as stock does
-    for cls, stock_cls in ((PiToMeCLIPVisionModel, CLIPVisionModel),
-                           (PiToMeCLIPVisionModelWithProjection, CLIPVisionModelWithProjection)):
-        tower, info = cls.from_pretrained(stock_dirs / "clip", keep_ratio=1.0, output_loading_info=True)
-        stock_tower, stock_info = stock_cls.from_pretrained(stock_dirs / "clip", output_loading_info=True)
-        assert not info["missing_keys"] and info["unexpected_keys"] == stock_info["unexpected_keys"]
-        assert info["unexpected_keys"] and all(k.startswith(("text_", "logit_scale")) or k == "visual_projection.weight"
-                                               for k in info["unexpected_keys"])
-        with torch.no_grad():
-            torch.testing.assert_close(tower.eval()(x)[0], stock_tower.eval()(x)[0], rtol=0, atol=1e-5)
-
-
 @pytest.mark.parametrize("layout", ["vision", "legacy"])
 def test_stock_vision_checkpoint_loads_every_weight(stock_dirs, layout):
     stock = CLIPVisionModel.from_pretrained(stock_dirs / layout).eval()
@@ -392,26 +328,6 @@ def test_saved_folders_load_through_remote_code_and_pipeline(stock_dirs, tmp_pat
 # ---------------------------------------------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "bad, message",
-    [
-        (dict(keep_ratio=0.0), r"keep_ratio=0\.0"),
-        (dict(keep_ratio=1.5), r"keep_ratio=1\.5"),
-        (dict(merge_layers=[4]), r"merge_layers=\[4\].*outside 0\.\.3"),
-        (dict(merge_r=[1, 2]), r"merge_r has 2 entries but the model has 4 layers"),
-        (dict(merge_method="fast"), r"merge_method='fast'"),
-        (dict(energy="cosine"), r"energy='cosine'"),
-    ],
-)
-def test_invalid_settings_name_the_value(bad, message):
-    with pytest.raises(ValueError, match=message):
-        PiToMeCLIPConfig(text_config=text_kwargs(), vision_config=vision_kwargs(), **bad)
-    with pytest.raises(ValueError, match=message):
-        PiToMeCLIPVisionConfig(**vision_kwargs(), **bad)
-    with pytest.raises(ValueError, match=message):
-        apply_pitome(stock_clip(), **bad)
-
-
 def test_flash_attention_with_proportional_attention_is_refused():
     model = apply_pitome(stock_clip(), keep_ratio=0.9)
     model.vision_model.config._attn_implementation = "flash_attention_2"
@@ -498,28 +414,6 @@ def test_embeddings_in_batches(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # FLOPs and the benchmark
 # ---------------------------------------------------------------------------------------------------------------
-def test_clip_vision_flops_match_flop_counter():
-    from torch.utils.flop_counter import FlopCounterMode
-
-    stock = stock_clip("eager", vision=vision_kwargs(hidden_size=64, num_attention_heads=4, intermediate_size=128,
-                                                     num_hidden_layers=6))
-    with_projection = CLIPVisionModelWithProjection(stock.config.vision_config).eval()
-    x = pixels(1)
-    for settings in (dict(merge_method="none"), dict(keep_ratio=0.8), dict(merge_method="tome", keep_ratio=0.7),
-                     dict(merge_r=5, merge_metric="hidden")):
-        for base, run, extra in ((stock, lambda m: m.get_image_features(pixel_values=x), {}),
-                                 (with_projection, lambda m: m(x), dict(with_projection=True)),
-                                 (stock.vision_model, lambda m: m(x), {})):
-            model = apply_pitome(base, **settings)
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
-                run(model)
-            assert clip_vision_flops(model.config, **extra) == counter.get_total_flops(), (settings, type(model))
-    # stock configs count as unmerged
-    none = apply_pitome(stock, merge_method="none")
-    assert clip_vision_flops(stock.config) == clip_vision_flops(none.config)
-    assert clip_vision_flops(apply_pitome(stock, keep_ratio=0.8).config) < clip_vision_flops(stock.config)
-
-
 def test_clip_benchmark_smoke():
     from pitome_hf.benchmark import bench_clip, markdown_table
 

@@ -18,7 +18,7 @@ from transformers import (
 
 from pitome_hf.flops_encoders import dinov2_flops
 from pitome_hf.modeling.configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
-from pitome_hf.modeling.merging import token_schedule
+from pitome_hf.modeling.merge_config import token_schedule
 from pitome_hf.modeling.modeling_pitome_dinov2 import (
     PiToMeDinov2ForImageClassification,
     PiToMeDinov2Model,
@@ -62,28 +62,6 @@ def stock_and_pitome(cls=Dinov2Model, attn="sdpa", **settings):
     return stock, model.eval()
 
 
-@pytest.mark.parametrize(
-    "cls,attn,settings",
-    [
-        (Dinov2Model, "eager", dict(keep_ratio=1.0)),
-        (Dinov2Model, "sdpa", dict(merge_method="none")),
-        (Dinov2WithRegistersModel, "sdpa", dict(merge_r=0)),
-        (Dinov2ForImageClassification, "sdpa", dict(keep_ratio=1.0)),
-    ],
-)
-def test_no_merge_equals_stock(cls, attn, settings):
-    stock, model = stock_and_pitome(cls, attn, **settings)
-    x = torch.randn(2, 3, 56, 56)
-    with torch.no_grad():
-        expected, got = stock(x), model(x)
-    key = "logits" if cls is Dinov2ForImageClassification else "last_hidden_state"
-    assert (got[key] - expected[key]).abs().max() <= 1e-5
-    assert got.token_counts.tolist() == [64] * 5
-    if key == "last_hidden_state":
-        p = got.num_protected
-        torch.testing.assert_close(patch_mean(got), expected.last_hidden_state[:, p:].mean(1))
-
-
 @pytest.mark.parametrize("cls,protected", [(Dinov2Model, 1), (Dinov2WithRegistersModel, 4)])
 @pytest.mark.parametrize("method", ["pitome", "tome"])
 def test_token_counts_follow_schedule_and_protected_tokens_stay(cls, protected, method):
@@ -115,39 +93,6 @@ def test_classifier_uses_size_weighted_patch_mean():
     assert out.token_counts.tolist() == token_schedule(model.config)
 
 
-def test_training_with_merging_backpropagates():
-    _, model = stock_and_pitome(Dinov2ForImageClassification, keep_ratio=0.8)
-    model.train()
-    model(torch.randn(2, 3, 56, 56), labels=torch.tensor([0, 3])).loss.backward()
-    grad = model.dinov2.embeddings.patch_embeddings.projection.weight.grad
-    assert grad is not None and grad.abs().sum() > 0
-
-
-@pytest.mark.parametrize("method", ["none", "pitome", "tome"])
-def test_analytic_flops_match_torch_flop_counter(method):
-    from torch.utils.flop_counter import FlopCounterMode
-
-    _, model = stock_and_pitome(Dinov2WithRegistersModel, "eager", merge_method=method, keep_ratio=0.8)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.randn(1, 3, 56, 56))
-    assert counter.get_total_flops() == dinov2_flops(model.config)
-
-
-@pytest.mark.parametrize(
-    "config_class,bad,match",
-    [
-        (PiToMeDinov2Config, dict(keep_ratio=1.5), "keep_ratio"),
-        (PiToMeDinov2Config, dict(merge_layers=[4]), "merge_layers"),
-        (PiToMeDinov2WithRegistersConfig, dict(merge_split="middle"), "merge_split"),
-        (PiToMeDinov2WithRegistersConfig, dict(merge_r=[1, 2]), "merge_r"),
-    ],
-)
-def test_invalid_config_is_refused(config_class, bad, match):
-    with pytest.raises(ValueError, match=match):
-        config_class(**dinov2_kwargs(), **bad)
-
-
 def test_unsupported_inputs_are_refused():
     _, model = stock_and_pitome(Dinov2Model, keep_ratio=0.8)
     with pytest.raises(ValueError, match="attention_mask"):
@@ -168,21 +113,6 @@ def stock_dirs(tmp_path_factory):
         cls(stock_config(**dinov2_kwargs(**extra))).save_pretrained(path)
         paths[cls] = path
     return paths
-
-
-@pytest.mark.parametrize("cls", list(FAMILIES))
-def test_stock_checkpoint_loads_every_weight(stock_dirs, cls):
-    _, pitome_class, _, _ = FAMILIES[cls]
-    with safe_open(str(stock_dirs[cls] / "model.safetensors"), "pt") as f:
-        keys = list(f.keys())
-    assert any("attention.attention.query" in k for k in keys)  # the legacy names that need converting
-    stock = cls.from_pretrained(stock_dirs[cls]).eval()
-    model, info = pitome_class.from_pretrained(stock_dirs[cls], keep_ratio=1.0, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    x = torch.randn(1, 3, 56, 56)
-    key = "logits" if cls is Dinov2ForImageClassification else "last_hidden_state"
-    with torch.no_grad():
-        assert (model.eval()(x)[key] - stock(x)[key]).abs().max() <= 1e-5
 
 
 @pytest.fixture(scope="module")

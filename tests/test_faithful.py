@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
+from pitome_hf.modeling.merge_config import MergeSettings
 from pitome_hf.modeling.merging import (
-    MergeSettings,
     apply_plan,
     merge_tokens,
     pitome_bsm_plan,
@@ -232,7 +232,7 @@ def test_vit_end_to_end_matches_reference_forward(settings, vit_kwargs):
 
 def test_proportional_attention_counts_a_merged_token_k_times():
     """A token of size k with bias log(k) attends exactly like k identical copies of it (the definition)."""
-    from pitome_hf.modeling.merging import MergeState
+    from pitome_hf.modeling.merge_state import MergeState
 
     torch.manual_seed(1)
     q, k, v = torch.randn(3, 1, 1, 4, 8).unbind(0)

@@ -5,14 +5,13 @@ import math
 import pytest
 import torch
 
+from pitome_hf.modeling.merge_config import MergeSettings, token_schedule
 from pitome_hf.modeling.merging import (
-    MergeSettings,
     apply_plan,
     energy_score,
     layer_budget,
     merge_tokens,
     pitome_plan,
-    token_schedule,
     tome_plan,
     update_token_map,
 )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pitome_hf import PiToMeViTConfig, PiToMeViTForImageClassification, apply_pitome, token_schedule
-from pitome_hf.modeling.merging import MERGE_PRESETS, MergeSettings, preset_settings
+from pitome_hf.modeling.merge_config import MERGE_PRESETS, MergeSettings, preset_settings
 
 
 def test_presets_expand_as_the_authors_table_says():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pitome_hf import study
-from pitome_hf.modeling.merging import MergeSettings
+from pitome_hf.modeling.merge_config import MergeSettings
 
 
 def test_rows_differ_from_the_paper_only_where_named():

@@ -1,0 +1,291 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""What one forward pass carries from layer to layer, and the pieces every model adapter shares.
+
+* `merge_state_for(config)`: the one constructor of the per-forward state for every family (settings, attention
+  backend check, protected prefix, padded batches for text).
+* `MergeState` / `PaddedMergeState`: token sizes, the token map and the counts, updated by `step` after each layer's
+  attention.
+* `MergeOutputMixin`: the merge fields every PiToMe output carries (token_sizes, token_map, token_counts).
+* `attention_with_keys`: a q/k/v/o self-attention that also returns its keys (PiToMe's metric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .merge_config import MergeSettings, protected_prefix, settings_of
+from .merging import merge_tokens, proportional_attention_bias, update_token_map
+
+PROPORTIONAL_ATTENTION_BACKENDS = ("eager", "sdpa")
+
+
+@dataclass
+class MergeOutputMixin:
+    """The merge information of a PiToMe output (mix in before the stock output class).
+
+    token_sizes: (B, N_out) float, how many input tokens each output token stands for (0 on padding).
+    token_map: (B, N_in) long, for each input token the index of the output token that holds it (when traced;
+        -1 for padding).
+    token_counts: (L + 1,) long (per sample (B, L + 1) for padded text), mergeable tokens entering layer 0 and after
+        each layer.
+    """
+
+    token_sizes: Optional[torch.FloatTensor] = None
+    token_map: Optional[torch.LongTensor] = None
+    token_counts: Optional[torch.LongTensor] = None
+
+
+class MergeState:
+    """What one forward pass carries from layer to layer: token sizes, the token map, the count after each layer.
+
+    Created by the model's forward, passed to its layers as a keyword argument, read back at the end. Nothing is
+    stored on the model, so concurrent forwards cannot interfere.
+    """
+
+    def __init__(self, settings: MergeSettings, num_prefix: int):
+        self.settings = settings
+        self.num_prefix = num_prefix
+        self.sizes: Optional[torch.Tensor] = None
+        self.token_map: Optional[torch.Tensor] = None
+        self.counts: list[int] = []
+        self.merged = False
+
+    def _start(self, x: torch.Tensor) -> None:
+        B, N, _ = x.shape
+        if N <= self.num_prefix:
+            raise ValueError(f"the sequence has {N} tokens but {self.num_prefix} are protected: nothing to merge.")
+        self.sizes = torch.ones(B, N, dtype=torch.float32, device=x.device)
+        if self.settings.trace_source:
+            self.token_map = torch.arange(N, device=x.device).expand(B, N).clone()
+        self.counts = [N - self.num_prefix]
+
+    def attention_mask(self, attention_mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """The mask a layer's attention should use: the proportional-attention bias once tokens have merged."""
+        if not (self.merged and self.settings.proportional_attention):
+            return attention_mask
+        bias = proportional_attention_bias(self.sizes, dtype)
+        return bias if attention_mask is None else attention_mask + bias
+
+    def needs_metric(self, layer: int, num_tokens: int) -> bool:
+        return self.settings.budget(num_tokens - self.num_prefix, layer) > 0
+
+    def step(self, x: torch.Tensor, layer: int, keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Merge after layer `layer`'s attention. keys (B, H, N, d) are the layer's attention keys (metric "keys")."""
+        if self.sizes is None:
+            self._start(x)
+        T = x.shape[1] - self.num_prefix
+        r = self.settings.budget(T, layer)
+        if r > 0:
+            if self.settings.merge_metric == "keys" and keys is not None:
+                metric = keys.mean(dim=1)
+            else:
+                metric = x
+            x, self.sizes, positions = merge_tokens(x, metric, self.sizes, r, self.settings, layer, self.num_prefix)
+            if self.token_map is not None:
+                self.token_map = update_token_map(self.token_map, positions, self.num_prefix)
+            self.merged = True
+        self.counts.append(T - r)
+        return x
+
+    def counts_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.counts, dtype=torch.long)
+
+    def output_fields(self) -> dict:
+        """The `MergeOutputMixin` fields of a model output."""
+        return {"token_sizes": self.sizes, "token_map": self.token_map, "token_counts": self.counts_tensor()}
+
+
+class PaddedMergeState(MergeState):
+    """A `MergeState` for padded batches of variable-length sequences (text encoders).
+
+    `valid` (B, N) bool marks the real tokens (the attention mask; left or right padding). Every sample merges exactly
+    as it would alone: its budget r comes from its own number of real mergeable tokens, padding never takes part (it
+    is in no similarity or energy and is neither source nor destination), and the protected prefix is the sample's
+    first `num_prefix` real tokens (CLS). Samples with the same number of real tokens are merged together in one
+    batched call. After a layer in which any sample merges, every sample's real tokens are packed to the left (prefix
+    first, original order kept) and the batch is padded to its longest sample; `valid` then says which are real.
+    Padding has size 0, so `weighted_mean(x, sizes)` is the size-weighted mean over real tokens. `token_map` holds -1
+    for original padding positions. `counts` holds one list per sample (mergeable real tokens before layer 0 and after
+    each layer); `counts_tensor()` is (B, L + 1).
+    """
+
+    def __init__(self, settings: MergeSettings, num_prefix: int, valid: torch.Tensor):
+        super().__init__(settings, num_prefix)
+        if valid.dim() != 2:
+            raise ValueError(f"valid must be a (batch, tokens) mask, got shape {tuple(valid.shape)}.")
+        self.valid = valid.bool()
+
+    def _start(self, x: torch.Tensor) -> None:
+        B, N, _ = x.shape
+        if self.valid.shape != (B, N):
+            raise ValueError(f"the mask has shape {tuple(self.valid.shape)} but the sequence is {(B, N)}.")
+        self.valid = self.valid.to(x.device)
+        self.sizes = self.valid.float()
+        if self.settings.trace_source:
+            positions = torch.arange(N, device=x.device).expand(B, N)
+            self.token_map = torch.where(self.valid, positions, torch.full_like(positions, -1))
+        self.counts = [[t] for t in self._mergeable().tolist()]
+
+    def _mergeable(self) -> torch.Tensor:
+        return (self.valid.sum(1) - self.num_prefix).clamp_min(0)
+
+    def attention_mask(self, attention_mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """Before any merge: the model's own mask. After: an additive (B, 1, 1, N) float mask, the dtype's minimum on
+        padding and log(size) (proportional attention) or 0 on real tokens."""
+        if not self.merged:
+            return attention_mask
+        if self.settings.proportional_attention:
+            real = torch.log(self.sizes.clamp_min(1.0)).to(dtype)
+        else:
+            real = torch.zeros_like(self.sizes, dtype=dtype)
+        mask = torch.where(self.valid, real, torch.full_like(real, torch.finfo(dtype).min))
+        return mask[:, None, None, :]
+
+    def needs_metric(self, layer: int, num_tokens: int) -> bool:
+        return any(self.settings.budget(t, layer) > 0 for t in self._mergeable().tolist())
+
+    def step(self, x: torch.Tensor, layer: int, keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Merge after layer `layer`'s attention, each sample with its own budget. keys (B, H, N, d) or None."""
+        if self.sizes is None:
+            self._start(x)
+        B, N, C = x.shape
+        p = self.num_prefix
+        lengths = self.valid.sum(1)
+        mergeable = self._mergeable().tolist()
+        budgets = [self.settings.budget(t, layer) for t in mergeable]
+        if not any(budgets):
+            for count, t in zip(self.counts, mergeable):
+                count.append(t)
+            return x
+        if self.settings.merge_metric == "keys" and keys is not None:
+            metric = keys.mean(dim=1)
+        else:
+            metric = x
+        new_lengths = torch.tensor([n - r for n, r in zip(lengths.tolist(), budgets)], device=x.device)
+        width = int(new_lengths.max())
+        out = x.new_zeros(B, width, C)
+        sizes = self.sizes.new_zeros(B, width)
+        token_map = self.token_map
+        for n in sorted(set(lengths.tolist())):
+            rows = (lengths == n).nonzero().squeeze(1)
+            r = budgets[int(rows[0])]
+            # positions of each row's real tokens, in order (a stable sort puts the real ones first)
+            idx = self.valid[rows].to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :n]
+            xg = x[rows].gather(1, idx[..., None].expand(-1, -1, C))
+            sg = self.sizes[rows].gather(1, idx)
+            if r > 0:
+                mg = metric[rows].gather(1, idx[..., None].expand(-1, -1, metric.shape[-1]))
+                xg, sg, pos = merge_tokens(xg, mg, sg, r, self.settings, layer, p)
+                prefix = torch.arange(p, device=x.device).expand(len(rows), p)
+                new_index = torch.cat([prefix, pos + p], dim=1)  # packed input index -> packed output index
+            else:
+                new_index = torch.arange(n, device=x.device).expand(len(rows), n)
+            out[rows, : n - r] = xg
+            sizes[rows, : n - r] = sg
+            if token_map is not None:
+                # current (padded) position -> output position, -1 for padding
+                layout = torch.full((len(rows), N), -1, dtype=torch.long, device=x.device)
+                layout.scatter_(1, idx, new_index)
+                old = token_map[rows]
+                token_map = token_map.index_put((rows,), torch.where(old >= 0, layout.gather(1, old.clamp_min(0)), old))
+        self.token_map = token_map
+        self.sizes = sizes
+        self.valid = torch.arange(width, device=x.device)[None, :] < new_lengths[:, None]
+        self.merged = True
+        for count, t, r in zip(self.counts, mergeable, budgets):
+            count.append(t - r)
+        return out
+
+    def counts_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.counts, dtype=torch.long)
+
+
+def merge_state_for(
+    config,
+    *,
+    settings: Optional[MergeSettings] = None,
+    attn_implementation: Optional[str] = None,
+    valid: Optional[torch.Tensor] = None,
+) -> MergeState:
+    """The per-forward merge state of every family, from a PiToMe config (or a view of one).
+
+    settings: the settings to run (default: the config's; LLaVA restricts them to the layers before its feature
+        layer). attn_implementation: the backend the merging layers use (default: the config's).
+    valid: (B, N) bool mask of real tokens for padded batches (text): a `PaddedMergeState`, which needs an additive
+        float mask (eager or sdpa) whenever anything merges. Otherwise a `MergeState`, which needs one only for
+        proportional attention. The protected prefix is `protected_prefix(config)`.
+    """
+    settings = settings if settings is not None else settings_of(config)
+    impl = attn_implementation or getattr(config, "_attn_implementation", None) or "eager"
+    if settings.active and (settings.proportional_attention or valid is not None):
+        if impl not in PROPORTIONAL_ATTENTION_BACKENDS:
+            need = "the proportional-attention bias" if valid is None else "the shrinking padding mask"
+            off = " or set proportional_attention=False in the config" if valid is None else " or merge_method='none'"
+            raise ValueError(
+                f"attn_implementation={impl!r} cannot add {need} that merging uses. Use one of "
+                f"{PROPORTIONAL_ATTENTION_BACKENDS},{off}."
+            )
+    if valid is not None:
+        return PaddedMergeState(settings, num_prefix=protected_prefix(config), valid=valid)
+    return MergeState(settings, num_prefix=protected_prefix(config))
+
+
+def return_output(result, config, return_dict: Optional[bool]):
+    """`result` (a ModelOutput) as a dict-like output or, with return_dict=False (or config.return_dict False), a tuple."""
+    wanted = config.return_dict if return_dict is None else return_dict
+    return result if wanted else result.to_tuple()
+
+
+class PreNormMergingLayerMixin:
+    """The forward of a pre-norm encoder layer named like CLIP's and SigLIP's (`layer_norm1`, `self_attn`,
+    `layer_norm2`, `mlp`): an edited copy of `CLIPEncoderLayer.forward` / `SiglipEncoderLayer.forward` that adds the
+    proportional-attention bias before attention and merges after the attention residual (lines marked "differs").
+    Mix in before the stock layer class and set `self.layer_idx`."""
+
+    def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
+        residual = hidden_states
+        hidden_states = self.layer_norm1(hidden_states)
+        if merge_state is not None:  # differs: proportional attention
+            attention_mask = merge_state.attention_mask(attention_mask, hidden_states.dtype)
+        hidden_states, _, keys = self.self_attn(hidden_states=hidden_states, attention_mask=attention_mask, **kwargs)
+        hidden_states = residual + hidden_states
+        if merge_state is not None:  # differs: the merge step
+            hidden_states = merge_state.step(hidden_states, self.layer_idx, keys)
+
+        residual = hidden_states
+        hidden_states = self.layer_norm2(hidden_states)
+        hidden_states = self.mlp(hidden_states)
+        return residual + hidden_states
+
+
+def attention_with_keys(module, hidden_states, attention_mask, attention_interface, **kwargs):
+    """An edited copy of the stock q/k/v/o self-attention forward of ViT (`ViTAttention.forward`), DINOv2
+    (`Dinov2Attention.forward`, `Dinov2WithRegistersAttention.forward`), CLIP (`CLIPAttention.forward`) and SigLIP
+    (`SiglipAttention.forward`), run through `attention_interface`. Differences from the stock code: (1) it also
+    returns the key states (B, H, N, d), PiToMe's similarity metric; (2) it reads either naming of the output
+    projection (o_proj / out_proj), scale (scaling / scale) and dropout (attention_dropout / dropout); (3) extra kwargs
+    reach the attention function (the stock SigLIP drops them). tests/test_contract.py pins the stock sources this was
+    checked against. Returns (attn_output, attn_weights, key_states)."""
+    out_proj = module.o_proj if hasattr(module, "o_proj") else module.out_proj  # differs: both namings
+    scaling = module.scaling if hasattr(module, "scaling") else module.scale  # differs: both namings
+    dropout = module.attention_dropout if hasattr(module, "attention_dropout") else module.dropout  # differs
+    input_shape = hidden_states.shape[:-1]
+    hidden_shape = (*input_shape, -1, module.head_dim)
+    query_states = module.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    key_states = module.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    value_states = module.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    attn_output, attn_weights = attention_interface(
+        module,
+        query_states,
+        key_states,
+        value_states,
+        attention_mask,
+        dropout=0.0 if not module.training else dropout,
+        scaling=scaling,
+        **kwargs,
+    )
+    attn_output = out_proj(attn_output.reshape(*input_shape, -1).contiguous())
+    return attn_output, attn_weights, key_states  # differs: the keys

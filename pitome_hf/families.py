@@ -1,0 +1,277 @@
+"""The family registry: the one list of the model families pitome_hf supports.
+
+A family is its PiToMe configuration classes (which own the merge settings, the protected-prefix rule and the
+auto_map), its model classes next to the stock classes they replace, the pipeline tag of each, its FLOPs function
+and the evaluation tasks it serves. The Auto-class registration, `apply_pitome`, `pitome-hf convert`, the model card
+and push, evaluation, the benchmarks, the Space and the FLOPs dispatch all read this table; nothing else lists
+families. Adding a family = one entry here plus its flat configuration and modeling files in `modeling/` (and its
+FLOPs function); the contract suite (tests/test_contract.py) then runs on it unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import transformers
+
+from . import flops, flops_encoders
+from .modeling import (
+    PiToMeBertForSequenceClassification,
+    PiToMeBertModel,
+    PiToMeCLIPModel,
+    PiToMeCLIPVisionModel,
+    PiToMeCLIPVisionModelWithProjection,
+    PiToMeDinov2ForImageClassification,
+    PiToMeDinov2Model,
+    PiToMeDinov2WithRegistersModel,
+    PiToMeLlavaForConditionalGeneration,
+    PiToMeLlavaModel,
+    PiToMeLlavaProcessor,
+    PiToMeSiglipModel,
+    PiToMeSiglipVisionModel,
+    PiToMeViTForImageClassification,
+    PiToMeViTModel,
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A dummy input of a model's own size (push verifies a folder with one forward on it)
+# ----------------------------------------------------------------------------------------------------------------
+def _side(value) -> tuple:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _pixels(config) -> dict:
+    vision = getattr(config, "vision_config", None) or config
+    h, w = _side(vision.image_size)
+    g = torch.Generator().manual_seed(0)
+    return {"pixel_values": torch.randn(1, getattr(vision, "num_channels", 3), h, w, generator=g)}
+
+
+def _token_ids(config, n: int = 8) -> torch.Tensor:
+    text = getattr(config, "text_config", None) or config
+    return (torch.arange(n) % max(2, text.vocab_size - 1) + 1)[None]
+
+
+def _text_inputs(config) -> dict:
+    ids = _token_ids(config)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _dual_inputs(config) -> dict:
+    if getattr(config, "text_config", None) is None:  # a vision tower alone
+        return _pixels(config)
+    return {"input_ids": _token_ids(config), **_pixels(config)}
+
+
+def _llava_inputs(config) -> dict:
+    from .modeling.configuration_pitome_llava import llava_num_image_tokens
+
+    n = llava_num_image_tokens(config)
+    ids = torch.cat([_token_ids(config, 2), torch.full((1, n), config.image_token_id), _token_ids(config, 4)], dim=1)
+    return {"input_ids": ids, **_pixels(config)}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One PiToMe model class: the Auto classes it registers with (none for a class no Auto class fits), the stock
+    class it replaces and the pipeline tag its card carries. The first Auto class is the one a card's usage names."""
+
+    autos: tuple
+    stock: type
+    pitome: type
+    pipeline_tag: str
+
+    @property
+    def config_class(self) -> type:
+        return self.pitome.config_class
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    models: tuple  # of ModelEntry; the first one is the family's main class
+    flops: Callable  # per-sample analytic FLOPs of a (PiToMe or stock) config, see pitome_hf.flops
+    dummy_inputs: Callable = _pixels  # config -> a batch of one input of the model's own size
+    tasks: tuple = ()  # `pitome-hf evaluate` tasks this family serves
+    processor: Optional[type] = None  # a PiToMe processor class (AutoProcessor), when the family needs one
+    text_padding: str | bool = True  # how texts are padded for the text tower (SigLIP: "max_length")
+    description: str = ""
+
+    @property
+    def config_classes(self) -> tuple:
+        return tuple(dict.fromkeys(m.config_class for m in self.models))
+
+    @property
+    def model_types(self) -> tuple:
+        """PiToMe and stock model_types of this family's configs."""
+        out = []
+        for config in self.config_classes:
+            out += [config.model_type, *config.stock_model_types]
+        return tuple(out)
+
+
+def _m(autos, stock_name, pitome, tag) -> ModelEntry:
+    return ModelEntry(tuple(autos.split()), getattr(transformers, stock_name), pitome, tag)
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "vit",
+        (
+            _m("AutoModelForImageClassification", "ViTForImageClassification", PiToMeViTForImageClassification,
+               "image-classification"),
+            _m("AutoModel", "ViTModel", PiToMeViTModel, "image-feature-extraction"),
+        ),
+        flops=flops.vit_flops,
+        tasks=("image-classification",),
+        description="ViT and DeiT checkpoints in the ViT layout (CLS protected; MAE with classifier_pooling='mean')",
+    ),
+    Family(
+        "clip",
+        (
+            _m("AutoModelForZeroShotImageClassification AutoModel", "CLIPModel", PiToMeCLIPModel,
+               "zero-shot-image-classification"),
+            _m("AutoModel", "CLIPVisionModel", PiToMeCLIPVisionModel, "image-feature-extraction"),
+            _m("", "CLIPVisionModelWithProjection", PiToMeCLIPVisionModelWithProjection, "image-feature-extraction"),
+        ),
+        flops=flops.clip_vision_flops,
+        dummy_inputs=_dual_inputs,
+        tasks=("zero-shot-image-classification", "image-text-retrieval"),
+        description="CLIP: the vision tower merges, the text tower never does",
+    ),
+    Family(
+        "siglip",
+        (
+            _m("AutoModelForZeroShotImageClassification AutoModel", "SiglipModel", PiToMeSiglipModel,
+               "zero-shot-image-classification"),
+            _m("AutoModel", "SiglipVisionModel", PiToMeSiglipVisionModel, "image-feature-extraction"),
+        ),
+        flops=flops.siglip_vision_flops,
+        dummy_inputs=_dual_inputs,
+        tasks=("zero-shot-image-classification", "image-text-retrieval"),
+        text_padding="max_length",
+        description="SigLIP: no CLS (nothing protected); the attention-pooling head sees merged tokens with log(size)",
+    ),
+    Family(
+        "llava",
+        (
+            _m("AutoModelForImageTextToText", "LlavaForConditionalGeneration", PiToMeLlavaForConditionalGeneration,
+               "image-text-to-text"),
+            _m("AutoModel", "LlavaModel", PiToMeLlavaModel, "image-text-to-text"),
+        ),
+        flops=flops.llava_prefill_flops,
+        dummy_inputs=_llava_inputs,
+        tasks=("vqa",),
+        processor=PiToMeLlavaProcessor,
+        description="LLaVA-1.5: the CLIP tower merges before the feature layer; the processor emits the merged count",
+    ),
+    Family(
+        "bert",
+        (
+            _m("AutoModelForSequenceClassification", "BertForSequenceClassification",
+               PiToMeBertForSequenceClassification, "text-classification"),
+            _m("AutoModel", "BertModel", PiToMeBertModel, "feature-extraction"),
+        ),
+        flops=flops_encoders.bert_flops,
+        dummy_inputs=_text_inputs,
+        description="BERT encoders (MiniLM, sentence-transformers): padded batches, per-sample budgets",
+    ),
+    Family(
+        "dinov2",
+        (
+            _m("AutoModel", "Dinov2Model", PiToMeDinov2Model, "image-feature-extraction"),
+            _m("AutoModelForImageClassification", "Dinov2ForImageClassification", PiToMeDinov2ForImageClassification,
+               "image-classification"),
+            _m("AutoModel", "Dinov2WithRegistersModel", PiToMeDinov2WithRegistersModel, "image-feature-extraction"),
+        ),
+        flops=flops_encoders.dinov2_flops,
+        description="DINOv2, with or without registers (CLS and registers protected)",
+    ),
+)
+
+
+def all_entries() -> list[ModelEntry]:
+    return [m for f in FAMILIES for m in f.models]
+
+
+def family_named(name: str) -> Family:
+    for family in FAMILIES:
+        if family.name == name:
+            return family
+    raise ValueError(f"no family {name!r}; families: {', '.join(f.name for f in FAMILIES)}.")
+
+
+def family_of(config_or_model_type) -> Family:
+    """The family of a config (PiToMe or stock) or of a model_type string."""
+    model_type = config_or_model_type if isinstance(config_or_model_type, str) else config_or_model_type.model_type
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    known = sorted({t for f in FAMILIES for t in f.model_types})
+    raise ValueError(f"model_type={model_type!r} is not a supported family; supported model types: {', '.join(known)}.")
+
+
+def entry_for_class(cls: type) -> ModelEntry:
+    """The registry entry of a stock or PiToMe model class."""
+    for entry in all_entries():
+        if cls in (entry.stock, entry.pitome):
+            return entry
+    supported = sorted(e.stock.__name__ for e in all_entries())
+    raise TypeError(f"{cls.__name__} is not supported; supported classes: {', '.join(supported)}.")
+
+
+def entry_for_config_dict(config_dict: dict) -> ModelEntry:
+    """The entry a checkpoint's config.json asks for: by its `architectures` (stock or PiToMe class names), else the
+    Auto default of its model_type. Raises ValueError naming the supported base architectures."""
+    by_name = {}
+    for entry in all_entries():
+        by_name.setdefault(entry.stock.__name__, entry)
+        by_name.setdefault(entry.pitome.__name__, entry)
+    for name in config_dict.get("architectures") or []:
+        if name in by_name:
+            return by_name[name]
+    model_type = config_dict.get("model_type")
+    default = transformers.models.auto.modeling_auto.MODEL_MAPPING_NAMES.get(model_type)
+    if default in by_name:
+        return by_name[default]
+    for entry in all_entries():  # a PiToMe model_type without architectures: the family's main class of that config
+        if entry.config_class.model_type == model_type:
+            return entry
+    supported = sorted({e.stock.__name__ for e in all_entries()})
+    raise ValueError(
+        f"cannot convert a {model_type!r} model (architectures {config_dict.get('architectures')}): supported base "
+        f"architectures are {', '.join(supported)}."
+    )
+
+
+def pitome_model_types() -> tuple:
+    """The model_type of every PiToMe config."""
+    return tuple(c.model_type for f in FAMILIES for c in f.config_classes)
+
+
+def model_types_for_task(task: str) -> tuple:
+    """Model types (PiToMe and stock) of the checkpoints a `pitome-hf evaluate` task takes: the main model of each
+    family that serves it (a CLIP vision tower alone cannot do zero-shot classification)."""
+    out = []
+    for family in FAMILIES:
+        if task in family.tasks:
+            config = family.models[0].config_class
+            out += [config.model_type, *config.stock_model_types]
+    return tuple(out)
+
+
+def register_auto_classes() -> None:
+    """Register every PiToMe config, model and processor with the transformers Auto factories (local use, no remote
+    code needed)."""
+    for family in FAMILIES:
+        for config in family.config_classes:
+            transformers.AutoConfig.register(config.model_type, config, exist_ok=True)
+        for entry in family.models:
+            for auto in entry.autos:
+                getattr(transformers, auto).register(entry.config_class, entry.pitome, exist_ok=True)
+        if family.processor is not None:
+            for config in family.config_classes:
+                transformers.AutoProcessor.register(config, family.processor, exist_ok=True)

@@ -1,0 +1,125 @@
+"""Measurement: the one place for device sync, timers, the merge step's own time, peak memory, progress lines,
+sweeps over configurations x keep ratios, and markdown tables. Evaluation, benchmarks, the study, fidelity and the
+Space import this module; it imports nothing of the toolkit but the merge state it instruments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+
+from .modeling.merge_state import MergeState
+
+MIN_WARMUP, MIN_REPEATS = 1, 3  # below this a timing is not a measurement
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def check_timing_settings(warmup: int, repeats: int, allow_short: bool = False) -> Optional[str]:
+    """None when warm-up and repeats can measure; else refuses (ValueError), or with `allow_short` returns the caveat
+    to print next to the figures."""
+    if warmup >= MIN_WARMUP and repeats >= MIN_REPEATS:
+        return None
+    message = (f"--warmup {warmup} --repeats {repeats} is too short to measure (at least --warmup {MIN_WARMUP} "
+               f"--repeats {MIN_REPEATS}): the first calls include one-time costs and one repeat has no spread")
+    if not allow_short:
+        raise ValueError(message + "; pass --allow-short to run it anyway, flagged.")
+    return "CAUTION: " + message + ". These figures are not measurements."
+
+
+def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeats: int = 5) -> float:
+    """Median seconds of `fn()` after `warmup` calls, with device synchronisation around each call."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def merge_step_timer(device: torch.device):
+    """Wall time spent inside `MergeState.step`, in total and per layer (instrumentation for eager runs only: a
+    compiled graph has no step to time). Yields {"seconds": float, "per_layer": {layer: seconds}, "calls": int}."""
+    spent = {"seconds": 0.0, "per_layer": {}, "calls": 0}
+    original = MergeState.step
+
+    def timed(self, x, layer, keys=None):
+        synchronize(device)
+        start = time.perf_counter()
+        out = original(self, x, layer, keys)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        spent["seconds"] += seconds
+        spent["per_layer"][layer] = spent["per_layer"].get(layer, 0.0) + seconds
+        spent["calls"] += 1
+        return out
+
+    MergeState.step = timed
+    try:
+        yield spent
+    finally:
+        MergeState.step = original
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated since the last reset (CUDA), else the process's peak resident memory (CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Progress:
+    """One line per finished step with its figures and the time left, on stderr, whether or not it is a terminal."""
+
+    def __init__(self, total: int, label: str = "", enabled: bool = True, stream=None):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.stream = stream or sys.stderr
+        self.done, self.start = 0, time.perf_counter()
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        print(f"{self.label}[{self.done}/{self.total}] {text} ({elapsed:.0f} s elapsed, about {left:.0f} s left)",
+              file=self.stream, flush=True)
+
+
+def sweep(methods: Sequence[str], keep_ratios: Sequence[float], presets: Iterable[str] = ()) -> list[tuple[dict, float]]:
+    """(merge settings, keep ratio) for every row: the unmerged model once (when "none" is among the methods), then
+    each method and each preset at every keep ratio."""
+    configs = [(dict(merge_method="none"), 1.0)] if "none" in methods else []
+    rows = [dict(merge_method=m) for m in methods if m != "none"] + [dict(merge_preset=p) for p in presets]
+    return configs + [(settings, float(r)) for r in keep_ratios for settings in rows]
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[tuple]) -> str:
+    """columns: (key, title, format) with format a callable value -> str; a missing key prints empty."""
+    head = "| " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(row[key]) if row.get(key) is not None else "" for key, _, fmt in columns) + " |"
+            for row in rows]
+    return "\n".join([head, rule, *body])
+
+
+def fixed(digits: int) -> Callable:
+    return lambda v: f"{v:.{digits}f}"

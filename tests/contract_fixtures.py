@@ -1,0 +1,143 @@
+"""Test data for the contract suite (tests/test_contract.py): for each stock class in the family registry, a tiny
+stock config and inputs. A new family adds its entries here; the suite itself does not change.
+
+Each `Fixture` says how to build the stock config, the inputs of a forward (given the PiToMe config, so LLaVA prompts
+hold the merged number of image tokens), the mergeable tokens entering layer 0, the analytic FLOPs and the forward
+they count, and the pipeline task that remote code must serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import transformers
+
+from pitome_hf.modeling.configuration_pitome_llava import llava_merge_settings, llava_num_image_tokens
+from pitome_hf.modeling.merge_config import MergeSettings, token_schedule
+
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2, image_size=32,
+              patch_size=4, hidden_act="gelu")  # 64 patches
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=50,
+            max_position_embeddings=32)
+
+
+@dataclass
+class Fixture:
+    config: Callable  # () -> stock config
+    inputs: Callable  # (pitome_or_stock_config, batch, generator) -> dict of tensors
+    num_tokens: Callable = lambda config: 64  # mergeable tokens entering the first merging layer
+    schedule_settings: Optional[Callable] = None  # config -> the MergeSettings the tower runs (LLaVA: restricted)
+    flops: Optional[Callable] = None  # (family_flops, model) -> (analytic, thunk running the counted forward)
+    compare: tuple = ("logits", "logits_per_image", "image_embeds", "pooler_output", "last_hidden_state")
+    pipeline: Optional[str] = None  # task served through remote code (see test_contract.PIPELINE_CALLS)
+
+
+def pixels(config, batch, g):
+    vision = getattr(config, "vision_config", None) or config
+    return {"pixel_values": torch.randn(batch, 3, vision.image_size, vision.image_size, generator=g)}
+
+
+def text_and_pixels(config, batch, g):
+    return {"input_ids": torch.randint(1, 50, (3, 8), generator=g), **pixels(config, batch, g)}
+
+
+def padded_text(config, batch, g):
+    ids = torch.randint(5, 50, (batch, 20), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 14:] = 0  # one padded sample: merging must respect it
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def image_flops(family_flops, model):
+    x = pixels(model.config, 1, torch.Generator().manual_seed(0))
+    run = model.get_image_features if hasattr(model, "get_image_features") else model
+    return family_flops(model.config), lambda: run(**x)
+
+
+def bert_flops(family_flops, model):
+    ids = torch.randint(5, 50, (1, 20), generator=torch.Generator().manual_seed(0))
+    return family_flops(model.config, 20), lambda: model(input_ids=ids)
+
+
+def vit_config():
+    return transformers.ViTConfig(**VISION, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def clip_config():
+    return transformers.CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=16)
+
+
+def siglip_config():  # the pipeline pads SigLIP texts to 64 tokens
+    return transformers.SiglipConfig(text_config=dict(TEXT, max_position_embeddings=64), vision_config=VISION)
+
+
+def dinov2_config(**kw):
+    values = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2, image_size=32, patch_size=4,
+                  num_labels=3)
+    values.update(kw)
+    return values
+
+
+# ---- LLaVA: prompts carry exactly the merged number of image tokens
+IMAGE_TOKEN = 4
+
+
+def llava_config():
+    vision = dict(VISION, model_type="clip_vision_model", projection_dim=16)
+    text = dict(model_type="llama", vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0,
+                bos_token_id=2, eos_token_id=3)
+    return transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN,
+                                    vision_feature_layer=-2, vision_feature_select_strategy="default")
+
+
+def _image_count(config) -> int:
+    if hasattr(config, "keep_ratio"):
+        return llava_num_image_tokens(config)
+    return (config.vision_config.image_size // config.vision_config.patch_size) ** 2
+
+
+def llava_inputs(config, batch, g):
+    n = _image_count(config)
+    ids = torch.cat([torch.full((batch, 1), 2), torch.full((batch, n), IMAGE_TOKEN),
+                     torch.randint(5, 50, (batch, 6), generator=g)], dim=1)
+    return {"input_ids": ids, **pixels(config, batch, g)}
+
+
+def llava_flops(family_flops, model):
+    x = llava_inputs(model.config, 1, torch.Generator().manual_seed(0))
+    return family_flops(model.config, 7), lambda: model(**x, logits_to_keep=1)  # a prefill: the last token's logits
+
+
+FIXTURES = {
+    "ViTForImageClassification": Fixture(vit_config, pixels, flops=image_flops, pipeline="image-classification"),
+    "ViTModel": Fixture(vit_config, pixels, flops=image_flops),
+    "CLIPModel": Fixture(clip_config, text_and_pixels, flops=image_flops, pipeline="zero-shot-image-classification"),
+    "CLIPVisionModel": Fixture(lambda: transformers.CLIPVisionConfig(**VISION), pixels, flops=image_flops),
+    "CLIPVisionModelWithProjection": Fixture(lambda: transformers.CLIPVisionConfig(**VISION, projection_dim=16), pixels),
+    "SiglipModel": Fixture(siglip_config, text_and_pixels, flops=image_flops, pipeline="zero-shot-image-classification"),
+    "SiglipVisionModel": Fixture(lambda: transformers.SiglipVisionConfig(**VISION), pixels, flops=image_flops),
+    "LlavaForConditionalGeneration": Fixture(
+        llava_config, llava_inputs, schedule_settings=llava_merge_settings, flops=llava_flops),
+    "LlavaModel": Fixture(llava_config, llava_inputs, schedule_settings=llava_merge_settings,
+                          compare=("last_hidden_state",)),
+    "BertForSequenceClassification": Fixture(
+        lambda: transformers.BertConfig(**TEXT, num_labels=2, hidden_dropout_prob=0.0,
+                                        attention_probs_dropout_prob=0.0), padded_text, num_tokens=lambda c: 19),
+    "BertModel": Fixture(lambda: transformers.BertConfig(**TEXT, hidden_dropout_prob=0.0,
+                                                         attention_probs_dropout_prob=0.0),
+                         padded_text, num_tokens=lambda c: 19, flops=bert_flops),
+    "Dinov2Model": Fixture(lambda: transformers.Dinov2Config(**dinov2_config()), pixels, flops=image_flops),
+    "Dinov2ForImageClassification": Fixture(lambda: transformers.Dinov2Config(**dinov2_config()), pixels),
+    "Dinov2WithRegistersModel": Fixture(
+        lambda: transformers.Dinov2WithRegistersConfig(**dinov2_config(num_register_tokens=2)), pixels,
+        flops=image_flops),
+}
+
+
+def expected_schedule(fixture: Fixture, config) -> list[int]:
+    settings = fixture.schedule_settings(config) if fixture.schedule_settings else MergeSettings.from_config(config)
+    layers = settings.num_layers
+    return token_schedule(settings, num_tokens=fixture.num_tokens(config), num_layers=layers)
