@@ -1,72 +1,94 @@
-"""Speed benchmarks: images/s of none vs ToMe vs PiToMe, measured side by side in one run.
+"""Speed benchmarks: none vs ToMe vs PiToMe measured side by side in one run, eager and compiled.
 
-`python -m pitome_hf.benchmark vit` (or `pitome-hf benchmark vit`) prints, for a ViT-B/16-shaped model with random
-weights: images/s, analytic GFLOPs, the FLOPs-ideal speed-up, measured speed-up / ideal, the share of time spent in
-the merge step, and PiToMe's time over ToMe's at the same token schedule.
+    pitome-hf benchmark default                 # the embedded Fashion-MNIST ViT (real weights), batch 64
+    pitome-hf benchmark vit --batch 32          # ViT-B/16 shape (random weights)
+    pitome-hf benchmark clip --shapes B/16      # CLIP vision towers (B/16 at 224, L/14 at 336)
+    pitome-hf benchmark siglip                  # SigLIP-B/16-224 vision tower with its attention-pooling head
+    pitome-hf benchmark llava                   # LLaVA-1.5 shape: image tokens, time to first token, KV cache
+    pitome-hf benchmark vit --modes eager compiled
 
-`python -m pitome_hf.benchmark clip` does the same for CLIP vision towers (with projection, random weights) shaped
-like CLIP ViT-B/16 at 224 and ViT-L/14 at 336 (LLaVA-1.5's tower), at keep ratios 0.95, 0.925 and 0.9.
+Per row: images/s, analytic GFLOPs, the FLOPs-ideal speed-up over the unmerged model, the measured speed-up, their
+ratio (measured / ideal), the merge step's own time per merging layer (eager rows: the step is timed with device
+synchronisation around it; a compiled graph has no separate step to time), and PiToMe's time over ToMe's at the same
+token schedule. Timings are medians of --repeats calls after --warmup calls; on a shared CPU absolute numbers move by
+several percent between runs, so read the ratios, which come from rows measured side by side in one process.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import statistics
 import time
-from typing import Callable
 
 import torch
 
-from .flops import clip_vision_flops, vit_flops
-from .modeling.merge_state import MergeState
+from . import benchmark_llava
+from .measure import check_timing_settings, default_device, markdown_table, merge_step_timer, synchronize, time_call
+
+MODES = ("eager", "compiled")
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _model_for(stock, method: str, ratio: float, mode: str):
+    from .convert import apply_pitome
+
+    model = apply_pitome(stock, merge_method=method, keep_ratio=ratio)
+    return torch.compile(model) if mode == "compiled" else model
 
 
-def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeats: int = 5) -> float:
-    """Median seconds of `fn()` after `warmup` calls, with device synchronisation around each call."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup: int, repeats: int,
+                    modes=("eager",), methods=("tome", "pitome")) -> list[dict]:
+    """Time `stock` unmerged, then each method at each keep ratio, on input `x`, in each mode; one row per run.
+
+    `flops_fn(config)` gives one sample's analytic FLOPs. Every run shares the stock model's weights; rows of one mode
+    are compared with that mode's unmerged row."""
+    dev, batch = x.device, x.shape[0]
+    rows = []
+    for mode in modes:
+        base_flops = base_time = None
+        for method, ratio in [("none", 1.0)] + [(m, r) for r in ratios for m in methods]:
+            model = _model_for(stock, method, ratio, mode)
+            with torch.inference_mode():
+                seconds = time_call(lambda: model(x), dev, warmup, repeats)
+                per_layer = share = None
+                if mode == "eager" and method != "none":  # one more, instrumented call: the step's own share of it
+                    with merge_step_timer(dev) as spent:
+                        begin = time.perf_counter()
+                        model(x)
+                        synchronize(dev)
+                        total = time.perf_counter() - begin
+                    per_layer, share = spent["seconds"] / max(1, spent["calls"]), spent["seconds"] / total
+            flops = flops_fn(model.config)
+            if method == "none":
+                base_flops, base_time = flops, seconds
+            ideal, measured = base_flops / flops, base_time / seconds
+            rows.append(dict(method=method, keep_ratio=ratio, mode=mode, images_per_s=batch / seconds,
+                             gflops=flops / 1e9, ideal_speedup=ideal, speedup=measured,
+                             measured_over_ideal=measured / ideal, seconds=seconds,
+                             merge_ms_per_layer=None if per_layer is None else 1e3 * per_layer,
+                             merge_share=share,
+                             device=str(dev), dtype=dtype, batch=batch))
+    tome = {(r["mode"], r["keep_ratio"]): r["seconds"] for r in rows if r["method"] == "tome"}
+    for r in rows:
+        if r["method"] == "pitome" and (r["mode"], r["keep_ratio"]) in tome:
+            r["time_vs_tome"] = r["seconds"] / tome[(r["mode"], r["keep_ratio"])]
+    return rows
 
 
-@contextlib.contextmanager
-def merge_step_timer(device: torch.device):
-    """Accumulates the wall time spent inside `MergeState.step` (benchmark instrumentation only)."""
-    spent = {"seconds": 0.0}
-    original = MergeState.step
-
-    def timed(self, x, layer, keys=None):
-        synchronize(device)
-        start = time.perf_counter()
-        out = original(self, x, layer, keys)
-        synchronize(device)
-        spent["seconds"] += time.perf_counter() - start
-        return out
-
-    MergeState.step = timed
-    try:
-        yield spent
-    finally:
-        MergeState.step = original
+def _inputs(stock, batch: int, dev, dtype):
+    vision = getattr(stock.config, "vision_config", None) or stock.config
+    size = vision.image_size if isinstance(vision.image_size, int) else vision.image_size[0]
+    return torch.randn(batch, 3, size, size, device=dev, dtype=dtype)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _run(stock, flops_fn, args) -> list[dict]:
+    dev = torch.device(args.device) if args.device else default_device()
+    torch_dtype = getattr(torch, args.dtype)
+    stock = stock.eval().to(dev, torch_dtype)
+    x = _inputs(stock, args.batch, dev, torch_dtype)
+    return compare_methods(stock, x, flops_fn, args.ratios, args.dtype, args.warmup, args.repeats, args.modes)
 
 
+# ---- model shapes (random weights) -------------------------------------------------------------------------------
 def vit_b16_config(**overrides):
     from transformers import ViTConfig
 
@@ -76,78 +98,14 @@ def vit_b16_config(**overrides):
     return ViTConfig(**values)
 
 
-def bench_vit(
-    batch: int = 32,
-    ratios=(0.95, 0.9, 0.85),
-    device: str | None = None,
-    dtype: str = "float32",
-    warmup: int = 2,
-    repeats: int = 5,
-    config_overrides: dict | None = None,
-) -> list[dict]:
-    from transformers import ViTForImageClassification
-
-    dev = torch.device(device) if device else default_device()
-    torch_dtype = getattr(torch, dtype)
-    torch.manual_seed(0)
-    stock = ViTForImageClassification(vit_b16_config(**(config_overrides or {}))).eval().to(dev, torch_dtype)
-    x = torch.randn(batch, 3, stock.config.image_size, stock.config.image_size, device=dev, dtype=torch_dtype)
-    return compare_methods(stock, x, vit_flops, ratios, dtype, warmup, repeats)
-
-
-def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup: int, repeats: int) -> list[dict]:
-    """Time `stock` as none, then ToMe and PiToMe at each keep ratio, on input `x`; one row per run.
-
-    `flops_fn(config)` gives one sample's analytic FLOPs. Every run shares the stock model's weights."""
-    from .convert import apply_pitome
-
-    dev, batch = x.device, x.shape[0]
-    rows = []
-    runs = [("none", 1.0)] + [(m, r) for r in ratios for m in ("tome", "pitome")]
-    base_flops = base_time = None
-    for method, ratio in runs:
-        model = apply_pitome(stock, merge_method=method, keep_ratio=ratio)
-        with torch.inference_mode():
-            seconds = time_call(lambda: model(x), dev, warmup, repeats)
-            with merge_step_timer(dev) as spent:
-                start = time.perf_counter()
-                model(x)
-                synchronize(dev)
-                total = time.perf_counter() - start
-        flops = flops_fn(model.config)
-        if method == "none":
-            base_flops, base_time = flops, seconds
-        ideal = base_flops / flops
-        measured = base_time / seconds
-        rows.append(
-            dict(
-                method=method,
-                keep_ratio=ratio,
-                images_per_s=batch / seconds,
-                gflops=flops / 1e9,
-                ideal_speedup=ideal,
-                speedup=measured,
-                measured_over_ideal=measured / ideal,
-                merge_share=spent["seconds"] / total,
-                device=str(dev),
-                dtype=dtype,
-                batch=batch,
-            )
-        )
-    tome_time = {r["keep_ratio"]: r["images_per_s"] for r in rows if r["method"] == "tome"}
-    for r in rows:
-        if r["method"] == "pitome":
-            r["time_vs_tome"] = tome_time[r["keep_ratio"]] / r["images_per_s"]
-    return rows
-
-
-# CLIP vision towers (OpenAI CLIP shapes): name -> CLIPVisionConfig fields.
-CLIP_SHAPES = {
+CLIP_SHAPES = {  # OpenAI CLIP vision towers: name -> CLIPVisionConfig fields
     "B/16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                  image_size=224, patch_size=16, projection_dim=512),
     "L/14-336": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                      image_size=336, patch_size=14, projection_dim=768),
 }
+SIGLIP_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                  image_size=224, patch_size=16)
 
 
 def clip_vision_config(shape: str = "B/16", **overrides):
@@ -155,97 +113,135 @@ def clip_vision_config(shape: str = "B/16", **overrides):
 
     if shape not in CLIP_SHAPES:
         raise ValueError(f"CLIP shape {shape!r} is not known; choose from {', '.join(map(repr, CLIP_SHAPES))}.")
-    values = dict(CLIP_SHAPES[shape], attn_implementation="sdpa")
-    values.update(overrides)
-    return CLIPVisionConfig(**values)
+    return CLIPVisionConfig(**{**CLIP_SHAPES[shape], "attn_implementation": "sdpa", **overrides})
 
 
-def bench_clip(
-    batch: int = 32,
-    ratios=(0.95, 0.925, 0.9),
-    device: str | None = None,
-    dtype: str = "float32",
-    warmup: int = 2,
-    repeats: int = 5,
-    shapes=tuple(CLIP_SHAPES),
-    config_overrides: dict | None = None,
-) -> list[dict]:
-    """CLIP vision towers with projection (random weights), none vs ToMe vs PiToMe; each row also names its shape."""
+def bench_vit(args, config_overrides: dict | None = None) -> list[dict]:
+    from transformers import ViTForImageClassification
+
+    from .flops import vit_flops
+
+    torch.manual_seed(0)
+    return _run(ViTForImageClassification(vit_b16_config(**(config_overrides or {}))), vit_flops, args)
+
+
+def bench_default(args) -> list[dict]:
+    """The embedded Fashion-MNIST ViT with its real weights (49 patch tokens, width 96, 4 layers)."""
+    from .evaluation import DEFAULT_MODEL
+    from .flops import vit_flops
+    from .modeling import PiToMeViTForImageClassification
+
+    model = PiToMeViTForImageClassification.from_pretrained(DEFAULT_MODEL, merge_method="none")
+    return _run(model, vit_flops, args)
+
+
+def bench_clip(args, config_overrides: dict | None = None) -> list[dict]:
     from transformers import CLIPVisionModelWithProjection
 
-    dev = torch.device(device) if device else default_device()
-    torch_dtype = getattr(torch, dtype)
+    from .flops import clip_vision_flops
+
     rows = []
-    for shape in shapes:
+    for shape in args.shapes:
         torch.manual_seed(0)
-        config = clip_vision_config(shape, **(config_overrides or {}))
-        stock = CLIPVisionModelWithProjection(config).eval().to(dev, torch_dtype)
-        x = torch.randn(batch, 3, config.image_size, config.image_size, device=dev, dtype=torch_dtype)
-
-        def flops_fn(cfg):
-            return clip_vision_flops(cfg, with_projection=True)
-
-        for row in compare_methods(stock, x, flops_fn, ratios, dtype, warmup, repeats):
+        stock = CLIPVisionModelWithProjection(clip_vision_config(shape, **(config_overrides or {})))
+        for row in _run(stock, lambda cfg: clip_vision_flops(cfg, with_projection=True), args):
             rows.append(dict(row, model=f"CLIP {shape}"))
-        del stock
     return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
-    head = "| method | keep ratio | images/s | GFLOPs | ideal speed-up | speed-up | measured/ideal | merge share | time / ToMe |"
-    lines = [head, "|" + "---|" * 9]
-    for r in rows:
-        vs = f"{r['time_vs_tome']:.3f}" if "time_vs_tome" in r else ""
-        lines.append(
-            f"| {r['method']} | {r['keep_ratio']} | {r['images_per_s']:.1f} | {r['gflops']:.2f} | "
-            f"{r['ideal_speedup']:.3f} | {r['speedup']:.3f} | {r['measured_over_ideal']:.3f} | "
-            f"{100 * r['merge_share']:.1f}% | {vs} |"
-        )
-    return "\n".join(lines)
+def bench_siglip(args, config_overrides: dict | None = None) -> list[dict]:
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    from .flops import siglip_vision_flops
+
+    torch.manual_seed(0)
+    config = SiglipVisionConfig(**{**SIGLIP_B16, "attn_implementation": "sdpa", **(config_overrides or {})})
+    return _run(SiglipVisionModel(config), siglip_vision_flops, args)
 
 
-DEFAULT_RATIOS = {"vit": [0.95, 0.9, 0.85], "clip": [0.95, 0.925, 0.9]}
+COLUMNS = [
+    ("method", "method", str), ("keep_ratio", "keep ratio", str), ("mode", "mode", str),
+    ("images_per_s", "images/s", lambda v: f"{v:.1f}"), ("gflops", "GFLOPs", lambda v: f"{v:.4g}"),
+    ("ideal_speedup", "FLOPs-ideal speed-up", lambda v: f"{v:.3f}"), ("speedup", "measured speed-up",
+                                                                       lambda v: f"{v:.3f}"),
+    ("measured_over_ideal", "measured/ideal", lambda v: f"{v:.3f}"),
+    ("merge_ms_per_layer", "merge step ms/layer", lambda v: f"{v:.3f}"),
+    ("merge_share", "merge share", lambda v: f"{100 * v:.1f}%"), ("time_vs_tome", "PiToMe time / ToMe", lambda v: f"{v:.3f}"),
+]
+
+FAMILIES = {  # subcommand -> (runner, default keep ratios, default batch, title)
+    "default": (bench_default, [0.95, 0.9, 0.85, 0.8, 0.75], 64, "embedded Fashion-MNIST ViT (real weights)"),
+    "vit": (bench_vit, [0.95, 0.9, 0.85], 32, "ViT-B/16 shape, random weights"),
+    "clip": (bench_clip, [0.95, 0.925, 0.9], 32, "CLIP vision tower + projection, random weights"),
+    "siglip": (bench_siglip, [0.95, 0.9, 0.85], 32, "SigLIP-B/16-224 vision tower + pooling head, random weights"),
+}
 
 
-def main(argv=None) -> None:
-    if argv is None:
-        import sys
-
-        argv = sys.argv[1:]
-    if argv and argv[0] == "llava":  # the llava family has its own options (pitome_hf/benchmark_llava.py)
-        from .benchmark_llava import main as llava_main
-
-        return llava_main(argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("family", choices=["vit", "clip", "llava"], nargs="?", default="vit")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--ratios", type=float, nargs="+", default=None,
-                        help="keep ratios (default: vit 0.95 0.9 0.85; clip 0.95 0.925 0.9)")
-    parser.add_argument("--shapes", nargs="+", default=list(CLIP_SHAPES), choices=list(CLIP_SHAPES),
-                        help="clip only: which vision towers to run")
+def _common(parser: argparse.ArgumentParser, batch: int, ratios) -> None:
+    parser.add_argument("--batch", type=int, default=batch, help="images per forward (default: %(default)s)")
+    parser.add_argument("--ratios", type=float, nargs="+", default=ratios, help="keep ratios (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="(default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s, at least 1)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls, median reported (default: %(default)s, "
+                        "at least 3)")
+    parser.add_argument("--allow-short", action="store_true", help="run with fewer warm-up calls or repeats anyway; "
+                        "the output is flagged as not a measurement")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    args = parser.parse_args(argv)
-    ratios = args.ratios or DEFAULT_RATIOS[args.family]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pitome-hf benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="family", required=True, metavar="family")
+    for name, (_, ratios, batch, title) in FAMILIES.items():
+        p = sub.add_parser(name, help=title, description=f"{title}: none vs ToMe vs PiToMe, side by side.")
+        _common(p, batch, ratios)
+        p.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
+                       help="eager and/or compiled (torch.compile) rows, side by side (default: %(default)s)")
+        if name == "clip":
+            p.add_argument("--shapes", nargs="+", default=list(CLIP_SHAPES), choices=list(CLIP_SHAPES),
+                           help="which towers (default: all)")
+    llava = sub.add_parser("llava", help="LLaVA-1.5 shape: image tokens, TTFT, latency, KV cache",
+                           description=benchmark_llava.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(llava, 1, [0.95, 0.925, 0.9])
+    benchmark_llava.add_arguments(llava)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch < 1:
+        raise ValueError(f"--batch {args.batch}: must be >= 1.")
+    bad = [r for r in args.ratios if not 0 < r <= 1]
+    if bad:
+        raise ValueError(f"--ratios {bad}: each keep ratio must be in (0, 1].")
+    caveat = check_timing_settings(args.warmup, args.repeats, args.allow_short)
+    start = time.perf_counter()
     setup = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if args.family == "vit":
-        rows = bench_vit(args.batch, ratios, args.device, args.dtype, args.warmup, args.repeats)
-        print(f"ViT-B/16 shape, random weights, batch {args.batch}, {rows[0]['device']}, {args.dtype}, {setup}")
-        print(markdown_table(rows))
+    if args.family == "llava":
+        rows = benchmark_llava.run(args)
+        print(f"LLaVA-1.5-shaped (CLIP-L/14-336 tower, {args.lm_layers}-layer Llama, hidden {args.lm_hidden}), random "
+              f"weights, batch {args.batch}, {rows[0]['device']}, {args.dtype}, {setup}")
+        print(benchmark_llava.markdown(rows))
     else:
-        rows = bench_clip(args.batch, ratios, args.device, args.dtype, args.warmup, args.repeats, args.shapes)
-        for shape in args.shapes:
-            part = [r for r in rows if r["model"] == f"CLIP {shape}"]
-            print(f"\nCLIP {shape} vision tower + projection, random weights, batch {args.batch}, "
-                  f"{part[0]['device']}, {args.dtype}, {setup}")
-            print(markdown_table(part))
+        runner, _, _, title = FAMILIES[args.family]
+        rows = runner(args)
+        groups = sorted({r.get("model", title) for r in rows}, key=lambda m: [r.get("model", title) for r in rows].index(m))
+        for group in groups:
+            part = [r for r in rows if r.get("model", title) == group]
+            print(f"\n{group}, batch {args.batch}, {part[0]['device']}, {args.dtype}, {setup}")
+            print(markdown_table(part, COLUMNS))
+    print(f"\n{time.perf_counter() - start:.0f} s. Read the ratios: absolute timings on a shared CPU move by several "
+          "percent between runs.")
+    if caveat:
+        print(caveat)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump({"rows": rows, "caveat": caveat, "setup": setup}, f, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

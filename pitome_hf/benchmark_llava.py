@@ -7,17 +7,17 @@ generation (analytic: 2 x layers x batch x kv_heads x head_dim x sequence x byte
 FLOPs-ideal time-to-first-token speed-up next to the measured one. With a small language model the vision tower is a
 larger share of prefill than in LLaVA-1.5-7B, so the ideal speed-up here is smaller than the 7B model's.
 
-`python -m pitome_hf.benchmark llava` (or `python -m pitome_hf.benchmark_llava`).
+`pitome-hf benchmark llava` (options: `pitome-hf benchmark llava --help`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from .flops import llava_prefill_flops
+from .measure import default_device, markdown_table, time_call
 from .modeling.configuration_pitome_llava import llava_num_image_tokens
 
 LLAVA15_VISION = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
@@ -37,10 +37,9 @@ def llava_config(lm_layers: int = 4, lm_hidden: int = 1024, vocab: int = 1000, v
 
 def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = None, dtype: str = "float32",
                 new_tokens: int = 32, text_tokens: int = 32, repeats: int = 3, lm_layers: int = 4,
-                lm_hidden: int = 1024, vision: dict | None = None) -> list[dict]:
+                lm_hidden: int = 1024, vision: dict | None = None, warmup: int = 1) -> list[dict]:
     from transformers import LlavaForConditionalGeneration
 
-    from .benchmark import default_device, time_call
     from .convert import apply_pitome
 
     dev = torch.device(device) if device else default_device()
@@ -64,7 +63,7 @@ def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = 
             return model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
 
         with torch.inference_mode():
-            ttft = time_call(lambda: generate(1), dev, warmup=1, repeats=repeats)
+            ttft = time_call(lambda: generate(1), dev, warmup=warmup, repeats=repeats)
             total = time_call(lambda: generate(new_tokens), dev, warmup=0, repeats=repeats)
         text_cfg = config.text_config
         head_dim = text_cfg.hidden_size // text_cfg.num_attention_heads
@@ -81,38 +80,31 @@ def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = 
     return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
-    head = ("| method | keep ratio | image tokens | TTFT (s) | latency (s) | KV cache (MiB) | prefill GFLOPs | "
-            "TTFT speed-up | FLOPs-ideal speed-up |")
-    lines = [head, "|" + "---|" * 9]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['keep_ratio']} | {r['image_tokens']} | {r['ttft_s']:.4f} | "
-                     f"{r['latency_s']:.4f} | {r['kv_cache_bytes'] / 2**20:.2f} | {r['prefill_gflops']:.2f} | "
-                     f"{r['ttft_speedup']:.3f} | {r['ideal_ttft_speedup']:.3f} |")
-    return "\n".join(lines)
+COLUMNS = [
+    ("method", "method", str), ("keep_ratio", "keep ratio", str), ("image_tokens", "image tokens", str),
+    ("ttft_s", "TTFT (s)", lambda v: f"{v:.4f}"), ("latency_s", "latency (s)", lambda v: f"{v:.4f}"),
+    ("kv_cache_bytes", "KV cache (MiB)", lambda v: f"{v / 2**20:.2f}"),
+    ("prefill_gflops", "prefill GFLOPs", lambda v: f"{v:.2f}"), ("ttft_speedup", "TTFT speed-up", lambda v: f"{v:.3f}"),
+    ("ideal_ttft_speedup", "FLOPs-ideal speed-up", lambda v: f"{v:.3f}"),
+    ("measured_over_ideal", "measured/ideal", lambda v: f"{v:.2f}"),
+]
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--ratios", type=float, nargs="+", default=[0.95, 0.925, 0.9])
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--lm-layers", type=int, default=4)
-    parser.add_argument("--lm-hidden", type=int, default=1024)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
-    rows = bench_llava(args.batch, args.ratios, args.device, args.dtype, args.new_tokens, repeats=args.repeats,
-                       lm_layers=args.lm_layers, lm_hidden=args.lm_hidden)
-    print(f"LLaVA-1.5-shaped (CLIP-L/14-336 tower, {args.lm_layers}-layer Llama, hidden {args.lm_hidden}), random "
-          f"weights, batch {args.batch}, {rows[0]['device']}, {args.dtype}, torch {torch.__version__}")
-    print(markdown_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+def markdown(rows: list[dict]) -> str:
+    return markdown_table([dict(r, measured_over_ideal=r["ttft_speedup"] / r["ideal_ttft_speedup"]) for r in rows],
+                          COLUMNS)
 
 
-if __name__ == "__main__":
-    main()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The LLaVA benchmark's own options (the common ones come from pitome_hf.benchmark)."""
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated for the latency (default: %(default)s)")
+    parser.add_argument("--text-tokens", type=int, default=32, help="prompt text tokens (default: %(default)s)")
+    parser.add_argument("--lm-layers", type=int, default=4, help="language-model layers (default: %(default)s; "
+                        "LLaVA-1.5-7B has 32)")
+    parser.add_argument("--lm-hidden", type=int, default=1024, help="language-model width (default: %(default)s; "
+                        "LLaVA-1.5-7B has 4096)")
+
+
+def run(args) -> list[dict]:
+    return bench_llava(args.batch, args.ratios, args.device, args.dtype, args.new_tokens, args.text_tokens,
+                       repeats=args.repeats, lm_layers=args.lm_layers, lm_hidden=args.lm_hidden, warmup=args.warmup)

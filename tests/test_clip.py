@@ -414,13 +414,3 @@ def test_embeddings_in_batches(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # FLOPs and the benchmark
 # ---------------------------------------------------------------------------------------------------------------
-def test_clip_benchmark_smoke():
-    from pitome_hf.benchmark import bench_clip, markdown_table
-
-    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-                patch_size=8, projection_dim=16)
-    rows = bench_clip(batch=2, ratios=(0.9,), warmup=0, repeats=1, config_overrides=tiny)
-    assert [(r["model"], r["method"]) for r in rows] == [
-        (f"CLIP {s}", m) for s in ("B/16", "L/14-336") for m in ("none", "tome", "pitome")]
-    assert all(r["ideal_speedup"] > 0 and r["images_per_s"] > 0 for r in rows)
-    assert "| pitome | 0.9 |" in markdown_table(rows)

@@ -266,7 +266,7 @@ def test_vision_tower_called_directly_merges_before_feature_layer_only():
 
 
 def test_benchmark_smoke():
-    from pitome_hf.benchmark_llava import bench_llava, markdown_table
+    from pitome_hf.benchmark_llava import bench_llava, markdown
 
     vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                   num_attention_heads=2, image_size=32, patch_size=4)
@@ -275,7 +275,7 @@ def test_benchmark_smoke():
     assert [r["method"] for r in rows] == ["none", "tome", "pitome"]
     assert rows[0]["image_tokens"] == 64 and rows[1]["image_tokens"] == rows[2]["image_tokens"] < 64
     assert rows[2]["kv_cache_bytes"] < rows[0]["kv_cache_bytes"] and rows[2]["ideal_ttft_speedup"] > 1
-    assert "FLOPs-ideal" in markdown_table(rows)
+    assert "FLOPs-ideal" in markdown(rows)
 
 
 def test_processor_multimodal_count_and_config_errors():

@@ -1,0 +1,62 @@
+"""The benchmark command: every family it covers runs side by side (tiny shapes here), eager and compiled, with the
+merge step's time per layer; settings too short to measure are refused or flagged."""
+
+import json
+
+import pytest
+import torch
+
+from pitome_hf import benchmark
+from pitome_hf.measure import check_timing_settings
+
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+
+
+def args_for(*argv):
+    return benchmark.build_parser().parse_args(list(argv))
+
+
+@pytest.mark.parametrize("family, runner, extra", [
+    ("vit", benchmark.bench_vit, dict(TINY, num_labels=3)),
+    ("clip", benchmark.bench_clip, dict(TINY, projection_dim=16)),
+    ("siglip", benchmark.bench_siglip, TINY),
+])
+def test_each_family_runs_side_by_side(family, runner, extra):
+    args = args_for(family, "--batch", "2", "--ratios", "0.8", "--warmup", "1", "--repeats", "3", "--device", "cpu")
+    rows = runner(args, config_overrides=extra)
+    methods = [r["method"] for r in rows]
+    assert methods[:3] == ["none", "tome", "pitome"]
+    merged = [r for r in rows if r["method"] != "none"]
+    assert all(r["ideal_speedup"] > 1 and r["merge_ms_per_layer"] > 0 and 0 < r["merge_share"] < 1 for r in merged)
+    assert all("time_vs_tome" in r for r in rows if r["method"] == "pitome")
+    assert "PiToMe time / ToMe" in benchmark.markdown_table(rows, benchmark.COLUMNS)
+
+
+def test_embedded_default_eager_and_compiled_in_one_run():
+    args = args_for("default", "--batch", "8", "--ratios", "0.8", "--warmup", "1", "--repeats", "3",
+                    "--modes", "eager", "compiled", "--device", "cpu")
+    rows = benchmark.bench_default(args)
+    assert [(r["mode"], r["method"]) for r in rows] == [
+        (m, x) for m in ("eager", "compiled") for x in ("none", "tome", "pitome")]
+    assert all(r["merge_ms_per_layer"] is None for r in rows if r["mode"] == "compiled")
+
+
+def test_short_settings_are_refused_or_flagged(tmp_path, capsys):
+    with pytest.raises(ValueError, match="--warmup 0 --repeats 1 is too short.*--allow-short"):
+        benchmark.main(["vit", "--warmup", "0", "--repeats", "1"])
+    assert check_timing_settings(1, 3) is None
+    assert check_timing_settings(0, 1, allow_short=True).startswith("CAUTION")
+    with pytest.raises(ValueError, match="--batch 0"):
+        benchmark.main(["vit", "--batch", "0"])
+    assert benchmark.main(["default", "--batch", "4", "--ratios", "0.8", "--warmup", "0", "--repeats", "1",
+                           "--allow-short", "--json", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "CAUTION" in out and "not measurements" in out
+    assert json.loads((tmp_path / "b.json").read_text())["caveat"].startswith("CAUTION")
+
+
+def test_help_names_the_subcommand_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["vit", "--help"])
+    text = capsys.readouterr().out
+    assert text.startswith("usage: pitome-hf benchmark vit") and "(default: 32)" in text and "(default: 5" in text
