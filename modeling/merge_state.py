@@ -127,10 +127,12 @@ class PaddedMergeState(MergeState):
         if self.settings.trace_source:
             positions = torch.arange(N, device=x.device).expand(B, N)
             self.token_map = torch.where(self.valid, positions, torch.full_like(positions, -1))
-        self.counts = [[t] for t in self._mergeable().tolist()]
+        self.lengths = self.valid.sum(1).tolist()  # the forward's one host sync: real tokens per sample
+        self.counts = [[t] for t in self._mergeable()]
 
-    def _mergeable(self) -> torch.Tensor:
-        return (self.valid.sum(1) - self.num_prefix).clamp_min(0)
+    def _mergeable(self) -> list[int]:
+        """Mergeable real tokens per sample, from the lengths kept on the host (no device read)."""
+        return [max(n - self.num_prefix, 0) for n in self.lengths]
 
     def attention_mask(self, attention_mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
         """Before any merge: the model's own mask. After: an additive (B, 1, 1, N) float mask, the dtype's minimum on
@@ -145,7 +147,7 @@ class PaddedMergeState(MergeState):
         return mask[:, None, None, :]
 
     def needs_metric(self, layer: int, num_tokens: int) -> bool:
-        return any(self.settings.budget(t, layer) > 0 for t in self._mergeable().tolist())
+        return any(self.settings.budget(t, layer) > 0 for t in self._mergeable())
 
     def step(self, x: torch.Tensor, layer: int, keys: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Merge after layer `layer`'s attention, each sample with its own budget. keys (B, H, N, d) or None."""
@@ -153,8 +155,8 @@ class PaddedMergeState(MergeState):
             self._start(x)
         B, N, C = x.shape
         p = self.num_prefix
-        lengths = self.valid.sum(1)
-        mergeable = self._mergeable().tolist()
+        lengths = self.lengths  # on the host: budgets, groups and the new width need no device read
+        mergeable = self._mergeable()
         budgets = [self.settings.budget(t, layer) for t in mergeable]
         if not any(budgets):
             for count, t in zip(self.counts, mergeable):
@@ -164,14 +166,16 @@ class PaddedMergeState(MergeState):
             metric = keys.mean(dim=1)
         else:
             metric = x
-        new_lengths = torch.tensor([n - r for n, r in zip(lengths.tolist(), budgets)], device=x.device)
-        width = int(new_lengths.max())
+        new_list = [n - r for n, r in zip(lengths, budgets)]
+        new_lengths = torch.tensor(new_list, device=x.device)
+        width = max(new_list)
         out = x.new_zeros(B, width, C)
         sizes = self.sizes.new_zeros(B, width)
         token_map = self.token_map
-        for n in sorted(set(lengths.tolist())):
-            rows = (lengths == n).nonzero().squeeze(1)
-            r = budgets[int(rows[0])]
+        for n in sorted(set(lengths)):
+            members = [i for i, m in enumerate(lengths) if m == n]
+            rows = torch.tensor(members, device=x.device)
+            r = budgets[members[0]]
             # positions of each row's real tokens, in order (a stable sort puts the real ones first)
             idx = self.valid[rows].to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :n]
             xg = x[rows].gather(1, idx[..., None].expand(-1, -1, C))
@@ -194,6 +198,7 @@ class PaddedMergeState(MergeState):
         self.token_map = token_map
         self.sizes = sizes
         self.valid = torch.arange(width, device=x.device)[None, :] < new_lengths[:, None]
+        self.lengths = new_list
         self.merged = True
         for count, t, r in zip(self.counts, mergeable, budgets):
             count.append(t - r)

@@ -51,8 +51,13 @@ def _pixels(config) -> dict:
 
 
 def _token_ids(config, n: int = 8) -> torch.Tensor:
+    """n ordinary token ids (never a multimodal placeholder such as LLaVA's image token)."""
     text = getattr(config, "text_config", None) or config
-    return (torch.arange(n) % max(2, text.vocab_size - 1) + 1)[None]
+    ids = torch.arange(n) % max(3, text.vocab_size - 2) + 1
+    special = getattr(config, "image_token_id", None)
+    if special is not None:
+        ids[ids == special] = special + 1 if special + 1 < text.vocab_size else special - 1
+    return ids[None]
 
 
 def _text_inputs(config) -> dict:

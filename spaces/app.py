@@ -342,7 +342,7 @@ def get_model(path: Optional[str]) -> LoadedModel:
             family = None
         if family is None:
             raise InputError(
-                f"{key} is a {model_type!r} model; this Space shows {', '.join(sorted(HANDLERS))} checkpoints."
+                f"{key} is a {model_type!r} model; this Space supports {', '.join(sorted(HANDLERS))} checkpoints."
             )
         try:
             return family.load(key)

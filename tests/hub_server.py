@@ -180,9 +180,10 @@ class Handler(BaseHTTPRequestHandler):
         self._record()
         path = unquote(urlparse(self.path).path)
         st = self.state
-        m = re.match(r"^/api/models/([^/]+/[^/]+)/revision/(.+)$", path)
+        m = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/(.+))?$", path)
         if m:
             repo_id, rev = m.groups()
+            rev = rev or "main"
             sha, files = st.files(repo_id, rev)
             if files is None:
                 return self._error(404, "RepoNotFound" if repo_id not in st.repos else "RevisionNotFound", "not found",

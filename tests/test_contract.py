@@ -317,3 +317,74 @@ def test_stock_forwards_the_adapters_copy_have_not_changed():
         "adapter against it, then record the new hashes in tests/stock_forward_hashes.json (checked against "
         f"transformers {checked.get('_transformers')})."
     )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Speed contract: no host-device synchronisation added by merging; torch.compile without graph breaks
+# ------------------------------------------------------------------------------------------------------------------
+def _sync_calls(fn) -> list[str]:
+    """Tensor -> Python conversions (each a host-device synchronisation on an accelerator) made while `fn()` runs."""
+    from torch.overrides import TorchFunctionMode
+
+    syncs = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__int__,
+             torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.nonzero, torch.nonzero}
+
+    class Count(TorchFunctionMode):
+        calls: list = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in syncs:
+                self.calls.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    mode = Count()
+    mode.calls = []
+    with mode, torch.no_grad():
+        fn()
+    return mode.calls
+
+
+VISION_ENTRIES = [e for e in ENTRIES if fixture_of(e).inputs.__name__ == "pixels"]
+
+
+@pytest.mark.parametrize("entry", VISION_ENTRIES + [e for e in ENTRIES if e.stock.__name__ == "LlavaModel"],
+                         ids=lambda e: e.stock.__name__)
+def test_merging_adds_no_host_sync(entry):
+    stock = stock_model(entry, "sdpa")
+    merged = apply_pitome(stock, keep_ratio=0.8, preset="authors-deit")  # pitome_bsm and the protected step
+    unmerged = apply_pitome(stock, merge_method="none")
+    if entry.stock.__name__ == "LlavaModel":
+        x = inputs_for(entry, merged.config)["pixel_values"]
+        run = lambda m: m.get_image_features(pixel_values=x)  # noqa: E731  (the vision path)
+    else:
+        x = inputs_for(entry, merged.config)
+        run = lambda m: m(**x)  # noqa: E731
+    base = _sync_calls(lambda: run(unmerged))
+    for model in (merged, apply_pitome(stock, keep_ratio=0.8), apply_pitome(stock, keep_ratio=0.8, merge_method="tome")):
+        assert _sync_calls(lambda: run(model)) == base
+
+
+def test_padded_text_syncs_are_bounded():
+    """BERT's padded batches need the per-sample lengths on the host for their budgets: one read per forward (the
+    lengths are then tracked on the host), whatever the batch size and the number of merging layers."""
+    entry = next(e for e in ENTRIES if e.stock.__name__ == "BertModel")
+    model = apply_pitome(stock_model(entry), keep_ratio=0.8)
+    counts = []
+    for batch in (2, 6):
+        x = inputs_for(entry, model.config, batch=batch)
+        counts.append(len(_sync_calls(lambda: model(**x))))
+    unmerged = apply_pitome(stock_model(entry), merge_method="none")
+    x = inputs_for(entry, model.config)
+    assert counts[0] == counts[1] == len(_sync_calls(lambda: unmerged(**x))), counts  # the state's one read, no more
+
+
+@pytest.mark.parametrize("entry", VISION_ENTRIES, ids=lambda e: e.stock.__name__)
+def test_torch_compile_traces_merging_without_graph_breaks(entry):
+    import torch._dynamo as dynamo
+
+    model = apply_pitome(stock_model(entry, "sdpa"), keep_ratio=0.8)
+    x = inputs_for(entry, model.config)
+    dynamo.reset()
+    with torch.no_grad():
+        explanation = dynamo.explain(model)(**x)
+    assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]

@@ -143,7 +143,7 @@ def test_zero_shot_needs_class_names_and_a_clip_model(clip_task, tmp_path):
     from transformers import ViTConfig
 
     ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="'vit' model; the task image-text-retrieval supports clip, pitome_clip"):
+    with pytest.raises(ValueError, match="'vit' model; the task image-text-retrieval supports pitome_clip, clip, pitome_siglip, siglip"):
         evaluate_model(model=str(tmp_path), data=DataSpec(str(clip_task / "captions.parquet")),
                        task="image-text-retrieval", progress=False)
 
@@ -216,7 +216,7 @@ def test_vqa_prompt_and_model_errors(llava_task, clip_task):
     with pytest.raises(ValueError, match="needs '<image>'"):
         evaluate_model(model=str(root / "model"), data=DataSpec(str(root / "vqa.parquet")), task="vqa",
                        prompt="{} ?", progress=False)
-    with pytest.raises(ValueError, match="'clip' model; the task vqa supports llava, pitome_llava"):
+    with pytest.raises(ValueError, match="'clip' model; the task vqa supports pitome_llava, llava"):
         evaluate_model(model=str(clip_task / "model"), data=DataSpec(str(root / "vqa.parquet")), task="vqa",
                        progress=False)
 
