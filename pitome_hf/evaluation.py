@@ -1,6 +1,7 @@
 """Evaluate a model under none / ToMe / PiToMe merging at several keep ratios: metric, GFLOPs, images/s, memory.
 
     pitome-hf evaluate                                  # the embedded default (Fashion-MNIST ViT), all methods
+    pitome-hf evaluate --presets authors-deit --keep-ratios 0.9   # add the authors' DeiT configuration
     pitome-hf evaluate --model DIR_OR_ID --dataset DIR_OR_ID --split validation --keep-ratios 0.95 0.9 0.85
     pitome-hf evaluate --task zero-shot-image-classification --model openai/clip-vit-base-patch16 --dataset ...
     pitome-hf evaluate --task image-text-retrieval --model CLIP --dataset ... --text-column caption
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from .evaluation_tasks import TASK_CLASSES, TASKS, timed_run
-from .measure import peak_memory_mb, sweep
+from .measure import Progress, peak_memory_mb, sweep
 from .modeling.merge_config import MergeSettings
 
 ASSETS = Path(__file__).parent / "assets"
@@ -162,6 +163,8 @@ def evaluate_model(
     progress: bool = True,
     prompt: Optional[str] = None,
     max_new_tokens: int = 10,
+    out_dir: Optional[Path] = None,
+    resume: bool = True,
 ) -> dict:
     """Evaluate `model` on `data` for every (method or preset, keep ratio); returns the report dict (see
     write_report). Each result's `method` names the configuration that ran (`MergeSettings.label()`: the method, the
@@ -170,7 +173,11 @@ def evaluate_model(
     `task`: one of TASKS (see pitome_hf.evaluation_tasks). `prompt`: the zero-shot class template ("a photo of a
     {}.") or the VQA prompt (with `<image>` and `{}` for the question). Under `accelerate launch` each process takes a
     contiguous shard; per-sample outputs and timings are gathered with accelerate, and every process returns the same
-    report."""
+    report.
+
+    `out_dir`: checked for writing before anything runs; each row is appended to `out_dir/rows.jsonl` as soon as it
+    is measured, so an interrupted sweep keeps what it did, and a re-run with the same settings (`resume`) reuses
+    those rows and measures only the rest."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
@@ -190,6 +197,12 @@ def evaluate_model(
     configs = run_configs(methods, keep_ratios, presets)
     model_path = str(model) if model else str(DEFAULT_MODEL)
     data = data or DataSpec()
+    journal = None
+    if out_dir is not None and state.is_main_process:
+        journal = RowJournal(Path(out_dir), dict(
+            model=model_path, dataset=str(data.path or DEFAULT_DATASET), split=data.split, task=task, limit=limit,
+            dtype=dtype, batch_size=batch_size, device=str(dev), processes=state.num_processes, prompt=prompt,
+            columns=[data.image_column, data.label_column, data.text_column]), resume)
     task_class = TASK_CLASSES[task]
     columns = data.columns(task_class.columns)
     ds = load_data(data, columns)
@@ -200,9 +213,17 @@ def evaluate_model(
         batches = runner.batches(shard)
     show = progress and state.is_local_main_process
     results = []
+    done = journal.rows if journal is not None else {}
+    done = gather_object([done])[0] if state.num_processes > 1 else done  # every process skips the same rows
+    lines = Progress(len(configs), "evaluate ", enabled=show)
     for settings, ratio in configs:
         net = apply_pitome(runner.base, keep_ratio=ratio, **settings)
         method = MergeSettings.from_config(net.config).label()
+        key = f"{method}@{ratio}"
+        if key in done:
+            results.append(RunResult(**done[key]))
+            lines.step(f"{method} {ratio}: reused from {journal.path if journal else 'the journal'}")
+            continue
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         outputs, seconds = timed_run(batches, runner.forward(net), dev, show, f"{method} {ratio}")
@@ -223,6 +244,10 @@ def evaluate_model(
                 token_counts=runner.token_counts(net),
             )
         )
+        if journal is not None:
+            journal.add(key, results[-1].__dict__)
+        metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in results[-1].metrics.items())
+        lines.step(f"{method} {ratio}: {metrics}, {results[-1].gflops:.4g} GFLOPs, {results[-1].images_per_s:.1f}/s")
     return {
         "schema": SCHEMA,
         "task": task,
@@ -238,6 +263,43 @@ def evaluate_model(
                         "machine": platform.machine(), "threads": torch.get_num_threads()},
         "results": [r.__dict__ for r in results],
     }
+
+
+class RowJournal:
+    """`out_dir/rows.jsonl`: a header line naming the run's settings, then one line per measured row, each written
+    (and flushed) as soon as it exists. A journal whose header matches the new run's is resumed; another is replaced.
+    Creating it checks that `out_dir` can be written, before any measurement."""
+
+    def __init__(self, out_dir: Path, header: dict, resume: bool = True):
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            probe = out_dir / ".pitome_write_check"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise ValueError(f"--out {out_dir} cannot be written ({type(error).__name__}: {error.strerror or error}); "
+                             "choose a folder you can write. Nothing was run.") from None
+        self.path = out_dir / "rows.jsonl"
+        self.header = {"schema": SCHEMA, **header}
+        self.rows: dict[str, dict] = {}
+        if resume and self.path.is_file():
+            lines = self.path.read_text().splitlines()
+            try:
+                if lines and json.loads(lines[0]) == self.header:
+                    for line in lines[1:]:
+                        item = json.loads(line)
+                        self.rows[item["key"]] = item["row"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                self.rows = {}  # a torn or foreign journal: start again
+        with self.path.open("w") as f:  # rewrite: the header, then the rows kept
+            f.write(json.dumps(self.header) + "\n")
+            for key, row in self.rows.items():
+                f.write(json.dumps({"key": key, "row": row}) + "\n")
+
+    def add(self, key: str, row: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"key": key, "row": row}) + "\n")
+            f.flush()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -312,49 +374,67 @@ def plot(report: dict, path: Path) -> None:
 
 
 def write_report(report: dict, out_dir: Path) -> dict:
-    """results.json, results.csv, results.md and results.png in out_dir; returns their paths."""
+    """results.json, results.csv, results.md and results.png in out_dir; returns their paths. Each file is written
+    next to its place and renamed into it, so a failure never leaves a half-written report."""
+    import io
+    import os
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: out_dir / f"results.{k}" for k in ("json", "csv", "md", "png")}
-    paths["json"].write_text(json.dumps(report, indent=2))
     metric_names = list(report["results"][0]["metrics"])
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "keep_ratio", *metric_names, "gflops", "images_per_s", "peak_memory_mb"])
-        for r in report["results"]:
-            writer.writerow([r["method"], r["keep_ratio"], *(r["metrics"][m] for m in metric_names), r["gflops"],
-                             r["images_per_s"], r["peak_memory_mb"]])
-    paths["md"].write_text(markdown_table(report) + "\n")
-    plot(report, paths["png"])
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["method", "keep_ratio", *metric_names, "gflops", "images_per_s", "peak_memory_mb"])
+    for r in report["results"]:
+        writer.writerow([r["method"], r["keep_ratio"], *(r["metrics"][m] for m in metric_names), r["gflops"],
+                         r["images_per_s"], r["peak_memory_mb"]])
+    texts = {"json": json.dumps(report, indent=2), "csv": table.getvalue(), "md": markdown_table(report) + "\n"}
+    for kind, text in texts.items():
+        partial = paths[kind].with_name(paths[kind].name + ".partial")
+        partial.write_text(text)
+        os.replace(partial, paths[kind])
+    partial = paths["png"].with_name("results.partial.png")
+    plot(report, partial)
+    os.replace(partial, paths["png"])
     return paths
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="Hub id or folder (stock or PiToMe); default: embedded model")
-    parser.add_argument("--dataset", default=None, help="Hub id, folder, parquet/csv/json or .npz; default: embedded")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--image-column", default=None, help="default: image")
+    parser.add_argument("--model", default=None, help="Hub id or folder, stock or PiToMe (default: the embedded "
+                        "Fashion-MNIST ViT)")
+    parser.add_argument("--dataset", default=None, help="datasets Hub id, folder (imagefolder or parquet), "
+                        "parquet/csv/json file or .npz (default: the embedded Fashion-MNIST test split)")
+    parser.add_argument("--split", default="test", help="split of a Hub id or imagefolder dataset (default: "
+                        "%(default)s; many Hub datasets call theirs 'validation')")
+    parser.add_argument("--image-column", default=None, help="(default: image)")
     parser.add_argument("--label-column", default=None,
                         help="class label (classification; default label) or answers (vqa; default answers)")
     parser.add_argument("--text-column", default=None,
                         help="captions (image-text-retrieval; default caption) or questions (vqa; default question)")
-    parser.add_argument("--task", default="image-classification", choices=TASKS)
+    parser.add_argument("--task", default="image-classification", choices=TASKS, help="(default: %(default)s)")
     parser.add_argument("--prompt", default=None,
                         help="zero-shot class template (default 'a photo of a {}.') or VQA prompt with <image> and {}")
-    parser.add_argument("--max-new-tokens", type=int, default=10, help="vqa: answer length limit")
+    parser.add_argument("--max-new-tokens", type=int, default=10, help="vqa: answer length limit (default: "
+                        "%(default)s)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS,
                         help="selections to run at every keep ratio (default: %(default)s)")
     parser.add_argument("--presets", nargs="+", default=[], metavar="PRESET",
                         help="also run these named configurations at every keep ratio: paper, authors-deit, "
                         "authors-mae, authors-bert, authors-blip2 (see MERGE_PRESETS)")
-    parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(DEFAULT_KEEP_RATIOS))
+    parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(DEFAULT_KEEP_RATIOS),
+                        help="(default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
-    parser.add_argument("--out", default="out/evaluate", help="folder for results.json/.csv/.md/.png")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples (default: all)")
+    parser.add_argument("--out", default="out/evaluate", help="folder for results.json/.csv/.md/.png and the "
+                        "rows.jsonl journal, checked before the sweep (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no per-row progress lines")
+    parser.add_argument("--no-resume", action="store_true", help="measure every row again, even those the folder's "
+                        "rows.jsonl already holds for the same settings")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     report = evaluate_model(
@@ -371,6 +451,8 @@ def main(argv=None) -> int:
         progress=not args.no_progress,
         prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
+        out_dir=Path(args.out),
+        resume=not args.no_resume,
     )
     from accelerate import PartialState
 

@@ -247,6 +247,10 @@ def check_report(report: dict, folder: Path, config: dict) -> dict:
     return report
 
 
+class VerificationError(RuntimeError):
+    """The folder does not load or run as a user would load it (a failure of the folder, not of the command line)."""
+
+
 def verify_loads(folder: Path, timeout: int = 900) -> dict:
     """Load `folder` as a user would, where pitome_hf is not installed: remote code in a fresh Python process with an
     empty HF_HOME and no network, every weight (no missing, unexpected or mismatched keys), then one forward on a
@@ -285,16 +289,16 @@ def verify_loads(folder: Path, timeout: int = 900) -> dict:
             proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                                   timeout=timeout, cwd=tmp)
         except subprocess.TimeoutExpired:
-            raise ValueError(f"{folder} did not load and run within {timeout} s; nothing was uploaded.") from None
+            raise VerificationError(f"{folder} did not load and run within {timeout} s; nothing was uploaded.") from None
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        raise ValueError(f"{folder} does not load as remote code: {lines[-1] if lines else 'the process failed'}. "
-                         "Nothing was uploaded; re-create the folder with `pitome-hf convert`.")
+        raise VerificationError(f"{folder} does not load as remote code: {lines[-1] if lines else 'the process failed'}. "
+                                "Nothing was uploaded; re-create the folder with `pitome-hf convert`.")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["bad_keys"]:
-        raise ValueError(f"{folder} does not load every weight ({result['bad_keys']}); nothing was uploaded.")
+        raise VerificationError(f"{folder} does not load every weight ({result['bad_keys']}); nothing was uploaded.")
     if not result["finite"]:
-        raise ValueError(f"{folder} loads, but a forward gives non-finite outputs; nothing was uploaded.")
+        raise VerificationError(f"{folder} loads, but a forward gives non-finite outputs; nothing was uploaded.")
     return result
 
 

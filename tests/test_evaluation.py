@@ -149,3 +149,34 @@ def test_bad_sweep_arguments(tiny_task, kwargs, fragment):
 def test_report_validation_names_the_problem():
     with pytest.raises(ValueError, match="schema"):
         validate_report({"schema": "other"})
+
+
+def test_out_that_cannot_be_a_folder_fails_before_the_sweep(tiny_task, tmp_path, capsys):
+    from pitome_hf.cli import main as cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = cli(["evaluate", "--model", str(tiny_task / "model"), "--dataset", str(tiny_task / "data"),
+                "--out", str(blocker / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--out {blocker / 'out'} cannot be written" in err and "Nothing was run" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_rows_are_journaled_and_an_interrupted_run_resumes(tiny_task, tmp_path, capsys):
+    args = dict(model=str(tiny_task / "model"), data=DataSpec(str(tiny_task / "data")), keep_ratios=[0.8],
+                batch_size=6, out_dir=tmp_path)
+    first = evaluate_model(**args)
+    lines = (tmp_path / "rows.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[1])["key"] == "none@1.0"
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines[:3]) + "\n")  # as if killed before the last row
+    capsys.readouterr()
+    second = evaluate_model(**args)
+    err = capsys.readouterr().err
+    assert err.count("reused from") == 2 and "[3/3] pitome 0.8: accuracy" in err
+    assert [r["metrics"] for r in second["results"]] == [r["metrics"] for r in first["results"]]
+    evaluate_model(**{**args, "keep_ratios": [0.7]})  # new rows are measured; the unmerged row is the same one
+    err = capsys.readouterr().err
+    assert err.count("reused from") == 1 and "none 1.0: reused" in err
+    evaluate_model(**{**args, "batch_size": 4})  # another run setting: the journal is replaced, nothing reused
+    assert "reused" not in capsys.readouterr().err

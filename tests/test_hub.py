@@ -160,3 +160,102 @@ def test_non_pitome_folder_is_refused_before_any_request(hub, stock_vit_dir, tmp
     refused = push_cli(hub, tmp_path, stock_vit_dir, "org/stock-vit")
     assert refused.returncode == 2 and "not a PiToMe one" in refused.stderr and "pitome-hf convert" in refused.stderr
     assert not hub.state.repos
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Nothing is sent that does not load or that belongs to another model; a failed commit leaves nothing behind
+# ------------------------------------------------------------------------------------------------------------------
+def _broken_copy(folder, tmp_path, name):
+    import shutil
+
+    target = tmp_path / name
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_truncated_weights_are_refused_before_any_request(hub, pitome_folder, tmp_path):
+    broken = _broken_copy(pitome_folder, tmp_path, "truncated")
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    refused = push_cli(hub, tmp_path, broken, "org/broken")
+    assert refused.returncode == 1 and "does not load as remote code" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert not hub.state.repos and not [r for r in hub.state.requests if r[0] in ("POST", "DELETE")]
+
+
+def test_invalid_settings_in_config_json_are_refused(hub, pitome_folder, tmp_path):
+    broken = _broken_copy(pitome_folder, tmp_path, "bad-config")
+    config = json.loads((broken / "config.json").read_text())
+    config["keep_ratio"] = 5
+    (broken / "config.json").write_text(json.dumps(config))
+    refused = push_cli(hub, tmp_path, broken, "org/bad")
+    assert refused.returncode != 0 and "keep_ratio=5" in refused.stderr
+    assert not hub.state.repos
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(model="/somewhere/else"), "measured '/somewhere/else', not this model"),
+    (dict(task="vqa"), "is for the task 'vqa', but"),
+])
+def test_report_of_another_model_or_task_is_refused(hub, pitome_folder, eval_report, tmp_path, change, message):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({**eval_report, **change}))
+    refused = push_cli(hub, tmp_path, pitome_folder, "org/x", "--eval-json", path)
+    assert refused.returncode == 2 and message in refused.stderr and not hub.state.repos
+
+
+def test_insane_numbers_and_unreadable_reports_are_refused(pitome_folder, eval_report, tmp_path):
+    from pitome_hf.hub import check_report, read_pitome_config
+
+    config = read_pitome_config(pitome_folder)
+    bad = json.loads(json.dumps(eval_report))
+    bad["results"][2]["metrics"]["accuracy"] = 87.5  # a percentage where a fraction belongs
+    with pytest.raises(ValueError, match="accuracy=87.5"):
+        check_report(bad, pitome_folder, config)
+    bad["results"][2]["metrics"]["accuracy"] = float("nan")
+    with pytest.raises(ValueError, match="accuracy=nan"):
+        check_report(bad, pitome_folder, config)
+    with pytest.raises(ValueError, match="is a list"):
+        check_report([eval_report], pitome_folder, config)
+    from pitome_hf.cli import main as cli
+
+    (tmp_path / "torn.json").write_text('{"schema": ')
+    assert cli(["push", str(pitome_folder), "org/x", "--eval-json", str(tmp_path / "torn.json")]) == 2
+
+
+def test_failed_commit_removes_the_repo_or_branch_it_created(hub, pitome_folder, tmp_path):
+    hub.state.fail_commits = True
+    failed = push_cli(hub, tmp_path, pitome_folder, "org/new-repo")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "org/new-repo" not in hub.state.repos  # created for this push, removed again
+    hub.state.fail_commits = False
+    assert push_cli(hub, tmp_path, pitome_folder, "org/kept").returncode == 0
+    hub.state.fail_commits = True
+    failed = push_cli(hub, tmp_path, pitome_folder, "org/kept", "--revision", "exp")
+    assert failed.returncode == 1
+    assert set(hub.state.repos["org/kept"]["branches"]) == {"main"}  # the branch it created is gone
+
+
+def test_push_without_a_report_keeps_the_results_on_the_card(hub, pitome_folder, eval_report, tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(eval_report))
+    assert push_cli(hub, tmp_path, pitome_folder, "org/keep", "--eval-json", path).returncode == 0
+    assert push_cli(hub, tmp_path, pitome_folder, "org/keep").returncode == 0
+    card = ModelCard(snapshot(hub, "org/keep")["README.md"].decode())
+    assert "| pitome | 0.80 | 87.50 |" in card.text and card.data.eval_results[0].metric_value == 0.875
+    assert push_cli(hub, tmp_path, pitome_folder, "org/keep", "--drop-results").returncode == 0
+    card = ModelCard(snapshot(hub, "org/keep")["README.md"].decode())
+    assert "No evaluation was attached" in card.text and not card.data.eval_results
+
+
+def test_unreachable_hub_is_one_line(pitome_folder, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0",
+           "HF_HOME": str(tmp_path / "home"), "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
+    done = subprocess.run([sys.executable, "-m", "pitome_hf.cli", "push", str(pitome_folder), "org/x"], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
