@@ -60,6 +60,7 @@ DISPLAY_SIZE = 448  # px: the merge map is upscaled (nearest) to about this size
 QUEUE_CONCURRENCY = 2  # events run at once (the Space's CPU has 2 cores)
 QUEUE_MAX_SIZE = 32  # waiting events beyond this are refused by the queue
 HUB_SUGGESTIONS = ("google/vit-base-patch16-224",)
+ALLOWED_ENV = "PITOME_SPACE_MODELS"  # comma-separated: the models this Space may load (the operator's choice)
 
 
 def default_model() -> str:
@@ -73,6 +74,14 @@ def default_model() -> str:
     from pitome_hf.evaluation import DEFAULT_MODEL
 
     return str(DEFAULT_MODEL)
+
+
+def allowed_models() -> list[str]:
+    """The models visitors may pick: PITOME_SPACE_MODELS (comma-separated Hub ids or folders, set by the operator),
+    else the default model and HUB_SUGGESTIONS. Nothing else is ever loaded: a visitor cannot make the Space open a
+    path on its host (or learn which files exist there)."""
+    env = [m.strip() for m in os.environ.get(ALLOWED_ENV, "").split(",") if m.strip()]
+    return list(dict.fromkeys(env or [default_model(), *HUB_SUGGESTIONS]))
 
 
 class InputError(ValueError):
@@ -134,6 +143,21 @@ def load_image(source) -> Image.Image:
         return to_rgb(image)
     except (OSError, ValueError, SyntaxError) as error:
         raise InputError(f"The image could not be decoded ({error}); is the file truncated or corrupt?") from None
+
+
+def checked_by_handler(component):
+    """Let a value that the component cannot convert (a string for a slider, sent through the API) reach the handler
+    unchanged, so the handler's validation answers with a readable message instead of Gradio's generic error."""
+    original = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except Exception:  # noqa: BLE001: the handler validates and explains
+            return payload
+
+    component.preprocess = preprocess
+    return component
 
 
 def image_input(**kwargs) -> gr.Image:
@@ -315,7 +339,14 @@ MODELS = LRUCache(MODEL_CACHE_SIZE)
 
 
 def _normalise_model_path(path: Optional[str]) -> str:
+    """The allowed model a visitor asked for, or InputError; an unlisted value is refused before any file or network
+    access."""
+    if path is not None and not isinstance(path, str):
+        raise InputError(f"The model must be given by name; got a {type(path).__name__}.")
     path = (path or "").strip() or default_model()
+    allowed = allowed_models()
+    if path not in allowed:
+        raise InputError(f"The model {path[:80]!r} is not offered here; choose one of: {', '.join(allowed)}.")
     local = Path(path).expanduser()
     return str(local.resolve()) if local.exists() else path
 
@@ -693,17 +724,17 @@ def build_demo() -> gr.Blocks:
                 image = image_input(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
                                    height=300, elem_id="input-image")
                 model = gr.Dropdown(
-                    choices=list(dict.fromkeys([default_model(), *HUB_SUGGESTIONS])), value=default_model(),
-                    allow_custom_value=True,
-                    label="Model (local folder or Hub id)", elem_id="model",
+                    choices=allowed_models(), value=default_model(), allow_custom_value=False,
+                    label="Model (the ones this Space offers)", elem_id="model",
                 )
                 model_md = gr.Markdown(elem_id="model-info")
                 method = gr.Radio(list(METHODS), value=DEFAULT_METHOD, label="Merging method", elem_id="method")
-                keep_ratio = gr.Slider(0.0, 1.0, value=DEFAULT_KEEP_RATIO, step=0.01, elem_id="keep-ratio",
-                                       label="Keep ratio: fraction of tokens each layer keeps, in (0, 1]")
+                keep_ratio = checked_by_handler(gr.Slider(
+                    0.0, 1.0, value=DEFAULT_KEEP_RATIO, step=0.01, elem_id="keep-ratio",
+                    label="Keep ratio: fraction of tokens each layer keeps, in (0, 1]"))
                 layers = default_depth()
-                layer = gr.Slider(0, layers - 1, value=min(3, layers - 1), step=1, label="Merge map after layer",
-                                  elem_id="layer")
+                layer = checked_by_handler(gr.Slider(
+                    0, layers - 1, value=min(3, layers - 1), step=1, label="Merge map after layer", elem_id="layer"))
                 run = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             with gr.Column(scale=2):
                 with gr.Row():

@@ -233,7 +233,7 @@ def _message(error: gr.Error) -> str:
         ((EXAMPLE, None, "PiToMe", 0.9, 9), "this model has 4 layers"),
         ((EXAMPLE, None, "Random", 0.9, 1), "not supported"),
         ((None, None, "PiToMe", 0.9, 1), "No image"),
-        ((EXAMPLE, "/no/such/model", "PiToMe", 0.9, 1), "no such folder"),
+        ((EXAMPLE, "/no/such/model", "PiToMe", 0.9, 1), "not offered here"),
     ],
 )
 def test_compare_handler_bad_inputs(app, files, args, words):
@@ -246,22 +246,23 @@ def test_compare_handler_bad_inputs(app, files, args, words):
     assert words in message and "Traceback" not in message
 
 
-def test_unsupported_model_type_is_a_message(app, tmp_path):
+def test_unsupported_model_type_is_a_message(app, space_model, tmp_path, monkeypatch):
     from transformers import BertConfig
 
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+    monkeypatch.setenv(app.ALLOWED_ENV, f"{space_model},{tmp_path}")
     with pytest.raises(gr.Error) as info:
         app.compare(EXAMPLE, str(tmp_path), "PiToMe", 0.9, 0)
     assert "'bert' model" in _message(info.value) and "supports" in _message(info.value)
 
 
-def test_model_cache_is_lru(app, space_model, tmp_path):
+def test_model_cache_is_lru(app, space_model, tmp_path, monkeypatch):
     first = app.get_model(space_model)
     assert app.get_model(space_model) is first  # not reloaded
     other = tmp_path / "copy"
     shutil.copytree(space_model, other)
+    monkeypatch.setenv(app.ALLOWED_ENV, f"{space_model},{other}")
     app.get_model(str(other))
-    app.get_model(str(tmp_path / "copy"))  # same folder: cache hit
     assert app.get_model(space_model) is first  # size 2: both still cached
 
 
@@ -271,7 +272,21 @@ def test_model_info_fits_layer_slider(app, space_model):
     assert slider["maximum"] == NUM_LAYERS - 1 and slider["value"] == NUM_LAYERS - 1
     assert plot["sort"] == ["input", "0", "1", "2", "3"]
     text, slider, plot = app.model_info("/no/such/model", 1)
-    assert "no such folder" in text
+    assert "not offered here" in text
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "/no/such/model", "org/unlisted-model"])
+def test_only_the_operators_models_are_loaded(app, space_model, path, monkeypatch):
+    """A visitor cannot make the Space open a server path (nor learn whether it exists): only the allow-list loads."""
+    opened = []
+    monkeypatch.setattr(app.Path, "exists", lambda self: opened.append(str(self)) or False)
+    with pytest.raises(gr.Error) as info:
+        app.compare(EXAMPLE, path, "PiToMe", 0.9, 0)
+    message = _message(info.value)
+    assert "not offered here" in message and space_model in message and "JSON" not in message
+    assert not [p for p in opened if "passwd" in p or "such" in p]
+    monkeypatch.setenv(app.ALLOWED_ENV, "org/only-this")
+    assert app.allowed_models() == ["org/only-this"]
 
 
 def test_space_metadata():
@@ -338,6 +353,7 @@ def test_twenty_concurrent_calls(client, space_model):
         ("tiny.png", 0.9, "too small"),
         ("notes.txt", 0.9, "not an image"),
         (None, 0.0, "Keep ratio 0 is out of range"),
+        (None, "abc", "is not a number"),
     ],
 )
 def test_client_bad_inputs_give_messages(client, files, space_model, name, ratio, words):
