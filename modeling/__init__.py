@@ -6,7 +6,7 @@ from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithReg
 from .configuration_pitome_llava import PiToMeLlavaConfig, llava_num_image_tokens
 from .configuration_pitome_vit import PiToMeViTConfig
 from .merge_config import MergeSettings, token_schedule
-from .merge_state import PaddedMergeState
+from .merge_state import PaddedMergeState, unmerge
 from .modeling_pitome_bert import PiToMeBertForSequenceClassification, PiToMeBertModel, size_weighted_mean_pool
 from .modeling_pitome_clip import PiToMeCLIPModel, PiToMeCLIPVisionModel, PiToMeCLIPVisionModelWithProjection
 from .modeling_pitome_dinov2 import (
@@ -52,4 +52,5 @@ __all__ = [
     "PiToMeViTModel",
     "llava_num_image_tokens",
     "token_schedule",
+    "unmerge",
 ]

@@ -238,6 +238,26 @@ def merge_state_for(
     return MergeState(settings, num_prefix=protected_prefix(config))
 
 
+def unmerge(output, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Dense features back at full resolution: every original token gets the feature of the token that holds it.
+
+    `output` is a PiToMe model output computed with `trace_source=True` (it carries `token_map`, (B, N0));
+    `hidden` defaults to its `last_hidden_state` (B, N_out, C). Returns (B, N0, C), the protected prefix (CLS,
+    registers) first, then the patches in their original order, ready for a segmentation or depth head or a feature
+    map (reshape the patch part to (B, H/p, W/p, C)). At keep ratio 1.0 it equals the unmerged model's output.
+    """
+    token_map = getattr(output, "token_map", None)
+    if token_map is None:
+        raise ValueError("unmerge needs the token map: run the model with trace_source=True (e.g. "
+                         "from_pretrained(..., trace_source=True) or model.config.trace_source = True).")
+    hidden = output.last_hidden_state if hidden is None else hidden
+    if token_map.min() < 0:  # padded text: -1 marks padding, which gets zeros
+        safe = token_map.clamp_min(0)
+        dense = hidden.gather(1, safe[..., None].expand(-1, -1, hidden.shape[-1]))
+        return dense * (token_map >= 0)[..., None].to(dense.dtype)
+    return hidden.gather(1, token_map[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
 def return_output(result, config, return_dict: Optional[bool]):
     """`result` (a ModelOutput) as a dict-like output or, with return_dict=False (or config.return_dict False), a tuple."""
     wanted = config.return_dict if return_dict is None else return_dict

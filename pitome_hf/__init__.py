@@ -31,6 +31,7 @@ from .modeling import (
     PiToMeViTForImageClassification,
     PiToMeViTModel,
     token_schedule,
+    unmerge,
 )
 from .convert import apply_pitome
 from ._auto import register_auto_classes
@@ -67,4 +68,5 @@ __all__ = [
     "PiToMeViTModel",
     "apply_pitome",
     "token_schedule",
+    "unmerge",
 ]

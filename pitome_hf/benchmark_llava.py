@@ -46,7 +46,8 @@ def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = 
     torch_dtype = getattr(torch, dtype)
     torch.manual_seed(0)
     config = llava_config(lm_layers, lm_hidden, vision=vision)
-    stock = LlavaForConditionalGeneration(config).eval().to(dev, torch_dtype)
+    with torch.device(dev):  # random weights made where they run (a 7B model would take minutes on the host)
+        stock = LlavaForConditionalGeneration(config).eval().to(torch_dtype)
     size = config.vision_config.image_size
     pixel = torch.randn(batch, 3, size, size, device=dev, dtype=torch_dtype)
     text = torch.randint(3, config.text_config.vocab_size - 1, (batch, text_tokens), device=dev)

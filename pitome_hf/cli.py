@@ -14,6 +14,7 @@ import sys
 
 # command -> (module, help). Each module has `main(argv)`; modules are imported only when their command runs.
 COMMANDS = {
+    "overview": ("pitome_hf.overview", "what merging buys, in a few minutes: accuracy, speed where it pays, a summary"),
     "convert": ("pitome_hf.checkpoint", "write the PiToMe variant of a stock checkpoint (folder or Hub id)"),
     "evaluate": ("pitome_hf.evaluation", "metric, GFLOPs, images/s of none vs ToMe vs PiToMe on a dataset"),
     "benchmark": ("pitome_hf.benchmark", "images/s and FLOPs of none vs ToMe vs PiToMe, side by side"),
@@ -22,6 +23,7 @@ COMMANDS = {
     "push": ("pitome_hf.hub", "upload a PiToMe folder with a model card carrying measured results"),
 }
 EXAMPLES = """examples:
+  pitome-hf overview                                   # what `make run` runs: accuracy, speed, a summary
   pitome-hf evaluate                                   # the embedded default: none vs ToMe vs PiToMe
   pitome-hf convert google/vit-base-patch16-224 --keep-ratio 0.9 --output vit-b16-pitome
   pitome-hf push vit-b16-pitome org/vit-b16-pitome --eval-json out/evaluate/results.json

@@ -388,3 +388,25 @@ def test_torch_compile_traces_merging_without_graph_breaks(entry):
     with torch.no_grad():
         explanation = dynamo.explain(model)(**x)
     assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.stock.__name__ in ("ViTModel", "Dinov2Model",
+                                                                           "SiglipVisionModel", "CLIPVisionModel")],
+                         ids=lambda e: e.stock.__name__)
+def test_unmerge_gives_dense_features(entry):
+    """Full-resolution patch features from a merged backbone: exact at keep ratio 1.0, one row per original patch."""
+    from pitome_hf import unmerge
+
+    stock = stock_model(entry)
+    x = inputs_for(entry, stock.config)
+    with torch.no_grad():
+        dense = unmerge(apply_pitome(stock, keep_ratio=1.0, trace_source=True)(**x))
+        torch.testing.assert_close(dense, stock(**x).last_hidden_state)
+        merged = apply_pitome(stock, keep_ratio=0.7, trace_source=True)(**x)
+        dense = unmerge(merged)
+    assert dense.shape[1] == x["pixel_values"].shape[-1] ** 2 // 16 + merged.token_map.shape[1] - 64
+    for b in range(2):
+        for i in (0, 5, 63):
+            assert torch.equal(dense[b, i], merged.last_hidden_state[b, merged.token_map[b, i]])
+    with pytest.raises(ValueError, match="trace_source=True"):
+        unmerge(apply_pitome(stock, keep_ratio=0.7)(**x))

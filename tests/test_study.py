@@ -54,3 +54,13 @@ def test_bad_ratio_and_missing_data_are_named(tmp_path):
         study.main(["fmnist", "--keep-ratios", "1.5", "--out", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="nope.npz does not exist"):
         study.main(["dinov2", "--data", str(tmp_path / "nope.npz"), "--out", str(tmp_path)])
+
+
+def test_overview_summarises_what_it_measured(tmp_path, capsys):
+    from pitome_hf import overview
+
+    assert overview.main(["--out", str(tmp_path), "--limit", "200", "--skip-dinov2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "What the tables say:" in out and "unmerged" in out and "DINOv2 part skipped" in out
+    result = json.loads((tmp_path / "overview.json").read_text())
+    assert result["accuracy"]["num_samples"] == 200 and (tmp_path / "evaluate" / "results.json").is_file()

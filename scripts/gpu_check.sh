@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# GPU checks in one device call (about 8 minutes on an H200): the project's own benchmark and evaluation commands at
+# GPU sizes, eager and compiled side by side, float16. Writes JSON and a log under $OUT (or ./out/gpu_check).
+#
+#   bash scripts/gpu_check.sh              # on the GPU machine (see ../shared/gpu/README.md for bringing wheels)
+#   GPU_CHECK_TINY=1 bash scripts/gpu_check.sh   # the same commands at tiny sizes on a CPU, to test the script
+#
+# Rows: ViT-B/16 (batch 256), CLIP-L/14-336 tower (batch 64), SigLIP-B/16-224 tower (batch 256), the embedded
+# default's evaluation (batch 256), a LLaVA-1.5-7B-shaped prefill (CLIP-L/14-336 + 32-layer 4096-wide language model,
+# random weights, batch 1). Report figures with the device's name, dtype, batch and this command.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/gpu_check}
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+: > "$LOG"
+
+# Run the package from the working tree (modeling/ is pitome_hf.modeling once installed).
+SHIM=$(mktemp -d)
+cp -r pitome_hf "$SHIM/pitome_hf" && cp -r modeling "$SHIM/pitome_hf/modeling"
+export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error
+PY=${PYTHON:-python3}
+
+if [ -n "${GPU_CHECK_TINY:-}" ]; then
+  DEV=cpu; DT=float32; BIG=4; MID=2; COMPILE="eager"; LM="--lm-layers 1 --lm-hidden 64"; LIMIT="--limit 256"
+  REP="--warmup 1 --repeats 3"
+else
+  DEV=cuda; DT=float16; BIG=256; MID=64; COMPILE="eager compiled"; LM="--lm-layers 32 --lm-hidden 4096"; LIMIT=""
+  REP="--warmup 3 --repeats 10"
+fi
+
+run() {  # name, then the pitome-hf arguments; a failing step is logged and the next one runs
+  local name=$1; shift
+  echo "=== $name: pitome-hf $*" | tee -a "$LOG"
+  local start=$SECONDS
+  if ! $PY -m pitome_hf.cli "$@" >>"$LOG" 2>&1; then echo "FAILED: $name" | tee -a "$LOG"; fi
+  echo "($((SECONDS - start)) s)" | tee -a "$LOG"
+}
+
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, \
+'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee -a "$LOG"
+run vit benchmark vit --batch $BIG --dtype $DT --device $DEV --modes $COMPILE $REP --json "$OUT/vit.json"
+run clip benchmark clip --shapes L/14-336 --batch $MID --dtype $DT --device $DEV --modes $COMPILE $REP \
+  --json "$OUT/clip.json"
+run siglip benchmark siglip --batch $BIG --dtype $DT --device $DEV --modes $COMPILE $REP --json "$OUT/siglip.json"
+run default benchmark default --batch $BIG --device $DEV --modes $COMPILE $REP --json "$OUT/default.json"
+run evaluate evaluate --device $DEV --batch-size $BIG --no-progress $LIMIT --out "$OUT/evaluate"
+run llava benchmark llava --batch 1 --dtype $DT --device $DEV $LM --ratios 0.95 0.9 --warmup 1 --repeats 3 \
+  --json "$OUT/llava.json"
+rm -rf "$SHIM"
+echo "done; files in $OUT" | tee -a "$LOG"
