@@ -30,7 +30,8 @@ bench: $(STAMP)
 # missing. Needs root and apt-get; elsewhere the test is skipped with its reason.
 .PHONY: browser
 browser:
-	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	@if [ -n "$(SKIP_BROWSER)" ]; then echo "SKIP_BROWSER set: the browser test will be skipped"; \
+	elif command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "installing chromium and chromium-driver (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \

@@ -38,7 +38,7 @@ from ._auto import register_auto_classes
 
 register_auto_classes()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "PiToMeBertConfig",
