@@ -23,7 +23,15 @@ import time
 import torch
 
 from . import benchmark_llava
-from .measure import check_timing_settings, default_device, markdown_table, merge_step_timer, synchronize, time_call
+from .measure import (
+    Progress,
+    check_timing_settings,
+    default_device,
+    markdown_table,
+    merge_step_timer,
+    synchronize,
+    time_call,
+)
 
 MODES = ("eager", "compiled")
 
@@ -43,9 +51,11 @@ def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup
     are compared with that mode's unmerged row."""
     dev, batch = x.device, x.shape[0]
     rows = []
+    runs = [("none", 1.0)] + [(m, r) for r in ratios for m in methods]
+    lines = Progress(len(runs) * len(modes), "benchmark ")
     for mode in modes:
         base_flops = base_time = None
-        for method, ratio in [("none", 1.0)] + [(m, r) for r in ratios for m in methods]:
+        for method, ratio in runs:
             model = _model_for(stock, method, ratio, mode)
             with torch.inference_mode():
                 seconds = time_call(lambda: model(x), dev, warmup, repeats)
@@ -67,6 +77,7 @@ def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup
                              merge_ms_per_layer=None if per_layer is None else 1e3 * per_layer,
                              merge_share=share,
                              device=str(dev), dtype=dtype, batch=batch))
+            lines.step(f"{mode} {method} {ratio}: {batch / seconds:.1f} images/s, measured/ideal {measured / ideal:.3f}")
     tome = {(r["mode"], r["keep_ratio"]): r["seconds"] for r in rows if r["method"] == "tome"}
     for r in rows:
         if r["method"] == "pitome" and (r["mode"], r["keep_ratio"]) in tome:

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     parser.add_argument("--version", action="version", version=f"pitome-hf {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (or PITOME_HF_DEBUG=1)")
     parser.add_argument("command", choices=list(COMMANDS), metavar="command",
-                        help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+                        help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()).replace("%", "%%"))
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0

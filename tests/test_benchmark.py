@@ -60,3 +60,26 @@ def test_help_names_the_subcommand_and_defaults(capsys):
         benchmark.main(["vit", "--help"])
     text = capsys.readouterr().out
     assert text.startswith("usage: pitome-hf benchmark vit") and "(default: 32)" in text and "(default: 5" in text
+
+
+@pytest.mark.parametrize("command", ["benchmark", "evaluate", "study", "fidelity", "convert", "push", "overview"])
+def test_every_subcommand_help_names_itself_with_defaults(command, capsys):
+    from pitome_hf.cli import main
+
+    argv = [command, "vit", "--help"] if command == "benchmark" else [command, "--help"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: pitome-hf {command}") and "default" in text
+
+
+def test_version_and_top_level_help(capsys):
+    from pitome_hf.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("pitome-hf ")
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in ("overview", "study", "fidelity", "benchmark", "push")) and "examples:" in text
