@@ -23,6 +23,7 @@ import time
 import torch
 
 from . import benchmark_llava
+from .families import family_named
 from .measure import (
     Progress,
     check_timing_settings,
@@ -130,32 +131,28 @@ def clip_vision_config(shape: str = "B/16", **overrides):
 def bench_vit(args, config_overrides: dict | None = None) -> list[dict]:
     from transformers import ViTForImageClassification
 
-    from .flops import vit_flops
-
     torch.manual_seed(0)
-    return _run(ViTForImageClassification(vit_b16_config(**(config_overrides or {}))), vit_flops, args)
+    return _run(ViTForImageClassification(vit_b16_config(**(config_overrides or {}))), family_named("vit").flops, args)
 
 
 def bench_default(args) -> list[dict]:
     """The embedded Fashion-MNIST ViT with its real weights (49 patch tokens, width 96, 4 layers)."""
     from .evaluation import DEFAULT_MODEL
-    from .flops import vit_flops
     from .modeling import PiToMeViTForImageClassification
 
     model = PiToMeViTForImageClassification.from_pretrained(DEFAULT_MODEL, merge_method="none")
-    return _run(model, vit_flops, args)
+    return _run(model, family_named("vit").flops, args)
 
 
 def bench_clip(args, config_overrides: dict | None = None) -> list[dict]:
     from transformers import CLIPVisionModelWithProjection
 
-    from .flops import clip_vision_flops
-
+    flops = family_named("clip").flops
     rows = []
     for shape in args.shapes:
         torch.manual_seed(0)
         stock = CLIPVisionModelWithProjection(clip_vision_config(shape, **(config_overrides or {})))
-        for row in _run(stock, lambda cfg: clip_vision_flops(cfg, with_projection=True), args):
+        for row in _run(stock, lambda cfg: flops(cfg, with_projection=True), args):
             rows.append(dict(row, model=f"CLIP {shape}"))
     return rows
 
@@ -163,11 +160,9 @@ def bench_clip(args, config_overrides: dict | None = None) -> list[dict]:
 def bench_siglip(args, config_overrides: dict | None = None) -> list[dict]:
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    from .flops import siglip_vision_flops
-
     torch.manual_seed(0)
     config = SiglipVisionConfig(**{**SIGLIP_B16, "attn_implementation": "sdpa", **(config_overrides or {})})
-    return _run(SiglipVisionModel(config), siglip_vision_flops, args)
+    return _run(SiglipVisionModel(config), family_named("siglip").flops, args)
 
 
 COLUMNS = [
@@ -180,7 +175,7 @@ COLUMNS = [
     ("merge_share", "merge share", lambda v: f"{100 * v:.1f}%"), ("time_vs_tome", "PiToMe time / ToMe", lambda v: f"{v:.3f}"),
 ]
 
-FAMILIES = {  # subcommand -> (runner, default keep ratios, default batch, title)
+SHAPES = {  # subcommand -> (runner, default keep ratios, default batch, title)
     "default": (bench_default, [0.95, 0.9, 0.85, 0.8, 0.75], 64, "embedded Fashion-MNIST ViT (real weights)"),
     "vit": (bench_vit, [0.95, 0.9, 0.85], 32, "ViT-B/16 shape, random weights"),
     "clip": (bench_clip, [0.95, 0.925, 0.9], 32, "CLIP vision tower + projection, random weights"),
@@ -206,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pitome-hf benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="family", required=True, metavar="family")
-    for name, (_, ratios, batch, title) in FAMILIES.items():
+    for name, (_, ratios, batch, title) in SHAPES.items():
         p = sub.add_parser(name, help=title, description=f"{title}: none vs ToMe vs PiToMe, side by side.")
         _common(p, batch, ratios)
         p.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
@@ -237,7 +232,7 @@ def main(argv=None) -> int:
               f"weights, batch {args.batch}, {rows[0]['device']}, {args.dtype}, {setup}")
         print(benchmark_llava.markdown(rows))
     else:
-        runner, _, _, title = FAMILIES[args.family]
+        runner, _, _, title = SHAPES[args.family]
         rows = runner(args)
         groups = sorted({r.get("model", title) for r in rows}, key=lambda m: [r.get("model", title) for r in rows].index(m))
         for group in groups:

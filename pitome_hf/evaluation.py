@@ -165,6 +165,7 @@ def evaluate_model(
     max_new_tokens: int = 10,
     out_dir: Optional[Path] = None,
     resume: bool = True,
+    compile: bool = False,
 ) -> dict:
     """Evaluate `model` on `data` for every (method or preset, keep ratio); returns the report dict (see
     write_report). Each result's `method` names the configuration that ran (`MergeSettings.label()`: the method, the
@@ -177,7 +178,8 @@ def evaluate_model(
 
     `out_dir`: checked for writing before anything runs; each row is appended to `out_dir/rows.jsonl` as soon as it
     is measured, so an interrupted sweep keeps what it did, and a re-run with the same settings (`resume`) reuses
-    those rows and measures only the rest."""
+    those rows and measures only the rest. `compile`: run each configuration through torch.compile (the first
+    batches include the compilation: use enough samples for the timing to mean something)."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
@@ -202,6 +204,7 @@ def evaluate_model(
         journal = RowJournal(Path(out_dir), dict(
             model=model_path, dataset=str(data.path or DEFAULT_DATASET), split=data.split, task=task, limit=limit,
             dtype=dtype, batch_size=batch_size, device=str(dev), processes=state.num_processes, prompt=prompt,
+            compile=compile,
             columns=[data.image_column, data.label_column, data.text_column]), resume)
     task_class = TASK_CLASSES[task]
     columns = data.columns(task_class.columns)
@@ -224,6 +227,8 @@ def evaluate_model(
             results.append(RunResult(**done[key]))
             lines.step(f"{method} {ratio}: reused from {journal.path if journal else 'the journal'}")
             continue
+        if compile:
+            net = torch.compile(net)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         outputs, seconds = timed_run(batches, runner.forward(net), dev, show, f"{method} {ratio}")
@@ -259,6 +264,7 @@ def evaluate_model(
         "num_processes": state.num_processes,
         "dtype": dtype,
         "batch_size": batch_size,
+        "compiled": compile,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "machine": platform.machine(), "threads": torch.get_num_threads()},
         "results": [r.__dict__ for r in results],
@@ -432,6 +438,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples (default: all)")
     parser.add_argument("--out", default="out/evaluate", help="folder for results.json/.csv/.md/.png and the "
                         "rows.jsonl journal, checked before the sweep (default: %(default)s)")
+    parser.add_argument("--compile", action="store_true", help="run every configuration through torch.compile "
+                        "(default: eager)")
     parser.add_argument("--no-progress", action="store_true", help="no per-row progress lines")
     parser.add_argument("--no-resume", action="store_true", help="measure every row again, even those the folder's "
                         "rows.jsonl already holds for the same settings")
@@ -453,6 +461,7 @@ def main(argv=None) -> int:
         max_new_tokens=args.max_new_tokens,
         out_dir=Path(args.out),
         resume=not args.no_resume,
+        compile=args.compile,
     )
     from accelerate import PartialState
 

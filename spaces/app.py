@@ -50,7 +50,8 @@ EXAMPLES_DIR = HERE / "examples"
 MIN_SIDE = 8  # px: smaller images are refused
 MAX_SIDE = 4096  # px
 MAX_PIXELS = 16_000_000  # 16 MP
-METHODS = {"PiToMe": "pitome", "ToMe": "tome"}  # label shown -> merge_method
+# label shown -> merge_method (pitome_bsm: the authors' energy-ordered bipartite matching, see algorithm.md)
+METHODS = {"PiToMe": "pitome", "ToMe": "tome", "PiToMe-BSM": "pitome_bsm"}
 DEFAULT_METHOD = "PiToMe"
 DEFAULT_KEEP_RATIO = 0.9
 LATENCY_REPEATS = 5  # timed forwards per model and call (median reported), after one warm-up each
@@ -702,7 +703,7 @@ shows which patches have become one token after the layer you choose.
 """
 
 
-PLOT_COLOURS = {"No merging": "#7f7f7f", "PiToMe": "#f97316", "ToMe": "#2563eb"}
+PLOT_COLOURS = {"No merging": "#7f7f7f", "PiToMe": "#f97316", "ToMe": "#2563eb", "PiToMe-BSM": "#16a34a"}
 
 
 def default_depth(fallback: int = 12) -> int:

@@ -147,7 +147,7 @@ def test_compare_handler_structure(app, space_model, method):
     assert merged_counts == sorted(merged_counts, reverse=True) and merged_counts[-1] < 49
 
 
-@pytest.mark.parametrize("method", ["PiToMe", "ToMe"])
+@pytest.mark.parametrize("method", ["PiToMe", "ToMe", "PiToMe-BSM"])
 def test_analysis_matches_schedule_and_flops(app, space_model, method):
     """Token counts, the map after each layer and the GFLOPs agree with the project's own schedule and FLOPs count."""
     from pitome_hf.convert import apply_pitome
