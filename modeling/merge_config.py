@@ -359,7 +359,9 @@ class MergeSettings:
             num_mergeable,
             layer,
             method=self.method_at(layer),
-            keep_ratio=self.keep_ratio,
+            # as text: torch.compile keeps a string constant (guarded by value), while a float read from an object
+            # may be traced as a symbolic value after a recompile, and the budget's floor cannot be traced
+            keep_ratio=repr(float(self.keep_ratio)),
             merge_r=self.merge_r,
             merge_layers=self.merge_layers,
         )

@@ -46,7 +46,7 @@ def layer_budget(
         return 0
     T = int(num_mergeable)
     if merge_r is None:
-        r = math.floor(float(T) - float(T) * float(keep_ratio))
+        r = math.floor(float(T) - float(T) * float(keep_ratio))  # keep_ratio: a number or its repr
     elif isinstance(merge_r, (list, tuple)):
         r = int(merge_r[layer])
     else:
