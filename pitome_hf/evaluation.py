@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import platform
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -22,7 +22,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

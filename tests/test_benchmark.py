@@ -4,7 +4,6 @@ merge step's time per layer; settings too short to measure are refused or flagge
 import json
 
 import pytest
-import torch
 
 from pitome_hf import benchmark
 from pitome_hf.measure import check_timing_settings

@@ -13,7 +13,6 @@ import torch
 
 from pitome_hf.modeling.merge_config import MergeSettings
 from pitome_hf.modeling.merging import (
-    apply_plan,
     merge_tokens,
     pitome_bsm_plan,
     pitome_plan,

@@ -1,7 +1,5 @@
 """Per-layer methods, margin_end, named presets and MAE-style pooling: settings, round trips, errors."""
 
-import math
-
 import pytest
 import torch
 
