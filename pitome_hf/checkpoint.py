@@ -28,11 +28,6 @@ import transformers
 from .families import entry_for_config_dict, family_of
 
 
-def pitome_class_for(config_dict: dict) -> type:
-    """The PiToMe model class for a base config (stock or PiToMe), or a ValueError naming the supported ones."""
-    return entry_for_config_dict(config_dict).pitome
-
-
 # Files that make up a checkpoint's tokenizer / processor; copied as they are, never re-created.
 PREPROCESSING_FILES = (
     "preprocessor_config.json", "processor_config.json", "image_processor_config.json", "video_preprocessor_config.json",

@@ -115,7 +115,7 @@ def read_pitome_config(folder: Path) -> dict:
 HUB_TASK_TYPES = {"vqa": "visual-question-answering"}  # evaluate's task names where the Hub's task id differs
 
 
-def _results_section(report: Optional[dict], config: dict, folder: Path) -> tuple[str, list]:
+def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[str, list]:
     """Markdown table of the evaluation report and the EvalResult entries for this model's own setting."""
     from huggingface_hub import EvalResult
 
@@ -124,7 +124,7 @@ def _results_section(report: Optional[dict], config: dict, folder: Path) -> tupl
     if report is None:
         return "No evaluation was attached to this upload. Run `pitome-hf evaluate --model <this repo>`.", []
     validate_report(report)
-    method, ratio = MergeSettings.from_config(_config_object(folder)).label(), float(config.get("keep_ratio", 1.0))
+    method, ratio = label, float(config.get("keep_ratio", 1.0))
     own = [r for r in report["results"] if r["method"] == method and abs(r["keep_ratio"] - ratio) < 1e-9]
     if not own:
         have = sorted({(r["method"], r["keep_ratio"]) for r in report["results"]})
@@ -159,7 +159,9 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
     auto_class = entry.autos[0] if entry.autos else "AutoModel"
     base_model = base_model or config.get("pitome_base_model") or None
     license = license or config.get("pitome_base_license") or None
-    results, entries = _results_section(report, config, folder)
+    config_object = _config_object(folder)  # loaded once: the label, the settings rows and the schedule read it
+    settings = MergeSettings.from_config(config_object)
+    results, entries = _results_section(report, config, settings.label())
     if report is None and kept[0]:
         results, entries = kept[0], list(kept[1] or [])
     data = ModelCardData(
@@ -173,11 +175,10 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
         model_name=repo_id.split("/")[-1],
         eval_results=entries or None,
     )
-    settings = MergeSettings.from_config(_config_object(folder))
     rows = f"| configuration | {settings.label()} |\n" + "\n".join(
         f"| {k} | {config.get(k)} |" for k in MERGE_FIELDS if k in config and k != "trace_source")
     try:
-        schedule = token_schedule(_config_object(folder))
+        schedule = token_schedule(config_object)
     except ValueError:  # a config without image geometry (text models) has no static schedule
         schedule = "depends on the input length"
     base_line = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "A Transformer"
