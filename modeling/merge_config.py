@@ -226,6 +226,9 @@ def _check_choice(name, value, allowed):
         raise ValueError(f"{name}={value!r} is not supported; allowed values: {', '.join(map(repr, allowed))}.")
 
 
+_TRACED_NUMBERS = ("keep_ratio", "margin", "margin_end", "alpha")
+
+
 @dataclass(frozen=True)
 class MergeSettings:
     """Validated merge settings. Build with `MergeSettings.from_config(config)`; every check lives here."""
@@ -328,6 +331,14 @@ class MergeSettings:
         for name in ("proportional_attention", "keep_order", "trace_source"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False.")
+        # The numbers the forward reads, as text: torch.compile keeps a string constant (guarded by value), while a
+        # float read from an object becomes a symbolic input once a second setting recompiles the forward, and the
+        # budget's floor (and some ops' float arguments) cannot be traced symbolically: a graph break per layer.
+        object.__setattr__(self, "_numbers", {name: repr(float(getattr(self, name))) for name in _TRACED_NUMBERS})
+
+    def number(self, name: str) -> float:
+        """`keep_ratio`, `margin`, `margin_end` or `alpha` as a constant of a compiled graph (see __post_init__)."""
+        return float(self._numbers[name])
 
     def method_at(self, layer: int) -> str:
         """The selection layer `layer` runs: "pitome", "tome", "pitome_bsm" or "none"."""
@@ -342,16 +353,17 @@ class MergeSettings:
         if methods == {"none"}:
             return False
         if self.merge_r is None:
-            return self.keep_ratio < 1.0
+            return self.number("keep_ratio") < 1.0
         if isinstance(self.merge_r, tuple):
             return any(self.merge_r)
         return self.merge_r > 0
 
     def margin_at(self, layer: int) -> float:
         """Margin of layer `layer`: m0 - (m0 - margin_end) * l / L (linear schedule) or m0 (constant)."""
+        m0, m_end = self.number("margin"), self.number("margin_end")
         if self.margin_schedule == "constant" or not self.num_layers:
-            return float(self.margin)
-        return float(self.margin) - (float(self.margin) - float(self.margin_end)) * layer / self.num_layers
+            return m0
+        return m0 - (m0 - m_end) * layer / self.num_layers
 
     def budget(self, num_mergeable: int, layer: int) -> int:
         """Number of tokens layer `layer` merges away when `num_mergeable` tokens enter it."""
@@ -359,9 +371,7 @@ class MergeSettings:
             num_mergeable,
             layer,
             method=self.method_at(layer),
-            # as text: torch.compile keeps a string constant (guarded by value), while a float read from an object
-            # may be traced as a symbolic value after a recompile, and the budget's floor cannot be traced
-            keep_ratio=repr(float(self.keep_ratio)),
+            keep_ratio=self._numbers["keep_ratio"],  # text: a constant under torch.compile (see __post_init__)
             merge_r=self.merge_r,
             merge_layers=self.merge_layers,
         )

@@ -59,11 +59,17 @@ def layer_budget(
 # ----------------------------------------------------------------------------------------------------------------
 class MergePlan(NamedTuple):
     """Indices into the T mergeable tokens, per batch row: `src` (B, r) merge into `dst` (B, r); `keep` (B, T - r)
-    are the surviving tokens in output order (the `dst` tokens are among them)."""
+    are the surviving tokens (the `dst` tokens are among them). With `keep_order` the survivors come out in their
+    original order (no sort is needed: `apply_plan` numbers them by a running count), else in the order of `keep`."""
 
     src: torch.Tensor
     dst: torch.Tensor
     keep: torch.Tensor
+    keep_order: bool = False
+
+    def output_order(self) -> torch.Tensor:
+        """(B, T - r) the surviving tokens in output order (sorted here; the merge itself never sorts them)."""
+        return self.keep.sort(dim=1).values if self.keep_order else self.keep
 
 
 def cosine_similarity_matrix(metric: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -85,7 +91,11 @@ def energy_score(
     gaussian: exp(-0.5 * ((1 - x) / (1 - m))^2). `valid` (B, T) bool excludes padding from the mean."""
     S = similarity
     if kind == "exp":
-        f = torch.where(S >= margin, S, alpha * torch.expm1(S - margin))
+        # f(x) = ELU(x - m, alpha) + m [x >= m]: two passes over (B, T, T) instead of four (ge, sub, expm1, where)
+        shifted = S - margin
+        if valid is None:
+            return F.elu(shifted, alpha=alpha).mean(-1) + (margin / S.shape[-1]) * (shifted >= 0).sum(-1)
+        f = F.elu(shifted, alpha=alpha) + margin * (shifted >= 0)
     elif kind == "elu":
         f = F.elu(S - margin, alpha=alpha)
     elif kind == "gaussian":
@@ -97,10 +107,6 @@ def energy_score(
         return f.mean(dim=-1)
     w = valid[:, None, :].to(f.dtype)
     return (f * w).sum(-1) / w.sum(-1).clamp_min(1.0)
-
-
-def _order(keep: torch.Tensor, keep_order: bool) -> torch.Tensor:
-    return keep.sort(dim=1).values if keep_order else keep
 
 
 @torch.no_grad()
@@ -135,7 +141,7 @@ def pitome_plan(
     s_ab = rows.gather(2, b[:, None, :].expand(B, r, r))
     dst = b.gather(1, s_ab.argmax(dim=-1))
     keep = torch.cat([b, order[:, 2 * r :]], dim=1)
-    return MergePlan(src=a, dst=dst, keep=_order(keep, keep_order))
+    return MergePlan(src=a, dst=dst, keep=keep, keep_order=keep_order)
 
 
 @torch.no_grad()
@@ -157,7 +163,7 @@ def tome_plan(metric: torch.Tensor, r: int, keep_order: bool = True, num_prefix:
     src = a_idx[ranked[:, :r]]
     dst = b_idx[match.gather(1, ranked[:, :r])]
     keep = torch.cat([b_idx.expand(B, -1), a_idx[ranked[:, r:]]], dim=1)
-    return MergePlan(src=src, dst=dst, keep=_order(keep, keep_order))
+    return MergePlan(src=src, dst=dst, keep=keep, keep_order=keep_order)
 
 
 @torch.no_grad()
@@ -185,7 +191,7 @@ def pitome_bsm_plan(
     src = a.gather(1, ranked[:, :r])
     dst = b.gather(1, match.gather(1, ranked[:, :r]))
     keep = torch.cat([b, a.gather(1, ranked[:, r:])], dim=1)
-    return MergePlan(src=src, dst=dst, keep=_order(keep, keep_order))
+    return MergePlan(src=src, dst=dst, keep=keep, keep_order=keep_order)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -193,11 +199,15 @@ def pitome_bsm_plan(
 # ----------------------------------------------------------------------------------------------------------------
 def _new_positions(plan: MergePlan, num_mergeable: int) -> torch.Tensor:
     """(B, T) index of the output token that each input mergeable token ends up in."""
-    B, K = plan.keep.shape
-    pos = torch.empty(B, num_mergeable, dtype=torch.long, device=plan.keep.device)
-    pos.scatter_(1, plan.keep, torch.arange(K, device=pos.device).expand(B, K))
-    pos.scatter_(1, plan.src, pos.gather(1, plan.dst))
-    return pos
+    B = plan.src.shape[0]
+    if plan.keep_order:  # survivors numbered by a running count in their original order: no sort
+        gone = torch.zeros(B, num_mergeable, dtype=torch.bool, device=plan.src.device).scatter_(1, plan.src, True)
+        pos = gone.logical_not_().cumsum(1).sub_(1)
+    else:
+        K = plan.keep.shape[1]
+        pos = torch.empty(B, num_mergeable, dtype=torch.long, device=plan.keep.device)
+        pos.scatter_(1, plan.keep, torch.arange(K, device=pos.device).expand(B, K))
+    return pos.scatter_(1, plan.src, pos.gather(1, plan.dst))
 
 
 def apply_plan(
@@ -214,23 +224,26 @@ def apply_plan(
     """
     p = num_prefix
     B, N, C = x.shape
-    K = plan.keep.shape[1]
     pos = _new_positions(plan, N - p)
+    keep = plan.keep
+    if plan.keep_order:  # survivors to their output slots (a scatter, not a sort)
+        keep = torch.empty_like(keep).scatter_(1, pos.gather(1, keep), keep)
+    K = keep.shape[1]
     dst_out = pos.gather(1, plan.dst)  # (B, r) destination index among the mergeable outputs
     mergeable = sizes[:, p:]
     src_s = mergeable.gather(1, plan.src)
-    den = mergeable.gather(1, plan.keep).scatter_add(1, dst_out, src_s)  # (B, K) new sizes
-    base = torch.arange(B, device=x.device)[:, None] * N + p
-    rows = plan.keep + base
+    den = mergeable.gather(1, keep).scatter_add_(1, dst_out, src_s)  # (B, K) new sizes
+    base = torch.arange(p, B * N + p, N, device=x.device)[:, None]  # each row's first mergeable token, flat
+    rows = keep + base
     if p:
-        rows = torch.cat([torch.arange(p, device=x.device) + base - p, rows], dim=1)
+        rows = torch.cat([torch.arange(-p, 0, device=x.device) + base, rows], dim=1)
     flat = x.reshape(B * N, C)
     out = flat.index_select(0, rows.reshape(-1))  # (B * (p + K), C): prefix and survivors, in output order
     work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     src_x = flat.index_select(0, (plan.src + base).reshape(-1)).to(work)
     dst_x = flat.index_select(0, (plan.dst + base).reshape(-1)).to(work)
     weight = (src_s / den.gather(1, dst_out)).reshape(-1, 1).to(work)
-    out_rows = (dst_out + p + torch.arange(B, device=x.device)[:, None] * (p + K)).reshape(-1)
+    out_rows = (dst_out + torch.arange(p, B * (p + K) + p, p + K, device=x.device)[:, None]).reshape(-1)
     out.index_put_((out_rows,), ((src_x - dst_x) * weight).to(x.dtype), accumulate=True)
     new_sizes = torch.cat([sizes[:, :p], den], dim=1) if p else den
     return out.view(B, p + K, C), new_sizes, pos
@@ -256,7 +269,7 @@ def merge_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One merge step on a full sequence x (B, N, C) with metric (B, N, c): select on the mergeable part with the
     layer's method, then merge. `settings` is a `MergeSettings` (merge_config.py) or any object with its `method_at`,
-    `margin_at`, `alpha`, `energy`, `merge_split` and `keep_order`. `valid` (padding mask) is honoured by the "pitome" selection only; padded batches go
+    `margin_at`, `number("alpha")`, `energy`, `merge_split` and `keep_order`. `valid` (padding mask) is honoured by the "pitome" selection only; padded batches go
     through `PaddedMergeState`, which packs real tokens first. Returns (x', sizes', positions)."""
     m = metric[:, num_prefix:]
     v = None if valid is None else valid[:, num_prefix:]
@@ -265,7 +278,7 @@ def merge_tokens(
         plan = tome_plan(m, r, keep_order=settings.keep_order, num_prefix=num_prefix)
     elif method == "pitome_bsm":
         plan = pitome_bsm_plan(
-            m, r, margin=settings.margin_at(layer), alpha=float(settings.alpha), energy=settings.energy,
+            m, r, margin=settings.margin_at(layer), alpha=settings.number("alpha"), energy=settings.energy,
             keep_order=settings.keep_order,
         )
     elif method == "pitome":
@@ -273,7 +286,7 @@ def merge_tokens(
             m,
             r,
             margin=settings.margin_at(layer),
-            alpha=float(settings.alpha),
+            alpha=settings.number("alpha"),
             energy=settings.energy,
             split=settings.merge_split,
             keep_order=settings.keep_order,

@@ -10,14 +10,16 @@
 Per row: images/s, analytic GFLOPs, the FLOPs-ideal speed-up over the unmerged model, the measured speed-up, their
 ratio (measured / ideal), the merge step's own time per merging layer (eager rows: the step is timed with device
 synchronisation around it; a compiled graph has no separate step to time), and PiToMe's time over ToMe's at the same
-token schedule. Timings are medians of --repeats calls after --warmup calls; on a shared CPU absolute numbers move by
-several percent between runs, so read the ratios, which come from rows measured side by side in one process.
+token schedule. All runs of a mode are built and warmed up (--warmup calls each) first, then timed in --repeats
+rounds, each run once per round in turn, and the median is reported: a slow spell of a shared machine falls on every
+run alike. Absolute numbers on a shared CPU still move by several percent between runs; read the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -27,11 +29,12 @@ from .families import family_named
 from .measure import (
     Progress,
     check_timing_settings,
+    compiled_runs,
     default_device,
     markdown_table,
     merge_step_timer,
     synchronize,
-    time_call,
+    time_interleaved,
 )
 
 MODES = ("eager", "compiled")
@@ -48,29 +51,24 @@ def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup
                     modes=("eager",), methods=("tome", "pitome")) -> list[dict]:
     """Time `stock` unmerged, then each method at each keep ratio, on input `x`, in each mode; one row per run.
 
-    `flops_fn(config)` gives one sample's analytic FLOPs. Every run shares the stock model's weights; rows of one mode
-    are compared with that mode's unmerged row."""
+    `flops_fn(config)` gives one sample's analytic FLOPs. Every run shares the stock model's weights; the runs of one
+    mode are timed interleaved (`time_interleaved`: round after round, each run once per round) and compared with
+    that mode's unmerged run."""
     dev, batch = x.device, x.shape[0]
     rows = []
     runs = [("none", 1.0)] + [(m, r) for r in ratios for m in methods]
     lines = Progress(len(runs) * len(modes), "benchmark ")
     for mode in modes:
-        base_flops = base_time = None
-        for method, ratio in runs:
-            model = _model_for(stock, method, ratio, mode)
-            with torch.inference_mode():
-                seconds = time_call(lambda: model(x), dev, warmup, repeats)
-                per_layer = share = None
-                if mode == "eager" and method != "none":  # one more, instrumented call: the step's own share of it
-                    with merge_step_timer(dev) as spent:
-                        begin = time.perf_counter()
-                        model(x)
-                        synchronize(dev)
-                        total = time.perf_counter() - begin
-                    per_layer, share = spent["seconds"] / max(1, spent["calls"]), spent["seconds"] / total
+        models = [_model_for(stock, method, ratio, mode) for method, ratio in runs]
+        with torch.inference_mode(), compiled_runs(len(runs)):
+            warmed = lambda i: lines.step(f"{mode} {runs[i][0]} {runs[i][1]}: warmed up"
+                                          + (" (compiled)" if mode == "compiled" else ""))
+            times = time_interleaved([lambda m=m: m(x) for m in models], dev, warmup, repeats, on_warm=warmed)
+            steps = [_merge_step_share(m, x, dev) if mode == "eager" and run[0] != "none" else (None, None)
+                     for m, run in zip(models, runs)]
+        base_flops, base_time = flops_fn(models[0].config), times[0]
+        for (method, ratio), model, seconds, (per_layer, share) in zip(runs, models, times, steps):
             flops = flops_fn(model.config)
-            if method == "none":
-                base_flops, base_time = flops, seconds
             ideal, measured = base_flops / flops, base_time / seconds
             rows.append(dict(method=method, keep_ratio=ratio, mode=mode, images_per_s=batch / seconds,
                              gflops=flops / 1e9, ideal_speedup=ideal, speedup=measured,
@@ -78,12 +76,25 @@ def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup
                              merge_ms_per_layer=None if per_layer is None else 1e3 * per_layer,
                              merge_share=share,
                              device=str(dev), dtype=dtype, batch=batch))
-            lines.step(f"{mode} {method} {ratio}: {batch / seconds:.1f} images/s, measured/ideal {measured / ideal:.3f}")
+        print(f"benchmark {mode}: " + ", ".join(f"{r['method']} {r['keep_ratio']} {r['images_per_s']:.0f}/s"
+                                                for r in rows if r["mode"] == mode), file=sys.stderr, flush=True)
     tome = {(r["mode"], r["keep_ratio"]): r["seconds"] for r in rows if r["method"] == "tome"}
     for r in rows:
         if r["method"] == "pitome" and (r["mode"], r["keep_ratio"]) in tome:
             r["time_vs_tome"] = r["seconds"] / tome[(r["mode"], r["keep_ratio"])]
     return rows
+
+
+def _merge_step_share(model, x: torch.Tensor, dev) -> tuple[float, float]:
+    """Three more, instrumented eager calls: the merge step's seconds per merging layer and its share of the forward."""
+    total = 0.0
+    with merge_step_timer(dev) as spent:
+        for _ in range(3):
+            begin = time.perf_counter()
+            model(x)
+            synchronize(dev)
+            total += time.perf_counter() - begin
+    return spent["seconds"] / max(1, spent["calls"]), spent["seconds"] / total
 
 
 def _inputs(stock, batch: int, dev, dtype):
@@ -175,23 +186,23 @@ COLUMNS = [
     ("merge_share", "merge share", lambda v: f"{100 * v:.1f}%"), ("time_vs_tome", "PiToMe time / ToMe", lambda v: f"{v:.3f}"),
 ]
 
-SHAPES = {  # subcommand -> (runner, default keep ratios, default batch, title)
-    "default": (bench_default, [0.95, 0.9, 0.85, 0.8, 0.75], 64, "embedded Fashion-MNIST ViT (real weights)"),
-    "vit": (bench_vit, [0.95, 0.9, 0.85], 32, "ViT-B/16 shape, random weights"),
-    "clip": (bench_clip, [0.95, 0.925, 0.9], 32, "CLIP vision tower + projection, random weights"),
-    "siglip": (bench_siglip, [0.95, 0.9, 0.85], 32, "SigLIP-B/16-224 vision tower + pooling head, random weights"),
+SHAPES = {  # subcommand -> (runner, default keep ratios, default batch, default repeats, title)
+    "default": (bench_default, [0.95, 0.9, 0.85, 0.8, 0.75], 64, 30, "embedded Fashion-MNIST ViT (real weights)"),
+    "vit": (bench_vit, [0.95, 0.9, 0.85], 32, 5, "ViT-B/16 shape, random weights"),
+    "clip": (bench_clip, [0.95, 0.925, 0.9], 32, 5, "CLIP vision tower + projection, random weights"),
+    "siglip": (bench_siglip, [0.95, 0.9, 0.85], 32, 5, "SigLIP-B/16-224 vision tower + pooling head, random weights"),
 }
 
 
-def _common(parser: argparse.ArgumentParser, batch: int, ratios) -> None:
+def _common(parser: argparse.ArgumentParser, batch: int, ratios, repeats: int = 5) -> None:
     parser.add_argument("--batch", type=int, default=batch, help="images per forward (default: %(default)s)")
     parser.add_argument("--ratios", type=float, nargs="+", default=ratios, help="keep ratios (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="(default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s, at least 1)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls, median reported (default: %(default)s, "
-                        "at least 3)")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds (each run once per round, in turn), "
+                        "median reported (default: %(default)s, at least 3)")
     parser.add_argument("--allow-short", action="store_true", help="run with fewer warm-up calls or repeats anyway; "
                         "the output is flagged as not a measurement")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -201,9 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pitome-hf benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="family", required=True, metavar="family")
-    for name, (_, ratios, batch, title) in SHAPES.items():
+    for name, (_, ratios, batch, repeats, title) in SHAPES.items():
         p = sub.add_parser(name, help=title, description=f"{title}: none vs ToMe vs PiToMe, side by side.")
-        _common(p, batch, ratios)
+        _common(p, batch, ratios, repeats)
         p.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
                        help="eager and/or compiled (torch.compile) rows, side by side (default: %(default)s)")
         if name == "clip":
@@ -232,7 +243,7 @@ def main(argv=None) -> int:
               f"weights, batch {args.batch}, {rows[0]['device']}, {args.dtype}, {setup}")
         print(benchmark_llava.markdown(rows))
     else:
-        runner, _, _, title = SHAPES[args.family]
+        runner, _, _, _, title = SHAPES[args.family]
         rows = runner(args)
         groups = sorted({r.get("model", title) for r in rows}, key=lambda m: [r.get("model", title) for r in rows].index(m))
         for group in groups:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .evaluation_tasks import TASK_CLASSES, TASKS, timed_run
-from .measure import Progress, peak_memory_mb, sweep
+from .measure import Progress, compiled_runs, peak_memory_mb, sweep
 from .modeling.merge_config import MergeSettings
 
 ASSETS = Path(__file__).parent / "assets"
@@ -230,7 +230,8 @@ def evaluate_model(
             net = torch.compile(net)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        outputs, seconds = timed_run(batches, runner.forward(net), dev, show, f"{method} {ratio}")
+        with compiled_runs(len(configs)):
+            outputs, seconds = timed_run(batches, runner.forward(net), dev, show, f"{method} {ratio}")
         gathered = gather_object([(outputs, seconds, len(outputs), peak_memory_mb(dev))])
         merged = {}
         for part, _, _, _ in gathered:

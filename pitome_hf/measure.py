@@ -54,6 +54,41 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 2, r
     return statistics.median(times)
 
 
+def time_interleaved(fns: Sequence[Callable[[], object]], device: torch.device, warmup: int = 2,
+                     repeats: int = 5, on_warm: Optional[Callable[[int], None]] = None) -> list[float]:
+    """Median seconds of each `fn()`, measured side by side: every function is warmed up first (`on_warm(i)` after
+    each), then `repeats` rounds time each function once, in turn. A slow spell of a shared machine then falls on
+    every function alike instead of on whichever ran during it, so the ratios between them are what they measure."""
+    for i, fn in enumerate(fns):
+        for _ in range(warmup):
+            fn()
+        synchronize(device)
+        if on_warm is not None:
+            on_warm(i)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(1, repeats)):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+@contextlib.contextmanager
+def compiled_runs(count: int):
+    """Room for `count` torch.compile'd configurations of one model in one process (benchmark and evaluate sweeps).
+
+    The merge settings are constants of a compiled graph, so each configuration recompiles the forward (and an input
+    of a new shape may once more). Past torch._dynamo's recompile limit (8 per function) dynamo silently runs the rest
+    frame by frame, mostly eagerly, and the "compiled" rows would not be compiled: the limit is raised meanwhile."""
+    import torch._dynamo
+
+    limit = max(int(torch._dynamo.config.recompile_limit), 2 * count + 2)
+    with torch._dynamo.config.patch(recompile_limit=limit):
+        yield
+
+
 @contextlib.contextmanager
 def merge_step_timer(device: torch.device):
     """Wall time spent inside `MergeState.step`, in total and per layer (instrumentation for eager runs only: a

@@ -83,3 +83,50 @@ def test_version_and_top_level_help(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
     assert all(name in text for name in ("overview", "study", "fidelity", "benchmark", "push")) and "examples:" in text
+
+
+def test_runs_are_timed_interleaved_round_by_round():
+    """All runs warm up first, then each round times every run once, in turn: a slow spell falls on all alike."""
+    import torch
+
+    from pitome_hf.measure import time_interleaved
+
+    calls = []
+    warmed = []
+    fns = [lambda i=i: calls.append(i) for i in range(3)]
+    times = time_interleaved(fns, torch.device("cpu"), warmup=2, repeats=4, on_warm=warmed.append)
+    assert calls == [0, 0, 1, 1, 2, 2] + [0, 1, 2] * 4 and warmed == [0, 1, 2]
+    assert len(times) == 3 and all(t >= 0 for t in times)
+
+
+def test_many_compiled_settings_each_get_a_whole_graph():
+    """torch.compile recompiles once per merge setting; past dynamo's recompile limit (8) the rest would silently run
+    frame by frame, and a float setting read as a symbolic value would break the graph. Inside `compiled_runs` each
+    of 10 settings is one whole graph (a counting backend sees 10)."""
+    import torch
+    import torch._dynamo
+    from transformers import ViTConfig, ViTModel
+
+    from pitome_hf.convert import apply_pitome
+    from pitome_hf.measure import compiled_runs
+
+    torch.manual_seed(0)
+    stock = ViTModel(ViTConfig(**TINY, attn_implementation="sdpa")).eval()
+    x = torch.randn(1, 3, 32, 32)
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    before = torch._dynamo.config.recompile_limit
+    runs = [dict(keep_ratio=0.95 - 0.05 * i) for i in range(8)]  # margins and alpha differ in the presets
+    runs += [dict(keep_ratio=0.8, preset="authors-deit"), dict(keep_ratio=0.8, preset="authors-mae", margin=0.75)]
+    with compiled_runs(len(runs)), torch.no_grad():
+        assert torch._dynamo.config.recompile_limit >= 2 * len(runs)
+        for settings in runs:
+            torch.compile(apply_pitome(stock, **settings), backend=counting)(x)
+    assert torch._dynamo.config.recompile_limit == before
+    assert len(graphs) == len(runs)
+    torch._dynamo.reset()

@@ -37,7 +37,7 @@ def clustered(seed: int, T: int = 30, c: int = 16) -> torch.Tensor:
 
 def pairs_and_keep(plan, row=0):
     pairs = sorted(zip(plan.src[row].tolist(), plan.dst[row].tolist()))
-    return pairs, plan.keep[row].tolist()
+    return pairs, plan.output_order()[row].tolist()
 
 
 CASES = [(seed, r) for seed in range(6) for r in (1, 4, 9, 15)]

@@ -130,13 +130,18 @@ def test_surviving_tokens_keep_original_order():
     torch.manual_seed(4)
     x = torch.randn(2, 40, 8)
     for plan in (pitome_plan(x, 10, margin=0.9), tome_plan(x, 10)):
-        assert torch.all(plan.keep[:, 1:] > plan.keep[:, :-1])
-        out, _, _ = apply_plan(x, torch.ones(2, 40), plan, num_prefix=0)
-        untouched = [k for k in plan.keep[0].tolist() if k not in set(plan.dst[0].tolist())]
-        rows = [plan.keep[0].tolist().index(k) for k in untouched]
+        order = plan.output_order()
+        assert torch.all(order[:, 1:] > order[:, :-1])
+        assert torch.equal(order, plan.keep.sort(dim=1).values)
+        out, _, pos = apply_plan(x, torch.ones(2, 40), plan, num_prefix=0)
+        untouched = [k for k in order[0].tolist() if k not in set(plan.dst[0].tolist())]
+        rows = [order[0].tolist().index(k) for k in untouched]
         torch.testing.assert_close(out[0, rows], x[0, untouched])
+        assert torch.equal(pos.gather(1, order), torch.arange(30).expand(2, 30))  # survivor j lands in slot j
     unordered = pitome_plan(x, 10, margin=0.9, keep_order=False)
     assert not torch.all(unordered.keep[:, 1:] > unordered.keep[:, :-1])
+    out, _, pos = apply_plan(x, torch.ones(2, 40), unordered, num_prefix=0)
+    assert torch.equal(pos.gather(1, unordered.keep), torch.arange(30).expand(2, 30))  # in the order of keep
 
 
 def test_size_weighted_average():
