@@ -187,7 +187,7 @@ COLUMNS = [
 ]
 
 SHAPES = {  # subcommand -> (runner, default keep ratios, default batch, default repeats, title)
-    "default": (bench_default, [0.95, 0.9, 0.85, 0.8, 0.75], 64, 30, "embedded Fashion-MNIST ViT (real weights)"),
+    "default": (bench_default, [0.95, 0.9, 0.85, 0.8, 0.75], 64, 100, "embedded Fashion-MNIST ViT (real weights)"),
     "vit": (bench_vit, [0.95, 0.9, 0.85], 32, 5, "ViT-B/16 shape, random weights"),
     "clip": (bench_clip, [0.95, 0.925, 0.9], 32, 5, "CLIP vision tower + projection, random weights"),
     "siglip": (bench_siglip, [0.95, 0.9, 0.85], 32, 5, "SigLIP-B/16-224 vision tower + pooling head, random weights"),

