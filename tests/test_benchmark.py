@@ -130,3 +130,18 @@ def test_many_compiled_settings_each_get_a_whole_graph():
     assert torch._dynamo.config.recompile_limit == before
     assert len(graphs) == len(runs)
     torch._dynamo.reset()
+
+
+def test_attention_backend_and_allocator_are_the_same_for_every_row(monkeypatch, capsys):
+    """--attn sets the backend of the stock model every row is built from; glibc's malloc is pinned before timing
+    (and said so in the output) unless --system-malloc."""
+    from pitome_hf import measure
+
+    seen = []
+    monkeypatch.setattr(benchmark, "compare_methods",
+                        lambda stock, *a, **k: seen.append(stock.config._attn_implementation) or [])
+    benchmark._run(__import__("transformers").ViTForImageClassification(benchmark.vit_b16_config(**TINY)),
+                   None, args_for("vit", "--attn", "eager", "--device", "cpu"))
+    assert seen == ["eager"]
+    note = measure.pin_allocator()
+    assert note is None or ("pinned" in note and measure.pin_allocator() == note)  # once per process, glibc only
