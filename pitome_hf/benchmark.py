@@ -58,13 +58,18 @@ def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup
     dev, batch = x.device, x.shape[0]
     rows = []
     runs = [("none", 1.0)] + [(m, r) for r in ratios for m in methods]
-    lines = Progress(len(runs) * len(modes), "benchmark ")
+    rounds = max(1, repeats)
+    lines = Progress((len(runs) + rounds) * len(modes), "benchmark ")  # warm-ups, then timing rounds
     for mode in modes:
         models = [_model_for(stock, method, ratio, mode) for method, ratio in runs]
         with torch.inference_mode(), compiled_runs(len(runs)):
             warmed = lambda i: lines.step(f"{mode} {runs[i][0]} {runs[i][1]}: warmed up"
                                           + (" (compiled)" if mode == "compiled" else ""))
-            times = time_interleaved([lambda m=m: m(x) for m in models], dev, warmup, repeats, on_warm=warmed)
+            every = max(1, rounds // 5)
+            timed = lambda k: lines.step(f"{mode}: timing round {k + 1}/{rounds} (every run once per round)",  # noqa: E731
+                                         show=(k + 1) % every == 0 or k + 1 == rounds)
+            times = time_interleaved([lambda m=m: m(x) for m in models], dev, warmup, repeats, on_warm=warmed,
+                                     on_round=timed)
             steps = [_merge_step_share(m, x, dev) if mode == "eager" and run[0] != "none" else (None, None)
                      for m, run in zip(models, runs)]
         base_flops, base_time = flops_fn(models[0].config), times[0]

@@ -81,10 +81,12 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 2, r
 
 
 def time_interleaved(fns: Sequence[Callable[[], object]], device: torch.device, warmup: int = 2,
-                     repeats: int = 5, on_warm: Optional[Callable[[int], None]] = None) -> list[float]:
+                     repeats: int = 5, on_warm: Optional[Callable[[int], None]] = None,
+                     on_round: Optional[Callable[[int], None]] = None) -> list[float]:
     """Median seconds of each `fn()`, measured side by side: every function is warmed up first (`on_warm(i)` after
-    each), then `repeats` rounds time each function once, in turn. A slow spell of a shared machine then falls on
-    every function alike instead of on whichever ran during it, so the ratios between them are what they measure."""
+    each), then `repeats` rounds time each function once, in turn (`on_round(k)` after round k). A slow spell of a
+    shared machine then falls on every function alike instead of on whichever ran during it, so the ratios between
+    them are what they measure."""
     for i, fn in enumerate(fns):
         for _ in range(warmup):
             fn()
@@ -92,12 +94,14 @@ def time_interleaved(fns: Sequence[Callable[[], object]], device: torch.device, 
         if on_warm is not None:
             on_warm(i)
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(max(1, repeats)):
+    for k in range(max(1, repeats)):
         for i, fn in enumerate(fns):
             start = time.perf_counter()
             fn()
             synchronize(device)
             times[i].append(time.perf_counter() - start)
+        if on_round is not None:
+            on_round(k)
     return [statistics.median(t) for t in times]
 
 
@@ -155,9 +159,10 @@ class Progress:
         self.stream = stream or sys.stderr
         self.done, self.start = 0, time.perf_counter()
 
-    def step(self, text: str) -> None:
+    def step(self, text: str, show: bool = True) -> None:
+        """Count one step; print its line unless `show` is False (long runs of short steps print every few)."""
         self.done += 1
-        if not self.enabled:
+        if not (self.enabled and show):
             return
         elapsed = time.perf_counter() - self.start
         left = elapsed / self.done * (self.total - self.done)
