@@ -11,7 +11,7 @@ mkdir -p "$OUT"
 bench() { local tag=$1; shift; echo "=== benchmark $*"; $PY -m pitome_hf.cli benchmark "$@" --json "$OUT/bench_$tag.json" 2>>"$OUT/progress.log" | tee "$OUT/bench_$tag.md"; }
 bench default default --modes eager compiled
 bench default_eager_attn default --attn eager --modes eager compiled
-echo "=== profile of the embedded default"; $PY scripts/profile_default.py 2>>"$OUT/progress.log" | tee "$OUT/profile_default.md"
+echo "=== profile of the embedded default"; $PY scripts/profile_default.py --compiled 2>>"$OUT/progress.log" | tee "$OUT/profile_default.md"
 bench vit vit --batch 32 --warmup 1 --repeats 3 --modes eager compiled
 bench vit_system_malloc vit --batch 32 --warmup 1 --repeats 3 --modes eager compiled --system-malloc
 bench clip clip --shapes B/16 --batch 16 --warmup 1 --repeats 3

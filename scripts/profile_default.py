@@ -11,6 +11,8 @@ Prints three markdown tables:
 1. ms per forward by part (torch.profiler, median-free: the mean over --iters profiled forwards after warm-up):
    linear layers (addmm), attention (scaled_dot_product_attention), the merge step (MergeState.step), the
    proportional-attention bias (MergeState.attention_mask), and everything else (layer norms, GELU, embeddings, ...).
+3. With --compiled: the compiled PiToMe forward (eager attention, which compiles best here), its largest operations
+   and generated kernels (inductor's kernel profiling), ms per forward: what remains of the merge step once fused.
 2. The attention kernel alone at the token counts the merged model runs (batch x heads x N x head_dim), SDPA and the
    plain matmul-softmax-matmul: on this CPU its time hardly falls with N at these sizes, which caps what merging can buy.
 
@@ -135,12 +137,36 @@ def attention_times(batch: int, heads: int, head_dim: int, counts, repeats: int 
     return rows
 
 
+def compiled_kernels(base, x, ratio: float, iters: int, top: int = 12) -> list[dict]:
+    import torch._inductor.config as inductor_config
+    from torch.profiler import ProfilerActivity, profile
+
+    inductor_config.cpp.enable_kernel_profile = True  # name each generated kernel in the profile
+    model = apply_pitome(base, merge_method="pitome", keep_ratio=ratio)
+    model.set_attn_implementation("eager")
+    model = torch.compile(model)
+    with torch.inference_mode():
+        for _ in range(5):
+            model(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(iters):
+                model(x)
+    rows = []
+    for item in prof.key_averages():
+        if item.key.startswith(("aten::", "graph_")) and item.key not in ("aten::linear",):
+            rows.append({"operation": item.key[:70], "calls": item.count / iters, "ms": item.self_cpu_time_total / 1e3
+                         / iters})
+    return sorted(rows, key=lambda r: -r["ms"])[:top]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64, help="(default: %(default)s)")
     parser.add_argument("--ratio", type=float, default=0.9, help="keep ratio (default: %(default)s)")
     parser.add_argument("--iters", type=int, default=40, help="profiled forwards per model (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=100, help="interleaved timing rounds (default: %(default)s)")
+    parser.add_argument("--compiled", action="store_true", help="also list the compiled PiToMe forward's largest "
+                        "operations and generated kernels")
     args = parser.parse_args(argv)
     malloc = pin_allocator()
     base = PiToMeViTForImageClassification.from_pretrained(str(DEFAULT_MODEL), merge_method="none").eval()
@@ -168,6 +194,13 @@ def main(argv=None) -> int:
     print(markdown_table(attention_times(args.batch, heads, head_dim, tokens),
                          [("tokens", "N", str), ("sdpa_ms", "SDPA", lambda v: f"{v:.3f}"),
                           ("math_ms", "matmul-softmax-matmul", lambda v: f"{v:.3f}")]))
+    if args.compiled:
+        print(f"\ncompiled PiToMe forward (eager attention), keep ratio {args.ratio}: the largest operations and "
+              f"generated kernels, ms per forward (self time, mean of {args.iters}; fused kernels are named after the "
+              "operations they contain)")
+        print(markdown_table(compiled_kernels(base, x, args.ratio, args.iters), [
+            ("operation", "operation or kernel", str), ("calls", "calls per forward", lambda v: f"{v:g}"),
+            ("ms", "ms per forward", lambda v: f"{v:.3f}")]))
     return 0
 
 
