@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-measure every speed figure in the README, one job at a time (timings need a quiet machine), into out/readme/.
-#   bash scripts/measure_readme.sh            # about 32 minutes on 2 CPU cores
+#   bash scripts/measure_readme.sh            # about 35 minutes on 2 CPU cores
 # The studies (pitome-hf study ...) and the fine-tuning run (scripts/finetune_merged.py) are run separately: they take
 # longer and are not timings.
 set -euo pipefail
