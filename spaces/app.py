@@ -20,8 +20,11 @@ the embedded Fashion-MNIST ViT. On a Hub Space the operator sets PITOME_SPACE_MO
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import importlib.util
+import io
 import os
+import tempfile
 import statistics
 import threading
 import time
@@ -188,6 +191,36 @@ def checked_by_handler(component):
             return payload
 
     component.preprocess = preprocess
+    return component
+
+
+def image_output(**kwargs) -> gr.Image:
+    """A gr.Image output whose arrays are written to gradio's cache atomically.
+
+    gradio saves an output array under a name made from its content hash by truncating and rewriting that file on
+    every call, so two concurrent events with the same image (the model input of the same example) can serve a
+    half-written file (seen as "Too little data for declared Content-Length"). Here the PNG is written to a temporary
+    name and renamed into place, once; gradio then serves the finished file (a path output is not rewritten)."""
+    component = gr.Image(**kwargs)
+    original = component.postprocess
+
+    def postprocess(value):
+        if isinstance(value, np.ndarray):
+            buffer = io.BytesIO()
+            Image.fromarray(value).save(buffer, format="PNG")
+            data = buffer.getvalue()
+            folder = Path(component.GRADIO_CACHE) / hashlib.sha256(data).hexdigest()
+            target = folder / "image.png"
+            if not target.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                handle, partial = tempfile.mkstemp(dir=folder, suffix=".partial")
+                with os.fdopen(handle, "wb") as f:
+                    f.write(data)
+                os.replace(partial, target)
+            value = str(target)
+        return original(value)
+
+    component.postprocess = postprocess
     return component
 
 
@@ -864,10 +897,10 @@ def build_demo() -> gr.Blocks:
                                                 visible=has_head)
                         merged_md = gr.Markdown(elem_id="merged-stats")
                 with gr.Row():
-                    merge_map = gr.Image(label="Merge map", type="numpy", format="png", interactive=False,
-                                         elem_id="merge-map", height=360)
-                    model_input = gr.Image(label="Model input (resized)", type="numpy", format="png",
-                                           interactive=False, elem_id="model-input", height=360)
+                    merge_map = image_output(label="Merge map", type="numpy", format="png", interactive=False,
+                                             elem_id="merge-map", height=360)
+                    model_input = image_output(label="Model input (resized)", type="numpy", format="png",
+                                               interactive=False, elem_id="model-input", height=360)
                 caption = gr.Markdown(elem_id="map-caption")
                 plot = gr.LinePlot(x="after layer", y="tokens", color="method", label="Patch tokens after each layer",
                                    x_title="after layer", y_title="patch tokens (CLS not counted)", y_lim=[0, None],

@@ -184,6 +184,20 @@ def test_merge_map_colours_groups(app):
     assert centre(3, 3) == (128, 128, 128)
 
 
+def test_output_images_are_written_once_and_whole(app):
+    """An output array is saved under its content hash once, by rename: a second event with the same image (served
+    concurrently) reuses the finished file instead of truncating and rewriting it."""
+    component = app.image_output(type="numpy", format="png")
+    image = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    first = component.postprocess(image)
+    path = Path(first.path)
+    stamp = path.stat().st_mtime_ns
+    assert Path(component.postprocess(image).path) == path and path.stat().st_mtime_ns == stamp
+    with Image.open(path) as saved:
+        assert np.array_equal(np.asarray(saved.convert("RGB")), image)
+    assert not list(path.parent.glob("*.partial"))
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "I;16", "CMYK", "1"])
 def test_image_modes_become_rgb(app, tmp_path, mode):
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
