@@ -9,7 +9,8 @@ load (zero missing, zero unexpected keys) or nothing is written. An existing loc
 (the Hub is never asked about it); anything else is a Hub id. The base's tokenizer and processor files are copied
 when it has them; none are invented when it does not. The folder is written next to the output under a temporary
 name and renamed into place at the end, so a failure never leaves a half-written output; temporary folders left by a
-killed run are removed by the next run.
+killed run are removed by the next run. An --output that is, holds or sits inside the input, that is a symbolic link,
+or (even with --force) a non-empty folder other than an earlier checkpoint is refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -116,18 +117,57 @@ def _remove_stale_staging(output: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output(output, local_base: Optional[str], force: bool) -> Path:
+    """The resolved folder to write, after refusing every --output that would destroy or corrupt something else:
+    an empty name, a symbolic link, a file, the input checkpoint itself, a folder inside it or holding it, the current
+    folder or one holding it, an existing non-empty folder without `force`, and (even with `force`) a non-empty folder
+    that is not a model folder (no config.json). `local_base`: the input folder (None for a Hub id)."""
+    if not str(output).strip():
+        raise ValueError("--output is empty: name the folder to write.")
+    given = Path(output).expanduser()
+    if given.is_symlink():
+        raise ValueError(f"--output {given} is a symbolic link (to {os.readlink(given)}); give the real folder's path "
+                         "instead. Nothing was written.")
+    target = given.resolve()
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--output {given} exists and is a file; choose a folder name for --output.")
+    if local_base is not None:
+        source = Path(local_base).resolve()
+        relation = ("is the input checkpoint" if target == source else "is inside the input checkpoint"
+                    if source in target.parents else "contains the input checkpoint" if target in source.parents
+                    else None)
+        if relation:
+            raise ValueError(f"--output {given} {relation} {local_base}: writing it would replace or delete the input. "
+                             "Choose an --output outside it (--force does not change this).")
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise ValueError(f"--output {given} is the current folder or holds it ({cwd}): choose a new folder's name.")
+    if target.exists() and any(target.iterdir()):
+        if not force:
+            raise ValueError(f"--output {given} exists and is not empty; pass force=True (--force) to replace it.")
+        if not (target / "config.json").is_file():
+            raise ValueError(f"--output {given} is not a model folder (no config.json) and is not empty: --force "
+                             "replaces only an earlier checkpoint folder. Choose another --output or empty it yourself.")
+    parent = _nearest_existing(target.parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {given} cannot be written: {parent} is not writable. Nothing was written.")
+    return target
+
+
 def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Optional[str] = None, **settings) -> Path:
     """Write the PiToMe variant of `base` with the merge `settings` to `output`; returns the output path.
 
     `settings` are merge settings (see `MergeConfigMixin`), `preset=NAME` for a named configuration, and for ViT
     `classifier_pooling="mean"` (MAE classifiers). `base_model`: the Hub id to name in the model card (default: the
     base when it is a Hub id; a local folder names none)."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"{output} exists and is a file; choose a folder name for --output.")
-    if output.exists() and any(output.iterdir()) and not force:
-        raise ValueError(f"{output} exists and is not empty; pass force=True (--force) to replace it.")
     base, local = resolve_base(str(base))
+    output = check_output(output, base if local else None, force)
     if "preset" in settings:
         settings["merge_preset"] = settings.pop("preset")
     config_dict, _ = transformers.PretrainedConfig.get_config_dict(base)
@@ -181,7 +221,8 @@ def main(argv=None) -> int:
     from .modeling.merging import ENERGIES, METHODS
 
     parser.add_argument("base", help="stock checkpoint: Hub id (org/name) or an existing folder")
-    parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty)")
+    parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty, is "
+                        "a symbolic link, or is, holds or sits inside the input folder)")
     parser.add_argument("--preset", choices=sorted(MERGE_PRESETS), default=None,
                         help="a named configuration (selection, energy, margins, proportional attention); the other "
                         "options below override it")
@@ -199,7 +240,8 @@ def main(argv=None) -> int:
                         help="ViT classifiers: 'mean' for MAE checkpoints (size-weighted global pool)")
     parser.add_argument("--base-model", default=None, help="Hub id the model card names as base (default: the base "
                         "when it is a Hub id)")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--force", action="store_true", help="replace an existing checkpoint folder (one holding "
+                        "config.json) at --output; never the input, never any other non-empty folder")
     args = parser.parse_args(argv)
     settings = {"keep_ratio": args.keep_ratio}
     if args.preset:

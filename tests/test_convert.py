@@ -60,9 +60,14 @@ def test_existing_output_is_not_overwritten_unless_forced(stock_vit_dir, tmp_pat
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ValueError, match="exists and is not empty"):
         convert_checkpoint(str(stock_vit_dir), out)
+    with pytest.raises(ValueError, match="is not a model folder .no config.json.*replaces only an earlier checkpoint"):
+        convert_checkpoint(str(stock_vit_dir), out, force=True)  # --force never empties an arbitrary folder
     assert (out / "keep.txt").read_text() == "mine"
-    convert_checkpoint(str(stock_vit_dir), out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "config.json").is_file()
+    (out / "keep.txt").unlink()
+    convert_checkpoint(str(stock_vit_dir), out, keep_ratio=0.8)
+    (out / "stale.txt").write_text("from before")
+    convert_checkpoint(str(stock_vit_dir), out, force=True)  # an earlier checkpoint folder is replaced
+    assert not (out / "stale.txt").exists() and json.loads((out / "config.json").read_text())["keep_ratio"] == 0.9
 
 
 def test_corrupt_weights_write_nothing(stock_vit_dir, tmp_path):
@@ -164,3 +169,73 @@ def test_output_that_is_a_file_is_refused(stock_vit_dir, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         convert_checkpoint(str(stock_vit_dir), tmp_path / "f")
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where, relation", [("input", "is the input checkpoint"),
+                                             ("parent", "contains the input checkpoint"),
+                                             ("inside", "is inside the input checkpoint")])
+def test_output_that_is_holds_or_sits_in_the_input_is_refused_even_forced(stock_vit_dir, tmp_path, capsys, where,
+                                                                         relation):
+    import shutil
+
+    from pitome_hf.cli import main as cli
+
+    base = tmp_path / "models" / "stock"
+    shutil.copytree(stock_vit_dir, base)
+    (tmp_path / "models" / "notes.txt").write_text("beside the input")
+    before = _tree(tmp_path)
+    output = {"input": base, "parent": tmp_path / "models", "inside": base / "pitome"}[where]
+    for extra in ([], ["--force"]):
+        assert cli(["convert", str(base), "--output", str(output), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"--output {output} {relation} {base}" in err and len(err.strip().splitlines()) == 1
+        assert _tree(tmp_path) == before  # nothing deleted, nothing written
+    # the same folder named another way (relative, through a symlinked parent) is the same folder
+    (tmp_path / "alias").symlink_to(tmp_path / "models")
+    with pytest.raises(ValueError, match="is the input checkpoint"):
+        convert_checkpoint(str(base), tmp_path / "alias" / "stock", force=True)
+    assert _tree(tmp_path / "models") == {k[len("models/"):]: v for k, v in before.items()}
+
+
+def test_output_that_is_a_symlink_is_refused_before_writing(stock_vit_dir, tmp_path):
+    real = convert_checkpoint(str(stock_vit_dir), tmp_path / "real", keep_ratio=0.8)
+    before = _tree(real)
+    (tmp_path / "link").symlink_to(real)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for link in ("link", "dangling"):
+        with pytest.raises(ValueError, match=f"--output {tmp_path / link} is a symbolic link"):
+            convert_checkpoint(str(stock_vit_dir), tmp_path / link, force=True)
+    assert _tree(real) == before and (tmp_path / "link").is_symlink() and not (tmp_path / "nowhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "link", "real"]  # no staging left
+
+
+def test_output_that_is_the_current_folder_or_empty_is_refused(stock_vit_dir, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.json").write_text("{}")  # even a folder that looks like a checkpoint
+    monkeypatch.chdir(work)
+    for output in (".", str(work), str(tmp_path)):
+        with pytest.raises(ValueError, match="is the current folder or holds it"):
+            convert_checkpoint(str(stock_vit_dir), output, force=True)
+    with pytest.raises(ValueError, match="--output is empty"):
+        convert_checkpoint(str(stock_vit_dir), "")
+    assert [p.name for p in work.iterdir()] == ["config.json"]
+
+
+def test_unwritable_output_is_refused_before_loading(stock_vit_dir, tmp_path):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        with pytest.raises(ValueError, match=f"--output {locked / 'out'} cannot be written: {locked} is not writable"):
+            convert_checkpoint(str(stock_vit_dir), locked / "out")
+    finally:
+        locked.chmod(0o755)
