@@ -104,6 +104,9 @@ class Family:
     processor: Optional[type] = None  # a PiToMe processor class (AutoProcessor), when the family needs one
     text_padding: str | bool = True  # how texts are padded for the text tower (SigLIP: "max_length")
     description: str = ""
+    # how the Space (spaces/handlers.py) shows this family: "classifier" (top-5 predictions) or "backbone" (feature
+    # fidelity, no head); None: the Space does not offer it
+    space_view: Optional[str] = None
 
     @property
     def config_classes(self) -> tuple:
@@ -133,6 +136,7 @@ FAMILIES: tuple[Family, ...] = (
         flops=flops.vit_flops,
         tasks=("image-classification",),
         description="ViT and DeiT checkpoints in the ViT layout (CLS protected; MAE with classifier_pooling='mean')",
+        space_view="classifier",
     ),
     Family(
         "clip",
@@ -194,6 +198,7 @@ FAMILIES: tuple[Family, ...] = (
         ),
         flops=flops_encoders.dinov2_flops,
         description="DINOv2, with or without registers (CLS and registers protected)",
+        space_view="backbone",
     ),
 )
 
