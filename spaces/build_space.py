@@ -1,4 +1,5 @@
-"""Assemble the folder to upload as a Hugging Face Space: app, README, requirements, examples, pitome_hf, model.
+"""Assemble the folder to upload as a Hugging Face Space: the app's modules, README, requirements, examples, pitome_hf,
+model.
 
     python spaces/build_space.py build/space          # then: hf upload USER/SPACE build/space --repo-type space
 
@@ -18,7 +19,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FILES = ("app.py", "README.md", "requirements.txt")
+# app.py and every module it imports from this folder, the Space card and the pins
+FILES = ("app.py", "analysis.py", "catalog.py", "handlers.py", "README.md", "requirements.txt")
 
 
 def wheel_line(requirements: Path) -> str:
