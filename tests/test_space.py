@@ -628,6 +628,9 @@ def test_api_answers_carry_no_host_path(server, space_model, files):
         assert not _leaks(answer, space_model) and "passwd" not in answer
         answer = _raw_call(server, "model_info", [bad, 3])
         assert "not offered here" in answer and not _leaks(answer, space_model) and "passwd" not in answer
+    host_file = {"path": str(Path(space_model) / "config.json"), "meta": {"_type": "gradio.FileData"}}
+    answer = _raw_call(server, "compare", [host_file, NAME, BOTH, 0.9, 3])  # gradio refuses a file not uploaded
+    assert "event: error" in answer and not _leaks(answer, space_model)
     answer = _raw_call(server, "compare", [_upload(server, str(files / "notes.txt")), NAME, BOTH, 0.9, 3])
     assert "not an image" in answer and not _leaks(answer, space_model, str(files))
     import httpx
@@ -758,6 +761,7 @@ def _first_view_in_browser(url: str, tmp_path: Path, shot_name: str) -> dict:
         driver.get(url)
         boxes = _wait_for_maps(driver, BOTH, FIRST_VIEW_LIMIT)
         seconds = time.perf_counter() - start
+        assert seconds < FIRST_VIEW_LIMIT, f"the first view took {seconds:.0f} s to appear"
         driver.execute_script("window.scrollTo(0, 0);")
         time.sleep(0.5)  # let the label bars finish their transitions
         boxes = _wait_for_maps(driver, BOTH, 5)  # after the scroll
