@@ -44,12 +44,11 @@ class PiToMeBertConfig(MergeConfigMixin, BertConfig):
     energy: str = "gaussian"
     merge_split: str = "top"
     pooling: str = "cls"
+    choice_fields = {"pooling": POOLINGS}  # checked on every path by MergeConfigMixin
 
     def __post_init__(self, **kwargs):
         if self.merge_layers is None and self.merge_preset is None and isinstance(self.num_hidden_layers, int):
             self.merge_layers = list(range(min(TEXT_MERGE_LAYERS, self.num_hidden_layers)))
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling={self.pooling!r} is not supported; allowed values: {', '.join(map(repr, POOLINGS))}.")
         if (self.is_decoder or self.add_cross_attention) and MergeSettings.from_config(self).active:
             raise ValueError(
                 "PiToMe BERT merges tokens of an encoder: is_decoder/add_cross_attention cannot be combined with "

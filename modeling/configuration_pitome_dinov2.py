@@ -36,9 +36,10 @@ class PiToMeDinov2WithRegistersConfig(MergeConfigMixin, Dinov2WithRegistersConfi
     model_type = "pitome_dinov2_with_registers"
     stock_model_types = ("dinov2_with_registers",)
 
-    @property
-    def default_protected_tokens(self) -> int:
-        return 1 + self.num_register_tokens
+    @classmethod
+    def architecture_prefix(cls, config) -> int:
+        """CLS and the registers, read from a PiToMe or stock config."""
+        return 1 + config.num_register_tokens
 
     auto_map_classes = {"AutoModel": "modeling_pitome_dinov2.PiToMeDinov2WithRegistersModel"}
 

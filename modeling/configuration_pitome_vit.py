@@ -30,14 +30,8 @@ class PiToMeViTConfig(MergeConfigMixin, ViTConfig):
         "AutoModel": "modeling_pitome_vit.PiToMeViTModel",
         "AutoModelForImageClassification": "modeling_pitome_vit.PiToMeViTForImageClassification",
     }
+    choice_fields = {"classifier_pooling": ("cls", "mean")}  # checked on every path by MergeConfigMixin
     classifier_pooling: str = "cls"
-
-    def __post_init__(self, **kwargs):
-        if self.classifier_pooling not in ("cls", "mean"):
-            raise ValueError(
-                f"classifier_pooling={self.classifier_pooling!r} is not supported; allowed values: 'cls', 'mean'."
-            )
-        super().__post_init__(**kwargs)
 
 
 

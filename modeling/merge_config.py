@@ -1,218 +1,51 @@
 # Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
-"""The merge settings: one owner for every field, range check, preset and the token schedule.
+"""The merge settings: one table of fields, and everything derived from it.
 
-* `MergeConfigMixin`: the merge settings as `PretrainedConfig` fields (each declared once, saved in config.json), the
-  auto_map built from the config class's `auto_map_classes`, and validation of every assignment.
-* `MergeSettings`: the validated, immutable settings a forward runs with (`MergeSettings.from_config(config)`).
-* `MERGE_PRESETS` / `preset_settings`: the paper's settings and the authors' released configurations.
+* `MERGE_FIELD_TABLE`: every merge setting declared once (name, type, default, allowed values, help, whether a preset
+  fixes it). The config mixin's fields, `MergeSettings`, the `paper` preset, validation, the LLaVA processor's saved
+  settings and the command-line flags (pitome_hf/commands/options.py) are all generated from it: a new field is one
+  row here.
+* `MergeConfigMixin`: the merge settings as `PretrainedConfig` fields (saved in config.json), the auto_map built from
+  the config class's `auto_map_classes`, and validation on every path (constructor, config.json, from_pretrained
+  keyword arguments, attribute assignment).
+* `MergeSettings`: the validated, immutable settings a forward runs with (`settings_of(config)`), with the protected
+  prefix resolved and the per-layer values (`layer_values`) the merge functions take.
+* `MERGE_PRESETS` / `preset_settings` / `resolve_update`: the paper's settings, the authors' released configurations,
+  and the one rule for combining a preset with explicit fields.
 * `token_schedule`: the whole token-count schedule (models, processors, FLOPs, cards and the Space call it).
-* `protected_prefix`: how many leading tokens never merge (each config class says its own rule).
-* `accept_stock_config_dict`: a PiToMe config reads its own config.json or the stock architecture's.
+
+The specification these follow is docs/algorithm.md.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass, field, fields
-from typing import Optional, Union
+from dataclasses import dataclass, field, make_dataclass
+from types import SimpleNamespace
+from typing import Any, Callable, Optional, Union
 
 from .merging import ENERGIES, MARGIN_SCHEDULES, METHODS, METRICS, SPLITS, layer_budget
 
+MERGE_PRESETS = {
+    "paper": "the paper's wording: the protected PiToMe step in every layer, exp energy, margin 0.9 - 0.9 l/L, "
+    "proportional attention on, attention keys as metric (the defaults)",
+    "authors-deit": "the authors' DeiT configuration: pitome_bsm in the first ceil(L/2) layers, the protected step "
+    "in the rest, ELU energy, margin 0.75 - 0.75 l/L, proportional attention off",
+    "authors-mae": "the authors' MAE configuration: the protected step in the first ceil(L/2) layers, pitome_bsm in "
+    "the last floor(L/2), ELU energy, margin 0.75 - 0.75 l/L, proportional attention off (MAE classifiers pool by "
+    "a size-weighted mean: classifier_pooling='mean' on ViT)",
+    "authors-bert": "the authors' BERT configuration: the first 3 layers only, gaussian energy, top split, margin "
+    "0.9 - 0.25 l/L, proportional attention off",
+    "authors-blip2": "the authors' BLIP-2 EVA ViT configuration: the protected step in every layer, ELU energy, "
+    "margin 0.75 - 0.4 l/L, proportional attention on",
+}
+
 
 # ----------------------------------------------------------------------------------------------------------------
-# Settings
+# Checks: each takes (value, num_layers) and returns the value normalised (lists as tuples) or raises ValueError
+# naming the field, the value and what is allowed.
 # ----------------------------------------------------------------------------------------------------------------
-@dataclass(kw_only=True)
-class MergeConfigMixin:
-    """The merge settings as config fields. Mixed into every PiToMe `PretrainedConfig` (saved in config.json).
-
-    merge_method: "pitome" (energy-based, the paper), "tome" (bipartite soft matching baseline, parity over the whole
-        sequence as the original), "pitome_bsm" (the authors' energy-ordered bipartite matching: ToMe with the parity
-        split replaced by an energy-rank split) or "none"; or a list with one of these per layer (e.g. the authors'
-        DeiT configuration `["pitome_bsm"] * 6 + ["pitome"] * 6`).
-    merge_preset: the name of a preset (`MERGE_PRESETS`) whose settings these are, e.g. "paper" or
-        "authors-deit"; setting it applies the preset's settings, changing one of them afterwards clears it.
-    keep_ratio: fraction rho of mergeable tokens each merging layer keeps, in (0, 1]; r = floor(T - T*rho),
-        clamped to floor(T/2). Ignored when `merge_r` is given.
-    merge_r: a constant number of tokens to merge per layer (int >= 0), or a per-layer list of such ints
-        (one entry per layer, ToMe's style).
-    merge_layers: indices of the layers that merge (default: all layers).
-    margin: the margin m0 of the energy score; with margin_schedule "linear", layer l of L uses
-        m0 - (m0 - margin_end) * l / L, with "constant" every layer uses m0.
-    margin_end: where the linear margin schedule heads (0.0, the paper's m0 - m0 * l / L).
-    alpha: slope of the energy below the margin (f(x) = alpha * (exp(x - m) - 1)).
-    energy: "exp" (the paper), "elu" (the authors' code, for reproducing their numbers) or "gaussian"
-        (the text-encoder variant).
-    merge_split: "alternate" (A = energy ranks 0, 2, 4..., B = 1, 3, 5..., the paper) or "top" (A = the r
-        highest-energy tokens, B = the next r; the text variant).
-    proportional_attention: add log(size) to the attention logits of every merged token's key.
-    merge_metric: "keys" (the layer's attention keys averaged over heads) or "hidden" (the hidden states).
-    protected_tokens: number of prefix tokens that never merge (None: the architecture's own count, e.g. CLS).
-    keep_order: keep surviving tokens in their original (spatial) order; False emits them in selection order.
-    trace_source: keep, for each original token, the index of the current token that holds it.
-    """
-
-    merge_method: str | list[str] = "pitome"
-    merge_preset: str | None = None
-    keep_ratio: float | int = 0.9
-    merge_r: int | list[int] | None = None
-    merge_layers: list[int] | None = None
-    margin: float | int = 0.9
-    margin_end: float | int = 0.0
-    margin_schedule: str = "linear"
-    alpha: float | int = 1.0
-    energy: str = "exp"
-    merge_split: str = "alternate"
-    proportional_attention: bool = True
-    merge_metric: str = "keys"
-    protected_tokens: int | None = None
-    keep_order: bool = True
-    trace_source: bool = False
-
-    # Set by each config class: {Auto class name: "modeling_file.ClassName"} for the config's auto_map (the AutoConfig
-    # entry is added from the config class itself), so that trust_remote_code finds every class.
-    auto_map_classes = {}
-    # Stock model types whose config.json this class reads (converted on load), and, for a stand-alone vision tower,
-    # the composite model types whose vision_config part it reads.
-    stock_model_types = ()
-    composite_model_types = ()
-    # Settings an architecture cannot run without: {field: (the only allowed value, why)}, checked on every path.
-    required_merge_settings = {}
-
-    def _check_required(self, name, value):
-        if name in self.required_merge_settings:
-            allowed, why = self.required_merge_settings[name]
-            if value != allowed:
-                raise ValueError(
-                    f"{name}={value!r} is not supported by {type(self).__name__}: it must be {allowed!r} ({why})."
-                )
-
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if cls.composite_model_types:
-            config_dict = vision_part_of(config_dict, cls.composite_model_types, cls.model_type)
-        return accept_stock_config_dict(cls, config_dict), kwargs
-
-    def __post_init__(self, **kwargs):
-        if not getattr(self, "auto_map", None) and self.auto_map_classes:
-            module = type(self).__module__.rsplit(".", 1)[-1]
-            self.auto_map = {"AutoConfig": f"{module}.{type(self).__name__}", **self.auto_map_classes}
-        num_layers = merge_num_layers(self)
-        if self.merge_preset is not None:
-            for name, value in preset_settings(self.merge_preset, num_layers, current=self).items():
-                setattr(self, name, value)
-        for name in self.required_merge_settings:
-            self._check_required(name, getattr(self, name))
-        MergeSettings.from_config(self, num_layers=num_layers)
-        super().__post_init__(**kwargs)
-        self._refresh_settings()
-
-    def merge_settings(self, num_layers: Optional[int] = None) -> "MergeSettings":
-        """The validated settings of this config (for `num_layers` merging layers, default the config's own), built
-        once and reused by every forward until an attribute of the config changes (no per-forward recomputation, and
-        nothing for torch.compile to trace)."""
-        if num_layers is not None and num_layers != merge_num_layers(self):
-            return MergeSettings.from_config(self, num_layers=num_layers)
-        cached = self.__dict__.get(_SETTINGS_CACHE)
-        if cached is None:
-            cached = self._refresh_settings()
-        return cached
-
-    def _refresh_settings(self):
-        try:
-            settings = MergeSettings.from_config(self, num_layers=merge_num_layers(self))
-        except Exception:  # mid-update (e.g. the layer count changed before merge_method): build it when asked
-            self.__dict__.pop(_SETTINGS_CACHE, None)
-            return MergeSettings.from_config(self, num_layers=merge_num_layers(self))
-        self.__dict__[_SETTINGS_CACHE] = settings
-        return settings
-
-    def to_dict(self):
-        output = super().to_dict()
-        output.pop(_SETTINGS_CACHE, None)
-        return output
-
-    def __setattr__(self, name, value):
-        # from_pretrained(..., keep_ratio=x) sets fields after __post_init__: validate those assignments too
-        if name in _MERGE_FIELD_NAMES and getattr(self, "_post_init_done", False):
-            self._check_required(name, value)
-            overrides = {name: value}
-            if name == "merge_preset" and value is not None:
-                overrides.update(preset_settings(value, merge_num_layers(self)))
-            elif name in PRESET_FIELDS and getattr(self, "merge_preset", None) is not None:
-                if _jsonable(value) != preset_settings(self.merge_preset, merge_num_layers(self))[name]:
-                    overrides["merge_preset"] = None  # no longer that preset's settings
-            MergeSettings.from_config(self, **overrides)
-            if name == "merge_preset" and value is not None:
-                for field_name, field_value in preset_settings(value, merge_num_layers(self)).items():
-                    super().__setattr__(field_name, field_value)
-            elif "merge_preset" in overrides:
-                super().__setattr__("merge_preset", None)
-        super().__setattr__(name, value)
-        if getattr(self, "_post_init_done", False):
-            try:  # any change (a merge field, the layer count...) rebuilds the settings now, not in a forward
-                self._refresh_settings()
-            except Exception:
-                self.__dict__.pop(_SETTINGS_CACHE, None)
-
-
-class VisionTowerMergeMixin(MergeConfigMixin):
-    """For composite configs (CLIP, SigLIP, LLaVA) whose vision tower merges: the merge settings live on the composite
-    config and apply to `vision_config.num_hidden_layers` layers (`merge_num_hidden_layers`, derived, never saved)."""
-
-    def __post_init__(self, **kwargs):
-        kwargs.pop("merge_num_hidden_layers", None)  # derived from vision_config; never a setting of its own
-        super().__post_init__(**kwargs)
-
-    @property
-    def merge_num_hidden_layers(self) -> int:
-        """Number of layers the merge settings apply to: the vision tower's (read by `MergeSettings`)."""
-        vision = self.vision_config
-        if isinstance(vision, dict):
-            return vision.get("num_hidden_layers", self.default_vision_layers())
-        return self.default_vision_layers() if vision is None else vision.num_hidden_layers
-
-    @classmethod
-    def default_vision_layers(cls) -> int:
-        vision_class = cls.sub_configs.get("vision_config")
-        return getattr(vision_class, "num_hidden_layers", 24)
-
-
-def vision_part_of(config_dict: dict, composite_types: tuple, vision_model_type: str) -> dict:
-    """A stand-alone vision-tower config dict read from a (stock or PiToMe) composite config.json: its vision_config
-    plus the composite's merge settings; other dicts pass unchanged."""
-    if config_dict.get("model_type") in composite_types and "vision_config" in config_dict:
-        vision = dict(config_dict["vision_config"] or {})
-        vision.update({k: config_dict[k] for k in MERGE_FIELDS if k in config_dict})
-        vision["model_type"] = vision_model_type
-        return vision
-    return config_dict
-
-
-_SETTINGS_CACHE = "_pitome_merge_settings"
-
-
-def settings_of(config, num_layers: Optional[int] = None) -> "MergeSettings":
-    """The merge settings of a PiToMe config (cached on it, see `MergeConfigMixin.merge_settings`) or of any object
-    with the merge fields (built afresh)."""
-    if isinstance(config, MergeSettings) and num_layers is None:
-        return config
-    method = getattr(type(config), "merge_settings", None)
-    if method is not None and not isinstance(config, MergeSettings):
-        return config.merge_settings(num_layers)
-    return MergeSettings.from_config(config, num_layers=num_layers)
-
-
-def merge_num_layers(config) -> Optional[int]:
-    """Number of layers the merge settings apply to (the vision tower's for multimodal configs)."""
-    for name in ("merge_num_hidden_layers", "num_hidden_layers"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -222,119 +55,292 @@ def _is_number(value) -> bool:
 
 
 def _check_choice(name, value, allowed):
-    if value not in allowed:
+    if isinstance(value, list) or value not in allowed:
         raise ValueError(f"{name}={value!r} is not supported; allowed values: {', '.join(map(repr, allowed))}.")
+    return value
 
 
+def _choice(allowed):
+    return lambda name, value, num_layers: _check_choice(name, value, allowed)
+
+
+def _per_layer(name, values, num_layers, what):
+    if num_layers is not None and len(values) != num_layers:
+        raise ValueError(
+            f"{name} has {len(values)} entries but the model has {num_layers} layers: give one {what} per layer."
+        )
+    return tuple(values)
+
+
+def _check_method(name, value, num_layers):
+    if isinstance(value, (list, tuple)):
+        bad = [m for m in value if m not in METHODS]
+        if bad:
+            raise ValueError(
+                f"{name}={list(value)!r} has invalid entries {bad!r}: every entry must be one of "
+                f"{', '.join(map(repr, METHODS))}."
+            )
+        return _per_layer(name, value, num_layers, "method")
+    return _check_choice(name, value, METHODS)
+
+
+def _interval(low, high, low_open, high_open, what=""):
+    text = f"{'(' if low_open else '['}{low:g}, {'inf' if high == math.inf else f'{high:g}'}{')' if high_open else ']'}"
+
+    def check(name, value, num_layers):
+        ok = _is_number(value) and math.isfinite(float(value))
+        if ok:
+            v = float(value)
+            ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not ok:
+            raise ValueError(f"{name}={value!r} is out of range: it must be a number in {text}{what}.")
+        return value
+
+    check.allowed = text
+    return check
+
+
+def _check_merge_r(name, value, num_layers):
+    if value is None:
+        return None
+    if _is_int(value):
+        if value < 0:
+            raise ValueError(f"{name}={value!r} is out of range: it must be an int >= 0 or a list of them.")
+        return value
+    if isinstance(value, (list, tuple)):
+        bad = [x for x in value if not _is_int(x) or x < 0]
+        if bad:
+            raise ValueError(f"{name}={list(value)!r} has invalid entries {bad!r}: every entry must be an int >= 0.")
+        return _per_layer(name, value, num_layers, "entry")
+    raise ValueError(f"{name}={value!r} must be None, an int >= 0, or a list of ints (one per layer).")
+
+
+def _check_layers(name, value, num_layers):
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(_is_int(x) for x in value):
+        raise ValueError(f"{name}={value!r} must be None (all layers) or a list of layer indices.")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name}={list(value)!r} repeats a layer index.")
+    if num_layers is not None:
+        bad = [x for x in value if not 0 <= x < num_layers]
+        if bad:
+            raise ValueError(
+                f"{name}={list(value)!r} has indices {bad!r} outside 0..{num_layers - 1} (the model has {num_layers} "
+                "layers)."
+            )
+    return tuple(sorted(value))
+
+
+def _check_count(name, value, num_layers):
+    if value is not None and (not _is_int(value) or value < 0):
+        raise ValueError(f"{name}={value!r} must be None or an int >= 0.")
+    return value
+
+
+def _check_bool(name, value, num_layers):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be True or False.")
+    return value
+
+
+def _check_preset(name, value, num_layers):
+    return None if value is None else _check_choice(name, value, tuple(MERGE_PRESETS))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MergeField:
+    """One merge setting. `selection`: a preset fixes it (the budget, prefix and output options stay the user's).
+    `energy`: it only matters to the energy-based selections (pitome, pitome_bsm). `per_layer`: the command line takes
+    one value or one per layer. `cli_type`: how the command line parses one value."""
+
+    name: str
+    annotation: Any
+    default: Any
+    check: Callable
+    help: str
+    selection: bool = False
+    energy: bool = False
+    per_layer: bool = False
+    cli_type: Callable = str
+    choices: tuple = ()
+
+    def validate(self, value, num_layers: Optional[int] = None):
+        return self.check(self.name, value, num_layers)
+
+
+F = MergeField
+MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
+    F("merge_method", Union[str, list[str]], "pitome", _check_method,
+      "'pitome' (the paper's energy-protected step), 'tome' (bipartite soft matching, parity over the whole sequence "
+      "as the original), 'pitome_bsm' (the authors' energy-ordered bipartite matching) or 'none'; or one per layer",
+      selection=True, per_layer=True, choices=METHODS),
+    F("merge_preset", Optional[str], None, _check_preset,
+      "a named configuration (MERGE_PRESETS) whose selection settings these are; changing one of them clears it",
+      choices=tuple(MERGE_PRESETS)),
+    F("keep_ratio", Union[float, int], 0.9, _interval(0.0, 1.0, True, False, " (1.0 merges nothing)"),
+      "fraction rho of mergeable tokens each merging layer keeps: r = floor(T - T*rho), clamped to floor(T/2); "
+      "ignored when merge_r is given", cli_type=float),
+    F("merge_r", Optional[Union[int, list[int]]], None, _check_merge_r,
+      "tokens merged away per layer: one int >= 0, or one per layer (ToMe's style); overrides keep_ratio",
+      per_layer=True, cli_type=int),
+    F("merge_layers", Optional[list[int]], None, _check_layers,
+      "indices of the layers that merge (default: all)", selection=True, per_layer=True, cli_type=int),
+    F("margin", Union[float, int], 0.9, _interval(0.0, 1.0, False, True),
+      "the energy margin m0; layer l of L uses m0 - (m0 - margin_end) * l / L (linear schedule)",
+      selection=True, energy=True, cli_type=float),
+    F("margin_end", Union[float, int], 0.0, _interval(0.0, 1.0, False, True),
+      "where the linear margin schedule heads (0: the paper's m0 - m0 * l / L)",
+      selection=True, energy=True, cli_type=float),
+    F("margin_schedule", str, "linear", _choice(MARGIN_SCHEDULES),
+      "'linear' (m0 - (m0 - margin_end) l / L) or 'constant' (m0 in every layer)",
+      selection=True, energy=True, choices=MARGIN_SCHEDULES),
+    F("alpha", Union[float, int], 1.0, _interval(0.0, math.inf, True, True),
+      "slope of the energy below the margin: f(x) = alpha * (exp(x - m) - 1)",
+      selection=True, energy=True, cli_type=float),
+    F("energy", str, "exp", _choice(ENERGIES),
+      "'exp' (the paper), 'elu' (the authors' code) or 'gaussian' (the text variant)",
+      selection=True, energy=True, choices=ENERGIES),
+    F("merge_split", str, "alternate", _choice(SPLITS),
+      "'alternate' (A = energy ranks 0, 2, 4..., B = 1, 3, 5...) or 'top' (A = the r highest, B = the next r)",
+      selection=True, energy=True, choices=SPLITS),
+    F("proportional_attention", bool, True, _check_bool,
+      "add log(size) to the attention logits of merged tokens' keys", selection=True, cli_type=bool),
+    F("merge_metric", str, "keys", _choice(METRICS),
+      "'keys' (the layer's attention keys, mean over heads) or 'hidden' (the hidden states)",
+      selection=True, choices=METRICS),
+    F("protected_tokens", Optional[int], None, _check_count,
+      "leading tokens that never merge (default: the architecture's own count, e.g. CLS)", cli_type=int),
+    F("keep_order", bool, True, _check_bool,
+      "keep surviving tokens in their original (spatial) order; off emits them in selection order", cli_type=bool),
+    F("trace_source", bool, False, _check_bool,
+      "keep, for each original token, the index of the current token holding it (merge maps, unmerge)",
+      cli_type=bool),
+)
+del F
+
+MERGE_FIELD = {f.name: f for f in MERGE_FIELD_TABLE}
+MERGE_FIELDS = tuple(MERGE_FIELD)
+PRESET_FIELDS = tuple(f.name for f in MERGE_FIELD_TABLE if f.selection)
+_ENERGY_FIELDS = tuple(f.name for f in MERGE_FIELD_TABLE if f.energy)
+_MERGE_FIELD_NAMES = frozenset(MERGE_FIELDS)
+
+
+def check_names(names, allowed, what: str) -> None:
+    """Refuse an unknown keyword, naming the closest allowed one (a typo such as keep_rato must not pass silently)."""
+    for name in names:
+        if name not in allowed:
+            close = difflib.get_close_matches(name, list(allowed), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{what} got an unknown setting {name!r}.{hint} Allowed: {', '.join(sorted(allowed))}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Presets, and the one rule for combining a preset with explicit fields
+# ----------------------------------------------------------------------------------------------------------------
+def preset_settings(name: str, num_layers: Optional[int]) -> dict:
+    """The selection settings (`PRESET_FIELDS`) of preset `name` for a model of `num_layers` merging layers. "paper"
+    is the table's defaults; the others are the authors' released configurations (docs/algorithm.md)."""
+    _check_choice("merge_preset", name, tuple(MERGE_PRESETS))
+    if num_layers is None:
+        raise ValueError(f"merge_preset={name!r} needs the number of layers: the config has no num_hidden_layers.")
+    L = int(num_layers)
+    half = (L + 1) // 2  # ceil(L / 2)
+    values = {f.name: f.default for f in MERGE_FIELD_TABLE if f.selection}
+    if name == "authors-deit":
+        values.update(merge_method=["pitome_bsm"] * half + ["pitome"] * (L - half), energy="elu", margin=0.75,
+                      proportional_attention=False)
+    elif name == "authors-mae":
+        values.update(merge_method=["pitome"] * half + ["pitome_bsm"] * (L - half), energy="elu", margin=0.75,
+                      proportional_attention=False)
+    elif name == "authors-bert":
+        values.update(merge_layers=list(range(min(3, L))), energy="gaussian", merge_split="top", margin=0.9,
+                      margin_end=0.65, proportional_attention=False)
+    elif name == "authors-blip2":
+        values.update(energy="elu", margin=0.75, margin_end=0.35)
+    return values
+
+
+def _jsonable(value):
+    """Tuples as lists, so settings compare as they are saved."""
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def resolve_update(current: dict, update: dict, num_layers: Optional[int]) -> dict:
+    """The merge fields after applying `update` (the fields given together in one call) to `current`.
+
+    The one rule, whatever the path (constructor, config.json, from_pretrained keywords, attribute assignment,
+    `apply_pitome`, the command line) and whatever the order of the arguments:
+    * an update that names a preset takes the preset's selection settings; a selection field given in the same
+      update with another value than the preset's is a conflict and raises, naming both values;
+    * an update that changes a selection field without naming a preset clears the preset name (the settings are no
+      longer the preset's);
+    * the budget, prefix and output fields (keep_ratio, merge_r, protected_tokens, ...) are the user's either way.
+    """
+    check_names(update, _MERGE_FIELD_NAMES, "the merge settings")
+    result = {**current, **update}
+    preset = update.get("merge_preset")
+    if preset is not None:
+        values = preset_settings(preset, num_layers)
+        for key, value in values.items():
+            if key in update and _jsonable(update[key]) != _jsonable(value):
+                raise ValueError(
+                    f"merge_preset={preset!r} sets {key}={value!r}, but {key}={update[key]!r} was given too. Drop "
+                    "one of them (or set the field afterwards: the preset name is then cleared)."
+                )
+        result.update(values)
+    elif "merge_preset" not in update and result.get("merge_preset") is not None:
+        values = preset_settings(result["merge_preset"], num_layers)
+        if any(key in update and _jsonable(update[key]) != _jsonable(values[key]) for key in values):
+            result["merge_preset"] = None
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The settings a forward runs with
+# ----------------------------------------------------------------------------------------------------------------
 _TRACED_NUMBERS = ("keep_ratio", "margin", "margin_end", "alpha")
 
 
-@dataclass(frozen=True)
-class MergeSettings:
-    """Validated merge settings. Build with `MergeSettings.from_config(config)`; every check lives here."""
-
-    merge_method: Union[str, tuple] = "pitome"
-    merge_preset: Optional[str] = None
-    keep_ratio: float = 0.9
-    merge_r: Union[int, tuple, None] = None
-    merge_layers: Optional[tuple] = None
-    margin: float = 0.9
-    margin_end: float = 0.0
-    margin_schedule: str = "linear"
-    alpha: float = 1.0
-    energy: str = "exp"
-    merge_split: str = "alternate"
-    proportional_attention: bool = True
-    merge_metric: str = "keys"
-    protected_tokens: Optional[int] = None
-    keep_order: bool = True
-    trace_source: bool = False
-    num_layers: Optional[int] = field(default=None, compare=False)
-
-    @classmethod
-    def from_config(cls, config, num_layers: Optional[int] = None, **overrides) -> "MergeSettings":
-        values = {name: getattr(config, name) for name in _SETTINGS_FIELDS if hasattr(config, name)}
-        if "merge_preset" not in overrides and any(name in PRESET_FIELDS for name in overrides):
-            values["merge_preset"] = None  # overriding a selection setting: these are no longer the preset's
-        values.update(overrides)
-        if num_layers is None:
-            num_layers = merge_num_layers(config)
-        values["num_layers"] = num_layers
-        return cls(**values)
+class _MergeSettingsLogic:
+    """Behaviour of `MergeSettings` (its fields are generated from `MERGE_FIELD_TABLE`, plus `num_layers` and
+    `num_prefix`, the protected prefix resolved from the config)."""
 
     def __post_init__(self):
         L = self.num_layers
-        if self.merge_preset is not None:
-            for name, value in preset_settings(self.merge_preset, L, current=self).items():
-                object.__setattr__(self, name, tuple(value) if isinstance(value, list) else value)
-        method = self.merge_method
-        if isinstance(method, (list, tuple)):
-            bad = [m for m in method if m not in METHODS]
-            if bad:
-                raise ValueError(
-                    f"merge_method={list(method)!r} has invalid entries {bad!r}: every entry must be one of "
-                    f"{', '.join(map(repr, METHODS))}."
-                )
-            if L is not None and len(method) != L:
-                raise ValueError(
-                    f"merge_method has {len(method)} entries but the model has {L} layers: give one method per layer."
-                )
-            object.__setattr__(self, "merge_method", tuple(method))
-        else:
-            _check_choice("merge_method", method, METHODS)
-        _check_choice("energy", self.energy, ENERGIES)
-        _check_choice("merge_split", self.merge_split, SPLITS)
-        _check_choice("merge_metric", self.merge_metric, METRICS)
-        _check_choice("margin_schedule", self.margin_schedule, MARGIN_SCHEDULES)
-        if not _is_number(self.keep_ratio) or not 0.0 < float(self.keep_ratio) <= 1.0:
-            raise ValueError(
-                f"keep_ratio={self.keep_ratio!r} is out of range: it must be a number in (0, 1] (the fraction of "
-                "mergeable tokens each merging layer keeps; 1.0 merges nothing)."
-            )
-        r = self.merge_r
-        if r is not None:
-            if _is_int(r):
-                if r < 0:
-                    raise ValueError(f"merge_r={r!r} is out of range: it must be an int >= 0 or a list of them.")
-            elif isinstance(r, (list, tuple)):
-                bad = [x for x in r if not _is_int(x) or x < 0]
-                if bad:
-                    raise ValueError(f"merge_r={list(r)!r} has invalid entries {bad!r}: every entry must be an int >= 0.")
-                if L is not None and len(r) != L:
+        if self.merge_preset is not None:  # direct construction: the preset's values, unless one was set otherwise
+            values = preset_settings(self.merge_preset, L)
+            for key, value in values.items():
+                given, default = _jsonable(getattr(self, key)), _jsonable(MERGE_FIELD[key].default)
+                if given != default and given != _jsonable(value):
                     raise ValueError(
-                        f"merge_r has {len(r)} entries but the model has {L} layers: give one entry per layer."
+                        f"merge_preset={self.merge_preset!r} sets {key}={value!r}, but {key}={given!r} was given too."
                     )
-                object.__setattr__(self, "merge_r", tuple(r))
-            else:
-                raise ValueError(f"merge_r={r!r} must be None, an int >= 0, or a list of ints (one per layer).")
-        layers = self.merge_layers
-        if layers is not None:
-            if not isinstance(layers, (list, tuple)) or not all(_is_int(x) for x in layers):
-                raise ValueError(f"merge_layers={layers!r} must be None (all layers) or a list of layer indices.")
-            if len(set(layers)) != len(layers):
-                raise ValueError(f"merge_layers={list(layers)!r} repeats a layer index.")
-            if L is not None:
-                bad = [x for x in layers if not 0 <= x < L]
-                if bad:
-                    raise ValueError(
-                        f"merge_layers={list(layers)!r} has indices {bad!r} outside 0..{L - 1} (the model has {L} layers)."
-                    )
-            object.__setattr__(self, "merge_layers", tuple(sorted(layers)))
-        for name in ("margin", "margin_end"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"{name}={value!r} is out of range: it must be a number in [0, 1).")
-        if not _is_number(self.alpha) or not 0.0 < float(self.alpha) < math.inf:
-            raise ValueError(f"alpha={self.alpha!r} is out of range: it must be a finite number > 0.")
-        if self.protected_tokens is not None and (not _is_int(self.protected_tokens) or self.protected_tokens < 0):
-            raise ValueError(f"protected_tokens={self.protected_tokens!r} must be None or an int >= 0.")
-        for name in ("proportional_attention", "keep_order", "trace_source"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False.")
+                object.__setattr__(self, key, value)
+        for f in MERGE_FIELD_TABLE:
+            object.__setattr__(self, f.name, f.validate(getattr(self, f.name), L))
+        _check_count("num_prefix", self.num_prefix, L)
         # The numbers the forward reads, as text: torch.compile keeps a string constant (guarded by value), while a
         # float read from an object becomes a symbolic input once a second setting recompiles the forward, and the
         # budget's floor (and some ops' float arguments) cannot be traced symbolically: a graph break per layer.
         object.__setattr__(self, "_numbers", {name: repr(float(getattr(self, name))) for name in _TRACED_NUMBERS})
+
+    @classmethod
+    def from_config(cls, config, num_layers: Optional[int] = None, **overrides) -> "MergeSettings":
+        """The settings of a config (any object with the merge fields), with `overrides` applied by the one rule."""
+        if num_layers is None:
+            num_layers = merge_num_layers(config)
+        values = {name: getattr(config, name) for name in MERGE_FIELDS if hasattr(config, name)}
+        values = resolve_update(values, overrides, num_layers) if overrides else values
+        prefix = values.get("protected_tokens")
+        if prefix is None and hasattr(type(config), "architecture_prefix"):
+            prefix = type(config).architecture_prefix(config)
+        return cls(**values, num_layers=num_layers, num_prefix=prefix)
 
     def number(self, name: str) -> float:
         """`keep_ratio`, `margin`, `margin_end` or `alpha` as a constant of a compiled graph (see __post_init__)."""
@@ -364,6 +370,12 @@ class MergeSettings:
         if self.margin_schedule == "constant" or not self.num_layers:
             return m0
         return m0 - (m0 - m_end) * layer / self.num_layers
+
+    def layer_values(self, layer: int) -> dict:
+        """The plain values `merging.merge_tokens` takes for layer `layer` (method, margin, alpha, energy, split,
+        output order); the forward state adds r and the prefix."""
+        return dict(method=self.method_at(layer), margin=self.margin_at(layer), alpha=self.number("alpha"),
+                    energy=self.energy, split=self.merge_split, keep_order=self.keep_order)
 
     def budget(self, num_mergeable: int, layer: int) -> int:
         """Number of tokens layer `layer` merges away when `num_mergeable` tokens enter it."""
@@ -402,100 +414,203 @@ class MergeSettings:
         return ", ".join(parts)
 
 
-_SETTINGS_FIELDS = tuple(f.name for f in fields(MergeSettings))
-MERGE_FIELDS = tuple(f.name for f in fields(MergeSettings) if f.name != "num_layers")
-_MERGE_FIELD_NAMES = frozenset(MERGE_FIELDS)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Presets: the paper's settings and the configurations the authors' released code runs (algorithm.md's table)
-# ----------------------------------------------------------------------------------------------------------------
-# The selection settings a preset fixes; the budget (keep_ratio / merge_r), protected_tokens, keep_order and
-# trace_source stay the user's.
-PRESET_FIELDS = (
-    "merge_method",
-    "merge_layers",
-    "margin",
-    "margin_end",
-    "margin_schedule",
-    "alpha",
-    "energy",
-    "merge_split",
-    "proportional_attention",
-    "merge_metric",
+MergeSettings = make_dataclass(
+    "MergeSettings",
+    [(f.name, f.annotation, field(default=f.default)) for f in MERGE_FIELD_TABLE]
+    + [("num_layers", Optional[int], field(default=None, compare=False)), ("num_prefix", Optional[int], field(default=None))],
+    bases=(_MergeSettingsLogic,),
+    frozen=True,
+    namespace={"__doc__": "Validated merge settings (fields: `MERGE_FIELD_TABLE`, `num_layers`, `num_prefix`). Build "
+               "with `settings_of(config)` or `MergeSettings.from_config(config)`; every check lives in the table."},
 )
-_ENERGY_FIELDS = ("margin", "margin_end", "margin_schedule", "alpha", "energy", "merge_split")
-
-MERGE_PRESETS = {
-    "paper": "the paper's wording: the protected PiToMe step in every layer, exp energy, margin 0.9 - 0.9 l/L, "
-    "proportional attention on, attention keys as metric (the defaults)",
-    "authors-deit": "the authors' DeiT configuration: pitome_bsm in the first ceil(L/2) layers, the protected step "
-    "in the rest, ELU energy, margin 0.75 - 0.75 l/L, proportional attention off",
-    "authors-mae": "the authors' MAE configuration: the protected step in the first ceil(L/2) layers, pitome_bsm in "
-    "the last floor(L/2), ELU energy, margin 0.75 - 0.75 l/L, proportional attention off (MAE classifiers pool by "
-    "a size-weighted mean: classifier_pooling='mean' on ViT)",
-    "authors-bert": "the authors' BERT configuration: the first 3 layers only, gaussian energy, top split, margin "
-    "0.9 - 0.25 l/L, proportional attention off",
-    "authors-blip2": "the authors' BLIP-2 EVA ViT configuration: the protected step in every layer, ELU energy, "
-    "margin 0.75 - 0.4 l/L, proportional attention on",
-}
+MergeSettings.__module__ = __name__
 
 
-def preset_settings(name: str, num_layers: Optional[int], current=None) -> dict:
-    """The selection settings (`PRESET_FIELDS`) of preset `name` for a model of `num_layers` merging layers.
+# ----------------------------------------------------------------------------------------------------------------
+# The config mixin
+# ----------------------------------------------------------------------------------------------------------------
+_MergeFields = make_dataclass(
+    "MergeFields", [(f.name, f.annotation, field(default=f.default)) for f in MERGE_FIELD_TABLE], kw_only=True
+)
+_SETTINGS_CACHE = "_pitome_merge_settings"
+_GIVEN = "_pitome_given_merge_fields"
+# Config attributes whose change rebuilds the cached settings: the merge fields and the layer counts they depend on.
+_SETTINGS_INPUTS = _MERGE_FIELD_NAMES | {"num_hidden_layers", "vision_config"}
 
-    With `current` (a config being built with this preset), a field that the caller set to something other than both
-    its default and the preset's value is a conflict and raises, naming both values.
+
+class MergeConfigMixin(_MergeFields):
+    """The merge settings as config fields. Mixed into every PiToMe `PretrainedConfig` (saved in config.json).
+
+    The fields, their defaults and allowed values are `MERGE_FIELD_TABLE` (docs/algorithm.md says what
+    each means). Besides them each config class says:
+    * `auto_map_classes`: {Auto class name: "modeling_file.ClassName"}, for the auto_map that trust_remote_code reads;
+    * `stock_model_types` / `composite_model_types`: the stock config.json files it reads;
+    * `default_protected_tokens` (or `architecture_prefix`): the leading tokens the architecture never merges;
+    * `required_merge_settings`: {field: (the only allowed value, why)};
+    * `choice_fields`: its own closed-set fields, {name: allowed values} (e.g. ViT's classifier_pooling).
+    Every path is validated: the constructor, config.json, from_pretrained keywords (applied as one update, see
+    `resolve_update`), attribute assignment and `apply_pitome`.
     """
-    _check_choice("merge_preset", name, tuple(MERGE_PRESETS))
-    if num_layers is None:
-        raise ValueError(f"merge_preset={name!r} needs the number of layers: the config has no num_hidden_layers.")
-    L = int(num_layers)
-    half = (L + 1) // 2  # ceil(L / 2)
-    values = dict(
-        merge_method="pitome",
-        merge_layers=None,
-        margin=0.9,
-        margin_end=0.0,
-        margin_schedule="linear",
-        alpha=1.0,
-        energy="exp",
-        merge_split="alternate",
-        proportional_attention=True,
-        merge_metric="keys",
-    )
-    if name == "authors-deit":
-        values.update(merge_method=["pitome_bsm"] * half + ["pitome"] * (L - half), energy="elu", margin=0.75,
-                      proportional_attention=False)
-    elif name == "authors-mae":
-        values.update(merge_method=["pitome"] * half + ["pitome_bsm"] * (L - half), energy="elu", margin=0.75,
-                      proportional_attention=False)
-    elif name == "authors-bert":
-        values.update(merge_layers=list(range(min(3, L))), energy="gaussian", merge_split="top", margin=0.9,
-                      margin_end=0.65, proportional_attention=False)
-    elif name == "authors-blip2":
-        values.update(energy="elu", margin=0.75, margin_end=0.35)
-    if current is not None:
-        # a field left at its default (the config class's own, e.g. BERT's text defaults) is not a conflict
-        defaults = {f.name: f.default for f in fields(MergeSettings)}
-        defaults.update({f.name: f.default for f in fields(type(current)) if f.name in defaults})
-        for key, value in values.items():
-            given = _jsonable(getattr(current, key, defaults[key]))
-            if given != value and given != _jsonable(defaults[key]):
-                raise ValueError(
-                    f"merge_preset={name!r} sets {key}={value!r}, but {key}={given!r} was given too. Drop one of "
-                    "them (set the field after the preset to change it; the preset name is then cleared)."
-                )
-    return values
+
+    auto_map_classes = {}
+    stock_model_types = ()
+    composite_model_types = ()
+    required_merge_settings = {}
+    choice_fields = {}
+    default_protected_tokens = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)  # transformers makes cls a dataclass with its own __init__
+        init = cls.__init__
+
+        def __init__(self, *args, **kw):  # remember which merge fields were given (the rest are defaults)
+            object.__setattr__(self, _GIVEN, {k: kw[k] for k in kw if k in _MERGE_FIELD_NAMES})
+            init(self, *args, **kw)
+
+        __init__.__wrapped__ = init
+        cls.__init__ = __init__
+
+    @classmethod
+    def architecture_prefix(cls, config) -> int:
+        """Leading tokens this architecture never merges, read from a PiToMe or stock config (CLS = 1)."""
+        return int(cls.default_protected_tokens)
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if cls.composite_model_types:
+            config_dict = vision_part_of(config_dict, cls.composite_model_types, cls.model_type)
+        return accept_stock_config_dict(cls, config_dict), kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As transformers', except that merge fields among `kwargs` (from_pretrained's) are applied together, by the
+        same rule as the constructor's (`resolve_update`), not one attribute at a time."""
+        update = {k: kwargs.pop(k) for k in list(kwargs) if k in _MERGE_FIELD_NAMES}
+        result = super().from_dict(config_dict, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        if update:
+            config.update_merge_settings(**update)
+        return result
+
+    def __post_init__(self, **kwargs):
+        if not getattr(self, "auto_map", None) and self.auto_map_classes:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            self.auto_map = {"AutoConfig": f"{module}.{type(self).__name__}", **self.auto_map_classes}
+        given = self.__dict__.pop(_GIVEN, {})
+        defaults = {name: getattr(self, name) for name in MERGE_FIELDS if name not in given}
+        for name, value in resolve_update(defaults, given, merge_num_layers(self)).items():
+            object.__setattr__(self, name, value)
+        self._check_own_fields({name: getattr(self, name) for name in (*self.choice_fields, *self.required_merge_settings)})
+        super().__post_init__(**kwargs)
+        self._refresh_settings()
+
+    def _check_own_fields(self, values: dict) -> None:
+        for name, value in values.items():
+            if name in self.choice_fields:
+                _check_choice(name, value, self.choice_fields[name])
+            if name in self.required_merge_settings:
+                allowed, why = self.required_merge_settings[name]
+                if value != allowed:
+                    raise ValueError(
+                        f"{name}={value!r} is not supported by {type(self).__name__}: it must be {allowed!r} ({why})."
+                    )
+
+    def update_merge_settings(self, **update) -> None:
+        """Change several merge fields at once (validated together before any is set; the one rule of
+        `resolve_update` for presets)."""
+        current = {name: getattr(self, name) for name in MERGE_FIELDS}
+        values = resolve_update(current, update, merge_num_layers(self))
+        self._check_own_fields(values)
+        MergeSettings.from_config(SimpleNamespace(**values), merge_num_layers(self))  # raises before anything is set
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self._refresh_settings()
+
+    def merge_settings(self, num_layers: Optional[int] = None) -> "MergeSettings":
+        """The validated settings of this config (for `num_layers` merging layers, default the config's own), built
+        once and reused by every forward until a merge field or the layer count changes (nothing for torch.compile
+        to trace)."""
+        if num_layers is not None and num_layers != merge_num_layers(self):
+            return MergeSettings.from_config(self, num_layers=num_layers)
+        cached = self.__dict__.get(_SETTINGS_CACHE)
+        return cached if cached is not None else self._refresh_settings()
+
+    def _refresh_settings(self):
+        settings = MergeSettings.from_config(self)
+        self.__dict__[_SETTINGS_CACHE] = settings
+        return settings
+
+    def to_dict(self):
+        output = super().to_dict()
+        output.pop(_SETTINGS_CACHE, None)
+        output.pop(_GIVEN, None)
+        return output
+
+    def __setattr__(self, name, value):
+        if not getattr(self, "_post_init_done", False):
+            return super().__setattr__(name, value)
+        if name in _MERGE_FIELD_NAMES:  # from_pretrained's and the user's assignments: validated now
+            return self.update_merge_settings(**{name: value})
+        if name in self.choice_fields or name in self.required_merge_settings:
+            self._check_own_fields({name: value})
+        super().__setattr__(name, value)
+        if name in _SETTINGS_INPUTS:  # the layer count changed: the settings are built again when next asked
+            self.__dict__.pop(_SETTINGS_CACHE, None)
 
 
-def _jsonable(value):
-    """Tuples as lists and ints as floats where floats are meant, so settings compare as they are saved."""
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+class VisionTowerMergeMixin(MergeConfigMixin):
+    """For composite configs (CLIP, SigLIP, LLaVA) whose vision tower merges: the merge settings live on the composite
+    config and apply to `vision_config.num_hidden_layers` layers (`merge_num_hidden_layers`, derived, never saved)."""
+
+    def __post_init__(self, **kwargs):
+        kwargs.pop("merge_num_hidden_layers", None)  # derived from vision_config; never a setting of its own
+        super().__post_init__(**kwargs)
+
+    @property
+    def merge_num_hidden_layers(self) -> int:
+        """Number of layers the merge settings apply to: the vision tower's (read by `MergeSettings`)."""
+        vision = self.vision_config
+        if isinstance(vision, dict):
+            return vision.get("num_hidden_layers", self.default_vision_layers())
+        return self.default_vision_layers() if vision is None else vision.num_hidden_layers
+
+    @classmethod
+    def default_vision_layers(cls) -> int:
+        vision_class = cls.sub_configs.get("vision_config")
+        return getattr(vision_class, "num_hidden_layers", 24)
+
+
+def vision_part_of(config_dict: dict, composite_types: tuple, vision_model_type: str) -> dict:
+    """A stand-alone vision-tower config dict read from a (stock or PiToMe) composite config.json: its vision_config
+    plus the composite's merge settings; other dicts pass unchanged."""
+    if config_dict.get("model_type") in composite_types and "vision_config" in config_dict:
+        vision = dict(config_dict["vision_config"] or {})
+        vision.update({k: config_dict[k] for k in MERGE_FIELDS if k in config_dict})
+        vision["model_type"] = vision_model_type
+        return vision
+    return config_dict
+
+
+def settings_of(config, num_layers: Optional[int] = None) -> "MergeSettings":
+    """The merge settings of a PiToMe config (cached on it, see `MergeConfigMixin.merge_settings`) or of any object
+    with the merge fields (built afresh)."""
+    if isinstance(config, MergeSettings) and num_layers is None:
+        return config
+    method = getattr(type(config), "merge_settings", None)
+    if method is not None and not isinstance(config, MergeSettings):
+        return config.merge_settings(num_layers)
+    return MergeSettings.from_config(config, num_layers=num_layers)
+
+
+def merge_num_layers(config) -> Optional[int]:
+    """Number of layers the merge settings apply to (the vision tower's for multimodal configs)."""
+    for name in ("merge_num_hidden_layers", "num_hidden_layers"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
 
 
 def token_schedule(config, num_tokens: Optional[int] = None, num_layers: Optional[int] = None) -> list[int]:
@@ -532,8 +647,11 @@ def num_patches_from_config(config) -> int:
 
 def protected_prefix(config) -> int:
     """Number of leading tokens that never merge: the config's `protected_tokens` setting, else its architecture's
-    own rule (`default_protected_tokens`: CLS = 1, CLS + registers, 0 for towers without CLS)."""
+    own rule (`architecture_prefix`: CLS = 1, CLS + registers, 0 for towers without CLS). Resolved once into
+    `MergeSettings.num_prefix`; this reads it."""
     value = getattr(config, "protected_tokens", None)
+    if value is None and hasattr(type(config), "architecture_prefix"):
+        value = type(config).architecture_prefix(config)
     if value is None:
         value = getattr(config, "default_protected_tokens", None)
     if value is None:

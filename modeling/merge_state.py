@@ -5,6 +5,7 @@
   backend check, protected prefix, padded batches for text).
 * `MergeState` / `PaddedMergeState`: token sizes, the token map and the counts, updated by `step` after each layer's
   attention.
+* `check_inputs`: a missing input or an empty batch refused at the entrance.
 * `MergeOutputMixin`: the merge fields every PiToMe output carries (token_sizes, token_map, token_counts).
 * `attention_with_keys`: a q/k/v/o self-attention that also returns its keys (PiToMe's metric).
 """
@@ -53,7 +54,7 @@ class MergeState:
         self.counts: list[int] = []
         self.merged = False
 
-    def _start(self, x: torch.Tensor) -> None:
+    def begin(self, x: torch.Tensor) -> None:
         B, N, _ = x.shape
         if N <= self.num_prefix:
             raise ValueError(f"the sequence has {N} tokens but {self.num_prefix} are protected: nothing to merge.")
@@ -75,7 +76,7 @@ class MergeState:
     def step(self, x: torch.Tensor, layer: int, keys: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Merge after layer `layer`'s attention. keys (B, H, N, d) are the layer's attention keys (metric "keys")."""
         if self.sizes is None:
-            self._start(x)
+            self.begin(x)
         T = x.shape[1] - self.num_prefix
         r = self.settings.budget(T, layer)
         if r > 0:
@@ -83,7 +84,9 @@ class MergeState:
                 metric = keys.mean(dim=1)
             else:
                 metric = x
-            x, self.sizes, positions = merge_tokens(x, metric, self.sizes, r, self.settings, layer, self.num_prefix)
+            x, self.sizes, positions = merge_tokens(
+                x, metric, self.sizes, r, num_prefix=self.num_prefix, **self.settings.layer_values(layer)
+            )
             if self.token_map is not None:
                 self.token_map = update_token_map(self.token_map, positions, self.num_prefix)
             self.merged = True
@@ -118,7 +121,7 @@ class PaddedMergeState(MergeState):
             raise ValueError(f"valid must be a (batch, tokens) mask, got shape {tuple(valid.shape)}.")
         self.valid = valid.bool()
 
-    def _start(self, x: torch.Tensor) -> None:
+    def begin(self, x: torch.Tensor) -> None:
         B, N, _ = x.shape
         if self.valid.shape != (B, N):
             raise ValueError(f"the mask has shape {tuple(self.valid.shape)} but the sequence is {(B, N)}.")
@@ -152,7 +155,7 @@ class PaddedMergeState(MergeState):
     def step(self, x: torch.Tensor, layer: int, keys: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Merge after layer `layer`'s attention, each sample with its own budget. keys (B, H, N, d) or None."""
         if self.sizes is None:
-            self._start(x)
+            self.begin(x)
         B, N, C = x.shape
         p = self.num_prefix
         lengths = self.lengths  # on the host: budgets, groups and the new width need no device read
@@ -182,7 +185,7 @@ class PaddedMergeState(MergeState):
             sg = self.sizes[rows].gather(1, idx)
             if r > 0:
                 mg = metric[rows].gather(1, idx[..., None].expand(-1, -1, metric.shape[-1]))
-                xg, sg, pos = merge_tokens(xg, mg, sg, r, self.settings, layer, p)
+                xg, sg, pos = merge_tokens(xg, mg, sg, r, num_prefix=p, **self.settings.layer_values(layer))
                 prefix = torch.arange(p, device=x.device).expand(len(rows), p)
                 new_index = torch.cat([prefix, pos + p], dim=1)  # packed input index -> packed output index
             else:
@@ -208,6 +211,16 @@ class PaddedMergeState(MergeState):
         return torch.tensor(self.counts, dtype=torch.long)
 
 
+def check_inputs(model: str, **inputs: Optional[torch.Tensor]) -> None:
+    """Refuse a missing input or an empty batch at the model's entrance, naming it (the stock models fail deep inside
+    attention with a reshape error, or with an AttributeError on None)."""
+    for name, value in inputs.items():
+        if value is None:
+            raise ValueError(f"{model}.forward needs {name}, got None.")
+        if value.shape[0] == 0:
+            raise ValueError(f"{name} has batch size 0 (shape {tuple(value.shape)}): give {model} at least one sample.")
+
+
 def merge_state_for(
     config,
     *,
@@ -221,7 +234,7 @@ def merge_state_for(
         layer). attn_implementation: the backend the merging layers use (default: the config's).
     valid: (B, N) bool mask of real tokens for padded batches (text): a `PaddedMergeState`, which needs an additive
         float mask (eager or sdpa) whenever anything merges. Otherwise a `MergeState`, which needs one only for
-        proportional attention. The protected prefix is `protected_prefix(config)`.
+        proportional attention. The protected prefix is the settings' `num_prefix`.
     """
     settings = settings if settings is not None else settings_of(config)
     impl = attn_implementation or getattr(config, "_attn_implementation", None) or "eager"
@@ -233,9 +246,10 @@ def merge_state_for(
                 f"attn_implementation={impl!r} cannot add {need} that merging uses. Use one of "
                 f"{PROPORTIONAL_ATTENTION_BACKENDS},{off}."
             )
+    prefix = settings.num_prefix if settings.num_prefix is not None else protected_prefix(config)
     if valid is not None:
-        return PaddedMergeState(settings, num_prefix=protected_prefix(config), valid=valid)
-    return MergeState(settings, num_prefix=protected_prefix(config))
+        return PaddedMergeState(settings, num_prefix=prefix, valid=valid)
+    return MergeState(settings, num_prefix=prefix)
 
 
 def unmerge(output, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:

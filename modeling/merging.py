@@ -262,38 +262,31 @@ def merge_tokens(
     metric: torch.Tensor,
     sizes: torch.Tensor,
     r: int,
-    settings,
-    layer: int,
+    *,
+    method: str,
     num_prefix: int,
+    margin: float = 0.9,
+    alpha: float = 1.0,
+    energy: str = "exp",
+    split: str = "alternate",
+    keep_order: bool = True,
     valid: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One merge step on a full sequence x (B, N, C) with metric (B, N, c): select on the mergeable part with the
-    layer's method, then merge. `settings` is a `MergeSettings` (merge_config.py) or any object with its `method_at`,
-    `margin_at`, `number("alpha")`, `energy`, `merge_split` and `keep_order`. `valid` (padding mask) is honoured by the "pitome" selection only; padded batches go
-    through `PaddedMergeState`, which packs real tokens first. Returns (x', sizes', positions)."""
+    """One merge step on a full sequence x (B, N, C) with metric (B, N, c): select r tokens to merge away on the
+    mergeable part (after the `num_prefix` protected tokens) with `method` ("pitome", "tome" or "pitome_bsm"), then
+    merge. `margin`, `alpha`, `energy` and `split` are the layer's values (`MergeSettings.layer_values`). `valid`
+    (padding mask) is honoured by the "pitome" selection only; padded batches go through `PaddedMergeState`, which packs
+    real tokens first. Returns (x', sizes', positions)."""
     m = metric[:, num_prefix:]
     v = None if valid is None else valid[:, num_prefix:]
-    method = settings.method_at(layer)
     if method == "tome":
-        plan = tome_plan(m, r, keep_order=settings.keep_order, num_prefix=num_prefix)
+        plan = tome_plan(m, r, keep_order=keep_order, num_prefix=num_prefix)
     elif method == "pitome_bsm":
-        plan = pitome_bsm_plan(
-            m, r, margin=settings.margin_at(layer), alpha=settings.number("alpha"), energy=settings.energy,
-            keep_order=settings.keep_order,
-        )
+        plan = pitome_bsm_plan(m, r, margin=margin, alpha=alpha, energy=energy, keep_order=keep_order)
     elif method == "pitome":
-        plan = pitome_plan(
-            m,
-            r,
-            margin=settings.margin_at(layer),
-            alpha=settings.number("alpha"),
-            energy=settings.energy,
-            split=settings.merge_split,
-            keep_order=settings.keep_order,
-            valid=v,
-        )
+        plan = pitome_plan(m, r, margin=margin, alpha=alpha, energy=energy, split=split, keep_order=keep_order, valid=v)
     else:
-        raise ValueError(f"layer {layer} runs merge_method={method!r} and merges nothing; r must be 0, got {r}.")
+        raise ValueError(f"merge_method={method!r} merges nothing; r must be 0, got {r}.")
     return apply_plan(x, sizes, plan, num_prefix)
 
 
@@ -303,8 +296,9 @@ def proportional_attention_bias(sizes: torch.Tensor, dtype: torch.dtype) -> torc
 
 
 def weighted_mean(x: torch.Tensor, sizes: Optional[torch.Tensor]) -> torch.Tensor:
-    """Size-weighted mean over tokens: (B, N, C), (B, N) -> (B, C). Plain mean when sizes is None."""
+    """Size-weighted mean over tokens: (B, N, C), (B, N) -> (B, C). Plain mean when sizes is None. A row whose sizes
+    are all 0 (only padding) gives zeros, as sentence-transformers' mean pooling (denominator clamped to 1e-9)."""
     if sizes is None:
         return x.mean(dim=1)
     w = sizes.to(x.dtype)[..., None]
-    return (x * w).sum(dim=1) / w.sum(dim=1)
+    return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1e-9)

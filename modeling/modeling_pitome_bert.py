@@ -39,7 +39,7 @@ from transformers.pytorch_utils import apply_chunking_to_forward
 
 from .configuration_pitome_bert import PiToMeBertConfig
 from .merge_config import settings_of
-from .merge_state import MergeOutputMixin, PaddedMergeState, merge_state_for, return_output
+from .merge_state import MergeOutputMixin, PaddedMergeState, check_inputs, merge_state_for, return_output
 from .merging import weighted_mean
 
 # transformers 5 converts checkpoint keys on load only for its own classes. BERT has no conversion of its own in
@@ -72,7 +72,8 @@ class PiToMeSequenceClassifierOutput(MergeOutputMixin, SequenceClassifierOutput)
 
 def size_weighted_mean_pool(output) -> torch.Tensor:
     """Mean of `last_hidden_state` over real tokens weighted by `token_sizes` (B, hidden): the sentence-transformers
-    mean pooling, which stays exact on merged tokens (each merged token counts as many times as it holds tokens)."""
+    mean pooling, which stays exact on merged tokens (each merged token counts as many times as it holds tokens). A
+    row without any real token pools to zeros, as sentence-transformers' (its denominator is clamped to 1e-9)."""
     return weighted_mean(output.last_hidden_state, output.token_sizes)
 
 
@@ -208,6 +209,10 @@ class PiToMeBertModel(BertModel):
         **kwargs,
     ):
         """input_ids (B, N) -> last_hidden_state (B, N_out, hidden), pooler_output, merge information."""
+        if inputs_embeds is None:
+            check_inputs(type(self).__name__, input_ids=input_ids)
+        else:
+            check_inputs(type(self).__name__, inputs_embeds=inputs_embeds)
         shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
         state = text_merge_state(self.config, attention_mask, shape)
         outputs = super().forward(
@@ -221,7 +226,7 @@ class PiToMeBertModel(BertModel):
             **kwargs,
         )
         if state.sizes is None:  # no layer ran (num_hidden_layers == 0)
-            state._start(outputs.last_hidden_state)
+            state.begin(outputs.last_hidden_state)
         fields = dict(outputs)
         if self.config.pooling == "mean":
             fields["pooler_output"] = weighted_mean(outputs.last_hidden_state, state.sizes)

@@ -41,6 +41,7 @@ from .merge_state import (
     MergeState,
     PreNormMergingLayerMixin,
     attention_with_keys,
+    check_inputs,
     merge_state_for,
     return_output,
 )
@@ -141,6 +142,7 @@ class PiToMeCLIPVisionModel(CLIPVisionModel):
         **kwargs,
     ):
         """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output (B, hidden), merge info."""
+        check_inputs(type(self).__name__, pixel_values=pixel_values)
         state = self.new_merge_state()
         outputs = super().forward(
             pixel_values,
@@ -223,6 +225,7 @@ class PiToMeCLIPModel(CLIPModel):
         **kwargs,
     ):
         """input_ids (B_t, S), pixel_values (B_i, C, H, W) -> logits_per_image (B_i, B_t), embeds, merge info."""
+        check_inputs(type(self).__name__, input_ids=input_ids, pixel_values=pixel_values)
         outputs = super().forward(
             input_ids=input_ids,
             pixel_values=pixel_values,

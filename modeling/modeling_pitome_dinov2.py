@@ -39,7 +39,14 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 )
 
 from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
-from .merge_state import MergeOutputMixin, MergeState, attention_with_keys, merge_state_for, return_output
+from .merge_state import (
+    MergeOutputMixin,
+    MergeState,
+    attention_with_keys,
+    check_inputs,
+    merge_state_for,
+    return_output,
+)
 from .merging import weighted_mean
 
 # transformers 5 renames DINOv2 parameters on load (attention.attention.query -> attention.q_proj, ...) only for its
@@ -138,6 +145,7 @@ class PiToMeDinov2WithRegistersEncoder(Dinov2WithRegistersEncoder):
 
 
 def _merging_forward(model, stock_forward, pixel_values, bool_masked_pos, attention_mask, return_dict, kwargs):
+    check_inputs(type(model).__name__, pixel_values=pixel_values)
     state = merge_state_for(model.config)
     if attention_mask is not None and state.settings.active:
         raise ValueError(

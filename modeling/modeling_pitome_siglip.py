@@ -39,6 +39,7 @@ from .merge_state import (
     MergeState,
     PreNormMergingLayerMixin,
     attention_with_keys,
+    check_inputs,
     merge_state_for,
     return_output,
 )
@@ -133,6 +134,7 @@ class PiToMeSiglipVisionModel(SiglipVisionModel):
 
     def forward(self, pixel_values, interpolate_pos_encoding: Optional[bool] = False, return_dict=None, **kwargs):
         """pixel_values (B, C, H, W) -> last_hidden_state (B, T_L, hidden), pooler_output (B, hidden), merge info."""
+        check_inputs(type(self).__name__, pixel_values=pixel_values)
         settings = settings_of(self.merge_config, num_layers=self.config.num_hidden_layers)
         state: MergeState = merge_state_for(self.merge_config, settings=settings,
                                             attn_implementation=getattr(self.config, "_attn_implementation", None))
@@ -166,6 +168,7 @@ class PiToMeSiglipModel(SiglipModel):
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, return_loss=None,
                 interpolate_pos_encoding: bool = False, return_dict=None, **kwargs):
         """input_ids (B_t, S), pixel_values (B_i, C, H, W) -> logits_per_image (B_i, B_t), embeds, merge info."""
+        check_inputs(type(self).__name__, input_ids=input_ids, pixel_values=pixel_values)
         outputs = super().forward(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                                   position_ids=position_ids, return_loss=return_loss,
                                   interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)

@@ -27,7 +27,14 @@ from transformers.models.vit.modeling_vit import (
 
 from .configuration_pitome_vit import PiToMeViTConfig
 from .merge_config import protected_prefix
-from .merge_state import MergeOutputMixin, MergeState, attention_with_keys, merge_state_for, return_output
+from .merge_state import (
+    MergeOutputMixin,
+    MergeState,
+    attention_with_keys,
+    check_inputs,
+    merge_state_for,
+    return_output,
+)
 from .merging import weighted_mean
 
 # transformers 5 renames ViT parameters on load only for its own classes: give ours the stock ViT's mapping, or a
@@ -109,6 +116,7 @@ class PiToMeViTModel(ViTModel):
         **kwargs,
     ):
         """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output, merge information."""
+        check_inputs(type(self).__name__, pixel_values=pixel_values)
         state = merge_state_for(self.config)
         if attention_mask is not None and state.settings.active:
             raise ValueError(

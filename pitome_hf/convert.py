@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from .families import all_entries, entry_for_class
-from .modeling.merge_config import PRESET_FIELDS
+from .modeling.merge_config import MERGE_FIELDS, check_names, resolve_update
 
 
 def supported_classes() -> list[str]:
@@ -18,22 +18,33 @@ def supported_classes() -> list[str]:
 def pitome_config(config: PreTrainedConfig, config_class: type, **settings) -> PreTrainedConfig:
     """The PiToMe config of `config_class` built from a stock (or PiToMe) config plus merge settings.
 
-    `preset=NAME` is short for `merge_preset=NAME`. A new preset replaces the old config's selection settings; a
-    selection setting given without a preset clears the old config's preset name (the settings are no longer its)."""
+    `preset=NAME` is short for `merge_preset=NAME`. The settings are applied to the old config's as one update, by
+    the rule every path shares (`merge_config.resolve_update`): a new preset replaces the old selection settings, a
+    selection setting given without a preset clears the old preset name, a field given with a preset that disagrees
+    with it is refused. Unknown names are refused, naming the closest valid one."""
     if "preset" in settings:
+        if "merge_preset" in settings:
+            raise TypeError("give preset= or merge_preset=, not both.")
         settings["merge_preset"] = settings.pop("preset")
+    own = tuple(config_class.choice_fields)
+    check_names(settings, (*MERGE_FIELDS, *own, "preset"), f"apply_pitome for {config_class.__name__}")
     values = config.to_dict()
     values.pop("auto_map", None)
-    if settings.get("merge_preset") is not None:
-        for name in PRESET_FIELDS:
-            values.pop(name, None)
-    elif any(name in settings for name in PRESET_FIELDS):
-        values["merge_preset"] = None
     values["model_type"] = config_class.model_type
-    values.update(settings)
+    merge = {k: v for k, v in settings.items() if k in MERGE_FIELDS}
+    current = {k: values[k] for k in MERGE_FIELDS if k in values}
+    if merge:  # a stock config has no merge fields: the class defaults are the current ones
+        defaults = {k: getattr(config_class(num_hidden_layers=1), k) for k in MERGE_FIELDS if k not in current}
+        values.update(resolve_update({**defaults, **current}, merge, _num_layers(config)))
+    values.update({k: v for k, v in settings.items() if k in own})
     new = config_class.from_dict(values)
     new._attn_implementation = getattr(config, "_attn_implementation", None)
     return new
+
+
+def _num_layers(config) -> int | None:
+    vision = getattr(config, "vision_config", None)
+    return getattr(vision, "num_hidden_layers", None) if vision is not None else getattr(config, "num_hidden_layers", None)
 
 
 def _constructor_kwargs(model: PreTrainedModel, model_class: type) -> dict:

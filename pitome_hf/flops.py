@@ -6,8 +6,7 @@ activations, softmax and the merge's gathers are not counted. The merge step's s
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from .modeling import (
     PiToMeCLIPVisionConfig,
@@ -16,11 +15,10 @@ from .modeling import (
     PiToMeViTConfig,
 )
 from .modeling.merge_config import (
-    MergeConfigMixin,
+    MERGE_FIELDS,
     MergeSettings,
     merge_num_layers,
     num_patches_from_config,
-    protected_prefix,
     token_schedule,
 )
 
@@ -36,16 +34,14 @@ class EncoderShape:
 
 def prefix_of(config, pitome_config_class) -> int:
     """The protected prefix of a PiToMe config, or of a stock config by its PiToMe config class's rule (the one owner
-    of the rule: `default_protected_tokens`, a number or a property of the config)."""
-    if getattr(config, "default_protected_tokens", None) is not None:
-        return protected_prefix(config)
-    rule = inspect.getattr_static(pitome_config_class, "default_protected_tokens")
-    return int(rule.fget(config)) if isinstance(rule, property) else int(rule)
+    of the rule: `architecture_prefix` of the PiToMe config class)."""
+    value = getattr(config, "protected_tokens", None)
+    return int(value) if value is not None else pitome_config_class.architecture_prefix(config)
 
 
 def merge_settings_of(config, num_layers: int | None = None) -> MergeSettings:
     """The merge settings of a PiToMe config; a stock config (no merge fields) counts as unmerged."""
-    if not any(hasattr(config, f.name) for f in fields(MergeConfigMixin)):
+    if not any(hasattr(config, name) for name in MERGE_FIELDS):
         return MergeSettings(merge_method="none", num_layers=num_layers)
     return MergeSettings.from_config(config, num_layers=num_layers)
 

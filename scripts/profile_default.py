@@ -41,7 +41,7 @@ PARTS = ("linear (addmm)", "attention (SDPA)", "merge step", "attention bias", "
 def free_step(self, x, layer, keys=None):
     """MergeState.step with the merge replaced by dropping the last r tokens (same counts, sizes stay 1)."""
     if self.sizes is None:
-        self._start(x)
+        self.begin(x)
     T = x.shape[1] - self.num_prefix
     r = self.settings.budget(T, layer)
     if r > 0:
