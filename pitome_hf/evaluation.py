@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
+import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,55 +67,128 @@ class DataSpec:
 
 
 def _dataset_from_npz(path: Path):
+    """A dataset from a .npz with `images` (N, H, W[, C] uint8), `labels` (N integers) and optionally `classes`."""
     import datasets
+    import zipfile
+
     from PIL import Image
 
-    arrays = np.load(path, allow_pickle=False)
-    missing = {"images", "labels"} - set(arrays.files)
-    if missing:
-        raise ValueError(f"{path} lacks the arrays {sorted(missing)}; it has {sorted(arrays.files)}.")
-    names = [str(c) for c in arrays["classes"]] if "classes" in arrays.files else None
-    labels = arrays["labels"].astype(np.int64)
-    features = datasets.Features(
-        {
-            "image": datasets.Image(),
-            "label": datasets.ClassLabel(names=names) if names else datasets.Value("int64"),
-        }
-    )
-    images = [Image.fromarray(a) for a in arrays["images"]]
-    return datasets.Dataset.from_dict({"image": images, "label": labels.tolist()}, features=features)
+    try:
+        arrays = np.load(path, allow_pickle=False)
+        files = list(arrays.files) if isinstance(arrays, np.lib.npyio.NpzFile) else None
+        if files is not None and {"images", "labels"} <= set(files):
+            images, labels = arrays["images"], arrays["labels"]
+            names = [str(c) for c in arrays["classes"]] if "classes" in files else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(f"{path} is not a valid .npz file (numpy cannot read it: {type(error).__name__}); it must "
+                         "hold the arrays images, labels and optionally classes.") from None
+    if files is None:
+        raise ValueError(f"{path} is not a valid .npz file: it holds a single array (a .npy), not the named arrays "
+                         "images and labels.")
+    if not {"images", "labels"} <= set(files):
+        lacking = sorted({"images", "labels"} - set(files))
+        raise ValueError(f"{path} lacks the arrays {lacking}; it has {sorted(files)}.")
+    if images.ndim not in (3, 4) or images.dtype != np.uint8 or len(images) != len(labels) or labels.ndim != 1:
+        raise ValueError(f"{path}: images must be uint8 (N, H, W) or (N, H, W, C) and labels (N,); got images "
+                         f"{images.dtype} {images.shape} and labels {labels.dtype} {labels.shape}.")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+        raise ValueError(f"{path}: labels must be integer class ids; got {labels.dtype} values such as {labels[:3]}.")
+    labels = labels.astype(np.int64)
+    feature = datasets.Value("int64")
+    if names:
+        bad = labels[(labels < 0) | (labels >= len(names))]
+        if bad.size:  # ClassLabel would refuse it with a long message: name the first one
+            raise ValueError(f"{path}: label {int(bad[0])} at row {int(np.flatnonzero(labels == bad[0])[0])} is not "
+                             f"a class id: {len(names)} classes are named, so labels must be 0..{len(names) - 1}.")
+        feature = datasets.ClassLabel(names=names)
+    features = datasets.Features({"image": datasets.Image(), "label": feature})
+    pil = [Image.fromarray(a) for a in images]
+    return datasets.Dataset.from_dict({"image": pil, "label": labels.tolist()}, features=features)
+
+
+DATA_FILE_KINDS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or Path(name).suffix in (
+        *DATA_FILE_KINDS, ".npz")
+
+
+def _load_folder(path: Path, split: str):
+    """A local folder: its parquet files (those of `split` when the file names carry split names, else all of them),
+    or an imagefolder layout."""
+    import datasets
+    from datasets.data_files import get_data_patterns
+
+    parquet = sorted(p for p in path.rglob("*.parquet") if not any(part.startswith(".") for part in p.parts))
+    if not parquet:
+        return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
+    patterns = get_data_patterns(str(path))
+    if list(map(str, patterns)) == ["train"] and list(patterns.values())[0] == ["**"]:  # no split names: all files
+        return datasets.load_dataset("parquet", data_files=[str(p) for p in parquet], split="train")
+    return datasets.load_dataset("parquet", data_dir=str(path), split=split)
+
+
+def _load_any(spec: DataSpec, path: Path):
+    import datasets
+
+    if path.suffix == ".npz" and path.is_file():
+        return _dataset_from_npz(path)
+    if path.is_dir():
+        return _load_folder(path, spec.split)
+    if path.is_file() and path.suffix in DATA_FILE_KINDS:
+        return datasets.load_dataset(DATA_FILE_KINDS[path.suffix], data_files=str(path), split="train")
+    if path.exists():
+        raise ValueError(f"--dataset {path} is a file evaluate cannot read: give a folder (imagefolder or parquet), a "
+                         f"{', '.join(DATA_FILE_KINDS)} or .npz file, or a datasets Hub id.")
+    if _looks_like_path(str(spec.path)):
+        raise FileNotFoundError(f"--dataset {spec.path} does not exist (a local file or folder was meant; a Hub "
+                                "dataset id looks like org/name).")
+    return datasets.load_dataset(str(spec.path), split=spec.split)
+
+
+def _images_column(ds, column: str, root: Optional[Path]):
+    """`ds` with `column` holding images: an Image column as it is; a column of file paths (relative to `root`, the
+    table's folder) cast to images; anything else is refused."""
+    import datasets
+
+    feature = ds.features[column]
+    if isinstance(feature, datasets.Image):
+        return ds
+    if isinstance(feature, datasets.Value) and "string" in feature.dtype:
+        if root is not None:
+            ds = ds.map(lambda row: {column: str(root / row[column]) if row[column] and "://" not in row[column]
+                                     else row[column]})
+        return ds.cast_column(column, datasets.Image())
+    raise ValueError(f"the image column {column!r} holds {feature}, not images: pass --image-column with the column "
+                     "of images (or of image file paths).")
 
 
 def load_data(spec: DataSpec, columns: Optional[dict] = None):
-    """A `datasets.Dataset` for the spec, with its columns ({role: name}, default image and label) checked."""
-    import datasets
-
-    path = Path(spec.path) if spec.path else DEFAULT_DATASET
-    if path.suffix == ".npz" and path.is_file():
-        ds = _dataset_from_npz(path)
-    elif path.is_dir():
-        parquet = sorted(path.rglob("*.parquet"))
-        if parquet:
-            ds = datasets.load_dataset("parquet", data_files=[str(p) for p in parquet], split="train")
-        else:
-            ds = datasets.load_dataset("imagefolder", data_dir=str(path), split=spec.split)
-    elif path.is_file() and path.suffix in (".parquet", ".csv", ".json", ".jsonl"):
-        kind = {"jsonl": "json"}.get(path.suffix[1:], path.suffix[1:])
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
-    else:
-        ds = datasets.load_dataset(str(spec.path), split=spec.split)
+    """A `datasets.Dataset` for the spec, with its columns ({role: name}, default image and label) checked: each one
+    exists, the image column holds images (file paths are read relative to the table's folder), the split has rows."""
+    path = Path(spec.path).expanduser() if spec.path else DEFAULT_DATASET
+    try:
+        ds = _load_any(spec, path)
+    except ValueError as error:
+        if str(error).startswith("Unknown split"):
+            raise ValueError(f"--split {spec.split}: {' '.join(str(error).split())} (for {path}).") from None
+        raise
+    except PermissionError as error:
+        raise PermissionError(f"--dataset {path} cannot be read ({error.strerror}: {error.filename}).") from None
     for role, column in (columns or spec.columns({"image": "image", "label": "label"})).items():
         if column not in ds.column_names:
             raise ValueError(
                 f"the dataset has no {role} column {column!r}; its columns are {ds.column_names}. "
                 f"Pass --{role}-column with one of them."
             )
+        if role == "image":
+            ds = _images_column(ds, column, (path if path.is_dir() else path.parent) if path.exists() else None)
+    if len(ds) == 0:
+        where = f"{spec.path or path}" + ("" if path.is_file() else f" (split {spec.split})")
+        raise ValueError(f"the dataset {where} has no rows: nothing to evaluate.")
     return ds
 
-
-# ----------------------------------------------------------------------------------------------------------------
-# Models
-# ----------------------------------------------------------------------------------------------------------------
 
 # ----------------------------------------------------------------------------------------------------------------
 # Measurement
@@ -127,13 +203,24 @@ class RunResult:
     peak_memory_mb: float
     num_samples: int
     token_counts: list = field(default_factory=list)
+    device: str = ""  # where this row was measured
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The sweep
 # ----------------------------------------------------------------------------------------------------------------
+def _first_duplicate(values) -> Optional[object]:
+    seen = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
+
+
 def run_configs(methods, keep_ratios, presets=()) -> list[tuple[dict, float]]:
-    """(merge settings, keep ratio) for every row (see `measure.sweep`), after checking the names and ratios."""
+    """(merge settings, keep ratio) for every row (see `measure.sweep`), after checking the names and ratios: known,
+    in range, each given once, and at least one row."""
     from .modeling.merge_config import MERGE_PRESETS
 
     bad = [m for m in methods if m not in METHODS]
@@ -145,7 +232,146 @@ def run_configs(methods, keep_ratios, presets=()) -> list[tuple[dict, float]]:
     badr = [r for r in keep_ratios if not 0 < r <= 1]
     if badr:
         raise ValueError(f"keep ratios {badr} are out of range: each must be in (0, 1].")
-    return sweep(methods, keep_ratios, presets)
+    for flag, values in (("--methods", methods), ("--presets", presets), ("--keep-ratios", [float(r) for r in
+                                                                                             keep_ratios])):
+        twice = _first_duplicate(values)
+        if twice is not None:
+            raise ValueError(f"{flag} lists {twice} more than once: give each value once (each row is measured once).")
+    configs = sweep(methods, keep_ratios, presets)
+    if not configs:
+        raise ValueError(f"nothing to run: methods {list(methods)}, presets {list(presets)} and keep ratios "
+                         f"{list(keep_ratios)} give no row.")
+    return configs
+
+
+def check_device(device: Optional[str]) -> Optional[torch.device]:
+    """The device `--device` names, refused (ValueError naming it) when it is not one this machine has."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a device: use cpu, cuda, cuda:N or mps.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"--device {device}: CUDA is not available on this machine ({why}); use --device cpu, "
+                             "or leave --device out to use a GPU when there is one.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu.")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {device!r} is not supported: use cpu, cuda, cuda:N or mps.")
+    return dev
+
+
+def check_arguments(task: str, batch_size: int, limit: Optional[int], max_new_tokens: int, dtype: str,
+                    labels_by_id: bool = False):
+    """(task class, torch dtype) after checking the plain values, each refusal naming the value."""
+    if task not in TASK_CLASSES:
+        raise ValueError(f"task={task!r} is not supported; supported tasks: {', '.join(TASK_CLASSES)}.")
+    if labels_by_id and task != "image-classification":
+        raise ValueError(f"--labels-by-id applies to image-classification only, not to the task {task}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1.")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit} must be >= 1 (or None for the whole split).")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1.")
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    if torch_dtype is None:
+        raise ValueError(f"dtype={dtype!r} is not supported; choose float32, bfloat16 or float16.")
+    return TASK_CLASSES[task], torch_dtype
+
+
+def check_model(model: Optional[str], task: str) -> str:
+    """The model path or Hub id, after checking that it exists (a path) and that its type serves `task` (before any
+    data is read, so a wrong model is named as such, not as a dataset lacking columns)."""
+    from .checkpoint import resolve_base
+    from .evaluation_tasks import check_model_type
+
+    if model is None:
+        return str(DEFAULT_MODEL)
+    path, _ = resolve_base(str(model))
+    check_model_type(path, task)
+    return path
+
+
+@dataclass
+class Sweep:
+    """What one evaluation runs: the task runner, this process's batches, the rows (key, net, ratio)."""
+
+    runner: object
+    batches: object
+    rows: list
+    device: torch.device
+    compile: bool
+    show: bool
+
+
+def _rows(runner, configs) -> list[tuple[str, object, float]]:
+    """(key, PiToMe model sharing the runner's weights, keep ratio) per row; two rows with one key are refused."""
+    from .convert import apply_pitome
+
+    rows, seen = [], {}
+    for settings, ratio in configs:
+        net = apply_pitome(runner.base, keep_ratio=ratio, **settings)
+        key = f"{MergeSettings.from_config(net.config).label()}@{ratio}"
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {settings} at keep ratio {ratio} are the same configuration ({key}): "
+                             "drop one of them.")
+        seen[key] = settings
+        rows.append((key, net, ratio))
+    return rows
+
+
+def _measure(sweep_: Sweep, key: str, net, ratio: float, num_configs: int) -> RunResult:
+    from accelerate.utils import gather_object
+
+    dev, runner = sweep_.device, sweep_.runner
+    if sweep_.compile:
+        net = torch.compile(net)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    with compiled_runs(num_configs):
+        outputs, seconds = timed_run(sweep_.batches, runner.forward(net), dev, sweep_.show, key.replace("@", " "))
+    gathered = gather_object([(outputs, seconds, len(outputs), peak_memory_mb(dev))])
+    merged = {}
+    for part, _, _, _ in gathered:
+        merged.update(part)
+    slowest = max(g[1] for g in gathered)
+    return RunResult(
+        method=key.rsplit("@", 1)[0], keep_ratio=ratio, metrics=runner.score(merged), gflops=runner.gflops(net),
+        images_per_s=sum(g[2] for g in gathered) / slowest if slowest > 0 else float("nan"),
+        peak_memory_mb=max(g[3] for g in gathered), num_samples=len(merged), token_counts=runner.token_counts(net),
+        device=str(dev),
+    )
+
+
+def _run(sweep_: Sweep, journal: Optional["RowJournal"], state) -> list[RunResult]:
+    """Measure every row, or reuse it from the journal; each new row is journaled as soon as it exists."""
+    from accelerate.utils import gather_object
+
+    done = journal.rows if journal is not None else {}
+    done = gather_object([done])[0] if state.num_processes > 1 else done  # every process skips the same rows
+    lines = Progress(len(sweep_.rows), "evaluate ", enabled=sweep_.show)
+    results = []
+    for key, net, ratio in sweep_.rows:
+        label = key.replace("@", " ")
+        if key in done:
+            results.append(RunResult(**done[key]))
+            lines.step(f"{label}: reused from {journal.path if journal else 'the journal'}")
+            continue
+        results.append(_measure(sweep_, key, net, ratio, len(sweep_.rows)))
+        if journal is not None:
+            journal.add(key, results[-1].__dict__)
+        row = results[-1]
+        metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in row.metrics.items())
+        lines.step(f"{label}: {metrics}, {row.gflops:.4g} GFLOPs, {row.images_per_s:.1f}/s")
+    return results
 
 
 def evaluate_model(
@@ -165,147 +391,236 @@ def evaluate_model(
     out_dir: Optional[Path] = None,
     resume: bool = True,
     compile: bool = False,
+    labels_by_id: bool = False,
 ) -> dict:
     """Evaluate `model` on `data` for every (method or preset, keep ratio); returns the report dict (see
     write_report). Each result's `method` names the configuration that ran (`MergeSettings.label()`: the method, the
     preset's name, or the per-layer methods and the settings that differ from the paper's).
 
     `task`: one of TASKS (see pitome_hf.evaluation_tasks). `prompt`: the zero-shot class template ("a photo of a
-    {}.") or the VQA prompt (with `<image>` and `{}` for the question). Under `accelerate launch` each process takes a
+    {}.") or the VQA prompt (with `<image>` and `{}` for the question). `device`: cpu, cuda, cuda:N or mps; one this
+    machine lacks is refused (default: a GPU when there is one). `labels_by_id`: image classification only, read
+    dataset label k as the model's label k even when the dataset's class names are not the model's (by default classes
+    are matched by name, and names the model lacks are refused). Under `accelerate launch` each process takes a
     contiguous shard; per-sample outputs and timings are gathered with accelerate, and every process returns the same
     report.
 
-    `out_dir`: checked for writing before anything runs; each row is appended to `out_dir/rows.jsonl` as soon as it
-    is measured, so an interrupted sweep keeps what it did, and a re-run with the same settings (`resume`) reuses
-    those rows and measures only the rest. `compile`: run each configuration through torch.compile (the first
-    batches include the compilation: use enough samples for the timing to mean something)."""
+    `out_dir`: checked for writing and locked against a second evaluate before anything runs; each row is appended to
+    `out_dir/rows.jsonl` as soon as it is measured, so an interrupted sweep keeps what it did, and a re-run of the same
+    model files, data and settings (`resume`) reuses those rows and measures only the rest. `compile`: run each
+    configuration through torch.compile (the first batches include the compilation: use enough samples for the
+    timing to mean something)."""
     from accelerate import PartialState
-    from accelerate.utils import gather_object
 
-    from .convert import apply_pitome
-
-    if task not in TASK_CLASSES:
-        raise ValueError(f"task={task!r} is not supported; supported tasks: {', '.join(TASK_CLASSES)}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1.")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit={limit} must be >= 1 (or None for the whole split).")
-    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
-    dev = torch.device(device) if device and device != "cuda" else state.device
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
-    if torch_dtype is None:
-        raise ValueError(f"dtype={dtype!r} is not supported; choose float32, bfloat16 or float16.")
+    task_class, torch_dtype = check_arguments(task, batch_size, limit, max_new_tokens, dtype, labels_by_id)
+    asked = check_device(device)
+    state = PartialState(cpu=(asked is not None and asked.type == "cpu") or not torch.cuda.is_available())
+    dev = asked if asked is not None and not (asked.type == "cuda" and asked.index is None) else state.device
     configs = run_configs(methods, keep_ratios, presets)
-    model_path = str(model) if model else str(DEFAULT_MODEL)
+    model_path = check_model(model, task)
     data = data or DataSpec()
-    journal = None
-    if out_dir is not None and state.is_main_process:
-        journal = RowJournal(Path(out_dir), dict(
-            model=model_path, dataset=str(data.path or DEFAULT_DATASET), split=data.split, task=task, limit=limit,
-            dtype=dtype, batch_size=batch_size, device=str(dev), processes=state.num_processes, prompt=prompt,
-            compile=compile,
-            columns=[data.image_column, data.label_column, data.text_column]), resume)
-    task_class = TASK_CLASSES[task]
-    columns = data.columns(task_class.columns)
-    ds = load_data(data, columns)
-    n = len(ds) if limit is None else min(limit, len(ds))
-    runner = task_class(model_path, ds, columns, dev, torch_dtype, batch_size, n, prompt=prompt,
-                        max_new_tokens=max_new_tokens)
-    with state.split_between_processes(list(range(n))) as shard:
-        batches = runner.batches(shard)
-    show = progress and state.is_local_main_process
-    results = []
-    done = journal.rows if journal is not None else {}
-    done = gather_object([done])[0] if state.num_processes > 1 else done  # every process skips the same rows
-    lines = Progress(len(configs), "evaluate ", enabled=show)
-    for settings, ratio in configs:
-        net = apply_pitome(runner.base, keep_ratio=ratio, **settings)
-        method = MergeSettings.from_config(net.config).label()
-        key = f"{method}@{ratio}"
-        if key in done:
-            results.append(RunResult(**done[key]))
-            lines.step(f"{method} {ratio}: reused from {journal.path if journal else 'the journal'}")
-            continue
-        if compile:
-            net = torch.compile(net)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        with compiled_runs(len(configs)):
-            outputs, seconds = timed_run(batches, runner.forward(net), dev, show, f"{method} {ratio}")
-        gathered = gather_object([(outputs, seconds, len(outputs), peak_memory_mb(dev))])
-        merged = {}
-        for part, _, _, _ in gathered:
-            merged.update(part)
-        slowest = max(g[1] for g in gathered)
-        results.append(
-            RunResult(
-                method=method,
-                keep_ratio=ratio,
-                metrics=runner.score(merged),
-                gflops=runner.gflops(net),
-                images_per_s=sum(g[2] for g in gathered) / slowest if slowest > 0 else float("nan"),
-                peak_memory_mb=max(g[3] for g in gathered),
-                num_samples=len(merged),
-                token_counts=runner.token_counts(net),
-            )
-        )
+    journal = RowJournal(Path(out_dir)) if out_dir is not None and state.is_main_process else None
+    try:
+        columns = data.columns(task_class.columns)
+        ds = load_data(data, columns)
+        n = len(ds) if limit is None else min(limit, len(ds))
+        runner = task_class(model_path, ds, columns, dev, torch_dtype, batch_size, n, prompt=prompt,
+                            max_new_tokens=max_new_tokens, labels_by_id=labels_by_id)
+        rows = _rows(runner, configs)
+        settings = dict(task=task, split=data.split, limit=limit, dtype=dtype, batch_size=batch_size, device=str(dev),
+                        processes=state.num_processes, prompt=runner.prompt, max_new_tokens=max_new_tokens,
+                        compile=compile, labels_by_id=labels_by_id, columns=columns)
+        fingerprints = _fingerprints(model_path, data, ds) if journal is not None else {}
+        fingerprints = gather_first(fingerprints, state)
         if journal is not None:
-            journal.add(key, results[-1].__dict__)
-        metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in results[-1].metrics.items())
-        lines.step(f"{method} {ratio}: {metrics}, {results[-1].gflops:.4g} GFLOPs, {results[-1].images_per_s:.1f}/s")
+            journal.start({"model": model_path, "dataset": str(data.path or DEFAULT_DATASET), **fingerprints,
+                           **settings}, resume)
+        with state.split_between_processes(list(range(n))) as shard:
+            batches = runner.batches(shard)
+        show = progress and state.is_local_main_process
+        results = _run(Sweep(runner, batches, rows, dev, compile, show), journal, state)
+    finally:
+        if journal is not None:
+            journal.close()
+    run = dict(task=task, model=model_path, data=data, columns=columns, n=n, dev=dev, dtype=dtype,
+               batch_size=batch_size, compile=compile, labels_by_id=labels_by_id)
+    return _report(run, state, fingerprints, results)
+
+
+def _report(run: dict, state, fingerprints: dict, results: list) -> dict:
+    dev = run["dev"]
     return {
         "schema": SCHEMA,
-        "task": task,
-        "model": model_path,
-        "dataset": {"path": str(data.path or DEFAULT_DATASET), "split": data.split,
-                    **{f"{role}_column": column for role, column in columns.items()}},
-        "num_samples": n,
+        "task": run["task"],
+        "model": run["model"],
+        "dataset": {"path": str(run["data"].path or DEFAULT_DATASET), "split": run["data"].split,
+                    **{f"{role}_column": column for role, column in run["columns"].items()}},
+        "num_samples": run["n"],
         "device": str(dev) if state.num_processes == 1 else f"{state.num_processes} x {dev.type}",
         "num_processes": state.num_processes,
-        "dtype": dtype,
-        "batch_size": batch_size,
-        "compiled": compile,
+        "dtype": run["dtype"],
+        "batch_size": run["batch_size"],
+        "compiled": run["compile"],
+        "labels_by_id": run["labels_by_id"],
+        **fingerprints,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "machine": platform.machine(), "threads": torch.get_num_threads()},
         "results": [r.__dict__ for r in results],
     }
 
 
-class RowJournal:
-    """`out_dir/rows.jsonl`: a header line naming the run's settings, then one line per measured row, each written
-    (and flushed) as soon as it exists. A journal whose header matches the new run's is resumed; another is replaced.
-    Creating it checks that `out_dir` can be written, before any measurement."""
+def gather_first(value, state):
+    """The main process's `value` on every process (the value itself when there is one process)."""
+    from accelerate.utils import gather_object
 
-    def __init__(self, out_dir: Path, header: dict, resume: bool = True):
+    return gather_object([value])[0] if state.num_processes > 1 else value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The journal: rows keyed by what they depend on, one writer at a time
+# ----------------------------------------------------------------------------------------------------------------
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".py", ".txt", ".model", ".jinja", ".tiktoken")
+
+
+def files_digest(files) -> str:
+    """sha256 over (name, sha256 of the content) of each (name, path) in `files`, in name order."""
+    digest = hashlib.sha256()
+    for name, path in sorted(files):
+        with open(path, "rb") as f:
+            digest.update(name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+    return "sha256:" + digest.hexdigest()
+
+
+def model_folder(model: str) -> Path:
+    """The folder a model's files are read from: the folder itself, or a Hub id's snapshot in the local cache."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    from transformers.utils import cached_file
+
+    return Path(cached_file(str(model), "config.json")).parent
+
+
+def model_fingerprint(model) -> str:
+    """A hash of everything a model's results depend on: its config, weights, code and processor/tokenizer files
+    (the top-level files with the suffixes in MODEL_FILE_SUFFIXES; README.md and hidden files excluded)."""
+    folder = model_folder(str(model))
+    return files_digest((p.name, p) for p in folder.iterdir()
+                        if p.is_file() and not p.name.startswith(".") and p.suffix in MODEL_FILE_SUFFIXES)
+
+
+def dataset_fingerprint(spec: DataSpec, ds) -> str:
+    """A hash of a local dataset's files (a file, or every file under a folder but hidden ones), else the datasets
+    library's fingerprint of what it loaded from the Hub cache."""
+    path = Path(spec.path).expanduser() if spec.path else DEFAULT_DATASET
+    if path.is_file():
+        return files_digest([(path.name, path)])
+    if path.is_dir():
+        names = {str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file()}
+        return files_digest((name, p) for name, p in names.items() if not any(
+            part.startswith(".") for part in Path(name).parts))
+    return f"datasets:{ds._fingerprint}"
+
+
+def _fingerprints(model_path: str, data: DataSpec, ds) -> dict:
+    return {"model_fingerprint": model_fingerprint(model_path), "dataset_fingerprint": dataset_fingerprint(data, ds)}
+
+
+class RowJournal:
+    """`out_dir/rows.jsonl`: a header line naming everything the rows depend on (the model's and the dataset's file
+    hashes, the run's settings), then one line per measured row, each written (and flushed) as soon as it exists. A
+    journal whose header matches the new run's is resumed; another is replaced (saying what differs).
+
+    Creating it checks that `out_dir` can be written and takes `out_dir/.rows.lock` (an exclusive flock, released by
+    `close()` or when the process ends): a second evaluate into the same folder is refused, naming the lock and the
+    process holding it."""
+
+    def __init__(self, out_dir: Path):
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            probe = out_dir / ".pitome_write_check"
+            probe = out_dir / f".pitome_write_check.{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:
             raise ValueError(f"--out {out_dir} cannot be written ({type(error).__name__}: {error.strerror or error}); "
                              "choose a folder you can write. Nothing was run.") from None
         self.path = out_dir / "rows.jsonl"
-        self.header = {"schema": SCHEMA, **header}
+        self.lock_path = out_dir / ".rows.lock"
+        self._lock = _take_lock(self.lock_path, out_dir)
+        self.header: dict = {}
         self.rows: dict[str, dict] = {}
-        if resume and self.path.is_file():
-            lines = self.path.read_text().splitlines()
-            try:
-                if lines and json.loads(lines[0]) == self.header:
-                    for line in lines[1:]:
-                        item = json.loads(line)
-                        self.rows[item["key"]] = item["row"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                self.rows = {}  # a torn or foreign journal: start again
-        with self.path.open("w") as f:  # rewrite: the header, then the rows kept
+
+    def start(self, header: dict, resume: bool = True) -> None:
+        """Read the rows of a journal with this header (when `resume`), then rewrite it: the header, the rows kept."""
+        self.header = json.loads(json.dumps({"schema": SCHEMA, **header}))  # as it reads back
+        old_header, rows = _read_journal(self.path) if resume else (None, {})
+        if old_header == self.header:
+            self.rows = rows
+        elif old_header is not None and rows:
+            differs = sorted(k for k in set(old_header) | set(self.header) if old_header.get(k) != self.header.get(k))
+            print(f"note: {self.path} holds {len(rows)} rows of another run ({', '.join(differs)} "
+                  f"{'differs' if len(differs) == 1 else 'differ'}); they are measured again.", file=sys.stderr)
+        partial = self.path.with_name(self.path.name + ".partial")
+        with partial.open("w") as f:
             f.write(json.dumps(self.header) + "\n")
             for key, row in self.rows.items():
                 f.write(json.dumps({"key": key, "row": row}) + "\n")
+        os.replace(partial, self.path)
 
     def add(self, key: str, row: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps({"key": key, "row": row}) + "\n")
             f.flush()
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
+
+
+def _take_lock(lock_path: Path, out_dir: Path):
+    """An open file holding an exclusive, non-blocking flock on `lock_path` (with this process's id in it)."""
+    import fcntl
+
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RuntimeError(f"--out {out_dir} is in use by another pitome-hf evaluate (process {holder} holds "
+                         f"{lock_path}); wait for it to finish or choose another --out. Nothing was run.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+ROW_FIELDS = set(RunResult.__dataclass_fields__)
+
+
+def _read_journal(path: Path) -> tuple[Optional[dict], dict]:
+    """(header, {key: row}) of a journal; rows after a torn or foreign line are dropped, rows before it kept."""
+    if not path.is_file():
+        return None, {}
+    try:
+        lines = path.read_text().splitlines()
+        header = json.loads(lines[0]) if lines else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None, {}
+    rows = {}
+    for line in lines[1:]:
+        try:
+            item = json.loads(line)
+            key, row = item["key"], item["row"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a line torn by a kill: what came before it stands
+        if not isinstance(row, dict) or not {"method", "keep_ratio", "metrics"} <= set(row) or set(row) - ROW_FIELDS:
+            break
+        rows[key] = row
+    return header if isinstance(header, dict) else None, rows
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -431,7 +746,8 @@ def main(argv=None) -> int:
                         "authors-mae, authors-bert, authors-blip2 (see MERGE_PRESETS)")
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(DEFAULT_KEEP_RATIOS),
                         help="(default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps; one this machine lacks is refused "
+                        "(default: cuda when available, else cpu; the report records the device used)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
@@ -440,9 +756,12 @@ def main(argv=None) -> int:
                         "rows.jsonl journal, checked before the sweep (default: %(default)s)")
     parser.add_argument("--compile", action="store_true", help="run every configuration through torch.compile "
                         "(default: eager)")
+    parser.add_argument("--labels-by-id", action="store_true", help="image-classification: read dataset label k as "
+                        "the model's label k even when the dataset's class names are not the model's (default: classes "
+                        "are matched by name, and a dataset naming classes the model lacks is refused)")
     parser.add_argument("--no-progress", action="store_true", help="no per-row progress lines")
     parser.add_argument("--no-resume", action="store_true", help="measure every row again, even those the folder's "
-                        "rows.jsonl already holds for the same settings")
+                        "rows.jsonl already holds for the same model files, data and settings")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     report = evaluate_model(
@@ -462,6 +781,7 @@ def main(argv=None) -> int:
         out_dir=Path(args.out),
         resume=not args.no_resume,
         compile=args.compile,
+        labels_by_id=args.labels_by_id,
     )
     from accelerate import PartialState
 

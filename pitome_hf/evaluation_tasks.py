@@ -49,12 +49,30 @@ def model_type_of(model: str) -> tuple[str, dict]:
     return config_dict.get("model_type"), config_dict
 
 
-def check_model_type(model: str, task: str, allowed: tuple[str, ...], what: str) -> dict:
+TASK_MODELS = {  # what each task's checkpoints are, for messages
+    "image-classification": "ViT and DeiT classifiers in the ViT layout",
+    "zero-shot-image-classification": "a dual encoder with both towers (CLIPModel, SiglipModel)",
+    "image-text-retrieval": "a dual encoder with both towers (CLIPModel, SiglipModel)",
+    "vqa": "LLaVA-1.5 layout",
+}
+
+
+def check_model_type(model: str, task: str) -> dict:
+    """The model's config dict, after checking that its type serves `task`; else a ValueError naming the model's
+    type, the types the task takes and the tasks this model's family serves."""
+    from .families import family_of
+
     model_type, config_dict = model_type_of(model)
+    allowed = model_types_for_task(task)
     if model_type not in allowed:
-        raise ValueError(
-            f"{model} is a {model_type!r} model; the task {task} supports {', '.join(allowed)} checkpoints ({what})."
-        )
+        try:
+            tasks = family_of(str(model_type)).tasks
+        except ValueError:
+            tasks = ()
+        serves = (f"a {model_type!r} model serves {', '.join(tasks)}: pass --task {tasks[0]}" if tasks else
+                  f"pitome-hf evaluate has no task for a {model_type!r} model")
+        raise ValueError(f"{model} is a {model_type!r} model; the task {task} supports {', '.join(allowed)} "
+                         f"checkpoints ({TASK_MODELS.get(task, task)}); {serves}.")
     return config_dict
 
 
@@ -114,37 +132,70 @@ def _image_size(pixels: torch.Tensor) -> int:
     return int(pixels.shape[-1])
 
 
-def label_names(ds, column: str) -> Optional[list[str]]:
-    feature = ds.features[column]
-    return list(feature.names) if hasattr(feature, "names") else None
-
-
 def load_classifier(model: str):
     """(PiToMe ViT classifier with merging off, image processor) for a stock or PiToMe checkpoint."""
     from transformers import AutoImageProcessor
 
     from .modeling import PiToMeViTForImageClassification
 
-    config_dict = check_model_type(model, "image-classification", model_types_for_task("image-classification"),
-                                   "ViT and DeiT in the ViT layout")
+    config_dict = check_model_type(model, "image-classification")
     if not config_dict.get("id2label") and not config_dict.get("num_labels"):
         raise ValueError(f"{model} has no classification head (no id2label in its config).")
     net = PiToMeViTForImageClassification.from_pretrained(str(model), merge_method="none")
     return net, AutoImageProcessor.from_pretrained(str(model))
 
 
-def label_mapping(model_config, names: Optional[list[str]], num_dataset_labels: int) -> Optional[torch.Tensor]:
-    """dataset label id -> model label id. Matches by name when the dataset has names the model knows; else assumes the
-    same ids when the counts agree; else refuses."""
+def read_labels(ds, column: str, n: int) -> tuple:
+    """(dataset, the first `n` labels as ints, class names or None). A column of strings becomes a ClassLabel (names
+    sorted); integral floats are ids; anything else, or an empty row, is refused naming the column and row."""
+    import datasets
+
+    feature = ds.features[column]
+    if isinstance(feature, datasets.Value) and "string" in feature.dtype:
+        if None in ds[column][:n]:
+            raise ValueError(f"row {list(ds[column][:n]).index(None)} of the label column {column!r} is empty.")
+        ds = ds.class_encode_column(column)
+        feature = ds.features[column]
+    numeric = isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint", "float"))
+    if not isinstance(feature, datasets.ClassLabel) and not numeric:
+        raise ValueError(f"the label column {column!r} holds {feature}, not class ids or names: pass --label-column "
+                         "with the column of class labels.")
+    labels = list(ds[column][:n])
+    for i, label in enumerate(labels):
+        if label is None or (isinstance(label, float) and not label.is_integer()):
+            raise ValueError(f"row {i} of the label column {column!r} holds {label!r}, not a class id.")
+    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    return ds, [int(label) for label in labels], names
+
+
+def check_label_range(labels: list[int], num_classes: int, column: str, whose: str) -> None:
+    """Every label is a class id 0..num_classes-1; else a ValueError naming the first one that is not."""
+    for i, label in enumerate(labels):
+        if not 0 <= label < num_classes:
+            hint = ("; -1 marks an unlabelled row (as in many test splits): evaluate a labelled split" if label == -1
+                    else "")
+            raise ValueError(f"row {i} of the label column {column!r} holds label {label}, which is not a class id: "
+                             f"{whose} {num_classes} classes, so labels must be 0..{num_classes - 1}{hint}.")
+
+
+def label_mapping(model_config, names: Optional[list[str]], labels_by_id: bool) -> tuple:
+    """(dataset label id -> model label id, or None for the same ids; how many class ids the labels may use; whose
+    classes those are). Class names are matched to the model's labels (case-insensitive) and a dataset naming a class
+    the model lacks is refused, unless `labels_by_id` (dataset id k is the model's label k). A dataset without names
+    is read as the model's ids."""
     model_names = {str(v).lower(): int(k) for k, v in model_config.id2label.items()}
-    if names and all(n.lower() in model_names for n in names):
-        return torch.tensor([model_names[n.lower()] for n in names])
-    if num_dataset_labels <= model_config.num_labels:
-        return None
-    raise ValueError(
-        f"the dataset has {num_dataset_labels} labels {names or ''} that the model's {model_config.num_labels} "
-        f"labels ({list(model_config.id2label.values())[:10]}...) do not cover: use a model trained for this dataset."
-    )
+    if names and not labels_by_id:
+        unknown = [n for n in names if n.lower() not in model_names]
+        if unknown:
+            shown = list(map(str, model_config.id2label.values()))
+            shown = ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
+            raise ValueError(
+                f"the dataset's class {unknown[0]!r} ({len(unknown)} of its {len(names)} class names) is not among the "
+                f"model's {model_config.num_labels} labels ({shown}): the classes do not match. Use a model trained "
+                "for these classes, or pass --labels-by-id to read dataset label k as the model's label k."
+            )
+        return torch.tensor([model_names[n.lower()] for n in names]), len(names), "the dataset names"
+    return None, model_config.num_labels, "the model has"
 
 
 class Task:
@@ -154,8 +205,10 @@ class Task:
     columns: dict[str, str] = {}
 
     def __init__(self, model: str, ds, columns: dict, device: torch.device, dtype: torch.dtype, batch_size: int,
-                 num_samples: int, prompt: Optional[str] = None, max_new_tokens: int = 10):
+                 num_samples: int, prompt: Optional[str] = None, max_new_tokens: int = 10,
+                 labels_by_id: bool = False):
         self.model_path, self.ds, self.col = model, ds, columns
+        self.labels_by_id = labels_by_id
         self.device, self.dtype, self.batch_size, self.n = device, dtype, batch_size, num_samples
         self.prompt = prompt or DEFAULT_PROMPTS.get(self.name)
         self.max_new_tokens = max_new_tokens
@@ -199,10 +252,10 @@ class ImageClassification(Task):
 
         self.base, self.processor = load_classifier(self.model_path)
         self.base = self.base.to(self.device, self.dtype).eval()
-        self.labels = self.ds[self.col["label"]][: self.n]
-        names = label_names(self.ds, self.col["label"])
-        num_labels = len(names) if names else int(max(self.labels)) + 1
-        self.mapping = label_mapping(self.base.config, names, num_labels)
+        column = self.col["label"]
+        self.ds, self.labels, names = read_labels(self.ds, column, self.n)
+        self.mapping, num_classes, whose = label_mapping(self.base.config, names, self.labels_by_id)
+        check_label_range(self.labels, num_classes, column, whose)
 
     def batches(self, shard):
         return self.pixel_batches(shard, self.base.config.image_size)
@@ -247,8 +300,7 @@ class _ClipTask(Task):
 
         from .families import family_of
 
-        config_dict = check_model_type(self.model_path, self.name, model_types_for_task(self.name),
-                                       "a dual encoder with both towers (CLIPModel, SiglipModel)")
+        config_dict = check_model_type(self.model_path, self.name)
         self.family = family_of(config_dict["model_type"])
         self.base = self.family.models[0].pitome.from_pretrained(self.model_path, merge_method="none")
         self.base = self.base.to(self.device, self.dtype).eval()
@@ -292,7 +344,7 @@ class ZeroShotClassification(_ClipTask):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
 
-        names = label_names(self.ds, self.col["label"])
+        self.ds, self.labels, names = read_labels(self.ds, self.col["label"], self.n)
         if not names:
             raise ValueError(
                 f"zero-shot classification needs class names: the label column {self.col['label']!r} is a "
@@ -300,7 +352,7 @@ class ZeroShotClassification(_ClipTask):
             )
         if "{}" not in self.prompt:
             raise ValueError(f"prompt={self.prompt!r} needs a {{}} where the class name goes, e.g. 'a photo of a {{}}.'")
-        self.labels = self.ds[self.col["label"]][: self.n]
+        check_label_range(self.labels, len(names), self.col["label"], "the dataset names")
         self.class_embeds = self.text_embeds([self.prompt.format(n.replace("_", " ")) for n in names])
 
     def forward(self, net):
@@ -377,7 +429,7 @@ class VisualQuestionAnswering(Task):
 
         from .modeling import PiToMeLlavaForConditionalGeneration
 
-        check_model_type(self.model_path, self.name, model_types_for_task(self.name), "LLaVA-1.5 layout")
+        check_model_type(self.model_path, self.name)
         if "{}" not in self.prompt or "<image>" not in self.prompt:
             raise ValueError(f"prompt={self.prompt!r} needs '<image>' where the image goes and '{{}}' for the question.")
         self.base = PiToMeLlavaForConditionalGeneration.from_pretrained(self.model_path, merge_method="none")
@@ -386,8 +438,12 @@ class VisualQuestionAnswering(Task):
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.answers = [[a] if isinstance(a, str) else list(a) for a in self.ds[self.col["label"]][: self.n]]
-        questions = self.ds[self.col["text"]][: self.n]
+        self.answers = vqa_answers(self.ds[self.col["label"]][: self.n], self.col["label"])
+        questions = list(self.ds[self.col["text"]][: self.n])
+        for i, question in enumerate(questions):
+            if not isinstance(question, str) or not question.strip():
+                raise ValueError(f"row {i} of the question column {self.col['text']!r} holds {question!r}: each row "
+                                 "needs a question (a non-empty string).")
         lengths = [len(self.tokenizer(self.prompt.replace("<image>", "").format(q))["input_ids"]) for q in questions]
         self.text_tokens = sum(lengths) / max(1, len(lengths))
         self.processor = None
@@ -437,6 +493,18 @@ class VisualQuestionAnswering(Task):
         vision = net.config.vision_config
         patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
         return token_schedule(llava_merge_settings(net.config), num_tokens=(self.image_size // patch) ** 2)
+
+
+def vqa_answers(rows, column: str) -> list[list[str]]:
+    """Each row's reference answers as a list of strings; a row without any (None, [], a number) is refused."""
+    answers = []
+    for i, row in enumerate(rows):
+        row = [row] if isinstance(row, str) else row
+        if not isinstance(row, (list, tuple)) or not row or not all(isinstance(a, str) for a in row):
+            raise ValueError(f"row {i} of the answers column {column!r} holds {row!r}: each row needs an answer string "
+                             "or a non-empty list of them.")
+        answers.append(list(row))
+    return answers
 
 
 TASK_CLASSES = {cls.name: cls for cls in (ImageClassification, ZeroShotClassification, ImageTextRetrieval,
