@@ -4,8 +4,11 @@
 
 The folder must hold a PiToMe checkpoint (config.json with a pitome_* model_type and auto_map, the weights and the
 flat code files), as written by `pitome-hf convert` or `save_pretrained`. Everything, README.md included, goes up in
-a single commit, so a failed upload leaves the repo as it was. The token is read by huggingface_hub (HF_TOKEN or the
-login cache) and is never printed or written anywhere by this module.
+a single commit, so a failed upload leaves the repo as it was. Files on the repo that the folder lacks (a previous
+model's code, weights or processor) are deleted in that commit with --delete-extra-files, and refuse the push without
+it. Without --eval-json the card keeps its results only when it records this exact model and configuration (a hash
+of the folder's config, weights, code and processor files, `pitome_fingerprint` in the card's metadata). The token is
+read by huggingface_hub (HF_TOKEN or the login cache) and is never printed or written anywhere by this module.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import json
 import math
 import os
 import re
-import shutil
 import tempfile
 import textwrap
 from pathlib import Path
@@ -112,6 +114,7 @@ def read_pitome_config(folder: Path) -> dict:
     return config
 
 
+NO_RESULTS = "No evaluation was attached to this upload. Run `pitome-hf evaluate --model <this repo>`."
 HUB_TASK_TYPES = {"vqa": "visual-question-answering"}  # evaluate's task names where the Hub's task id differs
 
 
@@ -122,7 +125,7 @@ def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[
     from .evaluation import markdown_table, primary_metric, validate_report
 
     if report is None:
-        return "No evaluation was attached to this upload. Run `pitome-hf evaluate --model <this repo>`.", []
+        return NO_RESULTS, []
     validate_report(report)
     method, ratio = label, float(config.get("keep_ratio", 1.0))
     own = [r for r in report["results"] if r["method"] == method and abs(r["keep_ratio"] - ratio) < 1e-9]
@@ -146,9 +149,10 @@ def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[
 
 
 def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_model: Optional[str] = None,
-                license: Optional[str] = None, kept: tuple = (None, None)):
+                license: Optional[str] = None, kept: tuple = (None, None), fingerprint: Optional[str] = None):
     """The model card (a huggingface_hub ModelCard) for a PiToMe checkpoint folder. `kept`: (results text,
-    eval_results) of the card already on the Hub, used when no report is given."""
+    eval_results) of the card already on the Hub, used when no report is given. `fingerprint`: the folder's
+    `model_fingerprint`, recorded in the card's metadata as `pitome_fingerprint` (the model its results belong to)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     from .modeling.merge_config import MERGE_FIELDS, token_schedule
@@ -174,6 +178,7 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
         metrics=sorted({e.metric_type for e in entries}) or None,
         model_name=repo_id.split("/")[-1],
         eval_results=entries or None,
+        pitome_fingerprint=fingerprint,
     )
     rows = f"| configuration | {settings.label()} |\n" + "\n".join(
         f"| {k} | {config.get(k)} |" for k in MERGE_FIELDS if k in config and k != "trace_source")
@@ -303,34 +308,100 @@ def verify_loads(folder: Path, timeout: int = 900) -> dict:
     return result
 
 
-def _existing_results(repo_id: str, revision: Optional[str], token: Optional[str]):
-    """(results section text, eval_results) of the card already on the Hub, or (None, None)."""
+def _existing_card(repo_id: str, revision: Optional[str], token: Optional[str]):
+    """(results section text, eval_results, pitome_fingerprint) of the card already on the Hub, or (None, None,
+    None) when there is none."""
     from huggingface_hub import ModelCard, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         path = hf_hub_download(repo_id, "README.md", revision=revision, token=token)
     except (RepositoryNotFoundError, EntryNotFoundError, RevisionNotFoundError):
-        return None, None
+        return None, None, None
     card = ModelCard(Path(path).read_text())
     match = re.search(r"\n## Results\n\n(.*?)\n## ", card.text, flags=re.S)
-    return (match.group(1).strip() if match else None), card.data.eval_results
+    return (match.group(1).strip() if match else None), card.data.eval_results, card.data.to_dict().get(
+        "pitome_fingerprint")
+
+
+def kept_results(repo_id: str, revision: Optional[str], token: Optional[str], fingerprint: str):
+    """(results text, eval_results) of the card on the Hub, to keep on a push without a report. Kept only when the
+    card records that they were measured for exactly this model and configuration (the same `model_fingerprint`:
+    config, weights, code, processor files); a card whose results belong to anything else is refused (ValueError)."""
+    text, entries, recorded = _existing_card(repo_id, revision, token)
+    has_results = bool(entries) or bool(text and not text.startswith(NO_RESULTS[:20]))
+    if not has_results:
+        return None, None
+    if recorded != fingerprint:
+        whose = ("with no record of the model they were measured on" if not recorded else
+                 f"measured on another model or configuration (card {recorded[:19]}..., this folder "
+                 f"{fingerprint[:19]}...)")
+        raise ValueError(f"{repo_id}'s model card carries results {whose}: they cannot describe this upload. Attach "
+                         "this folder's report with --eval-json, or pass --drop-results to publish without results.")
+    return text, entries
+
+
+def extra_remote_files(api, repo_id: str, revision: Optional[str], uploads: set, folder: Path, delete: bool) -> list:
+    """Files on the repo (at `revision`) that this upload does not replace: a previous model's code, weights or
+    processor files. Returned to be deleted in the upload's commit when `delete`; else refused (ValueError listing
+    them). `.gitattributes` is the Hub's own and never counts."""
+    extra = sorted(set(api.list_repo_files(repo_id, revision=revision)) - uploads - {".gitattributes"})
+    if extra and not delete:
+        shown = ", ".join(extra[:6]) + (f", ... ({len(extra)} in all)" if len(extra) > 6 else "")
+        raise ValueError(f"{repo_id} holds files this folder lacks, left by an earlier upload ({shown}): pass "
+                         "--delete-extra-files to delete them in the same commit, or copy those to keep into "
+                         f"{folder}.")
+    return extra
+
+
+def _repo_state(api, repo_id: str, revision: Optional[str], token: Optional[str], force: bool) -> tuple[bool, bool]:
+    """(repo exists, branch exists); refuses (ValueError) a repo holding a non-PiToMe model unless `force`."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        api.repo_info(repo_id, token=token)
+    except RepositoryNotFoundError:
+        return False, not revision or revision == "main"
+    try:
+        existing = hf_hub_download(repo_id, "config.json", revision=revision, token=token)
+    except EntryNotFoundError:
+        return True, True
+    except RevisionNotFoundError:
+        return True, False
+    model_type = json.loads(Path(existing).read_text()).get("model_type")
+    if model_type not in pitome_model_types() and not force:
+        raise ValueError(
+            f"{repo_id} already holds a {model_type!r} model, not a PiToMe one; refusing to overwrite it. "
+            "Pass force=True (--force) to replace it."
+        )
+    return True, True
+
+
+def upload_files(folder: Path) -> dict:
+    """{path in repo: local file} of what a push uploads: the folder's top-level files, but README.md (rendered) and
+    hidden files."""
+    return {p.name: p for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != "README.md" and not p.name.startswith(".")}
 
 
 def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: bool = False,
          revision: Optional[str] = None, commit_message: Optional[str] = None, force: bool = False,
          base_model: Optional[str] = None, license: Optional[str] = None, token: Optional[str] = None,
-         verify: bool = True, drop_results: bool = False):
+         verify: bool = True, drop_results: bool = False, delete_extra_files: bool = False):
     """Upload the folder plus a rendered README.md to `repo_id` in one commit, after checking everything first.
 
     Before any request that writes: the folder loads as remote code in a clean process with every weight and runs one
     forward (`verify_loads`; verify=False skips it), the evaluation report belongs to this model and is sane
-    (`check_report`), the card validates, a repo holding a non-PiToMe model is refused unless `force`. Then the repo
-    (and the branch for `revision`) are created if missing and the commit is made; if the commit fails, a repo or
-    branch this call created is deleted again. Without a report, the results already on the repo's card are kept
-    (drop_results=True replaces them with a note)."""
-    from huggingface_hub import HfApi, ModelCard, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    (`check_report`), the card validates, a repo holding a non-PiToMe model is refused unless `force`, and files on
+    the repo that this folder lacks (a previous model's) are refused unless `delete_extra_files`, which deletes them
+    in the same commit. Then the repo (and the branch for `revision`) are created if missing and the commit is made; if
+    the commit fails, a repo or branch this call created is deleted again. Without a report, the results on the repo's
+    card are kept only when the card records this exact model and configuration (else refused; drop_results=True
+    replaces them with a note)."""
+    from huggingface_hub import HfApi, ModelCard
+
+    from .evaluation import model_fingerprint
 
     folder = Path(folder)
     if not HUB_ID.match(repo_id):
@@ -342,35 +413,28 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
         check_report(eval_report, folder, config)
     if verify:
         verify_loads(folder)
+    fingerprint = model_fingerprint(folder)
+    files = upload_files(folder)
     api = HfApi(token=token)
-    try:
-        api.repo_info(repo_id, token=token)
-        repo_exists = True
-    except RepositoryNotFoundError:
-        repo_exists = False
-    branch_exists = not revision or revision == "main"
-    if repo_exists:
-        try:
-            existing = hf_hub_download(repo_id, "config.json", revision=revision, token=token)
-            branch_exists = True
-            model_type = json.loads(Path(existing).read_text()).get("model_type")
-            if model_type not in pitome_model_types() and not force:
-                raise ValueError(
-                    f"{repo_id} already holds a {model_type!r} model, not a PiToMe one; refusing to overwrite it. "
-                    "Pass force=True (--force) to replace it."
-                )
-        except EntryNotFoundError:
-            branch_exists = True
-        except RevisionNotFoundError:
-            branch_exists = False
-    kept_text, kept_entries = (None, None)
-    if eval_report is None and repo_exists and branch_exists and not drop_results:
-        kept_text, kept_entries = _existing_results(repo_id, revision, token)
-    card = render_card(folder, repo_id, eval_report, base_model, license, kept=(kept_text, kept_entries))
+    repo_exists, branch_exists = _repo_state(api, repo_id, revision, token, force)
+    kept, extra = (None, None), []
+    if repo_exists and branch_exists:
+        extra = extra_remote_files(api, repo_id, revision, {*files, "README.md"}, folder, delete_extra_files)
+        if eval_report is None and not drop_results:
+            kept = kept_results(repo_id, revision, token, fingerprint)
+    card = render_card(folder, repo_id, eval_report, base_model, license, kept=kept, fingerprint=fingerprint)
     round_trip = ModelCard(str(card)).data.to_dict()
-    if round_trip.get("model-index") is None and (eval_report is not None or kept_entries):
+    if round_trip.get("model-index") is None and (eval_report is not None or kept[1]):
         raise ValueError("the rendered card lost its model-index on a round trip; not uploading.")
     card.validate(repo_type="model")
+    message = commit_message or f"Upload PiToMe model ({card.data.pipeline_tag})"
+    return _commit(api, repo_id, revision, private, repo_exists, branch_exists, files, str(card), extra, message)
+
+
+def _commit(api, repo_id, revision, private, repo_exists, branch_exists, files, card_text, extra, message):
+    """Create the repo and branch when missing, then one commit: every file, README.md, and the deletion of `extra`.
+    On any failure, a repo or branch created here is deleted again (a failure to clean up never hides the cause)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     created_repo = created_branch = False
     try:
@@ -380,20 +444,11 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
         if not branch_exists:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
             created_branch = True
-        with tempfile.TemporaryDirectory() as staging:
-            staging = Path(staging)
-            for item in folder.iterdir():
-                if item.is_file() and item.name != "README.md":
-                    shutil.copy2(item, staging / item.name)
-            (staging / "README.md").write_text(str(card))
-            return api.upload_folder(
-                repo_id=repo_id,
-                folder_path=staging,
-                revision=revision,
-                commit_message=commit_message or f"Upload PiToMe model ({card.data.pipeline_tag})",
-            )
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card_text.encode()))
+        operations += [CommitOperationDelete(path_in_repo=path) for path in extra]
+        return api.create_commit(repo_id, operations, commit_message=message, revision=revision)
     except BaseException:
-        # leave the Hub as it was: remove what this call created (a failure to clean up must not hide the cause)
         try:
             if created_repo:
                 api.delete_repo(repo_id)
@@ -410,7 +465,8 @@ def main(argv=None) -> int:
     parser.add_argument("folder", help="a PiToMe checkpoint folder (from `pitome-hf convert` or save_pretrained)")
     parser.add_argument("repo_id", help="org/name on the Hub")
     parser.add_argument("--eval-json", default=None, help="results.json of `pitome-hf evaluate --model FOLDER` (default: "
-                        "none; the card keeps the results already on the Hub)")
+                        "none; the card keeps the results already on the Hub when the card records this exact model "
+                        "and configuration, and the push is refused when they belong to another)")
     parser.add_argument("--drop-results", action="store_true", help="without --eval-json: replace the card's results "
                         "with a note instead of keeping them")
     parser.add_argument("--private", action="store_true", help="create the repo private (default: public)")
@@ -420,13 +476,17 @@ def main(argv=None) -> int:
                         "convert recorded, if any)")
     parser.add_argument("--license", default=None, help="licence for the card (default: the base's)")
     parser.add_argument("--force", action="store_true", help="overwrite a repo that holds a non-PiToMe model")
+    parser.add_argument("--delete-extra-files", action="store_true", help="delete the repo's files that this folder "
+                        "lacks (a previous model's code, weights, processor) in the same commit (default: refuse "
+                        "the push and list them)")
     parser.add_argument("--no-verify", action="store_true", help="skip loading the folder in a clean process before "
                         "uploading (not recommended: only for models too large for this machine)")
     args = parser.parse_args(argv)
     report = read_json(args.eval_json, "--eval-json") if args.eval_json else None
     info = push(args.folder, args.repo_id, eval_report=report, private=args.private, revision=args.revision,
                 commit_message=args.commit_message, force=args.force, base_model=args.base_model,
-                license=args.license, verify=not args.no_verify, drop_results=args.drop_results)
+                license=args.license, verify=not args.no_verify, drop_results=args.drop_results,
+                delete_extra_files=args.delete_extra_files)
     print(f"pushed {args.folder} to {args.repo_id}: {info.commit_url if hasattr(info, 'commit_url') else info}")
     return 0
 

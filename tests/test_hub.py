@@ -259,3 +259,77 @@ def test_unreachable_hub_is_one_line(pitome_folder, tmp_path):
     done = subprocess.run([sys.executable, "-m", "pitome_hf.cli", "push", str(pitome_folder), "org/x"], env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 1 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A push replaces the previous model: its files go in the same commit, its results stay only if they are this model's
+# ------------------------------------------------------------------------------------------------------------------
+def seed_repo(hub, repo_id, files: dict):
+    hub.state.new_repo(repo_id, private=False)
+    repo = hub.state.repos[repo_id]
+    repo["snapshots"]["seed"] = {k: v if isinstance(v, bytes) else v.encode() for k, v in files.items()}
+    repo["branches"]["main"] = "seed"
+
+
+PREVIOUS_CLIP = {
+    ".gitattributes": "*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+    "config.json": json.dumps({"model_type": "pitome_clip"}),
+    "model.safetensors": b"old weights",
+    "modeling_pitome_clip.py": "# the previous model's code\n",
+    "tokenizer.json": "{}",
+    "preprocessor_config.json": "{}",
+    "README.md": "---\nlicense: mit\n---\n# old\n",
+}
+
+
+def test_previous_model_files_are_refused_or_deleted_in_the_same_commit(hub, pitome_folder, tmp_path):
+    seed_repo(hub, "org/swap", PREVIOUS_CLIP)
+    before = snapshot(hub, "org/swap")
+    refused = push_cli(hub, tmp_path, pitome_folder, "org/swap", "--no-verify")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
+    assert "org/swap holds files this folder lacks, left by an earlier upload (modeling_pitome_clip.py, " \
+           "tokenizer.json): pass --delete-extra-files" in refused.stderr
+    assert snapshot(hub, "org/swap") == before and hub.state.commits == 0
+    done = push_cli(hub, tmp_path, pitome_folder, "org/swap", "--no-verify", "--delete-extra-files")
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = snapshot(hub, "org/swap")
+    local = {p.name for p in pitome_folder.iterdir() if p.is_file()}
+    assert set(files) == local | {"README.md", ".gitattributes"} and hub.state.commits == 1
+    assert files["model.safetensors"] == (pitome_folder / "model.safetensors").read_bytes()
+    assert files["preprocessor_config.json"] == (pitome_folder / "preprocessor_config.json").read_bytes()
+
+
+def test_results_are_kept_only_for_exactly_this_model_and_configuration(hub, pitome_folder, stock_vit_dir,
+                                                                        eval_report, tmp_path):
+    from pitome_hf.checkpoint import convert_checkpoint
+    from pitome_hf.evaluation import model_fingerprint
+
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(eval_report))
+    assert push_cli(hub, tmp_path, pitome_folder, "org/cfg", "--no-verify", "--eval-json", path).returncode == 0
+    card = ModelCard(snapshot(hub, "org/cfg")["README.md"].decode())
+    assert card.data.to_dict()["pitome_fingerprint"] == model_fingerprint(pitome_folder)
+    other = convert_checkpoint(str(stock_vit_dir), tmp_path / "keep05", keep_ratio=0.5)  # same weights, keep 0.5
+    before = snapshot(hub, "org/cfg")
+    refused = push_cli(hub, tmp_path, other, "org/cfg", "--no-verify")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "org/cfg's model card carries results measured on another model or configuration" in refused.stderr
+    assert "--eval-json" in refused.stderr and "--drop-results" in refused.stderr
+    assert snapshot(hub, "org/cfg") == before
+    assert push_cli(hub, tmp_path, other, "org/cfg", "--no-verify", "--drop-results").returncode == 0
+    card = ModelCard(snapshot(hub, "org/cfg")["README.md"].decode())
+    assert "No evaluation was attached" in card.text and not card.data.eval_results
+    assert push_cli(hub, tmp_path, other, "org/cfg", "--no-verify").returncode == 0  # no results: nothing to keep
+
+
+def test_results_on_a_card_without_a_fingerprint_are_not_kept(hub, pitome_folder, eval_report, tmp_path):
+    from pitome_hf.hub import render_card
+
+    old = str(render_card(pitome_folder, "org/old", eval_report))  # a card from before fingerprints
+    assert "pitome_fingerprint" not in old
+    files = {p.name: p.read_bytes() for p in pitome_folder.iterdir() if p.is_file()}
+    seed_repo(hub, "org/old", {**files, "README.md": old})
+    refused = push_cli(hub, tmp_path, pitome_folder, "org/old", "--no-verify")
+    assert refused.returncode == 2 and "carries results with no record of the model they were measured on" in \
+        refused.stderr
+    assert hub.state.commits == 0
