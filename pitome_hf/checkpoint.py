@@ -153,7 +153,8 @@ def check_output(output, local_base: Optional[str], force: bool) -> Path:
             raise ValueError(f"--output {given} exists and is not empty; pass force=True (--force) to replace it.")
         if not (target / "config.json").is_file():
             raise ValueError(f"--output {given} is not a model folder (no config.json) and is not empty: --force "
-                             "replaces only an earlier checkpoint folder. Choose another --output or empty it yourself.")
+                             "replaces only an earlier checkpoint folder. Choose another --output or empty it "
+                             "yourself.")
     parent = _nearest_existing(target.parent)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--output {given} cannot be written: {parent} is not writable. Nothing was written.")
