@@ -26,6 +26,7 @@ import torch
 
 from . import benchmark_llava
 from .families import family_named
+from .options import add_sweep_arguments, merge_arguments, sweep_values
 from .measure import (
     Progress,
     check_timing_settings,
@@ -41,27 +42,28 @@ from .measure import (
 MODES = ("eager", "compiled")
 
 
-def _model_for(stock, method: str, ratio: float, mode: str):
+def _model_for(stock, method: str, ratio: float, mode: str, extra: dict | None = None):
     from .convert import apply_pitome
 
-    model = apply_pitome(stock, merge_method=method, keep_ratio=ratio)
+    settings = {} if method == "none" else (extra or {})
+    model = apply_pitome(stock, merge_method=method, keep_ratio=ratio, **settings)
     return torch.compile(model) if mode == "compiled" else model
 
 
 def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup: int, repeats: int,
-                    modes=("eager",), methods=("tome", "pitome")) -> list[dict]:
+                    modes=("eager",), methods=("tome", "pitome"), extra: dict | None = None) -> list[dict]:
     """Time `stock` unmerged, then each method at each keep ratio, on input `x`, in each mode; one row per run.
 
     `flops_fn(config)` gives one sample's analytic FLOPs. Every run shares the stock model's weights; the runs of one
     mode are timed interleaved (`time_interleaved`: round after round, each run once per round) and compared with
-    that mode's unmerged run."""
+    that mode's unmerged run. `extra`: merge settings of every merged run (the command line's merge flags)."""
     dev, batch = x.device, x.shape[0]
     rows = []
     runs = [("none", 1.0)] + [(m, r) for r in ratios for m in methods]
     rounds = max(1, repeats)
     lines = Progress((len(runs) + rounds) * len(modes), "benchmark ")  # warm-ups, then timing rounds
     for mode in modes:
-        models = [_model_for(stock, method, ratio, mode) for method, ratio in runs]
+        models = [_model_for(stock, method, ratio, mode, extra) for method, ratio in runs]
         with torch.inference_mode(), compiled_runs(len(runs)):
             warmed = lambda i: lines.step(f"{mode} {runs[i][0]} {runs[i][1]}: warmed up"
                                           + (" (compiled)" if mode == "compiled" else ""))
@@ -115,7 +117,8 @@ def _run(stock, flops_fn, args) -> list[dict]:
     stock = stock.eval().to(dev, torch_dtype)
     stock.set_attn_implementation(args.attn)  # every row, merged or not, runs this attention backend
     x = _inputs(stock, args.batch, dev, torch_dtype)
-    return compare_methods(stock, x, flops_fn, args.ratios, args.dtype, args.warmup, args.repeats, args.modes)
+    return compare_methods(stock, x, flops_fn, args.keep_ratios, args.dtype, args.warmup, args.repeats, args.modes,
+                           methods=args.methods, extra=merge_arguments(args))
 
 
 # ---- model shapes (random weights) -------------------------------------------------------------------------------
@@ -203,7 +206,6 @@ SHAPES = {  # subcommand -> (runner, default keep ratios, default batch, default
 
 def _common(parser: argparse.ArgumentParser, batch: int, ratios, repeats: int = 5) -> None:
     parser.add_argument("--batch", type=int, default=batch, help="images per forward (default: %(default)s)")
-    parser.add_argument("--ratios", type=float, nargs="+", default=ratios, help="keep ratios (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="(default: %(default)s)")
@@ -216,6 +218,7 @@ def _common(parser: argparse.ArgumentParser, batch: int, ratios, repeats: int = 
                         "its thresholds are pinned first, see pitome_hf.measure.pin_allocator: otherwise page faults "
                         "that depend on the process's history move the ratios)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    add_sweep_arguments(parser, ratios)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,9 +247,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch < 1:
         raise ValueError(f"--batch {args.batch}: must be >= 1.")
-    bad = [r for r in args.ratios if not 0 < r <= 1]
-    if bad:
-        raise ValueError(f"--ratios {bad}: each keep ratio must be in (0, 1].")
+    sweep_values(args)
     caveat = check_timing_settings(args.warmup, args.repeats, args.allow_short)
     malloc = None if args.system_malloc else pin_allocator()
     start = time.perf_counter()

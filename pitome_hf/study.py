@@ -9,10 +9,17 @@ Rows (`configurations`), each at every keep ratio (default 0.95 0.9 0.85 0.75), 
   tome           ToMe (bipartite soft matching, parity over the whole sequence as the original)
   pitome         PiToMe as the paper words it (protected step in every layer, exp energy, margin 0.9 - 0.9 l/L)
   pitome-elu     the same with the authors' energy and margin (ELU, margin 0.75 - 0.75 l/L)
-  authors        the authors' released configuration for the family (preset authors-deit for ViTs, authors-bert
-                 for text; see merging.MERGE_PRESETS)
+  authors        the authors' released configuration for the family (the registry's study_preset: authors-deit for
+                 ViTs, authors-bert for text; see merge_config.MERGE_PRESETS)
   pitome_bsm     the authors' energy-ordered bipartite matching in every layer
   pitome-hidden  PiToMe with the hidden states as similarity metric instead of the attention keys
+  tome-paper     ToMe as in the paper's tables: the original selection with proportional attention off (the authors'
+                 image-classification script never turns it on; docs/algorithm.md, end of the ToMe section)
+  pitome-noprop  the paper's PiToMe with proportional attention off (one change from `pitome`)
+  authors-prop   the authors' configuration with proportional attention on (one change from `authors`)
+
+The paper's own comparison is `authors` against `tome-paper`; the original ToMe is `tome`. Every merged row carries
+its paired difference to both.
 
 Every row is scored on the same items, so two rows are compared item by item: the difference in accuracy with a
 paired bootstrap 95% interval (2,000 resamples, fixed seed). A winner is named only when the interval excludes zero.
@@ -32,11 +39,13 @@ import numpy as np
 import torch
 
 from .convert import apply_pitome
+from .families import family_named
 from .modeling.merge_config import MergeSettings, preset_settings
 
 DEFAULT_RATIOS = (0.95, 0.9, 0.85, 0.75)
-CONFIGURATIONS = ("none", "tome", "pitome", "pitome-elu", "authors", "pitome_bsm", "pitome-hidden")
-FAMILY_PRESET = {"vit": "authors-deit", "dinov2": "authors-deit", "bert": "authors-bert"}
+CONFIGURATIONS = ("none", "tome", "pitome", "pitome-elu", "authors", "pitome_bsm", "pitome-hidden", "tome-paper",
+                  "pitome-noprop", "authors-prop")
+PAPER_TOME = "tome-paper"  # ToMe as the paper's tables ran it (proportional attention off)
 SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10.npz"
 
 
@@ -44,14 +53,19 @@ def configuration_settings(name: str, family: str, num_layers: int, base_extra: 
     """Merge settings of a study row. Every row starts from the paper's selection settings plus `base_extra` (e.g.
     the text study's merge_layers), so rows differ only where their names say."""
     paper = {**preset_settings("paper", num_layers), "merge_preset": None, **(base_extra or {})}
+    preset = family_named(family).study_preset
+    authors = {**preset_settings(preset, num_layers), "merge_preset": None}
     rows = {
         "none": {**paper, "merge_method": "none"},
         "tome": {**paper, "merge_method": "tome"},
         "pitome": paper,
         "pitome-elu": {**paper, "energy": "elu", "margin": 0.75},
-        "authors": {"merge_preset": FAMILY_PRESET[family]},
+        "authors": {"merge_preset": preset},
         "pitome_bsm": {**paper, "merge_method": "pitome_bsm"},
         "pitome-hidden": {**paper, "merge_metric": "hidden"},
+        "tome-paper": {**paper, "merge_method": "tome", "proportional_attention": False},
+        "pitome-noprop": {**paper, "proportional_attention": False},
+        "authors-prop": {**authors, "proportional_attention": True},
     }
     if name not in rows:
         raise ValueError(f"configuration {name!r} is not known; choose from {', '.join(CONFIGURATIONS)}.")
@@ -117,18 +131,19 @@ def sweep(base_model, family: str, num_layers: int, score: Callable, gflops: Cal
 
 
 def compare(rows: list[dict]) -> None:
-    """Adds to each merged row its paired difference to ToMe at the same ratio and to the unmerged model."""
+    """Adds to each merged row its paired difference to the unmerged model, to the original ToMe (`vs_tome`) and to
+    ToMe as the paper's tables ran it (`vs_tome_paper`) at the same ratio."""
     base = next((r for r in rows if r["configuration"] == "none"), None)
-    tome = {r["keep_ratio"]: r for r in rows if r["configuration"] == "tome"}
     for row in rows:
         if row["configuration"] == "none":
             continue
         if base is not None:
             row["vs_none"] = paired_interval(row["correct"], base["correct"])
-        ref = tome.get(row["keep_ratio"])
-        if ref is not None and ref is not row:
-            row["vs_tome"] = paired_interval(row["correct"], ref["correct"])
-            row["verdict_vs_tome"] = verdict(row["vs_tome"], row["configuration"], "tome")
+        for key, name in (("tome", "tome"), ("tome_paper", PAPER_TOME)):
+            ref = next((r for r in rows if r["configuration"] == name and r["keep_ratio"] == row["keep_ratio"]), None)
+            if ref is not None and ref is not row:
+                row[f"vs_{key}"] = paired_interval(row["correct"], ref["correct"])
+                row[f"verdict_vs_{key}"] = verdict(row[f"vs_{key}"], row["configuration"], name)
 
 
 def _ci(delta) -> str:
@@ -143,32 +158,52 @@ def markdown(result: dict) -> str:
         f"**{result['model']}** on {result['data']} ({result['num_items']} items); accuracy in %, paired bootstrap "
         "95% intervals in points.",
         "",
-        "| configuration | keep ratio | settings | accuracy | GFLOPs | vs unmerged | vs ToMe | verdict vs ToMe |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | keep ratio | settings | accuracy | GFLOPs | vs unmerged | vs ToMe | verdict vs ToMe | "
+        "vs ToMe as in the paper (tome-paper) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['configuration']} | {r['keep_ratio']:.2f} | {r['settings']} | {100 * r['accuracy']:.2f} | "
-            f"{r['gflops']:.4g} | {_ci(r.get('vs_none'))} | {_ci(r.get('vs_tome'))} | {r.get('verdict_vs_tome', '')} |"
+            f"{r['gflops']:.4g} | {_ci(r.get('vs_none'))} | {_ci(r.get('vs_tome'))} | {r.get('verdict_vs_tome', '')} | "
+            f"{_ci(r.get('vs_tome_paper'))} |"
         )
     lines += ["", summary(result)]
     return "\n".join(lines)
 
 
+def _sides(result: dict, ratio: float, key: str, name: str) -> tuple[list, list]:
+    """Rows at `ratio` that beat (first list) or lost to (second) the reference `name`, by their paired interval."""
+    better, worse = [], []
+    for r in result["rows"]:
+        if r["keep_ratio"] != ratio or f"vs_{key}" not in r:
+            continue
+        verdict_text = r[f"verdict_vs_{key}"]
+        side = better if verdict_text == f"{r['configuration']} better" else worse if verdict_text == f"{name} better" else None
+        if side is not None:
+            side.append(f"{r['configuration']} ({_ci(r[f'vs_{key}'])})")
+    return better, worse
+
+
 def summary(result: dict) -> str:
-    """Plain words: per ratio, which configurations beat ToMe, lose to it, or tie, with the intervals behind it."""
+    """Plain words: per ratio, which configurations beat ToMe, lose to it, or tie, with the intervals behind it; then
+    the paper's own comparison (the authors' configuration against ToMe as the paper's tables ran it)."""
     out = []
     ratios = sorted({r["keep_ratio"] for r in result["rows"] if r["configuration"] != "none"}, reverse=True)
     for ratio in ratios:
-        better, worse = [], []
-        for r in result["rows"]:
-            if r["keep_ratio"] != ratio or "vs_tome" not in r:
-                continue
-            v = r["verdict_vs_tome"]
-            (better if v.endswith("better") and not v.startswith("tome") else worse if v.startswith("tome") else [])\
-                .append(f"{r['configuration']} ({_ci(r['vs_tome'])})")
+        better, worse = _sides(result, ratio, "tome", "tome")
         out.append(f"- keep ratio {ratio}: beat ToMe: {', '.join(better) or 'none'}; lost to ToMe: "
                    f"{', '.join(worse) or 'none'}; the rest: no significant difference.")
+    for ratio in ratios:
+        rows = {r["configuration"]: r for r in result["rows"] if r["keep_ratio"] == ratio}
+        if "authors" in rows and "vs_tome_paper" in rows["authors"]:
+            a, t = rows["authors"], rows[PAPER_TOME]
+            line = (f"- keep ratio {ratio}, the paper's comparison: authors {100 * a['accuracy']:.2f}% vs ToMe without "
+                    f"proportional attention {100 * t['accuracy']:.2f}% ({_ci(a['vs_tome_paper'])}, "
+                    f"{a['verdict_vs_tome_paper']})")
+            if "tome" in rows and "vs_tome" in t:
+                line += f"; the original ToMe: {100 * rows['tome']['accuracy']:.2f}% (tome-paper vs tome {_ci(t['vs_tome'])})"
+            out.append(line + ".")
     return "\n".join(out)
 
 

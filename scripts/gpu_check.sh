@@ -45,7 +45,7 @@ run clip benchmark clip --shapes L/14-336 --batch $MID --dtype $DT --device $DEV
 run siglip benchmark siglip --batch $BIG --dtype $DT --device $DEV --modes $COMPILE $REP --json "$OUT/siglip.json"
 run default benchmark default --batch $BIG --device $DEV --modes $COMPILE $REP --json "$OUT/default.json"
 run evaluate evaluate --device $DEV --batch-size $BIG --no-progress $LIMIT --out "$OUT/evaluate"
-run llava benchmark llava --batch 1 --dtype $DT --device $DEV $LM --ratios 0.95 0.9 --warmup 1 --repeats 3 \
+run llava benchmark llava --batch 1 --dtype $DT --device $DEV $LM --keep-ratios 0.95 0.9 --warmup 1 --repeats 3 \
   --json "$OUT/llava.json"
 rm -rf "$SHIM"
 echo "done; files in $OUT" | tee -a "$LOG"

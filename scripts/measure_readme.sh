@@ -20,7 +20,7 @@ bench llava llava --warmup 1 --repeats 3
 echo "=== the allocator's effect: three alternating runs with and without --system-malloc" | tee "$OUT/malloc_repeats.txt"
 for i in 1 2 3; do for m in --system-malloc ""; do
   echo "run $i ${m:-pinned}: method | keep ratio | images/s | measured/ideal | PiToMe/ToMe" | tee -a "$OUT/malloc_repeats.txt"
-  $PY -m pitome_hf.cli benchmark default --ratios 0.9 0.8 $m 2>>"$OUT/progress.log" | grep -E "^\| (none|tome|pitome)" \
+  $PY -m pitome_hf.cli benchmark default --keep-ratios 0.9 0.8 $m 2>>"$OUT/progress.log" | grep -E "^\| (none|tome|pitome)" \
     | cut -d'|' -f2,3,5,9,12 | tee -a "$OUT/malloc_repeats.txt"
 done; done
 echo "=== overview (make run)"; $PY -m pitome_hf.cli overview --out "$OUT/overview" 2>>"$OUT/progress.log" | tee "$OUT/overview.md"

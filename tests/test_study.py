@@ -12,12 +12,19 @@ from pitome_hf.modeling.merge_config import MergeSettings
 def test_rows_differ_from_the_paper_only_where_named():
     paper = MergeSettings(num_layers=12, **study.configuration_settings("pitome", "vit", 12))
     for name, differs in [("tome", {"merge_method"}), ("pitome-elu", {"energy", "margin"}),
-                          ("pitome_bsm", {"merge_method"}), ("pitome-hidden", {"merge_metric"})]:
+                          ("pitome_bsm", {"merge_method"}), ("pitome-hidden", {"merge_metric"}),
+                          ("tome-paper", {"merge_method", "proportional_attention"}),
+                          ("pitome-noprop", {"proportional_attention"})]:
         row = MergeSettings(num_layers=12, **study.configuration_settings(name, "vit", 12))
         changed = {f for f in ("merge_method", "energy", "margin", "margin_end", "merge_metric", "merge_split",
                                "proportional_attention", "merge_layers") if getattr(row, f) != getattr(paper, f)}
         assert changed == differs, name
     assert study.configuration_settings("authors", "bert", 6) == {"merge_preset": "authors-bert"}
+    authors = MergeSettings(num_layers=12, merge_preset="authors-deit")
+    with_prop = MergeSettings(num_layers=12, **study.configuration_settings("authors-prop", "vit", 12))
+    assert with_prop.proportional_attention and not authors.proportional_attention
+    assert {f for f in ("merge_method", "energy", "margin", "margin_end", "merge_metric", "merge_split",
+                        "merge_layers") if getattr(with_prop, f) != getattr(authors, f)} == set()
     text = study.configuration_settings("tome", "bert", 6, {"merge_layers": [0, 1, 2]})
     assert text["merge_layers"] == [0, 1, 2]
     with pytest.raises(ValueError, match="configuration 'best'"):
@@ -47,6 +54,27 @@ def test_fmnist_study_runs_and_writes(tmp_path):
     assert "vs_tome" in rows["pitome"] and "vs_tome" not in rows["tome"]
     assert (tmp_path / "study_fmnist.png").stat().st_size > 1000
     assert "keep ratio 0.8" in (tmp_path / "study_fmnist.md").read_text()
+
+
+def test_the_papers_comparison_is_paired_and_summarised(tmp_path):
+    assert study.main(["fmnist", "--limit", "200", "--keep-ratios", "0.75", "--configurations", "none", "tome",
+                       "authors", "tome-paper", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "study_fmnist.json").read_text())
+    rows = {r["configuration"]: r for r in result["rows"]}
+    assert rows["tome-paper"]["settings"] == "tome, proportional_attention=False"
+    a, t = np.array(rows["authors"]["correct"]), np.array(rows["tome-paper"]["correct"])
+    assert rows["authors"]["vs_tome_paper"] == pytest.approx(list(study.paired_interval(a, t)))
+    assert "vs_tome_paper" not in rows["tome-paper"] and "vs_tome" in rows["tome-paper"]
+    text = (tmp_path / "study_fmnist.md").read_text()
+    assert "keep ratio 0.75, the paper's comparison: authors" in text and "the original ToMe" in text
+
+
+def test_summary_sides_are_read_from_exact_verdicts():
+    rows = [dict(configuration="tome-paper", keep_ratio=0.9, vs_tome=(0.01, 0.005, 0.02),
+                 verdict_vs_tome="tome-paper better"),
+            dict(configuration="pitome", keep_ratio=0.9, vs_tome=(-0.01, -0.02, -0.005), verdict_vs_tome="tome better")]
+    better, worse = study._sides({"rows": rows}, 0.9, "tome", "tome")
+    assert better == ["tome-paper (+1.00 [+0.50, +2.00])"] and worse == ["pitome (-1.00 [-2.00, -0.50])"]
 
 
 def test_bad_ratio_and_missing_data_are_named(tmp_path):

@@ -1,0 +1,91 @@
+"""Command-line flags generated from the merge-field table (one owner: `merge_config.MERGE_FIELD_TABLE`).
+
+Every command that makes or runs a model takes every merge field under the field's own name, underscores as dashes
+(`--merge-method`, `--keep-ratio`, `--proportional-attention/--no-proportional-attention`, ...), so a new field is
+one row of the table and no command changes. Commands that sweep a field (`--keep-ratios`, `--methods`,
+`--presets`) leave that field to their sweep and apply the others to every merged row.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .modeling.merge_config import MERGE_FIELD_TABLE, MergeField
+
+ALIASES = {"merge_preset": ("--preset",), "merge_method": ("--method",)}  # short spellings kept for convert
+# Fields whose command-line value is one item or one per layer: a single item is given as the item itself.
+ONE_OR_PER_LAYER = ("merge_method", "merge_r")
+# What the sweeping commands (evaluate, benchmark, fidelity) take through their own sweep options.
+SWEPT = ("merge_method", "keep_ratio", "merge_preset", "merge_r")
+
+
+def _kwargs(f: MergeField) -> dict:
+    default = "" if "default" in f.help else f" (default: {f.default!r})"
+    kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.help}{default}".replace("%", "%%"))
+    if f.cli_type is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+        return kw
+    if f.per_layer:
+        kw["nargs"] = "+"
+    if f.choices:
+        kw["choices"] = f.choices
+        kw["metavar"] = f.name.upper()
+        kw["help"] += f"; one of {', '.join(f.choices)}"
+    else:
+        kw["type"] = f.cli_type
+    return kw
+
+
+def add_merge_arguments(parser: argparse.ArgumentParser, *, exclude=(), aliases: bool = False,
+                        title: str = "merge settings") -> argparse._ArgumentGroup:
+    """Add every merge field (but those in `exclude`) as `--field-name`; unset flags stay out of the namespace, so
+    the model's own defaults (e.g. BERT's text settings) hold. `aliases` adds the short spellings (--preset,
+    --method)."""
+    group = parser.add_argument_group(title, "every merge field of the model's config, under its own name")
+    for f in MERGE_FIELD_TABLE:
+        if f.name in exclude:
+            continue
+        flags = ["--" + f.name.replace("_", "-"), *(ALIASES.get(f.name, ()) if aliases else ())]
+        group.add_argument(*flags, **_kwargs(f))
+    return group
+
+
+def merge_arguments(args: argparse.Namespace) -> dict:
+    """The merge fields given on the command line, as config values (validated when they are applied)."""
+    values = {}
+    for f in MERGE_FIELD_TABLE:
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            if f.name in ONE_OR_PER_LAYER and isinstance(value, list) and len(value) == 1:
+                value = value[0]
+            values[f.name] = value
+    return values
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser, ratios, methods=("tome", "pitome")) -> None:
+    """The sweep options shared by evaluate, benchmark and fidelity (one spelling each), plus every other merge
+    field for the merged rows."""
+    from .modeling.merging import METHODS
+
+    parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(ratios),
+                        help="keep ratios to sweep, each in (0, 1] (default: %(default)s)")
+    parser.add_argument("--methods", nargs="+", default=list(methods), choices=[m for m in METHODS if m != "none"],
+                        help="merge methods compared with the unmerged model (default: %(default)s)")
+    add_merge_arguments(parser, exclude=SWEPT, title="merge settings of every merged row")
+
+
+def sweep_values(args: argparse.Namespace) -> tuple[list[float], list[str]]:
+    """The keep ratios (each checked against the table's range; duplicates refused) and methods of a sweep."""
+    from .modeling.merge_config import MERGE_FIELD
+
+    check = MERGE_FIELD["keep_ratio"]
+    for ratio in args.keep_ratios:
+        try:
+            check.validate(ratio)
+        except ValueError as error:
+            raise ValueError(f"--keep-ratios: {error}") from None
+    for name, values in (("--keep-ratios", args.keep_ratios), ("--methods", args.methods)):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{name} repeats {', '.join(map(str, repeated))}: give each value once.")
+    return list(args.keep_ratios), list(args.methods)

@@ -1,0 +1,67 @@
+"""Command-line merge flags are generated from the merge-field table: every field under its own name, in every
+command that makes or runs a model, parsed to the values the config takes."""
+
+import argparse
+
+import pytest
+
+from pitome_hf.modeling.merge_config import MERGE_FIELD_TABLE, MergeSettings
+from pitome_hf.options import SWEPT, add_merge_arguments, merge_arguments, sweep_values
+
+
+def parse(*argv, exclude=()):
+    parser = argparse.ArgumentParser()
+    add_merge_arguments(parser, exclude=exclude)
+    return merge_arguments(parser.parse_args(list(argv)))
+
+
+def test_every_field_has_its_flag_and_unset_flags_stay_out():
+    parser = argparse.ArgumentParser()
+    add_merge_arguments(parser)
+    flags = {a for action in parser._actions for a in action.option_strings}
+    assert {"--" + f.name.replace("_", "-") for f in MERGE_FIELD_TABLE} <= flags
+    assert parse() == {}
+
+
+def test_values_parse_to_what_the_config_takes():
+    values = parse("--merge-method", "tome", "--merge-r", "3", "--merge-layers", "0", "--margin", "0.5",
+                   "--no-proportional-attention", "--energy", "elu", "--protected-tokens", "2", "--trace-source")
+    assert values == dict(merge_method="tome", merge_r=3, merge_layers=[0], margin=0.5, proportional_attention=False,
+                          energy="elu", protected_tokens=2, trace_source=True)
+    MergeSettings(num_layers=4, **values)  # valid settings
+    per_layer = parse("--merge-method", "pitome_bsm", "pitome", "tome", "none", "--merge-r", "1", "2", "3", "4")
+    assert per_layer == dict(merge_method=["pitome_bsm", "pitome", "tome", "none"], merge_r=[1, 2, 3, 4])
+
+
+def test_a_bad_choice_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        parse("--energy", "cubic")
+    assert "invalid choice: 'cubic'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["convert", "evaluate", "benchmark default", "fidelity text"])
+def test_every_model_command_takes_the_fields_under_their_own_names(command, capsys):
+    from pitome_hf import cli
+
+    with pytest.raises(SystemExit):
+        cli.main([*command.split(), "--help"])
+    text = capsys.readouterr().out
+    sweeping = command != "convert"
+    for f in MERGE_FIELD_TABLE:
+        flag = "--" + f.name.replace("_", "-")
+        if sweeping and f.name in SWEPT:
+            continue
+        assert flag in text, (command, flag)
+    if sweeping:
+        assert "--keep-ratios" in text
+    else:
+        assert "--keep-ratio " in text or "--keep-ratio KEEP_RATIO" in text
+
+
+def test_sweeps_refuse_out_of_range_and_repeated_values():
+    with pytest.raises(ValueError, match="--keep-ratios: keep_ratio=1.5 is out of range"):
+        sweep_values(argparse.Namespace(keep_ratios=[0.9, 1.5], methods=["tome"]))
+    with pytest.raises(ValueError, match="--keep-ratios repeats 0.9"):
+        sweep_values(argparse.Namespace(keep_ratios=[0.9, 0.9], methods=["tome"]))
+    with pytest.raises(ValueError, match="--methods repeats tome"):
+        sweep_values(argparse.Namespace(keep_ratios=[0.9], methods=["tome", "tome"]))
