@@ -173,6 +173,9 @@ def load_data(spec: DataSpec, columns: Optional[dict] = None):
     except ValueError as error:
         if str(error).startswith("Unknown split"):
             raise ValueError(f"--split {spec.split}: {' '.join(str(error).split())} (for {path}).") from None
+        if "corresponds to no data" in str(error):  # datasets' words for a folder without images of that split
+            raise ValueError(f"--dataset {path} holds no images or parquet files for the split "
+                             f"{spec.split!r}.") from None
         raise
     except PermissionError as error:
         raise PermissionError(f"--dataset {path} cannot be read ({error.strerror}: {error.filename}).") from None
@@ -285,6 +288,34 @@ def check_arguments(task: str, batch_size: int, limit: Optional[int], max_new_to
     if torch_dtype is None:
         raise ValueError(f"dtype={dtype!r} is not supported; choose float32, bfloat16 or float16.")
     return TASK_CLASSES[task], torch_dtype
+
+
+def check_task_inputs(task_class, data: "DataSpec", prompt: Optional[str]) -> None:
+    """Refuse a column or prompt that this task would silently ignore."""
+    from .evaluation_tasks import DEFAULT_PROMPTS
+
+    given = {"image": data.image_column, "label": data.label_column, "text": data.text_column}
+    for role, column in given.items():
+        if column is not None and role not in task_class.columns:
+            readers = [t.name for t in TASK_CLASSES.values() if role in t.columns]
+            raise ValueError(f"--{role}-column {column} does not apply to the task {task_class.name} (it reads "
+                             f"{', '.join(task_class.columns)}); only {', '.join(readers)} read a {role} column.")
+    if prompt is not None and task_class.name not in DEFAULT_PROMPTS:
+        raise ValueError(f"--prompt does not apply to the task {task_class.name}; only {', '.join(DEFAULT_PROMPTS)} "
+                         "take a prompt.")
+
+
+def check_out_dir(out_dir: Path, model_path: str, data: "DataSpec") -> None:
+    """Refuse an --out that is, or sits inside, the model's or the dataset's local folder: the reports would change
+    the files the rows are keyed by (and an image folder would read the plot as data)."""
+    target = Path(out_dir).expanduser().resolve()
+    for what, place in (("model", model_path), ("dataset", data.path)):
+        if place is None or not Path(place).expanduser().is_dir():
+            continue
+        folder = Path(place).expanduser().resolve()
+        if target == folder or folder in target.parents:
+            raise ValueError(f"--out {out_dir} is inside the {what} folder {place}: write the results elsewhere (they "
+                             f"would become part of the {what}). Nothing was run.")
 
 
 def check_model(model: Optional[str], task: str) -> str:
@@ -419,6 +450,9 @@ def evaluate_model(
     configs = run_configs(methods, keep_ratios, presets)
     model_path = check_model(model, task)
     data = data or DataSpec()
+    check_task_inputs(task_class, data, prompt)
+    if out_dir is not None:
+        check_out_dir(out_dir, model_path, data)
     journal = RowJournal(Path(out_dir)) if out_dir is not None and state.is_main_process else None
     try:
         columns = data.columns(task_class.columns)
@@ -501,12 +535,16 @@ def model_folder(model: str) -> Path:
     return Path(cached_file(str(model), "config.json")).parent
 
 
-def model_fingerprint(model) -> str:
+def model_fingerprint(model, weights_only: bool = False) -> str:
     """A hash of everything a model's results depend on: its config, weights, code and processor/tokenizer files
-    (the top-level files with the suffixes in MODEL_FILE_SUFFIXES; README.md and hidden files excluded)."""
+    (the top-level files with the suffixes in MODEL_FILE_SUFFIXES; README.md and hidden files excluded). With
+    `weights_only`, of the weight files alone (*.safetensors, *.bin and their index)."""
     folder = model_folder(str(model))
-    return files_digest((p.name, p) for p in folder.iterdir()
-                        if p.is_file() and not p.name.startswith(".") and p.suffix in MODEL_FILE_SUFFIXES)
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix in
+             MODEL_FILE_SUFFIXES]
+    if weights_only:
+        files = [p for p in files if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")]
+    return files_digest((p.name, p) for p in files)
 
 
 def dataset_fingerprint(spec: DataSpec, ds) -> str:
@@ -523,7 +561,9 @@ def dataset_fingerprint(spec: DataSpec, ds) -> str:
 
 
 def _fingerprints(model_path: str, data: DataSpec, ds) -> dict:
-    return {"model_fingerprint": model_fingerprint(model_path), "dataset_fingerprint": dataset_fingerprint(data, ds)}
+    return {"model_fingerprint": model_fingerprint(model_path),
+            "weights_fingerprint": model_fingerprint(model_path, weights_only=True),
+            "dataset_fingerprint": dataset_fingerprint(data, ds)}
 
 
 class RowJournal:

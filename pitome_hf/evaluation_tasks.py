@@ -128,6 +128,37 @@ def _rgb(images) -> list:
     return [img.convert("RGB") for img in images]
 
 
+def read_images(ds, column: str, idx: list[int]) -> list:
+    """The RGB images of rows `idx`; an image that cannot be decoded is named by its row and file (RuntimeError)."""
+    try:
+        return _rgb(ds[idx][column])
+    except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for truncated or foreign files
+        import datasets
+
+        raw = ds.cast_column(column, datasets.Image(decode=False))
+        for i in idx:
+            try:
+                _rgb([ds[i][column]])
+            except (OSError, ValueError, SyntaxError) as bad:
+                where = raw[i][column].get("path") or "stored in the table"
+                raise RuntimeError(f"the image in row {i} of the column {column!r} ({where}) cannot be read: "
+                                   f"{type(bad).__name__}: {bad}.") from None
+        raise error
+
+
+def check_prompt(prompt: str, task: str, needs: tuple = ()) -> None:
+    """The prompt has one `{}` (and each string in `needs`) and formats; else a ValueError naming it."""
+    try:
+        ok = prompt.count("{}") == 1 and prompt.format("x") is not None and all(n in prompt for n in needs)
+    except (KeyError, IndexError, ValueError):
+        ok = False
+    if not ok:
+        what = " and ".join([*map(repr, needs), "one '{}'"])
+        raise ValueError(f"prompt={prompt!r} does not fit the task {task}: it needs {what} (where the "
+                         f"{'question' if needs else 'class name'} goes) and no other braces; e.g. "
+                         f"{DEFAULT_PROMPTS[task]!r}.")
+
+
 def _image_size(pixels: torch.Tensor) -> int:
     return int(pixels.shape[-1])
 
@@ -223,7 +254,8 @@ class Task:
         when this process's shard is empty)."""
 
         def make(idx):
-            pixels = self.processor(images=_rgb(self.ds[idx][self.col["image"]]), return_tensors="pt")["pixel_values"]
+            images = read_images(self.ds, self.col["image"], idx)
+            pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
             return {"pixel_values": pixels.to(self.device, self.dtype)}
 
         batches = Batches(shard, self.batch_size, make)
@@ -350,8 +382,7 @@ class ZeroShotClassification(_ClipTask):
                 f"zero-shot classification needs class names: the label column {self.col['label']!r} is a "
                 f"{type(self.ds.features[self.col['label']]).__name__}, not a datasets.ClassLabel with names."
             )
-        if "{}" not in self.prompt:
-            raise ValueError(f"prompt={self.prompt!r} needs a {{}} where the class name goes, e.g. 'a photo of a {{}}.'")
+        check_prompt(self.prompt, self.name)
         check_label_range(self.labels, len(names), self.col["label"], "the dataset names")
         self.class_embeds = self.text_embeds([self.prompt.format(n.replace("_", " ")) for n in names])
 
@@ -377,8 +408,8 @@ class ImageTextRetrieval(_ClipTask):
         super().__init__(*args, **kwargs)
         texts, owner = [], []
         for i, captions in enumerate(self.ds[self.col["text"]][: self.n]):
-            captions = [captions] if isinstance(captions, str) else list(captions)
-            if not captions or not all(isinstance(c, str) for c in captions):
+            captions = [captions] if isinstance(captions, str) else captions
+            if not isinstance(captions, (list, tuple)) or not captions or not all(isinstance(c, str) for c in captions):
                 raise ValueError(
                     f"row {i} of the caption column {self.col['text']!r} holds {captions!r}: each row needs a string or "
                     "a non-empty list of strings."
@@ -430,8 +461,7 @@ class VisualQuestionAnswering(Task):
         from .modeling import PiToMeLlavaForConditionalGeneration
 
         check_model_type(self.model_path, self.name)
-        if "{}" not in self.prompt or "<image>" not in self.prompt:
-            raise ValueError(f"prompt={self.prompt!r} needs '<image>' where the image goes and '{{}}' for the question.")
+        check_prompt(self.prompt, self.name, needs=("<image>",))
         self.base = PiToMeLlavaForConditionalGeneration.from_pretrained(self.model_path, merge_method="none")
         self.base = self.base.to(self.device, self.dtype).eval()
         self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
@@ -450,8 +480,8 @@ class VisualQuestionAnswering(Task):
 
     def batches(self, shard):
         def make(idx):  # raw inputs: the prompt's image-token count depends on the configuration
-            rows = self.ds[idx]
-            return {"images": _rgb(rows[self.col["image"]]), "questions": rows[self.col["text"]]}
+            questions = self.ds.select_columns([self.col["text"]])[idx][self.col["text"]]
+            return {"images": read_images(self.ds, self.col["image"], idx), "questions": questions}
 
         size = self.base.config.vision_config.image_size
         self.image_size = size if isinstance(size, int) else size[0]

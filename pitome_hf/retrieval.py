@@ -158,6 +158,12 @@ def captions_to_images(captions_per_image: Sequence[int]) -> torch.Tensor:
 def _check_mapping(similarity: torch.Tensor, text_to_image) -> torch.Tensor:
     if similarity.dim() != 2:
         raise ValueError(f"similarity must be (N_images, N_texts); got shape {tuple(similarity.shape)}.")
+    if similarity.numel() == 0:
+        raise ValueError(f"similarity is {tuple(similarity.shape)}: there is nothing to rank.")
+    if not torch.isfinite(similarity).all():  # NaN compares false both ways: ranks would silently come out best
+        bad = (~torch.isfinite(similarity)).nonzero()[0].tolist()
+        raise ValueError(f"similarity has non-finite values (first at image {bad[0]}, text {bad[1]}): check the "
+                         "embeddings (a model run in float16 may overflow).")
     n_images, n_texts = similarity.shape
     if text_to_image is None:
         if n_images != n_texts:
@@ -228,6 +234,9 @@ def retrieval_ranks(
 def recall_at_k(similarity: torch.Tensor, text_to_image=None, ks: Sequence[int] = KS) -> dict[str, float]:
     """Recall@k in percent, both directions: {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", ..., "i2t_rsum", "t2i_rsum",
     "rsum"} for the default ks. similarity (N_images, N_texts); `text_to_image` maps each text to its image."""
+    bad = [k for k in ks if not isinstance(k, int) or isinstance(k, bool) or k < 1]
+    if bad or not ks:
+        raise ValueError(f"ks={list(ks)!r}: each k must be an int >= 1 (recall@k counts the top k).")
     i2t, t2i = retrieval_ranks(similarity, text_to_image)
     result = {}
     for name, ranks in (("i2t", i2t), ("t2i", t2i)):

@@ -153,6 +153,10 @@ def test_retrieval_caption_rows_are_checked(clip_task, tmp_path):
     with pytest.raises(ValueError, match="row 1 of the caption column 'caption' holds \\[\\]"):
         evaluate_model(model=str(clip_task / "model"), data=DataSpec(str(tmp_path / "bad.parquet")),
                        task="image-text-retrieval", progress=False)
+    save_parquet(tmp_path / "none.parquet", {"image": random_images(2, 64), "caption": ["a cat", None]})
+    with pytest.raises(ValueError, match="row 1 of the caption column 'caption' holds None"):
+        evaluate_model(model=str(clip_task / "model"), data=DataSpec(str(tmp_path / "none.parquet")),
+                       task="image-text-retrieval", progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

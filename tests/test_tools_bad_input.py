@@ -160,7 +160,7 @@ def test_a_replaced_model_at_the_same_path_is_measured_again(model, tmp_path, ca
     save_model(folder, seed=1)  # another model, same path
     third = evaluate_model(**args)
     err = capsys.readouterr().err
-    assert "reused" not in err and "holds 3 rows of another run (model_fingerprint differs)" in err
+    assert "reused" not in err and "holds 3 rows of another run (model_fingerprint, weights_fingerprint differ)" in err
     assert third["model_fingerprint"] != first["model_fingerprint"]
     header = json.loads((tmp_path / "out" / "rows.jsonl").read_text().splitlines()[0])
     assert header["model_fingerprint"] == third["model_fingerprint"]
@@ -289,3 +289,68 @@ def test_vqa_answer_and_question_rows_are_checked():
     for bad in ([], None, [1], 3):
         with pytest.raises(ValueError, match="row 1 of the answers column 'answers' holds"):
             vqa_answers(["yes", bad], "answers")
+
+
+def test_flags_the_task_would_ignore_are_refused(model):
+    with pytest.raises(ValueError, match="--text-column caption does not apply to the task image-classification .it "
+                                         "reads image, label.; only image-text-retrieval, vqa read a text column"):
+        evaluate_model(model=str(model), data=DataSpec(text_column="caption"), progress=False)
+    with pytest.raises(ValueError, match="--prompt does not apply to the task image-classification; only "
+                                         "zero-shot-image-classification, vqa take a prompt"):
+        evaluate_model(model=str(model), prompt="a photo of a {}.", progress=False)
+
+
+def test_prompts_must_have_one_slot_and_no_other_braces():
+    from pitome_hf.evaluation_tasks import check_prompt
+
+    check_prompt("a photo of a {}.", "zero-shot-image-classification")
+    check_prompt("USER: <image>\n{} ASSISTANT:", "vqa", needs=("<image>",))
+    for prompt in ("a photo", "a {} and a {}", "a {name}", "a {0} {"):
+        with pytest.raises(ValueError, match="does not fit the task zero-shot-image-classification: it needs one '{}'"):
+            check_prompt(prompt, "zero-shot-image-classification")
+    with pytest.raises(ValueError, match="needs '<image>' and one '{}'"):
+        check_prompt("USER: {} ASSISTANT:", "vqa", needs=("<image>",))
+
+
+def test_out_inside_the_model_or_the_dataset_folder_is_refused(model, tmp_path):
+    import datasets
+
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    data = npz(tmp_path / "ok.npz", [0, 1, 2, 2, 0, 1], classes=["cat", "dog", "fox"])
+    for out in (folder, folder / "results"):
+        with pytest.raises(ValueError, match=f"--out {out} is inside the model folder {folder}"):
+            evaluate_model(model=str(folder), data=DataSpec(str(data)), out_dir=out, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in model.iterdir())
+    (tmp_path / "images" / "test" / "cat").mkdir(parents=True)
+    with pytest.raises(ValueError, match="is inside the dataset folder"):
+        evaluate_model(model=str(folder), data=DataSpec(str(tmp_path / "images")), out_dir=tmp_path / "images" / "o",
+                       progress=False)
+    assert datasets  # imported for the imagefolder the dataset would be
+
+
+def test_folders_without_images_and_unreadable_images_are_named(model, tmp_path, capsys):
+    (tmp_path / "empty" / "test" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "test" / "cat" / "notes.txt").write_text("no image here")
+    with pytest.raises(ValueError, match="holds no images or parquet files for the split 'test'"):
+        load_data(DataSpec(str(tmp_path / "empty")))
+    for name in ("cat", "dog"):
+        (tmp_path / "imgs" / "test" / name).mkdir(parents=True)
+        Image.fromarray(IMAGES[0]).save(tmp_path / "imgs" / "test" / name / "0.png")
+    broken = tmp_path / "imgs" / "test" / "dog" / "1.png"
+    broken.write_bytes((tmp_path / "imgs" / "test" / "dog" / "0.png").read_bytes()[:80])  # truncated
+    code, err = run_cli(capsys, "--model", model, "--dataset", tmp_path / "imgs", "--out", tmp_path / "out")
+    assert code == 1 and "the image in row 2 of the column 'image'" in err and str(broken) in err
+
+
+def test_retrieval_recall_refuses_bad_ks_and_non_finite_similarities():
+    from pitome_hf.retrieval import recall_at_k
+
+    with pytest.raises(ValueError, match="ks=\\[0, 5\\]: each k must be an int >= 1"):
+        recall_at_k(torch.eye(3), ks=(0, 5))
+    sim = torch.eye(3)
+    sim[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="non-finite values .first at image 1, text 2."):
+        recall_at_k(sim)
+    with pytest.raises(ValueError, match="nothing to rank"):
+        recall_at_k(torch.zeros(0, 0))
