@@ -94,6 +94,7 @@ def _copy_preprocessing(base: str, local: bool, folder: Path, skip=frozenset()) 
     return [s.name for s in sources]
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name, as `pitome-hf push` takes it
 _STAGING = re.compile(r"^\.(?P<name>.+)\.(partial|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
@@ -167,6 +168,9 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
     `settings` are merge settings (see `MergeConfigMixin`), `preset=NAME` for a named configuration, and for ViT
     `classifier_pooling="mean"` (MAE classifiers). `base_model`: the Hub id to name in the model card (default: the
     base when it is a Hub id; a local folder names none)."""
+    if base_model is not None and (not HUB_ID.match(base_model) or Path(base_model).expanduser().exists()):
+        raise ValueError(f"--base-model {base_model!r} must be a Hub model id (org/name), not a local path or another "
+                         "string: the model card links it.")
     base, local = resolve_base(str(base))
     output = check_output(output, base if local else None, force)
     if "preset" in settings:

@@ -79,6 +79,8 @@ Change the merge settings at load time, e.g. `from_pretrained(..., trust_remote_
 def read_json(path, what: str):
     """A JSON file's content, or a ValueError naming the file and the problem."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give the JSON file in it (e.g. {path / 'results.json'}).")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path}: no such file.")
     try:
@@ -237,6 +239,7 @@ def check_report(report: dict, folder: Path, config: dict) -> dict:
             + (f" or its base {config['pitome_base_model']!r}" if config.get("pitome_base_model") else "")
             + "): attach the report of `pitome-hf evaluate --model` on this folder."
         )
+    _check_same_weights(report, folder)
     for i, row in enumerate(report["results"]):
         for name, value in row["metrics"].items():
             ok = isinstance(value, (int, float)) and math.isfinite(value)
@@ -251,6 +254,20 @@ def check_report(report: dict, folder: Path, config: dict) -> dict:
                 raise ValueError(f"the evaluation report's result {i} has {name}={value!r}: expected a finite number "
                                  ">= 0.")
     return report
+
+
+def _check_same_weights(report: dict, folder: Path) -> None:
+    """A report that measured this very folder and recorded its weights' hash (`weights_fingerprint`) must match the
+    weights there now: a folder replaced since the evaluation is refused (ValueError)."""
+    from .evaluation import model_fingerprint
+
+    recorded, model = report.get("weights_fingerprint"), str(report.get("model", ""))
+    if not recorded or not Path(model).exists() or Path(model).resolve() != folder.resolve():
+        return
+    now = model_fingerprint(folder, weights_only=True)
+    if now != recorded:
+        raise ValueError(f"the evaluation report measured {model} when it held other weights ({recorded[:19]}... "
+                         f"then, {now[:19]}... now): the folder was replaced since; evaluate it again.")
 
 
 class VerificationError(RuntimeError):

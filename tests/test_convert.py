@@ -239,3 +239,10 @@ def test_unwritable_output_is_refused_before_loading(stock_vit_dir, tmp_path):
             convert_checkpoint(str(stock_vit_dir), locked / "out")
     finally:
         locked.chmod(0o755)
+
+
+def test_base_model_that_is_no_hub_id_is_refused(stock_vit_dir, tmp_path):
+    for bad in ("./local", "not an id", str(stock_vit_dir)):
+        with pytest.raises(ValueError, match="--base-model .* must be a Hub model id"):
+            convert_checkpoint(str(stock_vit_dir), tmp_path / "out", base_model=bad)
+    assert not (tmp_path / "out").exists()

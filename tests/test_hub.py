@@ -333,3 +333,27 @@ def test_results_on_a_card_without_a_fingerprint_are_not_kept(hub, pitome_folder
     assert refused.returncode == 2 and "carries results with no record of the model they were measured on" in \
         refused.stderr
     assert hub.state.commits == 0
+
+
+def test_report_of_this_folder_before_it_was_replaced_is_refused(pitome_folder, stock_vit_dir, eval_report, tmp_path):
+    import shutil
+
+    from pitome_hf.checkpoint import convert_checkpoint
+    from pitome_hf.evaluation import model_fingerprint
+    from pitome_hf.hub import check_report, read_json, read_pitome_config
+
+    folder = tmp_path / "pitome"
+    shutil.copytree(pitome_folder, folder)
+    report = {**eval_report, "model": str(folder), "weights_fingerprint": model_fingerprint(folder, weights_only=True)}
+    check_report(report, folder, read_pitome_config(folder))  # the same weights: accepted
+    convert_checkpoint(str(stock_vit_dir), folder, keep_ratio=0.5, force=True)  # same weights, other settings
+    check_report(report, folder, read_pitome_config(folder))
+    weights = folder / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    save_file({k: v + 1 for k, v in tensors.items()}, weights, metadata={"format": "pt"})  # another model there now
+    with pytest.raises(ValueError, match=f"the evaluation report measured {folder} when it held other weights"):
+        check_report(report, folder, read_pitome_config(folder))
+    with pytest.raises(ValueError, match="--eval-json .* is a folder; give the JSON file in it"):
+        read_json(tmp_path, "--eval-json")
