@@ -163,6 +163,25 @@ def _image_size(pixels: torch.Tensor) -> int:
     return int(pixels.shape[-1])
 
 
+def load_checked(model_class: type, model: str):
+    """`model_class.from_pretrained(model)` with merging off and every weight loaded: a checkpoint with missing,
+    unexpected or mismatched keys (a head it lacks would keep random weights and score by chance) or unreadable weight
+    files is refused, naming the model."""
+    from safetensors import SafetensorError
+
+    try:
+        net, info = model_class.from_pretrained(str(model), merge_method="none", output_loading_info=True)
+    except SafetensorError as error:
+        raise RuntimeError(f"the weights of {model} cannot be read (SafetensorError: {error}): a truncated or "
+                           "corrupt .safetensors file?") from None
+    bad = {k: sorted(map(str, info[k]))[:5] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+           if info.get(k)}
+    if bad:
+        raise ValueError(f"{model} does not load every weight into {model_class.__name__} ({bad}): those weights would "
+                         "be random and the scores meaningless. Evaluate a checkpoint of this task.")
+    return net
+
+
 def load_classifier(model: str):
     """(PiToMe ViT classifier with merging off, image processor) for a stock or PiToMe checkpoint."""
     from transformers import AutoImageProcessor
@@ -172,7 +191,7 @@ def load_classifier(model: str):
     config_dict = check_model_type(model, "image-classification")
     if not config_dict.get("id2label") and not config_dict.get("num_labels"):
         raise ValueError(f"{model} has no classification head (no id2label in its config).")
-    net = PiToMeViTForImageClassification.from_pretrained(str(model), merge_method="none")
+    net = load_checked(PiToMeViTForImageClassification, model)
     return net, AutoImageProcessor.from_pretrained(str(model))
 
 
@@ -334,7 +353,7 @@ class _ClipTask(Task):
 
         config_dict = check_model_type(self.model_path, self.name)
         self.family = family_of(config_dict["model_type"])
-        self.base = self.family.models[0].pitome.from_pretrained(self.model_path, merge_method="none")
+        self.base = load_checked(self.family.models[0].pitome, self.model_path)
         self.base = self.base.to(self.device, self.dtype).eval()
         self.processor = AutoImageProcessor.from_pretrained(self.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
@@ -462,7 +481,7 @@ class VisualQuestionAnswering(Task):
 
         check_model_type(self.model_path, self.name)
         check_prompt(self.prompt, self.name, needs=("<image>",))
-        self.base = PiToMeLlavaForConditionalGeneration.from_pretrained(self.model_path, merge_method="none")
+        self.base = load_checked(PiToMeLlavaForConditionalGeneration, self.model_path)
         self.base = self.base.to(self.device, self.dtype).eval()
         self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, padding_side="left")

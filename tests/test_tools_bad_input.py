@@ -354,3 +354,20 @@ def test_retrieval_recall_refuses_bad_ks_and_non_finite_similarities():
         recall_at_k(sim)
     with pytest.raises(ValueError, match="nothing to rank"):
         recall_at_k(torch.zeros(0, 0))
+
+
+def test_a_checkpoint_missing_weights_or_with_unreadable_ones_is_refused(model, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    headless = tmp_path / "headless"
+    shutil.copytree(model, headless)
+    tensors = load_file(headless / "model.safetensors")
+    save_file({k: v for k, v in tensors.items() if not k.startswith("classifier")}, headless / "model.safetensors",
+              metadata={"format": "pt"})
+    data = npz(tmp_path / "ok.npz", [0, 1, 2, 2, 0, 1], classes=["cat", "dog", "fox"])
+    with pytest.raises(ValueError, match="headless does not load every weight into PiToMeViTForImageClassification "
+                                         ".*'missing_keys': \\['classifier.bias', 'classifier.weight'\\]"):
+        evaluate_model(model=str(headless), data=DataSpec(str(data)), progress=False)
+    (headless / "model.safetensors").write_bytes(b"\x00" * 100)
+    code, err = run_cli(capsys, "--model", headless, "--dataset", data, "--out", tmp_path / "out")
+    assert code == 1 and f"the weights of {headless} cannot be read (SafetensorError" in err
