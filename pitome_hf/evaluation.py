@@ -585,6 +585,11 @@ class RowJournal:
             raise ValueError(f"--out {out_dir} cannot be written ({type(error).__name__}: {error.strerror or error}); "
                              "choose a folder you can write. Nothing was run.") from None
         self.path = out_dir / "rows.jsonl"
+        blocked = [p for p in (self.path, *(out_dir / f"results.{k}" for k in ("json", "csv", "md", "png")))
+                   if p.exists() and not p.is_file()]
+        if blocked:
+            raise ValueError(f"--out {out_dir}: {blocked[0]} is not a file, so the results cannot be written there; "
+                             "remove it or choose another --out. Nothing was run.")
         self.lock_path = out_dir / ".rows.lock"
         self._lock = _take_lock(self.lock_path, out_dir)
         self.header: dict = {}

@@ -371,3 +371,9 @@ def test_a_checkpoint_missing_weights_or_with_unreadable_ones_is_refused(model, 
     (headless / "model.safetensors").write_bytes(b"\x00" * 100)
     code, err = run_cli(capsys, "--model", headless, "--dataset", data, "--out", tmp_path / "out")
     assert code == 1 and f"the weights of {headless} cannot be read (SafetensorError" in err
+
+
+def test_an_out_folder_whose_result_names_are_folders_is_refused_before_the_sweep(model, tmp_path):
+    (tmp_path / "out" / "results.json").mkdir(parents=True)
+    with pytest.raises(ValueError, match="results.json is not a file, so the results cannot be written there"):
+        evaluate_model(model=str(model), out_dir=tmp_path / "out", progress=False)
