@@ -154,8 +154,9 @@ def _check_preset(name, value, num_layers):
 @dataclass(frozen=True)
 class MergeField:
     """One merge setting. `selection`: a preset fixes it (the budget, prefix and output options stay the user's).
-    `energy`: it only matters to the energy-based selections (pitome, pitome_bsm). `per_layer`: the command line takes
-    one value or one per layer. `cli_type`: how the command line parses one value."""
+    `energy`: it only matters to the energy-based selections (pitome, pitome_bsm). `counts`: the token-count schedule
+    depends on it (a processor that expands image placeholders needs it). `per_layer`: the command line takes a list.
+    `cli_type`: how the command line parses one value."""
 
     name: str
     annotation: Any
@@ -164,6 +165,7 @@ class MergeField:
     help: str
     selection: bool = False
     energy: bool = False
+    counts: bool = False
     per_layer: bool = False
     cli_type: Callable = str
     choices: tuple = ()
@@ -177,18 +179,18 @@ MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
     F("merge_method", Union[str, list[str]], "pitome", _check_method,
       "'pitome' (the paper's energy-protected step), 'tome' (bipartite soft matching, parity over the whole sequence "
       "as the original), 'pitome_bsm' (the authors' energy-ordered bipartite matching) or 'none'; or one per layer",
-      selection=True, per_layer=True, choices=METHODS),
+      selection=True, counts=True, per_layer=True, choices=METHODS),
     F("merge_preset", Optional[str], None, _check_preset,
       "a named configuration (MERGE_PRESETS) whose selection settings these are; changing one of them clears it",
       choices=tuple(MERGE_PRESETS)),
     F("keep_ratio", Union[float, int], 0.9, _interval(0.0, 1.0, True, False, " (1.0 merges nothing)"),
       "fraction rho of mergeable tokens each merging layer keeps: r = floor(T - T*rho), clamped to floor(T/2); "
-      "ignored when merge_r is given", cli_type=float),
+      "ignored when merge_r is given", counts=True, cli_type=float),
     F("merge_r", Optional[Union[int, list[int]]], None, _check_merge_r,
       "tokens merged away per layer: one int >= 0, or one per layer (ToMe's style); overrides keep_ratio",
-      per_layer=True, cli_type=int),
+      counts=True, per_layer=True, cli_type=int),
     F("merge_layers", Optional[list[int]], None, _check_layers,
-      "indices of the layers that merge (default: all)", selection=True, per_layer=True, cli_type=int),
+      "indices of the layers that merge (default: all)", selection=True, counts=True, per_layer=True, cli_type=int),
     F("margin", Union[float, int], 0.9, _interval(0.0, 1.0, False, True),
       "the energy margin m0; layer l of L uses m0 - (m0 - margin_end) * l / L (linear schedule)",
       selection=True, energy=True, cli_type=float),
@@ -213,7 +215,7 @@ MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
       "'keys' (the layer's attention keys, mean over heads) or 'hidden' (the hidden states)",
       selection=True, choices=METRICS),
     F("protected_tokens", Optional[int], None, _check_count,
-      "leading tokens that never merge (default: the architecture's own count, e.g. CLS)", cli_type=int),
+      "leading tokens that never merge (default: the architecture's own count, e.g. CLS)", counts=True, cli_type=int),
     F("keep_order", bool, True, _check_bool,
       "keep surviving tokens in their original (spatial) order; off emits them in selection order", cli_type=bool),
     F("trace_source", bool, False, _check_bool,
@@ -225,6 +227,7 @@ del F
 MERGE_FIELD = {f.name: f for f in MERGE_FIELD_TABLE}
 MERGE_FIELDS = tuple(MERGE_FIELD)
 PRESET_FIELDS = tuple(f.name for f in MERGE_FIELD_TABLE if f.selection)
+COUNT_FIELDS = tuple(f.name for f in MERGE_FIELD_TABLE if f.counts)
 _ENERGY_FIELDS = tuple(f.name for f in MERGE_FIELD_TABLE if f.energy)
 _MERGE_FIELD_NAMES = frozenset(MERGE_FIELDS)
 

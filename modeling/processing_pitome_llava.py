@@ -2,9 +2,9 @@
 """PiToMe LLaVA processor: a `LlavaProcessor` that expands `<image>` into the merged number of image tokens.
 
 The count comes from `llava_num_image_tokens` (configuration_pitome_llava.py), the same function and the same
-`token_schedule` the model uses. The processor holds the merge settings it needs as explicit `__init__` parameters
-(ProcessorMixin saves only those), so processor_config.json is self-contained; build it from a model config with
-`PiToMeLlavaProcessor.from_model_config`.
+`token_schedule` the model uses. The processor holds the merge fields the count depends on (`COUNT_FIELDS` of the
+merge-field table) in one `merge_settings` parameter (ProcessorMixin saves only `__init__` parameters), so
+processor_config.json is self-contained; build it from a model config with `PiToMeLlavaProcessor.from_model_config`.
 """
 
 from types import SimpleNamespace
@@ -13,13 +13,15 @@ from transformers import LlavaProcessor
 from transformers.image_utils import get_image_size, to_numpy_array
 
 from .configuration_pitome_llava import PiToMeLlavaConfig, llava_num_image_tokens
+from .merge_config import COUNT_FIELDS, MERGE_FIELD, check_names
 
 
 class PiToMeLlavaProcessor(LlavaProcessor):
     r"""[`LlavaProcessor`] for PiToMe LLaVA: `<image>` becomes `llava_num_image_tokens(...)` image tokens.
 
     Args beyond LlavaProcessor's (all saved in processor_config.json; keep them equal to the model config's):
-        keep_ratio, merge_method, merge_r, merge_layers, protected_tokens: the merge settings.
+        merge_settings: the merge fields the token count depends on (`merge_config.COUNT_FIELDS`: merge_method,
+            keep_ratio, merge_r, merge_layers, protected_tokens), as a dict; missing ones take the table's defaults.
         vision_num_hidden_layers: number of layers of the vision tower (the margin schedule's L).
         vision_feature_layer: the vision hidden state LLaVA reads (default -2).
     """
@@ -33,20 +35,17 @@ class PiToMeLlavaProcessor(LlavaProcessor):
         chat_template=None,
         image_token="<image>",
         num_additional_image_tokens=0,
-        keep_ratio=0.9,
-        merge_method="pitome",
-        merge_r=None,
-        merge_layers=None,
-        protected_tokens=None,
+        merge_settings=None,
         vision_num_hidden_layers=24,
         vision_feature_layer=-2,
         **kwargs,
     ):
-        self.keep_ratio = keep_ratio
-        self.merge_method = merge_method
-        self.merge_r = merge_r
-        self.merge_layers = merge_layers
-        self.protected_tokens = protected_tokens
+        merge_settings = dict(merge_settings or {})
+        for name in COUNT_FIELDS:  # processor_config.json files written before merge_settings had them at top level
+            if name in kwargs:
+                merge_settings[name] = kwargs.pop(name)
+        check_names(merge_settings, COUNT_FIELDS, "PiToMeLlavaProcessor merge_settings")
+        self.merge_settings = {name: merge_settings.get(name, MERGE_FIELD[name].default) for name in COUNT_FIELDS}
         self.vision_num_hidden_layers = vision_num_hidden_layers
         self.vision_feature_layer = vision_feature_layer
         super().__init__(
@@ -67,11 +66,7 @@ class PiToMeLlavaProcessor(LlavaProcessor):
             patch_size=config.vision_config.patch_size,
             vision_feature_select_strategy=config.vision_feature_select_strategy,
             num_additional_image_tokens=1,
-            keep_ratio=config.keep_ratio,
-            merge_method=config.merge_method,
-            merge_r=config.merge_r,
-            merge_layers=config.merge_layers,
-            protected_tokens=config.protected_tokens,
+            merge_settings={name: getattr(config, name) for name in COUNT_FIELDS},
             vision_num_hidden_layers=config.vision_config.num_hidden_layers,
             vision_feature_layer=config.vision_feature_layer,
         )
@@ -80,11 +75,7 @@ class PiToMeLlavaProcessor(LlavaProcessor):
 
     def _settings(self):
         return SimpleNamespace(
-            keep_ratio=self.keep_ratio,
-            merge_method=self.merge_method,
-            merge_r=self.merge_r,
-            merge_layers=self.merge_layers,
-            protected_tokens=self.protected_tokens,
+            **self.merge_settings,
             default_protected_tokens=PiToMeLlavaConfig.default_protected_tokens,
             vision_config=SimpleNamespace(num_hidden_layers=self.vision_num_hidden_layers, patch_size=self.patch_size),
             vision_feature_layer=self.vision_feature_layer,

@@ -16,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from modeling.merge_config import COUNT_FIELDS
 from modeling.configuration_pitome_llava import PiToMeLlavaConfig, llava_feature_depth, llava_num_image_tokens
 from modeling.modeling_pitome_llava import PiToMeLlavaForConditionalGeneration
 from modeling.processing_pitome_llava import PiToMeLlavaProcessor
@@ -199,7 +200,8 @@ def test_remote_code_fresh_process(tmp_path):
     model.save_pretrained(tmp_path / "m")
     proc.save_pretrained(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "processor_config.json").read_text())
-    assert saved.get("keep_ratio", saved.get("processor", {}).get("keep_ratio")) == 0.8
+    saved = saved.get("processor", saved)
+    assert saved["merge_settings"]["keep_ratio"] == 0.8 and set(saved["merge_settings"]) == set(COUNT_FIELDS)
     inputs = proc(images=images(1), text=[PROMPT], return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits
