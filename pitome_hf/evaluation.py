@@ -552,7 +552,7 @@ def dataset_fingerprint(spec: DataSpec, ds) -> str:
     library's fingerprint of what it loaded from the Hub cache."""
     path = Path(spec.path).expanduser() if spec.path else DEFAULT_DATASET
     if path.is_file():
-        return files_digest([(path.name, path)])
+        return files_digest([("", path)])  # the content alone: a renamed copy is the same data
     if path.is_dir():
         names = {str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file()}
         return files_digest((name, p) for name, p in names.items() if not any(
@@ -574,6 +574,8 @@ class RowJournal:
     Creating it checks that `out_dir` can be written and takes `out_dir/.rows.lock` (an exclusive flock, released by
     `close()` or when the process ends): a second evaluate into the same folder is refused, naming the lock and the
     process holding it."""
+
+    PATHS = ("model", "dataset")  # named for the reader; the rows depend on the files' hashes, not on the paths
 
     def __init__(self, out_dir: Path):
         try:
@@ -599,10 +601,11 @@ class RowJournal:
         """Read the rows of a journal with this header (when `resume`), then rewrite it: the header, the rows kept."""
         self.header = json.loads(json.dumps({"schema": SCHEMA, **header}))  # as it reads back
         old_header, rows = _read_journal(self.path) if resume else (None, {})
-        if old_header == self.header:
+        keys = (set(old_header or {}) | set(self.header)) - set(self.PATHS)
+        differs = sorted(k for k in keys if (old_header or {}).get(k) != self.header.get(k))
+        if old_header is not None and not differs:
             self.rows = rows
         elif old_header is not None and rows:
-            differs = sorted(k for k in set(old_header) | set(self.header) if old_header.get(k) != self.header.get(k))
             print(f"note: {self.path} holds {len(rows)} rows of another run ({', '.join(differs)} "
                   f"{'differs' if len(differs) == 1 else 'differ'}); they are measured again.", file=sys.stderr)
         partial = self.path.with_name(self.path.name + ".partial")

@@ -377,3 +377,14 @@ def test_an_out_folder_whose_result_names_are_folders_is_refused_before_the_swee
     (tmp_path / "out" / "results.json").mkdir(parents=True)
     with pytest.raises(ValueError, match="results.json is not a file, so the results cannot be written there"):
         evaluate_model(model=str(model), out_dir=tmp_path / "out", progress=False)
+
+
+def test_the_same_files_under_another_path_resume(model, tmp_path, capsys):
+    data = npz(tmp_path / "ok.npz", [0, 1, 2, 2, 0, 1], classes=["cat", "dog", "fox"])
+    evaluate_model(model=str(model), data=DataSpec(str(data)), keep_ratios=[0.9], out_dir=tmp_path / "out")
+    shutil.copytree(model, tmp_path / "copy")
+    shutil.copy(data, tmp_path / "copy.npz")
+    capsys.readouterr()
+    evaluate_model(model=str(tmp_path / "copy"), data=DataSpec(str(tmp_path / "copy.npz")), keep_ratios=[0.9],
+                   out_dir=tmp_path / "out")
+    assert capsys.readouterr().err.count("reused from") == 3  # rows depend on the files, not on where they lie
