@@ -131,7 +131,10 @@ def _rgb(images) -> list:
 def read_images(ds, column: str, idx: list[int]) -> list:
     """The RGB images of rows `idx`; an image that cannot be decoded is named by its row and file (RuntimeError)."""
     try:
-        return _rgb(ds[idx][column])
+        images = ds[idx][column]
+        empty = [i for i, image in zip(idx, images) if image is None]
+        if not empty:
+            return _rgb(images)
     except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for truncated or foreign files
         import datasets
 
@@ -144,6 +147,7 @@ def read_images(ds, column: str, idx: list[int]) -> list:
                 raise RuntimeError(f"the image in row {i} of the column {column!r} ({where}) cannot be read: "
                                    f"{type(bad).__name__}: {bad}.") from None
         raise error
+    raise ValueError(f"row {empty[0]} of the image column {column!r} holds no image (None); drop such rows first.")
 
 
 def check_prompt(prompt: str, task: str, needs: tuple = ()) -> None:

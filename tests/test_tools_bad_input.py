@@ -388,3 +388,16 @@ def test_the_same_files_under_another_path_resume(model, tmp_path, capsys):
     evaluate_model(model=str(tmp_path / "copy"), data=DataSpec(str(tmp_path / "copy.npz")), keep_ratios=[0.9],
                    out_dir=tmp_path / "out")
     assert capsys.readouterr().err.count("reused from") == 3  # rows depend on the files, not on where they lie
+
+
+def test_rows_without_an_image_or_with_a_missing_image_file_are_named(model, tmp_path, capsys):
+    import datasets
+
+    rows = {"image": [Image.fromarray(IMAGES[0]), None, Image.fromarray(IMAGES[1])], "label": [0, 1, 2]}
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).to_parquet(str(tmp_path / "n.parquet"))
+    code, err = run_cli(capsys, "--model", model, "--dataset", tmp_path / "n.parquet", "--out", tmp_path / "o1")
+    assert code == 2 and "row 1 of the image column 'image' holds no image (None)" in err
+    Image.fromarray(IMAGES[0]).save(tmp_path / "a.png")
+    (tmp_path / "t.csv").write_text("image,label\na.png,0\nmissing.png,1\n")
+    code, err = run_cli(capsys, "--model", model, "--dataset", tmp_path / "t.csv", "--out", tmp_path / "o2")
+    assert code == 1 and f"the image in row 1 of the column 'image' ({tmp_path / 'missing.png'}) cannot be read" in err
