@@ -157,6 +157,8 @@ def check_output(output, local_base: Optional[str], force: bool) -> Path:
                              "replaces only an earlier checkpoint folder. Choose another --output or empty it "
                              "yourself.")
     parent = _nearest_existing(target.parent)
+    if not parent.is_dir():
+        raise ValueError(f"--output {given} cannot be written: {parent} is a file, not a folder. Nothing was written.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--output {given} cannot be written: {parent} is not writable. Nothing was written.")
     return target

@@ -169,6 +169,8 @@ def test_output_that_is_a_file_is_refused(stock_vit_dir, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         convert_checkpoint(str(stock_vit_dir), tmp_path / "f")
+    with pytest.raises(ValueError, match=f"cannot be written: {tmp_path / 'f'} is a file, not a folder"):
+        convert_checkpoint(str(stock_vit_dir), tmp_path / "f" / "sub" / "out")
 
 
 def _tree(folder):
