@@ -7,7 +7,10 @@
   attention.
 * `check_inputs`: a missing input or an empty batch refused at the entrance.
 * `MergeOutputMixin`: the merge fields every PiToMe output carries (token_sizes, token_map, token_counts).
-* `attention_with_keys`: a q/k/v/o self-attention that also returns its keys (PiToMe's metric).
+* `attention_with_keys` / `KeysAttentionMixin`: a q/k/v/o self-attention that also returns its keys (PiToMe's
+  metric), shared by ViT, DINOv2, CLIP and SigLIP.
+* `MergingLayerMixin`, `PreNormMergingLayerMixin`, `merging_layers`: the pieces of a merging encoder layer.
+* `image_merge_state`, `merge_fields`, `classifier_output`: what the image models' forwards share.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .merge_config import MergeSettings, protected_prefix, settings_of
 from .merging import merge_tokens, proportional_attention_bias, update_token_map
@@ -278,11 +283,30 @@ def return_output(result, config, return_dict: Optional[bool]):
     return result if wanted else result.to_tuple()
 
 
-class PreNormMergingLayerMixin:
+class MergingLayerMixin:
+    """A stock encoder layer whose attention (attribute `attention_name`) is replaced by `attention_class` (one that
+    returns its keys) and which knows its index (for the schedule). Mix in before the stock layer class; the layer's
+    forward is the family's (or `PreNormMergingLayerMixin`'s)."""
+
+    attention_class = None
+    attention_name = "self_attn"
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__(config)
+        setattr(self, self.attention_name, self.attention_class(config))
+        self.layer_idx = layer_idx
+
+
+def merging_layers(config, layer_class) -> nn.ModuleList:
+    """One `layer_class(config, index)` per layer of the config."""
+    return nn.ModuleList([layer_class(config, i) for i in range(config.num_hidden_layers)])
+
+
+class PreNormMergingLayerMixin(MergingLayerMixin):
     """The forward of a pre-norm encoder layer named like CLIP's and SigLIP's (`layer_norm1`, `self_attn`,
     `layer_norm2`, `mlp`): an edited copy of `CLIPEncoderLayer.forward` / `SiglipEncoderLayer.forward` that adds the
     proportional-attention bias before attention and merges after the attention residual (lines marked "differs").
-    Mix in before the stock layer class and set `self.layer_idx`."""
+    Mix in before the stock layer class and set `attention_class`."""
 
     def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
         residual = hidden_states
@@ -328,3 +352,38 @@ def attention_with_keys(module, hidden_states, attention_mask, attention_interfa
     )
     attn_output = out_proj(attn_output.reshape(*input_shape, -1).contiguous())
     return attn_output, attn_weights, key_states  # differs: the keys
+
+
+class KeysAttentionMixin:
+    """A self-attention that also returns its key states (B, H, N, d), PiToMe's similarity metric (mix in before the
+    stock attention class; `eager_attention` is the family's own `eager_attention_forward`)."""
+
+    eager_attention = None
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, self.eager_attention)
+        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
+
+
+def image_merge_state(model, pixel_values, attention_mask=None) -> MergeState:
+    """The merge state of an image model's forward (ViT, DINOv2): the input checked, an attention mask refused when
+    anything merges (merged tokens change the sequence)."""
+    check_inputs(type(model).__name__, pixel_values=pixel_values)
+    state = merge_state_for(model.config)
+    if attention_mask is not None and state.settings.active:
+        raise ValueError(
+            f"attention_mask cannot be combined with token merging in {type(model).__name__} (merged tokens change "
+            "the sequence); pass attention_mask=None or set merge_method='none'."
+        )
+    return state
+
+
+def merge_fields(output) -> dict:
+    """The `MergeOutputMixin` fields of an output (None where it has none)."""
+    return {name: getattr(output, name, None) for name in ("token_sizes", "token_map", "token_counts")}
+
+
+def classifier_output(output_class, logits, loss, outputs):
+    """A classifier's output from its base model's `outputs`: hidden states, attentions and the merge fields."""
+    return output_class(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+                        **merge_fields(outputs))

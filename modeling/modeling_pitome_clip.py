@@ -19,7 +19,6 @@ from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import (
-    ALL_ATTENTION_FUNCTIONS,
     CLIPAttention,
     CLIPEncoder,
     CLIPEncoderLayer,
@@ -39,9 +38,11 @@ from .merge_config import settings_of
 from .merge_state import (
     MergeOutputMixin,
     MergeState,
+    KeysAttentionMixin,
     PreNormMergingLayerMixin,
-    attention_with_keys,
     check_inputs,
+    merge_fields,
+    merging_layers,
     merge_state_for,
     return_output,
 )
@@ -72,25 +73,16 @@ class PiToMeCLIPOutput(MergeOutputMixin, CLIPOutput):
     """A `CLIPOutput` (logits_per_image, logits_per_text, embeds, ...) plus the vision tower's merge information."""
 
 
-def _merge_fields(output) -> dict:
-    return {name: getattr(output, name, None) for name in ("token_sizes", "token_map", "token_counts")}
-
-
-class PiToMeCLIPAttention(CLIPAttention):
+class PiToMeCLIPAttention(KeysAttentionMixin, CLIPAttention):
     """CLIP attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
 
-    def forward(self, hidden_states, attention_mask=None, **kwargs):
-        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
+    eager_attention = staticmethod(eager_attention_forward)
 
 
 class PiToMeCLIPEncoderLayer(PreNormMergingLayerMixin, CLIPEncoderLayer):
     """A CLIP vision layer that merges tokens after attention + residual, before `layer_norm2` and the MLP."""
 
-    def __init__(self, config, layer_idx: int = 0):
-        super().__init__(config)
-        self.self_attn = PiToMeCLIPAttention(config)
-        self.layer_idx = layer_idx
+    attention_class = PiToMeCLIPAttention
 
 
 class PiToMeCLIPEncoder(CLIPEncoder):
@@ -99,7 +91,7 @@ class PiToMeCLIPEncoder(CLIPEncoder):
     def __init__(self, config):
         nn.Module.__init__(self)
         self.config = config
-        self.layers = nn.ModuleList([PiToMeCLIPEncoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.layers = merging_layers(config, PiToMeCLIPEncoderLayer)
         self.gradient_checkpointing = False
 
 
@@ -184,7 +176,7 @@ class PiToMeCLIPVisionModelWithProjection(CLIPVisionModelWithProjection):
             last_hidden_state=vision_outputs.last_hidden_state,
             hidden_states=vision_outputs.hidden_states,
             attentions=vision_outputs.attentions,
-            **_merge_fields(vision_outputs),
+            **merge_fields(vision_outputs),
         )
         return return_output(result, self.config, return_dict)
 
@@ -236,7 +228,7 @@ class PiToMeCLIPModel(CLIPModel):
             return_dict=True,
             **kwargs,
         )
-        result = PiToMeCLIPOutput(**outputs, **_merge_fields(outputs.vision_model_output))
+        result = PiToMeCLIPOutput(**outputs, **merge_fields(outputs.vision_model_output))
         return return_output(result, self.config, return_dict)
 
 

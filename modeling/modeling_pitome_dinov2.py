@@ -19,7 +19,6 @@ from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.dinov2.modeling_dinov2 import (
-    ALL_ATTENTION_FUNCTIONS,
     Dinov2Attention,
     Dinov2Embeddings,
     Dinov2Encoder,
@@ -40,11 +39,13 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 
 from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
 from .merge_state import (
+    KeysAttentionMixin,
     MergeOutputMixin,
     MergeState,
-    attention_with_keys,
-    check_inputs,
-    merge_state_for,
+    MergingLayerMixin,
+    classifier_output,
+    image_merge_state,
+    merging_layers,
     return_output,
 )
 from .merging import weighted_mean
@@ -80,16 +81,10 @@ def patch_mean(output) -> torch.Tensor:
     return weighted_mean(output.last_hidden_state[:, p:], output.token_sizes[:, p:])
 
 
-class _KeysAttentionMixin:
-    """DINOv2 attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
-
-    def forward(self, hidden_states, attention_mask=None, **kwargs):
-        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
-
-
-class _MergingLayerMixin:
+class _MergingDinov2LayerMixin(MergingLayerMixin):
     """A DINOv2 layer that merges tokens after attention + layer scale + residual, before `norm2` and the MLP."""
+
+    attention_name = "attention"
 
     def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
         residual = hidden_states
@@ -106,79 +101,30 @@ class _MergingLayerMixin:
         return self.drop_path(self.layer_scale2(hidden_states)) + residual
 
 
-class PiToMeDinov2Attention(_KeysAttentionMixin, Dinov2Attention):
-    pass
+class _MergingDinov2EncoderMixin:
+    """The stock DINOv2 encoder loop over merging layers (`layer_class`; the merge state reaches them as a keyword)."""
 
-
-class PiToMeDinov2Layer(_MergingLayerMixin, Dinov2Layer):
-    def __init__(self, config, layer_idx: int = 0):
-        super().__init__(config)
-        self.attention = PiToMeDinov2Attention(config)
-        self.layer_idx = layer_idx
-
-
-class PiToMeDinov2Encoder(Dinov2Encoder):
-    """The stock DINOv2 encoder loop over `PiToMeDinov2Layer`s (the merge state reaches them as a keyword)."""
+    layer_class = None
 
     def __init__(self, config):
-        Dinov2PreTrainedModel.__init__(self, config)
-        self.layer = nn.ModuleList([PiToMeDinov2Layer(config, i) for i in range(config.num_hidden_layers)])
+        self.pretrained_class.__init__(self, config)
+        self.layer = merging_layers(config, self.layer_class)
         self.post_init()
 
 
-class PiToMeDinov2WithRegistersAttention(_KeysAttentionMixin, Dinov2WithRegistersAttention):
-    pass
+class _MergingDinov2ModelMixin:
+    """What both DINOv2 models (with and without registers) share: the stock modules around a merging encoder
+    (`embeddings_class`, `encoder_class`) and a forward that runs the stock forward with a merge state."""
 
-
-class PiToMeDinov2WithRegistersLayer(_MergingLayerMixin, Dinov2WithRegistersLayer):
-    def __init__(self, config, layer_idx: int = 0):
-        super().__init__(config)
-        self.attention = PiToMeDinov2WithRegistersAttention(config)
-        self.layer_idx = layer_idx
-
-
-class PiToMeDinov2WithRegistersEncoder(Dinov2WithRegistersEncoder):
-    def __init__(self, config):
-        Dinov2WithRegistersPreTrainedModel.__init__(self, config)
-        self.layer = nn.ModuleList([PiToMeDinov2WithRegistersLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.post_init()
-
-
-def _merging_forward(model, stock_forward, pixel_values, bool_masked_pos, attention_mask, return_dict, kwargs):
-    check_inputs(type(model).__name__, pixel_values=pixel_values)
-    state = merge_state_for(model.config)
-    if attention_mask is not None and state.settings.active:
-        raise ValueError(
-            f"attention_mask cannot be combined with token merging in {type(model).__name__} (merged tokens change "
-            "the sequence); pass attention_mask=None or set merge_method='none'."
-        )
-    outputs = stock_forward(
-        pixel_values,
-        bool_masked_pos=bool_masked_pos,
-        attention_mask=attention_mask,
-        return_dict=True,
-        merge_state=state,
-        **kwargs,
-    )
-    result = PiToMeDinov2ModelOutput(**outputs, **state.output_fields(), num_protected=state.num_prefix)
-    return return_output(result, model.config, return_dict)
-
-
-class PiToMeDinov2Model(Dinov2Model):
-    """[`Dinov2Model`] with PiToMe token merging. The output also carries `token_sizes`, `token_map`,
-    `token_counts` and `num_protected`; `patch_mean(output)` is the size-weighted mean of the patch tokens."""
-
-    config_class = PiToMeDinov2Config
-    config: PiToMeDinov2Config
-    _no_split_modules = ["Dinov2Embeddings", "PiToMeDinov2Layer"]
+    embeddings_class = encoder_class = None
     # A checkpointed layer would run its merge twice on the shared per-forward state.
     supports_gradient_checkpointing = False
 
-    def __init__(self, config: PiToMeDinov2Config):
-        Dinov2PreTrainedModel.__init__(self, config)
+    def __init__(self, config):
+        self.pretrained_class.__init__(self, config)
         self.config = config
-        self.embeddings = Dinov2Embeddings(config)
-        self.encoder = PiToMeDinov2Encoder(config)
+        self.embeddings = self.embeddings_class(config)
+        self.encoder = self.encoder_class(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
@@ -191,34 +137,55 @@ class PiToMeDinov2Model(Dinov2Model):
         **kwargs,
     ):
         """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output (CLS), merge info."""
-        return _merging_forward(self, super().forward, pixel_values, bool_masked_pos, attention_mask, return_dict, kwargs)
+        state = image_merge_state(self, pixel_values, attention_mask)
+        outputs = super().forward(pixel_values, bool_masked_pos=bool_masked_pos, attention_mask=attention_mask,
+                                  return_dict=True, merge_state=state, **kwargs)
+        result = PiToMeDinov2ModelOutput(**outputs, **state.output_fields(), num_protected=state.num_prefix)
+        return return_output(result, self.config, return_dict)
 
 
-class PiToMeDinov2WithRegistersModel(Dinov2WithRegistersModel):
+class PiToMeDinov2Attention(KeysAttentionMixin, Dinov2Attention):
+    eager_attention = staticmethod(eager_attention_forward)
+
+
+class PiToMeDinov2Layer(_MergingDinov2LayerMixin, Dinov2Layer):
+    attention_class = PiToMeDinov2Attention
+
+
+class PiToMeDinov2Encoder(_MergingDinov2EncoderMixin, Dinov2Encoder):
+    pretrained_class, layer_class = Dinov2PreTrainedModel, PiToMeDinov2Layer
+
+
+class PiToMeDinov2WithRegistersAttention(KeysAttentionMixin, Dinov2WithRegistersAttention):
+    eager_attention = staticmethod(eager_attention_forward)
+
+
+class PiToMeDinov2WithRegistersLayer(_MergingDinov2LayerMixin, Dinov2WithRegistersLayer):
+    attention_class = PiToMeDinov2WithRegistersAttention
+
+
+class PiToMeDinov2WithRegistersEncoder(_MergingDinov2EncoderMixin, Dinov2WithRegistersEncoder):
+    pretrained_class, layer_class = Dinov2WithRegistersPreTrainedModel, PiToMeDinov2WithRegistersLayer
+
+
+class PiToMeDinov2Model(_MergingDinov2ModelMixin, Dinov2Model):
+    """[`Dinov2Model`] with PiToMe token merging. The output also carries `token_sizes`, `token_map`,
+    `token_counts` and `num_protected`; `patch_mean(output)` is the size-weighted mean of the patch tokens."""
+
+    config_class = PiToMeDinov2Config
+    config: PiToMeDinov2Config
+    _no_split_modules = ["Dinov2Embeddings", "PiToMeDinov2Layer"]
+    pretrained_class, embeddings_class, encoder_class = Dinov2PreTrainedModel, Dinov2Embeddings, PiToMeDinov2Encoder
+
+
+class PiToMeDinov2WithRegistersModel(_MergingDinov2ModelMixin, Dinov2WithRegistersModel):
     """[`Dinov2WithRegistersModel`] with PiToMe token merging; CLS and the register tokens are never merged."""
 
     config_class = PiToMeDinov2WithRegistersConfig
     config: PiToMeDinov2WithRegistersConfig
     _no_split_modules = ["Dinov2WithRegistersEmbeddings", "PiToMeDinov2WithRegistersLayer"]
-    supports_gradient_checkpointing = False
-
-    def __init__(self, config: PiToMeDinov2WithRegistersConfig):
-        Dinov2WithRegistersPreTrainedModel.__init__(self, config)
-        self.config = config
-        self.embeddings = Dinov2WithRegistersEmbeddings(config)
-        self.encoder = PiToMeDinov2WithRegistersEncoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.post_init()
-
-    def forward(
-        self,
-        pixel_values: Optional[torch.Tensor] = None,
-        bool_masked_pos: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        return_dict: Optional[bool] = None,
-        **kwargs,
-    ):
-        return _merging_forward(self, super().forward, pixel_values, bool_masked_pos, attention_mask, return_dict, kwargs)
+    pretrained_class = Dinov2WithRegistersPreTrainedModel
+    embeddings_class, encoder_class = Dinov2WithRegistersEmbeddings, PiToMeDinov2WithRegistersEncoder
 
 
 class PiToMeDinov2ForImageClassification(Dinov2ForImageClassification):
@@ -251,15 +218,7 @@ class PiToMeDinov2ForImageClassification(Dinov2ForImageClassification):
         cls_token = outputs.last_hidden_state[:, 0]
         logits = self.classifier(torch.cat([cls_token, patch_mean(outputs)], dim=1))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        result = PiToMeDinov2ImageClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            token_sizes=outputs.token_sizes,
-            token_map=outputs.token_map,
-            token_counts=outputs.token_counts,
-        )
+        result = classifier_output(PiToMeDinov2ImageClassifierOutput, logits, loss, outputs)
         return return_output(result, self.config, return_dict)
 
 

@@ -18,7 +18,6 @@ from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.siglip.modeling_siglip import (
-    ALL_ATTENTION_FUNCTIONS,
     SiglipAttention,
     SiglipEncoder,
     SiglipEncoderLayer,
@@ -37,9 +36,10 @@ from .merge_config import settings_of
 from .merge_state import (
     MergeOutputMixin,
     MergeState,
+    KeysAttentionMixin,
     PreNormMergingLayerMixin,
-    attention_with_keys,
     check_inputs,
+    merging_layers,
     merge_state_for,
     return_output,
 )
@@ -61,21 +61,16 @@ class PiToMeSiglipOutput(MergeOutputMixin, SiglipOutput):
     """A `SiglipOutput` (logits_per_image, logits_per_text, embeds, ...) plus the vision tower's merge information."""
 
 
-class PiToMeSiglipAttention(SiglipAttention):
+class PiToMeSiglipAttention(KeysAttentionMixin, SiglipAttention):
     """SigLIP attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
 
-    def forward(self, hidden_states, attention_mask=None, **kwargs):
-        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
+    eager_attention = staticmethod(eager_attention_forward)
 
 
 class PiToMeSiglipEncoderLayer(PreNormMergingLayerMixin, SiglipEncoderLayer):
     """A SigLIP vision layer that merges tokens after attention + residual, before `layer_norm2` and the MLP."""
 
-    def __init__(self, config, layer_idx: int = 0):
-        super().__init__(config)
-        self.self_attn = PiToMeSiglipAttention(config)
-        self.layer_idx = layer_idx
+    attention_class = PiToMeSiglipAttention
 
 
 class PiToMeSiglipEncoder(SiglipEncoder):
@@ -84,7 +79,7 @@ class PiToMeSiglipEncoder(SiglipEncoder):
     def __init__(self, config):
         nn.Module.__init__(self)
         self.config = config
-        self.layers = nn.ModuleList([PiToMeSiglipEncoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.layers = merging_layers(config, PiToMeSiglipEncoderLayer)
         self.gradient_checkpointing = False
 
 

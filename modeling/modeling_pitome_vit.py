@@ -14,7 +14,6 @@ from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import (
-    ALL_ATTENTION_FUNCTIONS,
     ViTAttention,
     ViTEmbeddings,
     ViTForImageClassification,
@@ -26,13 +25,14 @@ from transformers.models.vit.modeling_vit import (
 )
 
 from .configuration_pitome_vit import PiToMeViTConfig
-from .merge_config import protected_prefix
 from .merge_state import (
+    KeysAttentionMixin,
     MergeOutputMixin,
     MergeState,
-    attention_with_keys,
-    check_inputs,
-    merge_state_for,
+    MergingLayerMixin,
+    classifier_output,
+    image_merge_state,
+    merging_layers,
     return_output,
 )
 from .merging import weighted_mean
@@ -55,21 +55,17 @@ class PiToMeImageClassifierOutput(MergeOutputMixin, ImageClassifierOutput):
     """An `ImageClassifierOutput` plus the merge information (`MergeOutputMixin`)."""
 
 
-class PiToMeViTAttention(ViTAttention):
+class PiToMeViTAttention(KeysAttentionMixin, ViTAttention):
     """ViT attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
 
-    def forward(self, hidden_states, attention_mask=None, **kwargs):
-        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
+    eager_attention = staticmethod(eager_attention_forward)
 
 
-class PiToMeViTLayer(ViTLayer):
+class PiToMeViTLayer(MergingLayerMixin, ViTLayer):
     """A ViT layer that merges tokens after attention + residual, before the second LayerNorm and the MLP."""
 
-    def __init__(self, config, layer_idx: int = 0):
-        super().__init__(config)
-        self.attention = PiToMeViTAttention(config)
-        self.layer_idx = layer_idx
+    attention_class = PiToMeViTAttention
+    attention_name = "attention"
 
     def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
         residual = hidden_states
@@ -101,7 +97,7 @@ class PiToMeViTModel(ViTModel):
         ViTPreTrainedModel.__init__(self, config)
         self.config = config
         self.embeddings = ViTEmbeddings(config, use_mask_token=use_mask_token)
-        self.layers = nn.ModuleList([PiToMeViTLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.layers = merging_layers(config, PiToMeViTLayer)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = ViTPooler(config) if add_pooling_layer else None
         self.post_init()
@@ -116,13 +112,7 @@ class PiToMeViTModel(ViTModel):
         **kwargs,
     ):
         """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output, merge information."""
-        check_inputs(type(self).__name__, pixel_values=pixel_values)
-        state = merge_state_for(self.config)
-        if attention_mask is not None and state.settings.active:
-            raise ValueError(
-                "attention_mask cannot be combined with token merging in PiToMeViTModel (merged tokens change the "
-                "sequence); pass attention_mask=None or set merge_method='none'."
-            )
+        state = image_merge_state(self, pixel_values, attention_mask)
         outputs = super().forward(
             pixel_values,
             bool_masked_pos=bool_masked_pos,
@@ -172,7 +162,7 @@ class PiToMeViTForImageClassification(ViTForImageClassification):
         )
         if mean_pool:
             # MAE's global pool: mean of the last layer's patch tokens (weighted by size), then fc_norm (the layernorm)
-            p = protected_prefix(self.config)
+            p = self.config.merge_settings().num_prefix
             last = outputs.hidden_states[-1][:, p:]
             sizes = outputs.token_sizes[:, p:] if outputs.token_sizes is not None else None
             pooled = self.vit.layernorm(weighted_mean(last, sizes))
@@ -182,16 +172,7 @@ class PiToMeViTForImageClassification(ViTForImageClassification):
             pooled = outputs.last_hidden_state[:, 0, :]
         logits = self.classifier(pooled)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        result = PiToMeImageClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            token_sizes=outputs.token_sizes,
-            token_map=outputs.token_map,
-            token_counts=outputs.token_counts,
-        )
-        return return_output(result, self.config, return_dict)
+        return return_output(classifier_output(PiToMeImageClassifierOutput, logits, loss, outputs), self.config, return_dict)
 
 
 PiToMeViTConfig.register_for_auto_class()
