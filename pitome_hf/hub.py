@@ -372,7 +372,8 @@ def extra_remote_files(api, repo_id: str, revision: Optional[str], uploads: set,
 
 
 def _repo_state(api, repo_id: str, revision: Optional[str], token: Optional[str], force: bool) -> tuple[bool, bool]:
-    """(repo exists, branch exists); refuses (ValueError) a repo holding a non-PiToMe model unless `force`."""
+    """(repo exists, branch exists); refuses (ValueError) a repo holding a non-PiToMe model unless `force`. The
+    commit the checks saw is `api.repo_info(repo_id, revision=...).sha` (see `push`)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -434,8 +435,9 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
     files = upload_files(folder)
     api = HfApi(token=token)
     repo_exists, branch_exists = _repo_state(api, repo_id, revision, token, force)
-    kept, extra = (None, None), []
+    kept, extra, parent = (None, None), [], None
     if repo_exists and branch_exists:
+        parent = api.repo_info(repo_id, revision=revision, token=token).sha  # what the checks below look at
         extra = extra_remote_files(api, repo_id, revision, {*files, "README.md"}, folder, delete_extra_files)
         if eval_report is None and not drop_results:
             kept = kept_results(repo_id, revision, token, fingerprint)
@@ -445,14 +447,18 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
         raise ValueError("the rendered card lost its model-index on a round trip; not uploading.")
     card.validate(repo_type="model")
     message = commit_message or f"Upload PiToMe model ({card.data.pipeline_tag})"
-    return _commit(api, repo_id, revision, private, repo_exists, branch_exists, files, str(card), extra, message)
+    return _commit(api, repo_id, revision, private, (repo_exists, branch_exists, parent), files, str(card), extra,
+                   message)
 
 
-def _commit(api, repo_id, revision, private, repo_exists, branch_exists, files, card_text, extra, message):
-    """Create the repo and branch when missing, then one commit: every file, README.md, and the deletion of `extra`.
-    On any failure, a repo or branch created here is deleted again (a failure to clean up never hides the cause)."""
+def _commit(api, repo_id, revision, private, state, files, card_text, extra, message):
+    """Create the repo and branch when missing, then one commit: every file, README.md, and the deletion of `extra`,
+    on top of the commit the checks saw (`state[2]`: a push in between makes the Hub refuse it, HTTP 412). On any
+    failure, a repo or branch created here is deleted again (a failure to clean up never hides the cause)."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.errors import HfHubHTTPError
 
+    repo_exists, branch_exists, parent = state
     created_repo = created_branch = False
     try:
         if not repo_exists:
@@ -464,7 +470,14 @@ def _commit(api, repo_id, revision, private, repo_exists, branch_exists, files, 
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card_text.encode()))
         operations += [CommitOperationDelete(path_in_repo=path) for path in extra]
-        return api.create_commit(repo_id, operations, commit_message=message, revision=revision)
+        try:
+            return api.create_commit(repo_id, operations, commit_message=message, revision=revision,
+                                     parent_commit=parent)
+        except HfHubHTTPError as error:
+            if getattr(error.response, "status_code", None) != 412:
+                raise
+            raise RuntimeError(f"{repo_id} changed while this push checked it (another push?): nothing was uploaded; "
+                               "run the push again to check the new state.") from None
     except BaseException:
         try:
             if created_repo:

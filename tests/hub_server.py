@@ -1,7 +1,8 @@
 """A small Hugging Face Hub stand-in on 127.0.0.1 for tests (stdlib only).
 
 It implements the routes huggingface_hub uses to create and delete a repo, validate a card, pre-upload, commit (NDJSON
-with base64 file contents), create and delete a branch, resolve a revision, list a tree and download files. It does NOT cover:
+with base64 file contents; a parentCommit other than the branch's head is refused with 412, as on the Hub), create and
+delete a branch, resolve a revision, list a tree and download files. It does NOT cover:
 LFS or Xet uploads (every file is declared "regular"), authentication and permissions (any token is accepted and
 none is required), the Hub's own YAML/model-card rules (validate-yaml only checks that front matter exists), rate
 limits, pull requests, or gated/private access control.
@@ -23,6 +24,7 @@ class HubState:
         self.lock = threading.Lock()
         self.repos: dict[str, dict] = {}  # repo_id -> {"private": bool, "branches": {name: sha}, "snapshots": {sha: {path: bytes}}}
         self.fail_commits = False
+        self.before_commit = None  # a callable run as a commit arrives (tests: another push lands first)
         self.commits = 0
         self.requests: list[tuple[str, str, dict]] = []  # (method, path, headers) for checks (e.g. token never leaked)
 
@@ -114,6 +116,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _commit(self, repo_id: str, rev: str, body: bytes):
         st = self.state
+        if st.before_commit is not None:
+            st.before_commit()
         with st.lock:
             repo = st.repos.get(repo_id)
             if repo is None:
@@ -131,6 +135,9 @@ class Handler(BaseHTTPRequestHandler):
                 value = item["value"]
                 if item["key"] == "header":
                     summary = value.get("summary", "")
+                    if value.get("parentCommit") not in (None, repo["branches"][rev]):
+                        return self._error(412, "PreconditionFailed", "A commit has happened since. Please refresh "
+                                           "and try again.")
                 elif item["key"] == "file":
                     files[value["path"]] = base64.b64decode(value["content"])
                 elif item["key"] in ("deletedFile", "deletedFolder"):

@@ -126,8 +126,8 @@ def test_overwrite_guard_holds_unless_forced(hub, pitome_folder, stock_vit_dir, 
     hub.state.new_repo("org/stock", private=False)
     repo = hub.state.repos["org/stock"]
     stock_files = {p.name: p.read_bytes() for p in stock_vit_dir.iterdir() if p.is_file()}
-    repo["snapshots"]["s1"] = stock_files
-    repo["branches"]["main"] = "s1"
+    repo["snapshots"]["1" * 40] = stock_files  # a commit id, as the Hub's are (40 hex digits)
+    repo["branches"]["main"] = "1" * 40
     refused = push_cli(hub, tmp_path, pitome_folder, "org/stock")
     assert refused.returncode == 2 and "already holds a 'vit' model" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -267,8 +267,8 @@ def test_unreachable_hub_is_one_line(pitome_folder, tmp_path):
 def seed_repo(hub, repo_id, files: dict):
     hub.state.new_repo(repo_id, private=False)
     repo = hub.state.repos[repo_id]
-    repo["snapshots"]["seed"] = {k: v if isinstance(v, bytes) else v.encode() for k, v in files.items()}
-    repo["branches"]["main"] = "seed"
+    repo["snapshots"]["5eed" * 10] = {k: v if isinstance(v, bytes) else v.encode() for k, v in files.items()}
+    repo["branches"]["main"] = "5eed" * 10
 
 
 PREVIOUS_CLIP = {
@@ -357,3 +357,20 @@ def test_report_of_this_folder_before_it_was_replaced_is_refused(pitome_folder, 
         check_report(report, folder, read_pitome_config(folder))
     with pytest.raises(ValueError, match="--eval-json .* is a folder; give the JSON file in it"):
         read_json(tmp_path, "--eval-json")
+
+
+def test_a_push_landing_between_the_checks_and_the_commit_is_not_overwritten(hub, pitome_folder, tmp_path):
+    files = {p.name: p.read_bytes() for p in pitome_folder.iterdir() if p.is_file()}
+    seed_repo(hub, "org/race", files)
+    other = {**files, "modeling_other.py": b"# pushed by someone else meanwhile\n"}
+
+    def someone_else_pushes():
+        hub.state.before_commit = None
+        repo = hub.state.repos["org/race"]
+        repo["snapshots"]["0ther" * 8] = other
+        repo["branches"]["main"] = "0ther" * 8
+
+    hub.state.before_commit = someone_else_pushes
+    raced = push_cli(hub, tmp_path, pitome_folder, "org/race", "--no-verify", "--delete-extra-files")
+    assert raced.returncode == 1 and "org/race changed while this push checked it" in raced.stderr, raced.stderr[-2000:]
+    assert snapshot(hub, "org/race") == other  # their file stays: our deletions were computed before it existed
