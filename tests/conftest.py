@@ -7,24 +7,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from .helpers import tiny_kwargs  # noqa: E402
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def tiny_vit_kwargs(**overrides):
-    """A ViT-B/16-shaped token layout (224 px, patch 16 -> 196 patches, 12 layers) with a tiny width."""
-    values = dict(
-        hidden_size=32,
-        num_hidden_layers=12,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=224,
-        patch_size=16,
-        num_labels=5,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    values.update(overrides)
-    return values
+    return tiny_kwargs("vit", **overrides)
 
 
 @pytest.fixture

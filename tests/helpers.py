@@ -1,4 +1,5 @@
-"""Shared test helpers: running code in a fresh Python process where pitome_hf cannot be imported."""
+"""Shared test helpers: the tiny configurations the per-family tests build on (declared once), and running code in a
+fresh Python process where pitome_hf cannot be imported."""
 
 import json
 import os
@@ -27,3 +28,18 @@ def run_fresh(code: str, tmp_path, env: dict | None = None, timeout: int = 240) 
     )
     assert proc.returncode == 0, f"fresh process failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# Tiny stock configurations, one per family the per-family tests build directly (the contract suite's are in
+# contract_fixtures.py). ViT: a ViT-B/16-shaped token layout (224 px, patch 16 -> 196 patches, 12 layers), tiny width.
+TINY = {
+    "vit": dict(hidden_size=32, num_hidden_layers=12, num_attention_heads=2, intermediate_size=64, image_size=224,
+                patch_size=16, num_labels=5),
+    "bert": dict(vocab_size=99, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=64, num_labels=3),
+}
+
+
+def tiny_kwargs(family: str, **overrides) -> dict:
+    """The tiny configuration of `family` without dropout, with `overrides`."""
+    return {**TINY[family], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, **overrides}

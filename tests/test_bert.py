@@ -15,25 +15,13 @@ from pitome_hf.modeling.modeling_pitome_bert import (
     size_weighted_mean_pool,
 )
 
-from .helpers import run_fresh
+from .helpers import run_fresh, tiny_kwargs
 
 LENGTHS = (24, 15, 9)  # real tokens per sample (CLS included) of the padded test batch
 
 
 def bert_kwargs(**overrides):
-    values = dict(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=3,
-    )
-    values.update(overrides)
-    return values
+    return tiny_kwargs("bert", **overrides)
 
 
 def to_pitome(stock, pitome_class, **settings):
