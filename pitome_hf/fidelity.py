@@ -238,6 +238,14 @@ def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print, 
     )
 
 
+def report_markdown(result: dict, title: str, columns, data_keys, verdict_keys) -> str:
+    """A fidelity report: the title, the table, where the data and FLOPs come from, one verdict line per metric."""
+    rows = result["rows"]
+    data = "; ".join(result["data"][k] for k in data_keys)
+    lines = [f"### {title}", "", markdown_table(rows, columns), "", f"Data: {data}. FLOPs: {result['flops']}.", ""]
+    return "\n".join(lines + ["- " + verdict(rows, key) for key in verdict_keys])
+
+
 def text_markdown(result: dict) -> str:
     columns = [
         ("merge_method", "method", _method),
@@ -253,21 +261,9 @@ def text_markdown(result: dict) -> str:
         ("lee_pearson", "Lee Pearson", fixed(4)),
         ("lee_spearman", "Lee Spearman", fixed(4)),
     ]
-    rows = result["rows"]
-    return "\n".join(
-        [
-            f"### {result['model']}: merging in layers {result['merge_layers']}",
-            "",
-            markdown_table(rows, columns),
-            "",
-            f"Data: {result['data']['polarity']}; {result['data']['lee']}. FLOPs: {result['flops']}.",
-            "",
-            "- " + verdict(rows, "cosine_mean"),
-            "- " + verdict(rows, "polarity_probe_acc"),
-            "- " + verdict(rows, "lee_pearson"),
-            "- " + verdict(rows, "lee_spearman"),
-        ]
-    )
+    title = f"{result['model']}: merging in layers {result['merge_layers']}"
+    return report_markdown(result, title, columns, ("polarity", "lee"),
+                           ("cosine_mean", "polarity_probe_acc", "lee_pearson", "lee_spearman"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -428,20 +424,8 @@ def dinov2_markdown(result: dict) -> str:
         ("fmnist_probe_acc", "FMNIST probe acc", fixed(3)),
         ("fmnist_probe_std", "± std", fixed(3)),
     ]
-    rows = result["rows"]
-    return "\n".join(
-        [
-            f"### {result['model']}",
-            "",
-            markdown_table(rows, columns),
-            "",
-            f"Data: {result['data']['photos']}; {result['data']['fmnist']}. FLOPs: {result['flops']}.",
-            "",
-            "- " + verdict(rows, "cls_cosine_mean"),
-            "- " + verdict(rows, "patch_mean_cosine_mean"),
-            "- " + verdict(rows, "fmnist_probe_acc"),
-        ]
-    )
+    return report_markdown(result, result["model"], columns, ("photos", "fmnist"),
+                           ("cls_cosine_mean", "patch_mean_cosine_mean", "fmnist_probe_acc"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
