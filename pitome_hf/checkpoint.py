@@ -224,46 +224,22 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .modeling.merge_config import MERGE_PRESETS
-    from .modeling.merging import ENERGIES, METHODS
+    from .options import add_merge_arguments, merge_arguments
 
     parser.add_argument("base", help="stock checkpoint: Hub id (org/name) or an existing folder")
     parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty, is "
                         "a symbolic link, or is, holds or sits inside the input folder)")
-    parser.add_argument("--preset", choices=sorted(MERGE_PRESETS), default=None,
-                        help="a named configuration (selection, energy, margins, proportional attention); the other "
-                        "options below override it")
-    parser.add_argument("--method", nargs="+", choices=METHODS, default=None, metavar="METHOD",
-                        help=f"selection, one of {', '.join(METHODS)}; or one per layer (default: pitome, or the preset's)")
-    parser.add_argument("--keep-ratio", type=float, default=0.9, help="fraction of tokens each layer keeps (default: 0.9)")
-    parser.add_argument("--merge-r", type=int, nargs="+", default=None, help="tokens merged per layer: one int, or one per layer")
-    parser.add_argument("--merge-layers", type=int, nargs="+", default=None, help="only these layers merge (default: all)")
-    parser.add_argument("--margin", type=float, default=None, help="energy margin m0 (default: 0.9)")
-    parser.add_argument("--margin-end", type=float, default=None, help="margin at the last layer (default: 0.0)")
-    parser.add_argument("--alpha", type=float, default=None, help="energy slope below the margin (default: 1.0)")
-    parser.add_argument("--energy", choices=ENERGIES, default=None, help="energy form (default: exp)")
-    parser.add_argument("--no-proportional-attention", action="store_true", help="turn proportional attention off")
     parser.add_argument("--classifier-pooling", choices=["cls", "mean"], default=None,
                         help="ViT classifiers: 'mean' for MAE checkpoints (size-weighted global pool)")
     parser.add_argument("--base-model", default=None, help="Hub id the model card names as base (default: the base "
                         "when it is a Hub id)")
     parser.add_argument("--force", action="store_true", help="replace an existing checkpoint folder (one holding "
                         "config.json) at --output; never the input, never any other non-empty folder")
+    add_merge_arguments(parser, aliases=True, title="merge settings (unset: the base's own, or the config's defaults)")
     args = parser.parse_args(argv)
-    settings = {"keep_ratio": args.keep_ratio}
-    if args.preset:
-        settings["merge_preset"] = args.preset
-    if args.method is not None:
-        settings["merge_method"] = args.method[0] if len(args.method) == 1 else args.method
-    elif not args.preset:
-        settings["merge_method"] = "pitome"
-    if args.merge_r is not None:
-        settings["merge_r"] = args.merge_r[0] if len(args.merge_r) == 1 else args.merge_r
-    for name in ("merge_layers", "margin", "margin_end", "alpha", "energy", "classifier_pooling"):
-        if getattr(args, name) is not None:
-            settings[name] = getattr(args, name)
-    if args.no_proportional_attention:
-        settings["proportional_attention"] = False
+    settings = merge_arguments(args)
+    if args.classifier_pooling is not None:
+        settings["classifier_pooling"] = args.classifier_pooling
     out = convert_checkpoint(args.base, args.output, force=args.force, base_model=args.base_model, **settings)
     print(f"wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
     return 0

@@ -36,12 +36,13 @@ import torch
 from .evaluation_tasks import TASK_CLASSES, TASKS, timed_run
 from .measure import Progress, compiled_runs, peak_memory_mb, sweep
 from .modeling.merge_config import MergeSettings
+from .modeling.merging import METHODS
+from .options import SWEPT, add_merge_arguments, merge_arguments
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "fashion-mnist-vit"
 DEFAULT_DATASET = ASSETS / "fashion_mnist_test.npz"
 DEFAULT_KEEP_RATIOS = (0.95, 0.9, 0.85, 0.8, 0.75)
-METHODS = ("none", "tome", "pitome", "pitome_bsm")
 DEFAULT_METHODS = ("none", "tome", "pitome")
 SCHEMA = "pitome_hf.evaluation/1"
 
@@ -221,10 +222,10 @@ def _first_duplicate(values) -> Optional[object]:
     return None
 
 
-def run_configs(methods, keep_ratios, presets=()) -> list[tuple[dict, float]]:
-    """(merge settings, keep ratio) for every row (see `measure.sweep`), after checking the names and ratios: known,
-    in range, each given once, and at least one row."""
-    from .modeling.merge_config import MERGE_PRESETS
+def run_configs(methods, keep_ratios, presets=(), extra: dict | None = None) -> list[tuple[dict, float]]:
+    """(merge settings, keep ratio) for every row (see `measure.sweep`; `extra`: merge settings of every merged row),
+    after checking the names and ratios: known, in range, each given once, and at least one row."""
+    from .modeling.merge_config import MERGE_FIELD, MERGE_PRESETS
 
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -232,15 +233,17 @@ def run_configs(methods, keep_ratios, presets=()) -> list[tuple[dict, float]]:
     badp = [p for p in presets if p not in MERGE_PRESETS]
     if badp:
         raise ValueError(f"presets {badp} are not known; choose from {', '.join(MERGE_PRESETS)}.")
-    badr = [r for r in keep_ratios if not 0 < r <= 1]
-    if badr:
-        raise ValueError(f"keep ratios {badr} are out of range: each must be in (0, 1].")
+    for ratio in keep_ratios:
+        try:
+            MERGE_FIELD["keep_ratio"].validate(ratio)
+        except ValueError as error:
+            raise ValueError(f"--keep-ratios: {error}") from None
     for flag, values in (("--methods", methods), ("--presets", presets), ("--keep-ratios", [float(r) for r in
                                                                                              keep_ratios])):
         twice = _first_duplicate(values)
         if twice is not None:
             raise ValueError(f"{flag} lists {twice} more than once: give each value once (each row is measured once).")
-    configs = sweep(methods, keep_ratios, presets)
+    configs = sweep(methods, keep_ratios, presets, extra)
     if not configs:
         raise ValueError(f"nothing to run: methods {list(methods)}, presets {list(presets)} and keep ratios "
                          f"{list(keep_ratios)} give no row.")
@@ -423,6 +426,7 @@ def evaluate_model(
     resume: bool = True,
     compile: bool = False,
     labels_by_id: bool = False,
+    merge_settings: Optional[dict] = None,
 ) -> dict:
     """Evaluate `model` on `data` for every (method or preset, keep ratio); returns the report dict (see
     write_report). Each result's `method` names the configuration that ran (`MergeSettings.label()`: the method, the
@@ -447,7 +451,7 @@ def evaluate_model(
     asked = check_device(device)
     state = PartialState(cpu=(asked is not None and asked.type == "cpu") or not torch.cuda.is_available())
     dev = asked if asked is not None and not (asked.type == "cuda" and asked.index is None) else state.device
-    configs = run_configs(methods, keep_ratios, presets)
+    configs = run_configs(methods, keep_ratios, presets, merge_settings)
     model_path = check_model(model, task)
     data = data or DataSpec()
     check_task_inputs(task_class, data, prompt)
@@ -463,7 +467,8 @@ def evaluate_model(
         rows = _rows(runner, configs)
         settings = dict(task=task, split=data.split, limit=limit, dtype=dtype, batch_size=batch_size, device=str(dev),
                         processes=state.num_processes, prompt=runner.prompt, max_new_tokens=max_new_tokens,
-                        compile=compile, labels_by_id=labels_by_id, columns=columns)
+                        compile=compile, labels_by_id=labels_by_id, columns=columns,
+                        merge_settings=merge_settings or {})
         fingerprints = _fingerprints(model_path, data, ds) if journal is not None else {}
         fingerprints = gather_first(fingerprints, state)
         if journal is not None:
@@ -810,6 +815,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no per-row progress lines")
     parser.add_argument("--no-resume", action="store_true", help="measure every row again, even those the folder's "
                         "rows.jsonl already holds for the same model files, data and settings")
+    add_merge_arguments(parser, exclude=SWEPT, title="merge settings of every merged row")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     report = evaluate_model(
@@ -830,6 +836,7 @@ def main(argv=None) -> int:
         resume=not args.no_resume,
         compile=args.compile,
         labels_by_id=args.labels_by_id,
+        merge_settings=merge_arguments(args),
     )
     from accelerate import PartialState
 

@@ -164,11 +164,13 @@ class Progress:
               file=self.stream, flush=True)
 
 
-def sweep(methods: Sequence[str], keep_ratios: Sequence[float], presets: Iterable[str] = ()) -> list[tuple[dict, float]]:
+def sweep(methods: Sequence[str], keep_ratios: Sequence[float], presets: Iterable[str] = (),
+          extra: dict | None = None) -> list[tuple[dict, float]]:
     """(merge settings, keep ratio) for every row: the unmerged model once (when "none" is among the methods), then
-    each method and each preset at every keep ratio."""
+    each method and each preset at every keep ratio, each with the `extra` merge settings."""
+    extra = extra or {}
     configs = [(dict(merge_method="none"), 1.0)] if "none" in methods else []
-    rows = [dict(merge_method=m) for m in methods if m != "none"] + [dict(merge_preset=p) for p in presets]
+    rows = [dict(extra, merge_method=m) for m in methods if m != "none"] + [dict(extra, merge_preset=p) for p in presets]
     return configs + [(settings, float(r)) for r in keep_ratios for settings in rows]
 
 

@@ -138,7 +138,7 @@ def test_model_of_wrong_task_is_refused(tiny_task, tmp_path):
         evaluate_model(model=str(tmp_path), data=DataSpec(str(tiny_task / "data")), progress=False)
 
 
-@pytest.mark.parametrize("kwargs, fragment", [(dict(keep_ratios=[1.5]), r"\[1.5\] are out of range"),
+@pytest.mark.parametrize("kwargs, fragment", [(dict(keep_ratios=[1.5]), r"--keep-ratios: keep_ratio=1.5 is out of range"),
                                               (dict(methods=["fast"]), "methods \\['fast'\\]"),
                                               (dict(task="captioning"), "task='captioning'")])
 def test_bad_sweep_arguments(tiny_task, kwargs, fragment):

@@ -65,3 +65,15 @@ def test_sweeps_refuse_out_of_range_and_repeated_values():
         sweep_values(argparse.Namespace(keep_ratios=[0.9, 0.9], methods=["tome"]))
     with pytest.raises(ValueError, match="--methods repeats tome"):
         sweep_values(argparse.Namespace(keep_ratios=[0.9], methods=["tome", "tome"]))
+
+
+def test_evaluate_applies_the_merge_flags_to_every_merged_row(tmp_path):
+    from pitome_hf import evaluation
+
+    assert evaluation.main(["--limit", "64", "--keep-ratios", "0.8", "--methods", "none", "tome", "pitome",
+                            "--no-proportional-attention", "--out", str(tmp_path), "--no-progress"]) == 0
+    import json
+
+    report = json.loads((tmp_path / "results.json").read_text())
+    methods = [r["method"] for r in report["results"]]
+    assert methods == ["none", "tome, proportional_attention=False", "pitome, proportional_attention=False"]
