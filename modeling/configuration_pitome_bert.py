@@ -1,7 +1,7 @@
 # Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
 """Configuration of the PiToMe BERT family: a `BertConfig` plus the token-merge settings (see merging.py).
 
-The defaults are the paper's text setting (algorithm.md, "Text encoders"): Gaussian energy, the "top" split (A = the
+The defaults are the paper's text setting (docs/algorithm.md, "Text encoders"): Gaussian energy, the "top" split (A = the
 r highest-energy tokens, B = the next r), merging only in the first 3 layers, keep ratio 0.8.
 """
 

@@ -26,7 +26,7 @@ from pitome_hf.convert import apply_pitome
 MIN_SIDE = 8  # px: smaller images are refused
 MAX_SIDE = 4096  # px
 MAX_PIXELS = 16_000_000  # 16 MP
-# label shown -> merge_method (pitome_bsm: the authors' energy-ordered bipartite matching, see algorithm.md)
+# label shown -> merge_method (pitome_bsm: the authors' energy-ordered bipartite matching, see docs/algorithm.md)
 METHODS = {"PiToMe": "pitome", "ToMe": "tome", "PiToMe-BSM": "pitome_bsm"}
 DEFAULT_METHODS = ("PiToMe", "ToMe")
 BASE_NAME = "No merging"

@@ -1,4 +1,4 @@
-"""An independent implementation of the selections in algorithm.md, written for the tests only.
+"""An independent implementation of the selections in docs/algorithm.md, written for the tests only.
 
 Deliberately plain: one sample at a time, Python lists and loops, float64, Python's stable `sorted` and first-maximum
 `max`. It imports nothing from pitome_hf. The project's batched tensor code is compared with it token for token

@@ -1,4 +1,4 @@
-"""The merge core against an independent implementation of algorithm.md (tests/reference_merging.py), token for token.
+"""The merge core against an independent implementation of docs/algorithm.md (tests/reference_merging.py), token for token.
 
 Inputs are built so that every choice matters: clusters of different sizes (energy ranking), isolated tokens
 (protected), near-duplicate pairs (ToMe's favourite), one destination with several sources. Each selection is checked
