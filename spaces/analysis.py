@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 import catalog
 from handlers import InputError, LoadedModel
 from pitome_hf.convert import apply_pitome
+from pitome_hf.modeling.merge_config import MERGE_FIELD
 
 MIN_SIDE = 8  # px: smaller images are refused
 MAX_SIDE = 4096  # px
@@ -104,11 +105,13 @@ def validate_keep_ratio(keep_ratio) -> float:
         value = float(keep_ratio)
     except (TypeError, ValueError):
         raise InputError(f"Keep ratio {keep_ratio!r} is not a number: choose a value in (0, 1].") from None
-    if not 0.0 < value <= 1.0:  # NaN fails this too
+    try:  # the settings table's range check (NaN and inf fail it too)
+        MERGE_FIELD["keep_ratio"].validate(value)
+    except ValueError:
         raise InputError(
             f"Keep ratio {value:g} is out of range: it must be in (0, 1] (the fraction of tokens each layer keeps; "
             "1 merges nothing)."
-        )
+        ) from None
     return value
 
 
