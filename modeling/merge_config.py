@@ -672,5 +672,5 @@ def accept_stock_config_dict(config_class, config_dict: dict) -> dict:
     raise ValueError(
         f"{config_class.__name__} cannot read a config of model_type={model_type!r}: it reads PiToMe "
         f"({config_class.model_type!r}) or stock ({', '.join(map(repr, config_class.stock_model_types))}) configs. "
-        "Use the PiToMe class of that architecture, or pitome_hf.convert to see the supported ones."
+        "Use the PiToMe class of that architecture, or pitome_hf.apply to see the supported ones."
     )

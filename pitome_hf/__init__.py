@@ -4,10 +4,10 @@ Importing the package registers the PiToMe classes with the transformers Auto fa
 `AutoModel.from_pretrained(folder)` works without remote code when pitome_hf is installed.
 """
 
-from . import modeling
-from .modeling import *  # noqa: F403 (the model classes; their list is modeling.__all__)
-from .convert import apply_pitome
-from ._auto import register_auto_classes
+from pitome_hf import modeling
+from pitome_hf.modeling import *  # noqa: F403 (the model classes; their list is modeling.__all__)
+from pitome_hf.apply import apply_pitome
+from pitome_hf.families import register_auto_classes
 
 register_auto_classes()
 

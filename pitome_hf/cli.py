@@ -14,13 +14,13 @@ import sys
 
 # command -> (module, help). Each module has `main(argv)`; modules are imported only when their command runs.
 COMMANDS = {
-    "overview": ("pitome_hf.overview", "what merging buys, in a few minutes: accuracy, speed where it pays, a summary"),
-    "convert": ("pitome_hf.checkpoint", "write the PiToMe variant of a stock checkpoint (folder or Hub id)"),
-    "evaluate": ("pitome_hf.evaluation", "metric, GFLOPs, images/s of none vs ToMe vs PiToMe on a dataset"),
-    "benchmark": ("pitome_hf.benchmark", "images/s and FLOPs of none vs ToMe vs PiToMe, side by side"),
-    "study": ("pitome_hf.study", "does PiToMe beat ToMe here? every configuration, paired 95% intervals, real weights"),
-    "fidelity": ("pitome_hf.fidelity", "fidelity to the unmerged model on real weights (text: MiniLM, dinov2: ViT-S/14)"),
-    "push": ("pitome_hf.hub", "upload a PiToMe folder with a model card carrying measured results"),
+    "overview": ("pitome_hf.commands.overview", "what merging buys, in a few minutes: accuracy, speed where it pays, a summary"),
+    "convert": ("pitome_hf.commands.convert", "write the PiToMe variant of a stock checkpoint (folder or Hub id)"),
+    "evaluate": ("pitome_hf.evaluation.evaluate", "metric, GFLOPs, images/s of none vs ToMe vs PiToMe on a dataset"),
+    "benchmark": ("pitome_hf.measurement.benchmark", "images/s and FLOPs of none vs ToMe vs PiToMe, side by side"),
+    "study": ("pitome_hf.commands.study", "does PiToMe beat ToMe here? every configuration, paired 95% intervals, real weights"),
+    "fidelity": ("pitome_hf.commands.fidelity", "fidelity to the unmerged model on real weights (text: MiniLM, dinov2: ViT-S/14)"),
+    "push": ("pitome_hf.commands.push", "upload a PiToMe folder with a model card carrying measured results"),
 }
 EXAMPLES = """examples:
   pitome-hf overview                                   # what `make run` runs: accuracy, speed, a summary

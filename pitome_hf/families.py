@@ -16,8 +16,8 @@ from typing import Callable, Optional
 import torch
 import transformers
 
-from . import flops, flops_encoders
-from .modeling import (
+from pitome_hf.measurement import flops
+from pitome_hf.modeling import (
     PiToMeBertForSequenceClassification,
     PiToMeBertModel,
     PiToMeCLIPModel,
@@ -72,7 +72,7 @@ def _dual_inputs(config) -> dict:
 
 
 def _llava_inputs(config) -> dict:
-    from .modeling.configuration_pitome_llava import llava_num_image_tokens
+    from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
 
     n = llava_num_image_tokens(config)
     ids = torch.cat([_token_ids(config, 2), torch.full((1, n), config.image_token_id), _token_ids(config, 4)], dim=1)
@@ -98,7 +98,7 @@ class ModelEntry:
 class Family:
     name: str
     models: tuple  # of ModelEntry; the first one is the family's main class
-    flops: Callable  # per-sample analytic FLOPs of a (PiToMe or stock) config, see pitome_hf.flops
+    flops: Callable  # per-sample analytic FLOPs of a (PiToMe or stock) config, see pitome_hf.measurement.flops
     dummy_inputs: Callable = _pixels  # config -> a batch of one input of the model's own size
     tasks: tuple = ()  # `pitome-hf evaluate` tasks this family serves
     processor: Optional[type] = None  # a PiToMe processor class (AutoProcessor), when the family needs one
@@ -187,7 +187,7 @@ FAMILIES: tuple[Family, ...] = (
                PiToMeBertForSequenceClassification, "text-classification"),
             _m("AutoModel", "BertModel", PiToMeBertModel, "feature-extraction"),
         ),
-        flops=flops_encoders.bert_flops,
+        flops=flops.bert_flops,
         dummy_inputs=_text_inputs,
         description="BERT encoders (MiniLM, sentence-transformers): padded batches, per-sample budgets",
         study_preset="authors-bert",
@@ -200,7 +200,7 @@ FAMILIES: tuple[Family, ...] = (
                "image-classification"),
             _m("AutoModel", "Dinov2WithRegistersModel", PiToMeDinov2WithRegistersModel, "image-feature-extraction"),
         ),
-        flops=flops_encoders.dinov2_flops,
+        flops=flops.dinov2_flops,
         description="DINOv2, with or without registers (CLS and registers protected)",
         space_view="backbone",
         study_preset="authors-deit",

@@ -4,7 +4,7 @@ For each (method, keep ratio) the embedded Fashion-MNIST ViT is fine-tuned with 
 (gathers and weighted averages are differentiable), then evaluated on the test split with the same merging. The
 unmerged model gets the same schedule as a control, so that what fine-tuning recovers is not mistaken for the effect
 of more training. Each fine-tuned row is compared with its off-the-shelf row on the same test images (paired
-bootstrap 95% interval, pitome_hf.study.paired_interval). The fine-tuned weights are not kept.
+bootstrap 95% interval, pitome_hf.commands.study.paired_interval). The fine-tuned weights are not kept.
 
     apt-get install dataset-fashion-mnist
     python scripts/finetune_merged.py                    # ToMe and PiToMe at 0.8 and 0.75 + control, 1 epoch each
@@ -51,8 +51,8 @@ def main() -> int:
     from transformers import Trainer, TrainingArguments
 
     from pitome_hf import PiToMeViTForImageClassification, apply_pitome
-    from pitome_hf.evaluation import DEFAULT_MODEL
-    from pitome_hf.study import paired_interval
+    from pitome_hf.evaluation.evaluate import DEFAULT_MODEL
+    from pitome_hf.commands.study import paired_interval
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))

@@ -4,7 +4,7 @@
     python scripts/profile_default.py --ratio 0.8 --batch 32
 
 Prints three markdown tables:
-0. Side by side (interleaved rounds, pitome_hf.measure.time_interleaved): unmerged, ToMe, PiToMe and a "free merge"
+0. Side by side (interleaved rounds, pitome_hf.measurement.timing.time_interleaved): unmerged, ToMe, PiToMe and a "free merge"
    ceiling: the same token schedule and proportional-attention path, but each merge step replaced by dropping the last
    r tokens (no selection, no averaging). Its speed-up is what any merging method could reach at this schedule if its
    merge step cost nothing.
@@ -16,7 +16,7 @@ Prints three markdown tables:
 2. The attention kernel alone at the token counts the merged model runs (batch x heads x N x head_dim), SDPA and the
    plain matmul-softmax-matmul: on this CPU its time hardly falls with N at these sizes, which caps what merging can buy.
 
-glibc's malloc is pinned first (pitome_hf.measure.pin_allocator), as the benchmark does.
+glibc's malloc is pinned first (pitome_hf.measurement.timing.pin_allocator), as the benchmark does.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pitome_hf.convert import apply_pitome
-from pitome_hf.evaluation import DEFAULT_MODEL
-from pitome_hf.flops import vit_flops
-from pitome_hf.measure import markdown_table, pin_allocator, time_interleaved
+from pitome_hf.apply import apply_pitome
+from pitome_hf.evaluation.evaluate import DEFAULT_MODEL
+from pitome_hf.measurement.flops import vit_flops
+from pitome_hf.measurement.timing import markdown_table, pin_allocator, time_interleaved
 from pitome_hf.modeling import PiToMeViTForImageClassification
 from pitome_hf.modeling.merge_state import MergeState
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import catalog
 from handlers import InputError, LoadedModel
-from pitome_hf.convert import apply_pitome
+from pitome_hf.apply import apply_pitome
 from pitome_hf.modeling.merge_config import MERGE_FIELD
 
 MIN_SIDE = 8  # px: smaller images are refused
@@ -341,7 +341,7 @@ def side_markdown(side: Side, base: Optional[Side] = None, layer: Optional[int] 
     final = side.token_counts[-1] if side.token_counts else "?"
     lines = [
         f"**Latency:** {side.latency_ms:.1f} ms (measured, batch 1, median of {LATENCY_REPEATS} runs)",
-        f"**GFLOPs:** {side.gflops:.4g} (analytic, pitome_hf.flops)",
+        f"**GFLOPs:** {side.gflops:.4g} (analytic, pitome_hf.measurement.flops)",
         f"**Tokens after the last layer:** {final}" + (f" of {side.token_counts[0]}" if side.token_counts else ""),
     ]
     if base is not None and side.latency_ms > 0 and side.gflops > 0:

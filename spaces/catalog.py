@@ -52,7 +52,7 @@ class Offer:
 # ----------------------------------------------------------------------------------------------------------------
 def embedded_classifier() -> str:
     """The package's embedded Fashion-MNIST ViT (28x28 grayscale clothing, 10 classes)."""
-    from pitome_hf.evaluation import DEFAULT_MODEL
+    from pitome_hf.evaluation.evaluate import DEFAULT_MODEL
 
     return str(DEFAULT_MODEL)
 

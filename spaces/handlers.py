@@ -149,13 +149,13 @@ class SpaceHandler:
 
 
 class ClassifierHandler(SpaceHandler):
-    """ViT / DeiT image classifiers, stock or PiToMe checkpoints (pitome_hf.evaluation_tasks.load_classifier)."""
+    """ViT / DeiT image classifiers, stock or PiToMe checkpoints (pitome_hf.evaluation.tasks.load_classifier)."""
 
     view = "classifier"
     task = "image-classification"
 
     def load(self, source: str) -> LoadedModel:
-        from pitome_hf.evaluation_tasks import load_classifier
+        from pitome_hf.evaluation.tasks import load_classifier
 
         model, processor = load_classifier(source)
         model.eval()

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from pitome_hf import benchmark
-from pitome_hf.measure import check_timing_settings
+from pitome_hf.measurement import benchmark
+from pitome_hf.measurement.timing import check_timing_settings
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
 
@@ -89,7 +89,7 @@ def test_runs_are_timed_interleaved_round_by_round():
     """All runs warm up first, then each round times every run once, in turn: a slow spell falls on all alike."""
     import torch
 
-    from pitome_hf.measure import time_interleaved
+    from pitome_hf.measurement.timing import time_interleaved
 
     calls = []
     warmed = []
@@ -107,8 +107,8 @@ def test_many_compiled_settings_each_get_a_whole_graph():
     import torch._dynamo
     from transformers import ViTConfig, ViTModel
 
-    from pitome_hf.convert import apply_pitome
-    from pitome_hf.measure import compiled_runs
+    from pitome_hf.apply import apply_pitome
+    from pitome_hf.measurement.timing import compiled_runs
 
     torch.manual_seed(0)
     stock = ViTModel(ViTConfig(**TINY, attn_implementation="sdpa")).eval()
@@ -135,7 +135,7 @@ def test_many_compiled_settings_each_get_a_whole_graph():
 def test_attention_backend_and_allocator_are_the_same_for_every_row(monkeypatch, capsys):
     """--attn sets the backend of the stock model every row is built from; glibc's malloc is pinned before timing
     (and said so in the output) unless --system-malloc."""
-    from pitome_hf import measure
+    from pitome_hf.measurement import timing as measure
 
     seen = []
     monkeypatch.setattr(benchmark, "compare_methods",

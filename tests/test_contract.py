@@ -256,8 +256,8 @@ def test_remote_code_in_a_fresh_process(entry, tmp_path):
 
 @pytest.mark.parametrize("entry", MAIN_ENTRIES, ids=[e.stock.__name__ for e in MAIN_ENTRIES])
 def test_convert_then_push_accepts_every_family(entry, tmp_path, monkeypatch):
-    from pitome_hf.checkpoint import convert_checkpoint
-    from pitome_hf.hub import push
+    from pitome_hf.commands.convert import convert_checkpoint
+    from pitome_hf.commands.push import push
 
     from .hub_server import HubServer
 

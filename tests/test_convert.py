@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pitome_hf import PiToMeViTForImageClassification
-from pitome_hf.checkpoint import convert_checkpoint, main
+from pitome_hf.commands.convert import convert_checkpoint, main
 
 
 def test_convert_vit_folder(stock_vit_dir, tmp_path):

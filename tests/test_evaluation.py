@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pitome_hf.evaluation import DataSpec, evaluate_model, validate_report, write_report
-from pitome_hf.metrics import load_metric
+from pitome_hf.evaluation.evaluate import DataSpec, evaluate_model, validate_report, write_report
+from pitome_hf.evaluation.metrics import load_metric
 
 NAMES = ["cat", "dog", "fox"]
 
@@ -109,7 +109,7 @@ def test_analytic_flops_match_flop_counter():
     from transformers import ViTConfig, ViTForImageClassification
 
     from pitome_hf import apply_pitome
-    from pitome_hf.flops import vit_flops
+    from pitome_hf.measurement.flops import vit_flops
 
     config = ViTConfig(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, intermediate_size=128,
                        image_size=64, patch_size=8, num_labels=7, attn_implementation="eager")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pitome_hf.evaluation import DataSpec, evaluate_model, markdown_table, validate_report
+from pitome_hf.evaluation.evaluate import DataSpec, evaluate_model, markdown_table, validate_report
 
 from .test_clip import save_text_and_image_processors, stock_clip
 from .test_llava import PROMPT, image_processor, llava_dict, stock_model, tokenizer
@@ -49,7 +49,7 @@ def test_zero_shot_matches_a_manual_computation(clip_task):
     from transformers import AutoImageProcessor, AutoTokenizer
 
     from pitome_hf import PiToMeCLIPModel
-    from pitome_hf.retrieval import image_embeddings, text_embeddings
+    from pitome_hf.evaluation.retrieval import image_embeddings, text_embeddings
 
     report = evaluate_model(model=str(clip_task / "model"), data=DataSpec(str(clip_task / "classes")),
                             task="zero-shot-image-classification", keep_ratios=[0.8], batch_size=4, progress=False)
@@ -76,7 +76,7 @@ def test_retrieval_matches_the_retrieval_module(clip_task):
     from transformers import AutoImageProcessor, AutoTokenizer
 
     from pitome_hf import PiToMeCLIPModel, apply_pitome
-    from pitome_hf.retrieval import captions_to_images, image_embeddings, recall_at_k, text_embeddings
+    from pitome_hf.evaluation.retrieval import captions_to_images, image_embeddings, recall_at_k, text_embeddings
 
     report = evaluate_model(model=str(clip_task / "model"), data=DataSpec(str(clip_task / "captions.parquet")),
                             task="image-text-retrieval", methods=["none", "pitome"], keep_ratios=[0.8], batch_size=2,
@@ -194,7 +194,7 @@ def llava_task(tmp_path_factory):
 def test_vqa_reproduces_the_stock_answers_and_merges(llava_task):
     from transformers import AutoConfig
 
-    from pitome_hf.flops import llava_prefill_flops
+    from pitome_hf.measurement.flops import llava_prefill_flops
     from pitome_hf.modeling import PiToMeLlavaConfig
     from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
 
@@ -232,7 +232,7 @@ def test_llava_prefill_flops_match_flop_counter(settings):
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     from pitome_hf import apply_pitome
-    from pitome_hf.flops import llava_prefill_flops
+    from pitome_hf.measurement.flops import llava_prefill_flops
     from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
 
     # eager attention: FlopCounterMode does not see the CPU SDPA kernel's matmuls

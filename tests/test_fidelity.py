@@ -1,7 +1,7 @@
 """The fidelity benchmark's merge settings (the benchmark itself needs the bench-real wheels and runs by hand:
 pitome-hf fidelity text|dinov2)."""
 
-from pitome_hf.fidelity import settings_grid
+from pitome_hf.commands.fidelity import settings_grid
 
 
 def test_settings_reach_both_merging_methods():

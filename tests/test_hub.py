@@ -24,7 +24,7 @@ TOKEN = "hf_pitome_test_secret_0123456789"
 
 @pytest.fixture(scope="module")
 def pitome_folder(stock_vit_dir, tmp_path_factory):
-    from pitome_hf.checkpoint import convert_checkpoint
+    from pitome_hf.commands.convert import convert_checkpoint
 
     return convert_checkpoint(str(stock_vit_dir), tmp_path_factory.mktemp("conv") / "pitome_vit", keep_ratio=0.8)
 
@@ -32,7 +32,7 @@ def pitome_folder(stock_vit_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def eval_report(pitome_folder):
     return {
-        "schema": "pitome_hf.evaluation/1", "task": "image-classification", "model": str(pitome_folder),
+        "schema": "pitome_hf.evaluation.evaluate/1", "task": "image-classification", "model": str(pitome_folder),
         "dataset": {"path": "fashion_mnist_test.npz", "split": "test", "image_column": "image", "label_column": "label"},
         "num_samples": 100, "device": "cpu", "num_processes": 1, "dtype": "float32", "batch_size": 50,
         "results": [
@@ -99,7 +99,7 @@ def test_push_then_fresh_process_loads_from_the_server(hub, pitome_folder, eval_
 
 
 def test_card_round_trips_and_carries_the_eval_numbers(pitome_folder, eval_report):
-    from pitome_hf.hub import render_card
+    from pitome_hf.commands.push import render_card
 
     card = render_card(pitome_folder, "org/vit-pitome", eval_report, base_model="google/vit-base-patch16-224",
                        license="apache-2.0")
@@ -115,7 +115,7 @@ def test_card_round_trips_and_carries_the_eval_numbers(pitome_folder, eval_repor
 
 
 def test_report_without_this_setting_is_refused(pitome_folder, eval_report):
-    from pitome_hf.hub import render_card
+    from pitome_hf.commands.push import render_card
 
     other = {**eval_report, "results": [r for r in eval_report["results"] if r["method"] != "pitome"]}
     with pytest.raises(ValueError, match="no result for pitome at keep ratio 0.8"):
@@ -205,7 +205,7 @@ def test_report_of_another_model_or_task_is_refused(hub, pitome_folder, eval_rep
 
 
 def test_insane_numbers_and_unreadable_reports_are_refused(pitome_folder, eval_report, tmp_path):
-    from pitome_hf.hub import check_report, read_pitome_config
+    from pitome_hf.commands.push import check_report, read_pitome_config
 
     config = read_pitome_config(pitome_folder)
     bad = json.loads(json.dumps(eval_report))
@@ -301,8 +301,8 @@ def test_previous_model_files_are_refused_or_deleted_in_the_same_commit(hub, pit
 
 def test_results_are_kept_only_for_exactly_this_model_and_configuration(hub, pitome_folder, stock_vit_dir,
                                                                         eval_report, tmp_path):
-    from pitome_hf.checkpoint import convert_checkpoint
-    from pitome_hf.evaluation import model_fingerprint
+    from pitome_hf.commands.convert import convert_checkpoint
+    from pitome_hf.evaluation.evaluate import model_fingerprint
 
     path = tmp_path / "report.json"
     path.write_text(json.dumps(eval_report))
@@ -323,7 +323,7 @@ def test_results_are_kept_only_for_exactly_this_model_and_configuration(hub, pit
 
 
 def test_results_on_a_card_without_a_fingerprint_are_not_kept(hub, pitome_folder, eval_report, tmp_path):
-    from pitome_hf.hub import render_card
+    from pitome_hf.commands.push import render_card
 
     old = str(render_card(pitome_folder, "org/old", eval_report))  # a card from before fingerprints
     assert "pitome_fingerprint" not in old
@@ -338,9 +338,9 @@ def test_results_on_a_card_without_a_fingerprint_are_not_kept(hub, pitome_folder
 def test_report_of_this_folder_before_it_was_replaced_is_refused(pitome_folder, stock_vit_dir, eval_report, tmp_path):
     import shutil
 
-    from pitome_hf.checkpoint import convert_checkpoint
-    from pitome_hf.evaluation import model_fingerprint
-    from pitome_hf.hub import check_report, read_json, read_pitome_config
+    from pitome_hf.commands.convert import convert_checkpoint
+    from pitome_hf.evaluation.evaluate import model_fingerprint
+    from pitome_hf.commands.push import check_report, read_json, read_pitome_config
 
     folder = tmp_path / "pitome"
     shutil.copytree(pitome_folder, folder)

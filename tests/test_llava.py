@@ -268,7 +268,7 @@ def test_vision_tower_called_directly_merges_before_feature_layer_only():
 
 
 def test_benchmark_smoke():
-    from pitome_hf.benchmark_llava import bench_llava, markdown
+    from pitome_hf.measurement.benchmark_llava import bench_llava, markdown
 
     vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                   num_attention_heads=2, image_size=32, patch_size=4)

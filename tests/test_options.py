@@ -6,7 +6,7 @@ import argparse
 import pytest
 
 from pitome_hf.modeling.merge_config import MERGE_FIELD_TABLE, MergeSettings
-from pitome_hf.options import SWEPT, add_merge_arguments, merge_arguments, sweep_values
+from pitome_hf.commands.options import SWEPT, add_merge_arguments, merge_arguments, sweep_values
 
 
 def parse(*argv, exclude=()):
@@ -68,7 +68,7 @@ def test_sweeps_refuse_out_of_range_and_repeated_values():
 
 
 def test_evaluate_applies_the_merge_flags_to_every_merged_row(tmp_path):
-    from pitome_hf import evaluation
+    from pitome_hf.evaluation import evaluate as evaluation
 
     assert evaluation.main(["--limit", "64", "--keep-ratios", "0.8", "--methods", "none", "tome", "pitome",
                             "--no-proportional-attention", "--out", str(tmp_path), "--no-progress"]) == 0

@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from pitome_hf import token_schedule  # noqa: E402
-from pitome_hf.flops import vit_flops  # noqa: E402
+from pitome_hf.measurement.flops import vit_flops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "spaces"
@@ -204,7 +204,7 @@ def test_token_plot_has_a_line_per_method_and_a_legend(app):
 @pytest.mark.parametrize("method", ["PiToMe", "ToMe", "PiToMe-BSM"])
 def test_analysis_matches_schedule_and_flops(app, method):
     """Token counts, the map after each layer and the GFLOPs agree with the project's own schedule and FLOPs count."""
-    from pitome_hf.convert import apply_pitome
+    from pitome_hf.apply import apply_pitome
 
     key = app.METHODS[method]
     loaded = app.catalog.get_model(NAME)
@@ -520,7 +520,7 @@ def dinov2_model(tmp_path_factory):
 
 
 def test_dinov2_backbone_shows_fidelity_not_predictions(app, dinov2_model, monkeypatch):
-    from pitome_hf.flops_encoders import dinov2_flops
+    from pitome_hf.measurement.flops import dinov2_flops
 
     monkeypatch.setenv(app.catalog.ALLOWED_ENV, f"Tiny DINOv2={dinov2_model}")
     loaded = app.catalog.get_model("Tiny DINOv2")

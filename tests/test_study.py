@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pitome_hf import study
+from pitome_hf.commands import study
 from pitome_hf.modeling.merge_config import MergeSettings
 
 
@@ -85,7 +85,7 @@ def test_bad_ratio_and_missing_data_are_named(tmp_path):
 
 
 def test_overview_summarises_what_it_measured(tmp_path, capsys):
-    from pitome_hf import overview
+    from pitome_hf.commands import overview
 
     assert overview.main(["--out", str(tmp_path), "--limit", "200", "--skip-dinov2", "--no-progress"]) == 0
     out = capsys.readouterr().out

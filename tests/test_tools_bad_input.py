@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from pitome_hf.cli import main as cli
-from pitome_hf.evaluation import DataSpec, RowJournal, evaluate_model, load_data
+from pitome_hf.evaluation.evaluate import DataSpec, RowJournal, evaluate_model, load_data
 
 RNG = np.random.default_rng(0)
 IMAGES = (RNG.random((6, 32, 32, 3)) * 255).astype("uint8")
@@ -283,7 +283,7 @@ def test_a_table_of_image_paths_reads_them_relative_to_the_table(model, tmp_path
 
 
 def test_vqa_answer_and_question_rows_are_checked():
-    from pitome_hf.evaluation_tasks import vqa_answers
+    from pitome_hf.evaluation.tasks import vqa_answers
 
     assert vqa_answers(["yes", ["a", "b"]], "answers") == [["yes"], ["a", "b"]]
     for bad in ([], None, [1], 3):
@@ -301,7 +301,7 @@ def test_flags_the_task_would_ignore_are_refused(model):
 
 
 def test_prompts_must_have_one_slot_and_no_other_braces():
-    from pitome_hf.evaluation_tasks import check_prompt
+    from pitome_hf.evaluation.tasks import check_prompt
 
     check_prompt("a photo of a {}.", "zero-shot-image-classification")
     check_prompt("USER: <image>\n{} ASSISTANT:", "vqa", needs=("<image>",))
@@ -341,7 +341,7 @@ def test_folders_without_images_and_unreadable_images_are_named(model, tmp_path,
 
 
 def test_retrieval_recall_refuses_bad_ks_and_non_finite_similarities():
-    from pitome_hf.retrieval import recall_at_k
+    from pitome_hf.evaluation.retrieval import recall_at_k
 
     with pytest.raises(ValueError, match="ks=\\[0, 5\\]: each k must be an int >= 1"):
         recall_at_k(torch.eye(3), ks=(0, 5))

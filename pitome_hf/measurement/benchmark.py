@@ -24,10 +24,10 @@ import time
 
 import torch
 
-from . import benchmark_llava
-from .families import family_named
-from .options import add_sweep_arguments, merge_arguments, sweep_values
-from .measure import (
+from pitome_hf.measurement import benchmark_llava
+from pitome_hf.families import family_named
+from pitome_hf.commands.options import add_sweep_arguments, merge_arguments, sweep_values
+from pitome_hf.measurement.timing import (
     Progress,
     check_timing_settings,
     compiled_runs,
@@ -43,7 +43,7 @@ MODES = ("eager", "compiled")
 
 
 def _model_for(stock, method: str, ratio: float, mode: str, extra: dict | None = None):
-    from .convert import apply_pitome
+    from pitome_hf.apply import apply_pitome
 
     settings = {} if method == "none" else (extra or {})
     model = apply_pitome(stock, merge_method=method, keep_ratio=ratio, **settings)
@@ -158,8 +158,8 @@ def bench_vit(args, config_overrides: dict | None = None) -> list[dict]:
 
 def bench_default(args) -> list[dict]:
     """The embedded Fashion-MNIST ViT with its real weights (49 patch tokens, width 96, 4 layers)."""
-    from .evaluation import DEFAULT_MODEL
-    from .modeling import PiToMeViTForImageClassification
+    from pitome_hf.evaluation.evaluate import DEFAULT_MODEL
+    from pitome_hf.modeling import PiToMeViTForImageClassification
 
     model = PiToMeViTForImageClassification.from_pretrained(DEFAULT_MODEL, merge_method="none")
     return _run(model, family_named("vit").flops, args)
@@ -215,7 +215,7 @@ def _common(parser: argparse.ArgumentParser, batch: int, ratios, repeats: int = 
     parser.add_argument("--allow-short", action="store_true", help="run with fewer warm-up calls or repeats anyway; "
                         "the output is flagged as not a measurement")
     parser.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc as it is (by default "
-                        "its thresholds are pinned first, see pitome_hf.measure.pin_allocator: otherwise page faults "
+                        "its thresholds are pinned first, see pitome_hf.measurement.timing.pin_allocator: otherwise page faults "
                         "that depend on the process's history move the ratios)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     add_sweep_arguments(parser, ratios)

@@ -16,9 +16,9 @@ import argparse
 
 import torch
 
-from .flops import llava_prefill_flops
-from .measure import default_device, markdown_table, time_call
-from .modeling.configuration_pitome_llava import llava_num_image_tokens
+from pitome_hf.measurement.flops import llava_prefill_flops
+from pitome_hf.measurement.timing import default_device, markdown_table, time_call
+from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
 
 LLAVA15_VISION = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                       num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
@@ -41,7 +41,7 @@ def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = 
                 extra: dict | None = None) -> list[dict]:
     from transformers import LlavaForConditionalGeneration
 
-    from .convert import apply_pitome
+    from pitome_hf.apply import apply_pitome
 
     dev = torch.device(device) if device else default_device()
     torch_dtype = getattr(torch, dtype)
@@ -98,7 +98,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The LLaVA benchmark's own options (the common ones come from pitome_hf.benchmark)."""
+    """The LLaVA benchmark's own options (the common ones come from pitome_hf.measurement.benchmark)."""
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated for the latency (default: %(default)s)")
     parser.add_argument("--text-tokens", type=int, default=32, help="prompt text tokens (default: %(default)s)")
     parser.add_argument("--lm-layers", type=int, default=4, help="language-model layers (default: %(default)s; "
@@ -108,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> list[dict]:
-    from .options import merge_arguments
+    from pitome_hf.commands.options import merge_arguments
 
     return bench_llava(args.batch, args.keep_ratios, args.device, args.dtype, args.new_tokens, args.text_tokens,
                        repeats=args.repeats, lm_layers=args.lm_layers, lm_hidden=args.lm_hidden, warmup=args.warmup,

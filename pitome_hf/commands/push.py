@@ -23,8 +23,8 @@ import textwrap
 from pathlib import Path
 from typing import Optional
 
-from .families import entry_for_config_dict, family_of, pitome_model_types
-from .modeling.merge_config import MergeSettings
+from pitome_hf.families import entry_for_config_dict, family_of, pitome_model_types
+from pitome_hf.modeling.merge_config import MergeSettings
 
 CITATION = """@inproceedings{tran2024pitome,
   title     = {Accelerating Transformers with Spectrum-Preserving Token Merging},
@@ -124,7 +124,7 @@ def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[
     """Markdown table of the evaluation report and the EvalResult entries for this model's own setting."""
     from huggingface_hub import EvalResult
 
-    from .evaluation import markdown_table, primary_metric, validate_report
+    from pitome_hf.evaluation.evaluate import markdown_table, primary_metric, validate_report
 
     if report is None:
         return NO_RESULTS, []
@@ -157,7 +157,7 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
     `model_fingerprint`, recorded in the card's metadata as `pitome_fingerprint` (the model its results belong to)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .modeling.merge_config import MERGE_FIELDS, token_schedule
+    from pitome_hf.modeling.merge_config import MERGE_FIELDS, token_schedule
 
     config = read_pitome_config(folder)
     entry = entry_for_config_dict(config)
@@ -206,7 +206,7 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
 
 
 def _config_object(folder: Path):
-    from . import _auto  # noqa: F401  (registers the PiToMe configs)
+    import pitome_hf  # noqa: F401  (importing the package registers the PiToMe configs)
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(str(folder))
@@ -219,7 +219,7 @@ METRICS_IN_UNIT_RANGE = ("accuracy", "recall", "vqa")  # metric names (prefixes)
 def check_report(report: dict, folder: Path, config: dict) -> dict:
     """The evaluation report belongs to this model and its numbers are sane; returns it, or raises ValueError saying
     what differs (model, task, family, configuration, or the bad value)."""
-    from .evaluation import validate_report
+    from pitome_hf.evaluation.evaluate import validate_report
 
     if not isinstance(report, dict):
         raise ValueError(f"the evaluation report is a {type(report).__name__}, not a pitome_hf results.json object.")
@@ -259,7 +259,7 @@ def check_report(report: dict, folder: Path, config: dict) -> dict:
 def _check_same_weights(report: dict, folder: Path) -> None:
     """A report that measured this very folder and recorded its weights' hash (`weights_fingerprint`) must match the
     weights there now: a folder replaced since the evaluation is refused (ValueError)."""
-    from .evaluation import model_fingerprint
+    from pitome_hf.evaluation.evaluate import model_fingerprint
 
     recorded, model = report.get("weights_fingerprint"), str(report.get("model", ""))
     if not recorded or not Path(model).exists() or Path(model).resolve() != folder.resolve():
@@ -285,7 +285,7 @@ def verify_loads(folder: Path, timeout: int = 900) -> dict:
     import torch
     from transformers import AutoConfig
 
-    from . import _auto  # noqa: F401
+    import pitome_hf  # noqa: F401  (registers the PiToMe configs)
 
     config = AutoConfig.from_pretrained(str(folder))
     entry = entry_for_config_dict(json.loads((folder / "config.json").read_text()))
@@ -419,7 +419,7 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
     replaces them with a note)."""
     from huggingface_hub import HfApi, ModelCard
 
-    from .evaluation import model_fingerprint
+    from pitome_hf.evaluation.evaluate import model_fingerprint
 
     folder = Path(folder)
     if not HUB_ID.match(repo_id):

@@ -26,7 +26,7 @@ from typing import Optional
 
 import transformers
 
-from .families import entry_for_config_dict, family_of
+from pitome_hf.families import entry_for_config_dict, family_of
 
 
 # Files that make up a checkpoint's tokenizer / processor; copied as they are, never re-created.
@@ -224,7 +224,7 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .options import add_merge_arguments, merge_arguments
+    from pitome_hf.commands.options import add_merge_arguments, merge_arguments
 
     parser.add_argument("base", help="stock checkpoint: Hub id (org/name) or an existing folder")
     parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty, is "

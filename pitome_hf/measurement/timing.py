@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
-from .modeling.merge_state import MergeState
+from pitome_hf.modeling.merge_state import MergeState
 
 MIN_WARMUP, MIN_REPEATS = 1, 3  # below this a timing is not a measurement
 

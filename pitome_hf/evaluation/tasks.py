@@ -1,4 +1,4 @@
-"""The tasks `pitome-hf evaluate` runs: one class per task, all driven by the same sweep in pitome_hf.evaluation.
+"""The tasks `pitome-hf evaluate` runs: one class per task, all driven by the same sweep in pitome_hf.evaluation.evaluate.
 
 A task loads the model (merging off) and what it needs beside it, prepares this process's shard of the data, runs one
 merge configuration over it (timing the model forward only, after warm-up, with device synchronisation) and turns
@@ -22,8 +22,8 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from .families import model_types_for_task
-from .measure import synchronize
+from pitome_hf.families import model_types_for_task
+from pitome_hf.measurement.timing import synchronize
 
 CACHE_LIMIT_BYTES = 2 << 30  # keep preprocessed batches in memory across runs below this size
 RECALL_KS = (1, 5, 10)
@@ -60,7 +60,7 @@ TASK_MODELS = {  # what each task's checkpoints are, for messages
 def check_model_type(model: str, task: str) -> dict:
     """The model's config dict, after checking that its type serves `task`; else a ValueError naming the model's
     type, the types the task takes and the tasks this model's family serves."""
-    from .families import family_of
+    from pitome_hf.families import family_of
 
     model_type, config_dict = model_type_of(model)
     allowed = model_types_for_task(task)
@@ -190,7 +190,7 @@ def load_classifier(model: str):
     """(PiToMe ViT classifier with merging off, image processor) for a stock or PiToMe checkpoint."""
     from transformers import AutoImageProcessor
 
-    from .modeling import PiToMeViTForImageClassification
+    from pitome_hf.modeling import PiToMeViTForImageClassification
 
     config_dict = check_model_type(model, "image-classification")
     if not config_dict.get("id2label") and not config_dict.get("num_labels"):
@@ -327,19 +327,19 @@ class ImageClassification(Task):
         return run
 
     def score(self, outputs):
-        from .metrics import load_metric
+        from pitome_hf.evaluation.metrics import load_metric
 
         keys = sorted(outputs)
         metric = load_metric("accuracy")
         return metric.compute(predictions=[outputs[i] for i in keys], references=[self.labels[i] for i in keys])
 
     def gflops(self, net):
-        from .flops import vit_flops
+        from pitome_hf.measurement.flops import vit_flops
 
         return vit_flops(net.config, image_size=self.image_size) / 1e9
 
     def token_counts(self, net):
-        from .modeling import token_schedule
+        from pitome_hf.modeling import token_schedule
 
         patch = net.config.patch_size if isinstance(net.config.patch_size, int) else net.config.patch_size[0]
         return token_schedule(net.config, num_tokens=(self.image_size // patch) ** 2)
@@ -353,7 +353,7 @@ class _ClipTask(Task):
         super().__init__(*args, **kwargs)
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        from .families import family_of
+        from pitome_hf.families import family_of
 
         config_dict = check_model_type(self.model_path, self.name)
         self.family = family_of(config_dict["model_type"])
@@ -366,12 +366,12 @@ class _ClipTask(Task):
         return self.pixel_batches(shard, self.base.config.vision_config.image_size)
 
     def image_embeds(self, net, inputs) -> torch.Tensor:
-        from .retrieval import _features
+        from pitome_hf.evaluation.retrieval import _features
 
         return F.normalize(_features(net.get_image_features(**inputs), "image_embeds").float(), dim=-1)
 
     def text_embeds(self, texts: list[str]) -> torch.Tensor:
-        from .retrieval import text_embeddings
+        from pitome_hf.evaluation.retrieval import text_embeddings
 
         return text_embeddings(self.base, texts, tokenizer=self.tokenizer, batch_size=256,
                                padding=self.family.text_padding).to(self.device)
@@ -380,7 +380,7 @@ class _ClipTask(Task):
         return self.family.flops(net.config, image_size=self.image_size) / 1e9
 
     def token_counts(self, net):
-        from .modeling import token_schedule
+        from pitome_hf.modeling import token_schedule
 
         vision = net.config.vision_config
         patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
@@ -449,7 +449,7 @@ class ImageTextRetrieval(_ClipTask):
         return run
 
     def score(self, outputs):
-        from .metrics import load_metric
+        from pitome_hf.evaluation.metrics import load_metric
 
         keys = sorted(outputs)
         if keys != list(range(self.n)):
@@ -481,7 +481,7 @@ class VisualQuestionAnswering(Task):
         super().__init__(*args, **kwargs)
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        from .modeling import PiToMeLlavaForConditionalGeneration
+        from pitome_hf.modeling import PiToMeLlavaForConditionalGeneration
 
         check_model_type(self.model_path, self.name)
         check_prompt(self.prompt, self.name, needs=("<image>",))
@@ -511,7 +511,7 @@ class VisualQuestionAnswering(Task):
         return Batches(shard, self.batch_size, make, cache=False)
 
     def forward(self, net):
-        from .modeling import PiToMeLlavaProcessor
+        from pitome_hf.modeling import PiToMeLlavaProcessor
 
         processor = PiToMeLlavaProcessor.from_model_config(net.config, self.image_processor, self.tokenizer)
 
@@ -528,20 +528,20 @@ class VisualQuestionAnswering(Task):
         return run
 
     def score(self, outputs):
-        from .metrics import load_metric
+        from pitome_hf.evaluation.metrics import load_metric
 
         keys = sorted(outputs)
         return load_metric("vqa_accuracy").compute(predictions=[outputs[i] for i in keys],
                                                    references=[self.answers[i] for i in keys])
 
     def gflops(self, net):
-        from .flops import llava_prefill_flops
+        from pitome_hf.measurement.flops import llava_prefill_flops
 
         return llava_prefill_flops(net.config, round(self.text_tokens)) / 1e9
 
     def token_counts(self, net):
-        from .modeling import token_schedule
-        from .modeling.configuration_pitome_llava import llava_merge_settings
+        from pitome_hf.modeling import token_schedule
+        from pitome_hf.modeling.configuration_pitome_llava import llava_merge_settings
 
         vision = net.config.vision_config
         patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]

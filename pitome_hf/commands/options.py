@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from .modeling.merge_config import MERGE_FIELD_TABLE, MergeField
+from pitome_hf.modeling.merge_config import MERGE_FIELD_TABLE, MergeField
 
 ALIASES = {"merge_preset": ("--preset",), "merge_method": ("--method",)}  # short spellings kept for convert
 # Fields whose command-line value is one item or one per layer: a single item is given as the item itself.
@@ -65,7 +65,7 @@ def merge_arguments(args: argparse.Namespace) -> dict:
 def add_sweep_arguments(parser: argparse.ArgumentParser, ratios, methods=("tome", "pitome")) -> None:
     """The sweep options shared by evaluate, benchmark and fidelity (one spelling each), plus every other merge
     field for the merged rows."""
-    from .modeling.merging import METHODS
+    from pitome_hf.modeling.merging import METHODS
 
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(ratios),
                         help="keep ratios to sweep, each in (0, 1] (default: %(default)s)")
@@ -76,7 +76,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, ratios, methods=("tome"
 
 def sweep_values(args: argparse.Namespace) -> tuple[list[float], list[str]]:
     """The keep ratios (each checked against the table's range; duplicates refused) and methods of a sweep."""
-    from .modeling.merge_config import MERGE_FIELD
+    from pitome_hf.modeling.merge_config import MERGE_FIELD
 
     check = MERGE_FIELD["keep_ratio"]
     for ratio in args.keep_ratios:

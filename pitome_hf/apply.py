@@ -7,8 +7,8 @@ import inspect
 import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
-from .families import all_entries, entry_for_class
-from .modeling.merge_config import MERGE_FIELDS, check_names, resolve_update
+from pitome_hf.families import all_entries, entry_for_class
+from pitome_hf.modeling.merge_config import MERGE_FIELDS, check_names, resolve_update
 
 
 def supported_classes() -> list[str]:

