@@ -1,6 +1,5 @@
 """The PiToMe BERT family: equality with stock BERT, padded batches, token schedules, loading checkpoints, remote code."""
 
-import json
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from pitome_hf.modeling.modeling_pitome_bert import (
     size_weighted_mean_pool,
 )
 
-from .helpers import run_fresh, tiny_kwargs
+from .helpers import tiny_kwargs
 
 LENGTHS = (24, 15, 9)  # real tokens per sample (CLS included) of the padded test batch
 
@@ -172,46 +171,3 @@ def test_real_minilm_checkpoint_loads_and_matches():
         model.config.keep_ratio = 0.8
         out = model(**batch)
     assert out.token_counts.tolist() == [token_schedule(model.config, num_tokens=n - 1) for n in mask.sum(1).tolist()]
-
-
-def test_saved_folder_loads_through_remote_code(stock_bert_dir, tmp_path):
-    model = PiToMeBertForSequenceClassification.from_pretrained(
-        stock_bert_dir, keep_ratio=0.7, pooling="mean", trace_source=True
-    ).eval()
-    folder = tmp_path / "pitome-bert"
-    model.save_pretrained(folder)
-    files = {p.name for p in folder.iterdir()}
-    assert {"configuration_pitome_bert.py", "modeling_pitome_bert.py", "merging.py", "config.json"} <= files
-    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
-    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
-    ids, mask, _ = padded_batch()
-    torch.save({"ids": ids, "mask": mask}, tmp_path / "batch.pt")
-    with torch.no_grad():
-        expected = model(ids, attention_mask=mask)
-
-    got = run_fresh(
-        f"""
-        import json, torch
-        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
-        folder = {str(folder)!r}
-        model, info = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True,
-                                                                         output_loading_info=True)
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        batch = torch.load("batch.pt")
-        with torch.no_grad():
-            out = model.eval()(batch["ids"], attention_mask=batch["mask"])
-        base = AutoModel.from_pretrained(folder, trust_remote_code=True)
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-        print(json.dumps({{"logits": out.logits.tolist(), "counts": out.token_counts.tolist(),
-                          "mask": out.attention_mask.tolist(), "base": type(base).__name__,
-                          "config": [config.model_type, config.pooling, config.keep_ratio, config.merge_layers],
-                          "missing": sorted(info["missing_keys"]), "unexpected": sorted(info["unexpected_keys"])}}))
-        """,
-        tmp_path,
-    )
-    assert got["missing"] == [] and got["unexpected"] == []
-    assert torch.equal(torch.tensor(got["logits"]), expected.logits)
-    assert got["counts"] == expected.token_counts.tolist()
-    assert got["mask"] == expected.attention_mask.tolist()
-    assert got["base"] == "PiToMeBertModel"
-    assert got["config"] == ["pitome_bert", "mean", 0.7, [0, 1, 2]]

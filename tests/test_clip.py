@@ -326,16 +326,6 @@ def test_saved_folders_load_through_remote_code_and_pipeline(stock_dirs, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------------------------------------
-def test_flash_attention_with_proportional_attention_is_refused():
-    model = apply_pitome(stock_clip(), keep_ratio=0.9)
-    model.vision_model.config._attn_implementation = "flash_attention_2"
-    with pytest.raises(ValueError, match="flash_attention_2.*proportional_attention=False"):
-        model.get_image_features(pixel_values=pixels(1))
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Retrieval helpers
 # ---------------------------------------------------------------------------------------------------------------
 # 3 images, 5 captions: image 0 has captions 0 and 1, image 1 caption 2, image 2 captions 3 and 4.

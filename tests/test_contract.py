@@ -213,8 +213,8 @@ MAIN_ENTRIES = [f.models[0] for f in FAMILIES]
 
 @pytest.mark.parametrize("entry", MAIN_ENTRIES, ids=[e.stock.__name__ for e in MAIN_ENTRIES])
 def test_remote_code_in_a_fresh_process(entry, tmp_path):
-    """Saved as remote code, the model loads where pitome_hf cannot be imported (empty HF_HOME), gives the same
-    outputs, and serves its pipeline."""
+    """Saved as remote code, the model loads where pitome_hf cannot be imported (empty HF_HOME) with every weight,
+    gives the same outputs and token counts, and serves its pipeline."""
     import numpy as np
     from PIL import Image
 
@@ -225,7 +225,7 @@ def test_remote_code_in_a_fresh_process(entry, tmp_path):
     x = inputs_for(entry, model.config)
     torch.save(x, tmp_path / "x.pt")
     with torch.no_grad():
-        want = {k: v.tolist() for k, v in tensors(model(**x), fixture.compare).items()}
+        want = {k: v.tolist() for k, v in tensors(model(**x), (*fixture.compare, "token_counts")).items()}
     call = PIPELINE_CALLS.get(fixture.pipeline)
     if call:
         _save_processors(entry, folder)
@@ -410,3 +410,32 @@ def test_unmerge_gives_dense_features(entry):
             assert torch.equal(dense[b, i], merged.last_hidden_state[b, merged.token_map[b, i]])
     with pytest.raises(ValueError, match="trace_source=True"):
         unmerge(apply_pitome(stock, keep_ratio=0.7)(**x))
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_save_load_round_trip_and_return_dict(entry, tmp_path):
+    """Saved and loaded again, a PiToMe model keeps every merge setting and gives the same outputs; return_dict=False
+    gives the same values as a tuple."""
+    model = apply_pitome(stock_model(entry), keep_ratio=0.8, margin=0.6, merge_split="top")
+    model.save_pretrained(tmp_path)
+    again = entry.pitome.from_pretrained(tmp_path).eval()
+    settings = MergeSettings.from_config(model.config)
+    assert MergeSettings.from_config(again.config) == settings and settings.margin == 0.6
+    x = inputs_for(entry, model.config)
+    with torch.no_grad():
+        want, got = model(**x), again(**x)
+        as_tuple = again(**x, return_dict=False)
+    for name, value in tensors(want, fixture_of(entry).compare).items():
+        torch.testing.assert_close(getattr(got, name), value, msg=name)
+    assert isinstance(as_tuple, tuple)
+    first = next(v for v in got.values() if isinstance(v, torch.Tensor))
+    torch.testing.assert_close(as_tuple[0], first)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_flash_attention_with_merging_is_refused(entry):
+    """Flash attention cannot take the additive mask merging needs: refused with the setting to change, not run wrong."""
+    model = with_attn(apply_pitome(stock_model(entry), keep_ratio=0.8), "flash_attention_2")
+    with pytest.raises(ValueError, match="attn_implementation='flash_attention_2' cannot add"):
+        with torch.no_grad():
+            model(**inputs_for(entry, model.config))

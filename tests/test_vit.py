@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import ViTConfig, ViTForImageClassification, ViTModel
 
-from pitome_hf import PiToMeViTConfig, PiToMeViTForImageClassification, PiToMeViTModel, apply_pitome, token_schedule
+from pitome_hf import PiToMeViTConfig, PiToMeViTForImageClassification, apply_pitome, token_schedule
 
 
 def stock_and_pitome(vit_kwargs, attn="sdpa", cls=ViTForImageClassification, **settings):
@@ -44,24 +44,6 @@ def test_interpolate_pos_encoding_uses_actual_token_count(vit_kwargs):
     assert out.pooler_output.shape == (1, 32)
 
 
-def test_return_dict_false_gives_tuple(vit_kwargs):
-    _, model = stock_and_pitome(vit_kwargs, keep_ratio=0.9)
-    with torch.no_grad():
-        out = model(torch.randn(1, 3, 224, 224), return_dict=False)
-    assert isinstance(out, tuple) and out[0].shape == (1, 5)
-
-
-def test_pitome_checkpoint_round_trips(stock_vit_dir, tmp_path):
-    model = PiToMeViTForImageClassification.from_pretrained(stock_vit_dir, keep_ratio=0.8, merge_method="tome").eval()
-    model.save_pretrained(tmp_path)
-    again, info = PiToMeViTForImageClassification.from_pretrained(tmp_path, output_loading_info=True)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
-    assert again.config.merge_method == "tome" and again.config.keep_ratio == 0.8
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(again.eval()(x).logits, model(x).logits)
-
-
 def test_non_vit_checkpoint_is_refused(tmp_path):
     from transformers import BertConfig
 
@@ -76,13 +58,6 @@ def test_apply_pitome_refuses_unsupported_models():
     gpt2 = GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=2))
     with pytest.raises(TypeError, match="GPT2Model.*supported classes"):
         apply_pitome(gpt2)
-
-
-def test_flash_attention_with_proportional_attention_is_refused(vit_kwargs):
-    _, model = stock_and_pitome(vit_kwargs, keep_ratio=0.9)
-    model.config._attn_implementation = "flash_attention_2"
-    with pytest.raises(ValueError, match="flash_attention_2.*proportional_attention=False"):
-        model(torch.randn(1, 3, 224, 224))
 
 
 def test_attention_mask_with_merging_is_refused(vit_kwargs):
