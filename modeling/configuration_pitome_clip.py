@@ -48,8 +48,8 @@ class PiToMeCLIPConfig(VisionTowerMergeMixin, CLIPConfig):
     stock_model_types = ("clip",)
     default_protected_tokens = 1
     auto_map_classes = {
-        "AutoModel": "modeling_pitome_clip.PiToMeCLIPModel",
         "AutoModelForZeroShotImageClassification": "modeling_pitome_clip.PiToMeCLIPModel",
+        "AutoModel": "modeling_pitome_clip.PiToMeCLIPModel",
     }
 
 

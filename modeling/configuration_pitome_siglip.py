@@ -34,8 +34,8 @@ class PiToMeSiglipConfig(VisionTowerMergeMixin, SiglipConfig):
     stock_model_types = ("siglip",)
     default_protected_tokens = 0
     auto_map_classes = {
-        "AutoModel": "modeling_pitome_siglip.PiToMeSiglipModel",
         "AutoModelForZeroShotImageClassification": "modeling_pitome_siglip.PiToMeSiglipModel",
+        "AutoModel": "modeling_pitome_siglip.PiToMeSiglipModel",
     }
 
 

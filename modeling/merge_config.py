@@ -474,6 +474,16 @@ class MergeConfigMixin(_MergeFields):
         cls.__init__ = __init__
 
     @classmethod
+    def register_for_auto_classes(cls, *model_classes) -> None:
+        """`register_for_auto_class` for this config and its model classes, each under the Auto class that
+        `auto_map_classes` names for it (AutoModel where it names several or none), so that save_pretrained writes
+        the code files beside the weights: the Auto classes are stated once, in `auto_map_classes`."""
+        cls.register_for_auto_class()
+        for model_class in model_classes:
+            autos = [a for a, name in cls.auto_map_classes.items() if name.endswith("." + model_class.__name__)]
+            model_class.register_for_auto_class("AutoModel" if "AutoModel" in autos or not autos else autos[0])
+
+    @classmethod
     def architecture_prefix(cls, config) -> int:
         """Leading tokens this architecture never merges, read from a PiToMe or stock config (CLS = 1)."""
         return int(cls.default_protected_tokens)

@@ -280,9 +280,7 @@ class PiToMeBertForSequenceClassification(BertForSequenceClassification):
         return return_output(result, self.config, return_dict)
 
 
-PiToMeBertConfig.register_for_auto_class()
-PiToMeBertModel.register_for_auto_class("AutoModel")
-PiToMeBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+PiToMeBertConfig.register_for_auto_classes(PiToMeBertModel, PiToMeBertForSequenceClassification)
 
 __all__ = [
     "PiToMeBertForSequenceClassification",

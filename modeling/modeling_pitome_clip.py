@@ -232,12 +232,9 @@ class PiToMeCLIPModel(CLIPModel):
         return return_output(result, self.config, return_dict)
 
 
-PiToMeCLIPConfig.register_for_auto_class()
-PiToMeCLIPModel.register_for_auto_class("AutoModel")
-PiToMeCLIPVisionConfig.register_for_auto_class()
-PiToMeCLIPVisionModel.register_for_auto_class("AutoModel")
+PiToMeCLIPConfig.register_for_auto_classes(PiToMeCLIPModel)
 # No Auto class has a with-projection vision tower: a saved one maps AutoModel to itself (its own folder only).
-PiToMeCLIPVisionModelWithProjection.register_for_auto_class("AutoModel")
+PiToMeCLIPVisionConfig.register_for_auto_classes(PiToMeCLIPVisionModel, PiToMeCLIPVisionModelWithProjection)
 
 __all__ = [
     "PiToMeCLIPEncoderLayer",

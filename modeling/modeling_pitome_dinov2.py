@@ -222,11 +222,8 @@ class PiToMeDinov2ForImageClassification(Dinov2ForImageClassification):
         return return_output(result, self.config, return_dict)
 
 
-PiToMeDinov2Config.register_for_auto_class()
-PiToMeDinov2Model.register_for_auto_class("AutoModel")
-PiToMeDinov2ForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-PiToMeDinov2WithRegistersConfig.register_for_auto_class()
-PiToMeDinov2WithRegistersModel.register_for_auto_class("AutoModel")
+PiToMeDinov2Config.register_for_auto_classes(PiToMeDinov2Model, PiToMeDinov2ForImageClassification)
+PiToMeDinov2WithRegistersConfig.register_for_auto_classes(PiToMeDinov2WithRegistersModel)
 
 __all__ = [
     "PiToMeDinov2ForImageClassification",

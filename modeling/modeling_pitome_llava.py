@@ -146,8 +146,6 @@ class PiToMeLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         self.post_init()
 
 
-PiToMeLlavaConfig.register_for_auto_class()
-PiToMeLlavaModel.register_for_auto_class("AutoModel")
-PiToMeLlavaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+PiToMeLlavaConfig.register_for_auto_classes(PiToMeLlavaModel, PiToMeLlavaForConditionalGeneration)
 
 __all__ = ["PiToMeLlavaForConditionalGeneration", "PiToMeLlavaModel"]

@@ -172,10 +172,8 @@ class PiToMeSiglipModel(SiglipModel):
         return return_output(PiToMeSiglipOutput(**outputs, **fields), self.config, return_dict)
 
 
-PiToMeSiglipConfig.register_for_auto_class()
-PiToMeSiglipModel.register_for_auto_class("AutoModel")
-PiToMeSiglipVisionConfig.register_for_auto_class()
-PiToMeSiglipVisionModel.register_for_auto_class("AutoModel")
+PiToMeSiglipConfig.register_for_auto_classes(PiToMeSiglipModel)
+PiToMeSiglipVisionConfig.register_for_auto_classes(PiToMeSiglipVisionModel)
 
 __all__ = [
     "PiToMeSiglipAttentionPoolingHead",

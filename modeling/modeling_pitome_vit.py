@@ -175,9 +175,7 @@ class PiToMeViTForImageClassification(ViTForImageClassification):
         return return_output(classifier_output(PiToMeImageClassifierOutput, logits, loss, outputs), self.config, return_dict)
 
 
-PiToMeViTConfig.register_for_auto_class()
-PiToMeViTModel.register_for_auto_class("AutoModel")
-PiToMeViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+PiToMeViTConfig.register_for_auto_classes(PiToMeViTModel, PiToMeViTForImageClassification)
 
 __all__ = [
     "PiToMeImageClassifierOutput",

@@ -81,10 +81,9 @@ def _llava_inputs(config) -> dict:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One PiToMe model class: the Auto classes it registers with (none for a class no Auto class fits), the stock
-    class it replaces and the pipeline tag its card carries. The first Auto class is the one a card's usage names."""
+    """One PiToMe model class: the stock class it replaces and the pipeline tag its card carries. Its Auto classes
+    are read from its config class's `auto_map_classes` (the one place they are stated)."""
 
-    autos: tuple
     stock: type
     pitome: type
     pipeline_tag: str
@@ -92,6 +91,13 @@ class ModelEntry:
     @property
     def config_class(self) -> type:
         return self.pitome.config_class
+
+    @property
+    def autos(self) -> tuple:
+        """The Auto classes this class registers with, in the config's auto_map order (none for a class no Auto
+        class fits); the first is the one a card's usage names."""
+        target = f"{self.pitome.__module__.rsplit('.', 1)[-1]}.{self.pitome.__name__}"
+        return tuple(auto for auto, name in self.config_class.auto_map_classes.items() if name == target)
 
 
 @dataclass(frozen=True)
@@ -123,17 +129,17 @@ class Family:
         return tuple(out)
 
 
-def _m(autos, stock_name, pitome, tag) -> ModelEntry:
-    return ModelEntry(tuple(autos.split()), getattr(transformers, stock_name), pitome, tag)
+def _m(stock_name, pitome, tag) -> ModelEntry:
+    return ModelEntry(getattr(transformers, stock_name), pitome, tag)
 
 
 FAMILIES: tuple[Family, ...] = (
     Family(
         "vit",
         (
-            _m("AutoModelForImageClassification", "ViTForImageClassification", PiToMeViTForImageClassification,
+            _m("ViTForImageClassification", PiToMeViTForImageClassification,
                "image-classification"),
-            _m("AutoModel", "ViTModel", PiToMeViTModel, "image-feature-extraction"),
+            _m("ViTModel", PiToMeViTModel, "image-feature-extraction"),
         ),
         flops=flops.vit_flops,
         tasks=("image-classification",),
@@ -144,10 +150,10 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "clip",
         (
-            _m("AutoModelForZeroShotImageClassification AutoModel", "CLIPModel", PiToMeCLIPModel,
+            _m("CLIPModel", PiToMeCLIPModel,
                "zero-shot-image-classification"),
-            _m("AutoModel", "CLIPVisionModel", PiToMeCLIPVisionModel, "image-feature-extraction"),
-            _m("", "CLIPVisionModelWithProjection", PiToMeCLIPVisionModelWithProjection, "image-feature-extraction"),
+            _m("CLIPVisionModel", PiToMeCLIPVisionModel, "image-feature-extraction"),
+            _m("CLIPVisionModelWithProjection", PiToMeCLIPVisionModelWithProjection, "image-feature-extraction"),
         ),
         flops=flops.clip_vision_flops,
         dummy_inputs=_dual_inputs,
@@ -157,9 +163,9 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "siglip",
         (
-            _m("AutoModelForZeroShotImageClassification AutoModel", "SiglipModel", PiToMeSiglipModel,
+            _m("SiglipModel", PiToMeSiglipModel,
                "zero-shot-image-classification"),
-            _m("AutoModel", "SiglipVisionModel", PiToMeSiglipVisionModel, "image-feature-extraction"),
+            _m("SiglipVisionModel", PiToMeSiglipVisionModel, "image-feature-extraction"),
         ),
         flops=flops.siglip_vision_flops,
         dummy_inputs=_dual_inputs,
@@ -170,9 +176,9 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "llava",
         (
-            _m("AutoModelForImageTextToText", "LlavaForConditionalGeneration", PiToMeLlavaForConditionalGeneration,
+            _m("LlavaForConditionalGeneration", PiToMeLlavaForConditionalGeneration,
                "image-text-to-text"),
-            _m("AutoModel", "LlavaModel", PiToMeLlavaModel, "image-text-to-text"),
+            _m("LlavaModel", PiToMeLlavaModel, "image-text-to-text"),
         ),
         flops=flops.llava_prefill_flops,
         dummy_inputs=_llava_inputs,
@@ -183,9 +189,8 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "bert",
         (
-            _m("AutoModelForSequenceClassification", "BertForSequenceClassification",
-               PiToMeBertForSequenceClassification, "text-classification"),
-            _m("AutoModel", "BertModel", PiToMeBertModel, "feature-extraction"),
+            _m("BertForSequenceClassification", PiToMeBertForSequenceClassification, "text-classification"),
+            _m("BertModel", PiToMeBertModel, "feature-extraction"),
         ),
         flops=flops.bert_flops,
         dummy_inputs=_text_inputs,
@@ -195,10 +200,10 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "dinov2",
         (
-            _m("AutoModel", "Dinov2Model", PiToMeDinov2Model, "image-feature-extraction"),
-            _m("AutoModelForImageClassification", "Dinov2ForImageClassification", PiToMeDinov2ForImageClassification,
+            _m("Dinov2Model", PiToMeDinov2Model, "image-feature-extraction"),
+            _m("Dinov2ForImageClassification", PiToMeDinov2ForImageClassification,
                "image-classification"),
-            _m("AutoModel", "Dinov2WithRegistersModel", PiToMeDinov2WithRegistersModel, "image-feature-extraction"),
+            _m("Dinov2WithRegistersModel", PiToMeDinov2WithRegistersModel, "image-feature-extraction"),
         ),
         flops=flops.dinov2_flops,
         description="DINOv2, with or without registers (CLS and registers protected)",
