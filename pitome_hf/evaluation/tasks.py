@@ -76,6 +76,14 @@ def check_model_type(model: str, task: str) -> dict:
     return config_dict
 
 
+def task_model_class(config_dict: dict) -> type:
+    """The PiToMe class a task runs for a checkpoint: its family's main class in the registry (ViT: the classifier,
+    LLaVA: the generator, CLIP/SigLIP: the dual model)."""
+    from pitome_hf.families import family_of
+
+    return family_of(str(config_dict.get("model_type"))).models[0].pitome
+
+
 class Batches:
     """Preprocessed batches of this process's shard: (inputs, indices). Cached in memory across runs when small."""
 
@@ -187,15 +195,14 @@ def load_checked(model_class: type, model: str):
 
 
 def load_classifier(model: str):
-    """(PiToMe ViT classifier with merging off, image processor) for a stock or PiToMe checkpoint."""
+    """(PiToMe classifier with merging off, image processor) for a stock or PiToMe checkpoint of a family that serves
+    image classification (the registry's main class of its family)."""
     from transformers import AutoImageProcessor
-
-    from pitome_hf.modeling import PiToMeViTForImageClassification
 
     config_dict = check_model_type(model, "image-classification")
     if not config_dict.get("id2label") and not config_dict.get("num_labels"):
         raise ValueError(f"{model} has no classification head (no id2label in its config).")
-    net = load_checked(PiToMeViTForImageClassification, model)
+    net = load_checked(task_model_class(config_dict), model)
     return net, AutoImageProcessor.from_pretrained(str(model))
 
 
@@ -357,7 +364,7 @@ class _ClipTask(Task):
 
         config_dict = check_model_type(self.model_path, self.name)
         self.family = family_of(config_dict["model_type"])
-        self.base = load_checked(self.family.models[0].pitome, self.model_path)
+        self.base = load_checked(task_model_class(config_dict), self.model_path)
         self.base = self.base.to(self.device, self.dtype).eval()
         self.processor = AutoImageProcessor.from_pretrained(self.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
@@ -481,11 +488,9 @@ class VisualQuestionAnswering(Task):
         super().__init__(*args, **kwargs)
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        from pitome_hf.modeling import PiToMeLlavaForConditionalGeneration
-
-        check_model_type(self.model_path, self.name)
+        config_dict = check_model_type(self.model_path, self.name)
         check_prompt(self.prompt, self.name, needs=("<image>",))
-        self.base = load_checked(PiToMeLlavaForConditionalGeneration, self.model_path)
+        self.base = load_checked(task_model_class(config_dict), self.model_path)
         self.base = self.base.to(self.device, self.dtype).eval()
         self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, padding_side="left")
