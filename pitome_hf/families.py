@@ -101,6 +101,20 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class BenchmarkShape:
+    """The real model shapes `pitome-hf benchmark <family>` times with random weights: the stock class it builds,
+    the config fields of each shape (name -> fields; several for CLIP's towers), its default keep ratios, and keyword
+    arguments of the family's FLOPs function (e.g. CLIP's projection)."""
+
+    stock: str
+    shapes: dict
+    ratios: tuple
+    title: str
+    flops_kwargs: tuple = ()
+    label: str = ""  # rows of several shapes are labelled "<label> <shape>" (e.g. "CLIP B/16")
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     models: tuple  # of ModelEntry; the first one is the family's main class
@@ -115,6 +129,8 @@ class Family:
     space_view: Optional[str] = None
     # the authors' released configuration for this family (a MERGE_PRESETS name), the study's "authors" row
     study_preset: Optional[str] = None
+    # the shapes `pitome-hf benchmark <family>` times (None: no such subcommand)
+    benchmark: Optional[BenchmarkShape] = None
 
     @property
     def config_classes(self) -> tuple:
@@ -145,6 +161,8 @@ FAMILIES: tuple[Family, ...] = (
         tasks=("image-classification",),
         description="ViT and DeiT checkpoints in the ViT layout (CLS protected; MAE with classifier_pooling='mean')",
         space_view="classifier",
+        benchmark=BenchmarkShape("ViTForImageClassification", {"ViT-B/16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16, num_labels=1000)},
+                                 (0.95, 0.9, 0.85), "ViT-B/16 shape, random weights"),
         study_preset="authors-deit",
     ),
     Family(
@@ -159,6 +177,12 @@ FAMILIES: tuple[Family, ...] = (
         dummy_inputs=_dual_inputs,
         tasks=("zero-shot-image-classification", "image-text-retrieval"),
         description="CLIP: the vision tower merges, the text tower never does",
+        benchmark=BenchmarkShape(
+            "CLIPVisionModelWithProjection",
+            {"B/16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16, projection_dim=512),
+             "L/14-336": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                                   image_size=336, patch_size=14, projection_dim=768)},
+            (0.95, 0.925, 0.9), "CLIP vision tower + projection, random weights", (("with_projection", True),), "CLIP"),
     ),
     Family(
         "siglip",
@@ -172,6 +196,8 @@ FAMILIES: tuple[Family, ...] = (
         tasks=("zero-shot-image-classification", "image-text-retrieval"),
         text_padding="max_length",
         description="SigLIP: no CLS (nothing protected); the attention-pooling head sees merged tokens with log(size)",
+        benchmark=BenchmarkShape("SiglipVisionModel", {"SigLIP-B/16-224": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16)}, (0.95, 0.9, 0.85),
+                                 "SigLIP-B/16-224 vision tower + pooling head, random weights"),
     ),
     Family(
         "llava",

@@ -15,14 +15,14 @@ def args_for(*argv):
     return benchmark.build_parser().parse_args(list(argv))
 
 
-@pytest.mark.parametrize("family, runner, extra", [
-    ("vit", benchmark.bench_vit, dict(TINY, num_labels=3)),
-    ("clip", benchmark.bench_clip, dict(TINY, projection_dim=16)),
-    ("siglip", benchmark.bench_siglip, TINY),
+@pytest.mark.parametrize("family, extra", [
+    ("vit", dict(TINY, num_labels=3)),
+    ("clip", dict(TINY, projection_dim=16)),
+    ("siglip", TINY),
 ])
-def test_each_family_runs_side_by_side(family, runner, extra):
+def test_each_family_runs_side_by_side(family, extra):
     args = args_for(family, "--batch", "2", "--keep-ratios", "0.8", "--warmup", "1", "--repeats", "3", "--device", "cpu")
-    rows = runner(args, config_overrides=extra)
+    rows = benchmark.bench_family(family, args, config_overrides=extra)
     methods = [r["method"] for r in rows]
     assert methods[:3] == ["none", "tome", "pitome"]
     merged = [r for r in rows if r["method"] != "none"]
@@ -53,6 +53,15 @@ def test_short_settings_are_refused_or_flagged(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "CAUTION" in out and "not measurements" in out
     assert json.loads((tmp_path / "b.json").read_text())["caveat"].startswith("CAUTION")
+
+
+def test_subcommands_come_from_the_registry():
+    from pitome_hf.families import FAMILIES
+
+    assert list(benchmark.subcommands()) == ["default"] + [f.name for f in FAMILIES if f.benchmark is not None]
+    assert benchmark.stock_for_shape("clip", "L/14-336", num_hidden_layers=1).config.image_size == 336
+    with pytest.raises(ValueError, match="clip shape 'H/14' is not known"):
+        benchmark.stock_for_shape("clip", "H/14")
 
 
 def test_help_names_the_subcommand_and_defaults(capsys):
@@ -140,7 +149,7 @@ def test_attention_backend_and_allocator_are_the_same_for_every_row(monkeypatch,
     seen = []
     monkeypatch.setattr(benchmark, "compare_methods",
                         lambda stock, *a, **k: seen.append(stock.config._attn_implementation) or [])
-    benchmark._run(__import__("transformers").ViTForImageClassification(benchmark.vit_b16_config(**TINY)),
+    benchmark._run(benchmark.stock_for_shape("vit", "ViT-B/16", **TINY),
                    None, args_for("vit", "--attn", "eager", "--device", "cpu"))
     assert seen == ["eager"]
     note = measure.pin_allocator()

@@ -21,11 +21,13 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 
 import torch
+import transformers
 
 from pitome_hf.measurement import benchmark_llava
-from pitome_hf.families import family_named
+from pitome_hf.families import FAMILIES, family_named
 from pitome_hf.commands.options import add_sweep_arguments, merge_arguments, sweep_values
 from pitome_hf.measurement.timing import (
     Progress,
@@ -121,39 +123,28 @@ def _run(stock, flops_fn, args) -> list[dict]:
                            methods=args.methods, extra=merge_arguments(args))
 
 
-# ---- model shapes (random weights) -------------------------------------------------------------------------------
-def vit_b16_config(**overrides):
-    from transformers import ViTConfig
-
-    values = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                  image_size=224, patch_size=16, num_labels=1000, attn_implementation="sdpa")
-    values.update(overrides)
-    return ViTConfig(**values)
-
-
-CLIP_SHAPES = {  # OpenAI CLIP vision towers: name -> CLIPVisionConfig fields
-    "B/16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                 image_size=224, patch_size=16, projection_dim=512),
-    "L/14-336": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                     image_size=336, patch_size=14, projection_dim=768),
-}
-SIGLIP_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                  image_size=224, patch_size=16)
-
-
-def clip_vision_config(shape: str = "B/16", **overrides):
-    from transformers import CLIPVisionConfig
-
-    if shape not in CLIP_SHAPES:
-        raise ValueError(f"CLIP shape {shape!r} is not known; choose from {', '.join(map(repr, CLIP_SHAPES))}.")
-    return CLIPVisionConfig(**{**CLIP_SHAPES[shape], "attn_implementation": "sdpa", **overrides})
-
-
-def bench_vit(args, config_overrides: dict | None = None) -> list[dict]:
-    from transformers import ViTForImageClassification
-
+# ---- model shapes (random weights): the registry's BenchmarkShape of each family ------------------------------
+def stock_for_shape(family: str, shape: str, **overrides):
+    """A stock model of `family`'s benchmark shape `shape`, random weights (seed 0), SDPA attention."""
+    spec = family_named(family).benchmark
+    if shape not in spec.shapes:
+        raise ValueError(f"{family} shape {shape!r} is not known; choose from {', '.join(map(repr, spec.shapes))}.")
+    model_class = getattr(transformers, spec.stock)
     torch.manual_seed(0)
-    return _run(ViTForImageClassification(vit_b16_config(**(config_overrides or {}))), family_named("vit").flops, args)
+    config = model_class.config_class(**{**spec.shapes[shape], "attn_implementation": "sdpa", **overrides})
+    return model_class(config)
+
+
+def bench_family(family: str, args, config_overrides: dict | None = None) -> list[dict]:
+    """Every shape of `family`'s benchmark (`--shapes`), each unmerged vs merged, side by side."""
+    spec = family_named(family).benchmark
+    flops, kwargs = family_named(family).flops, dict(spec.flops_kwargs)
+    rows = []
+    for shape in getattr(args, "shapes", None) or list(spec.shapes):
+        stock = stock_for_shape(family, shape, **(config_overrides or {}))
+        label = {"model": f"{spec.label} {shape}"} if len(spec.shapes) > 1 else {}
+        rows += [dict(row, **label) for row in _run(stock, lambda cfg: flops(cfg, **kwargs), args)]
+    return rows
 
 
 def bench_default(args) -> list[dict]:
@@ -163,27 +154,6 @@ def bench_default(args) -> list[dict]:
 
     model = PiToMeViTForImageClassification.from_pretrained(DEFAULT_MODEL, merge_method="none")
     return _run(model, family_named("vit").flops, args)
-
-
-def bench_clip(args, config_overrides: dict | None = None) -> list[dict]:
-    from transformers import CLIPVisionModelWithProjection
-
-    flops = family_named("clip").flops
-    rows = []
-    for shape in args.shapes:
-        torch.manual_seed(0)
-        stock = CLIPVisionModelWithProjection(clip_vision_config(shape, **(config_overrides or {})))
-        for row in _run(stock, lambda cfg: flops(cfg, with_projection=True), args):
-            rows.append(dict(row, model=f"CLIP {shape}"))
-    return rows
-
-
-def bench_siglip(args, config_overrides: dict | None = None) -> list[dict]:
-    from transformers import SiglipVisionConfig, SiglipVisionModel
-
-    torch.manual_seed(0)
-    config = SiglipVisionConfig(**{**SIGLIP_B16, "attn_implementation": "sdpa", **(config_overrides or {})})
-    return _run(SiglipVisionModel(config), family_named("siglip").flops, args)
 
 
 COLUMNS = [
@@ -196,12 +166,18 @@ COLUMNS = [
     ("merge_share", "merge share", lambda v: f"{100 * v:.1f}%"), ("time_vs_tome", "PiToMe time / ToMe", lambda v: f"{v:.3f}"),
 ]
 
-SHAPES = {  # subcommand -> (runner, default keep ratios, default batch, default repeats, title)
-    "default": (bench_default, [0.95, 0.9, 0.85, 0.8, 0.75], 64, 100, "embedded Fashion-MNIST ViT (real weights)"),
-    "vit": (bench_vit, [0.95, 0.9, 0.85], 32, 5, "ViT-B/16 shape, random weights"),
-    "clip": (bench_clip, [0.95, 0.925, 0.9], 32, 5, "CLIP vision tower + projection, random weights"),
-    "siglip": (bench_siglip, [0.95, 0.9, 0.85], 32, 5, "SigLIP-B/16-224 vision tower + pooling head, random weights"),
-}
+DEFAULT = ([0.95, 0.9, 0.85, 0.8, 0.75], 64, 100, "embedded Fashion-MNIST ViT (real weights)")
+
+
+def subcommands() -> dict:
+    """subcommand -> (runner, default keep ratios, default batch, default repeats, title): the embedded default,
+    then every family with a benchmark shape in the registry."""
+    out = {"default": (bench_default, *DEFAULT)}
+    for family in FAMILIES:
+        if family.benchmark is not None:
+            spec = family.benchmark
+            out[family.name] = (partial(bench_family, family.name), list(spec.ratios), 32, 5, spec.title)
+    return out
 
 
 def _common(parser: argparse.ArgumentParser, batch: int, ratios, repeats: int = 5) -> None:
@@ -225,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pitome-hf benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="family", required=True, metavar="family")
-    for name, (_, ratios, batch, repeats, title) in SHAPES.items():
+    for name, (_, ratios, batch, repeats, title) in subcommands().items():
         p = sub.add_parser(name, help=title, description=f"{title}: none vs ToMe vs PiToMe, side by side.")
         _common(p, batch, ratios, repeats)
         p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
@@ -233,9 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "eager matmul-softmax-matmul is faster than SDPA's kernel and scales with the token count)")
         p.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
                        help="eager and/or compiled (torch.compile) rows, side by side (default: %(default)s)")
-        if name == "clip":
-            p.add_argument("--shapes", nargs="+", default=list(CLIP_SHAPES), choices=list(CLIP_SHAPES),
-                           help="which towers (default: all)")
+        shapes = list(family_named(name).benchmark.shapes) if name != "default" else []
+        if len(shapes) > 1:
+            p.add_argument("--shapes", nargs="+", default=shapes, choices=shapes, help="which shapes (default: all)")
     llava = sub.add_parser("llava", help="LLaVA-1.5 shape: image tokens, TTFT, latency, KV cache",
                            description=benchmark_llava.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(llava, 1, [0.95, 0.925, 0.9])
@@ -258,7 +234,7 @@ def main(argv=None) -> int:
               f"weights, batch {args.batch}, {rows[0]['device']}, {args.dtype}, {setup}")
         print(benchmark_llava.markdown(rows))
     else:
-        runner, _, _, _, title = SHAPES[args.family]
+        runner, _, _, _, title = subcommands()[args.family]
         rows = runner(args)
         groups = sorted({r.get("model", title) for r in rows}, key=lambda m: [r.get("model", title) for r in rows].index(m))
         for group in groups:
