@@ -92,3 +92,10 @@ def test_overview_summarises_what_it_measured(tmp_path, capsys):
     assert "What the tables say:" in out and "unmerged" in out and "DINOv2 part skipped" in out
     result = json.loads((tmp_path / "overview.json").read_text())
     assert result["accuracy"]["num_samples"] == 200 and (tmp_path / "evaluate" / "results.json").is_file()
+
+
+def test_dinov2_study_needs_data_named_by_the_user(tmp_path, monkeypatch):
+    """The package never reaches outside itself for data: --data, or PITOME_STUDY_DATA."""
+    monkeypatch.delenv("PITOME_STUDY_DATA", raising=False)
+    with pytest.raises(ValueError, match="study dinov2 needs --data"):
+        study.main(["dinov2", "--out", str(tmp_path)])

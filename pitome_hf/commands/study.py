@@ -30,6 +30,7 @@ The study measures; it does not tune: nothing here picks a default by looking at
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ DEFAULT_RATIOS = (0.95, 0.9, 0.85, 0.75)
 CONFIGURATIONS = ("none", "tome", "pitome", "pitome-elu", "authors", "pitome_bsm", "pitome-hidden", "tome-paper",
                   "pitome-noprop", "authors-prop")
 PAPER_TOME = "tome-paper"  # ToMe as the paper's tables ran it (proportional attention off)
-SHARED_CIFAR10 = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10" / "cifar10.npz"
+DATA_ENV = "PITOME_STUDY_DATA"  # the default --data of `study dinov2` (e.g. ../shared/data/cifar10/cifar10.npz)
 
 
 def configuration_settings(name: str, family: str, num_layers: int, base_extra: dict | None = None) -> dict:
@@ -385,8 +386,9 @@ def main(argv=None) -> int:
                         help="keep ratios (default: %(default)s)")
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), choices=CONFIGURATIONS,
                         help="rows to run (default: all)")
-    parser.add_argument("--data", default=str(SHARED_CIFAR10),
-                        help="dinov2: .npz with train/test images and labels (default: %(default)s)")
+    parser.add_argument("--data", default=os.environ.get(DATA_ENV),
+                        help=f"dinov2: .npz with train/test images and labels, e.g. ../shared/data/cifar10/cifar10.npz "
+                        f"(default: ${DATA_ENV})")
     parser.add_argument("--train-images", type=int, default=2000, help="dinov2: images for the head (default: %(default)s)")
     parser.add_argument("--test-images", type=int, default=2000, help="dinov2: test images (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="fmnist: only the first N test images")
@@ -404,6 +406,9 @@ def main(argv=None) -> int:
     if args.model == "fmnist":
         result = study_fmnist(args.keep_ratios, args.configurations, limit=args.limit)
     elif args.model == "dinov2":
+        if not args.data:
+            raise ValueError(f"study dinov2 needs --data: an .npz with train_images, train_labels, test_images, "
+                             f"test_labels (e.g. ../shared/data/cifar10/cifar10.npz), or set {DATA_ENV}.")
         result = study_dinov2(args.keep_ratios, args.configurations, Path(args.data), args.train_images,
                               args.test_images, cache=out / "cache", reduced=args.reduced)
     else:
