@@ -398,3 +398,12 @@ def test_rows_without_an_image_or_with_a_missing_image_file_are_named(model, tmp
     (tmp_path / "t.csv").write_text("image,label\na.png,0\nmissing.png,1\n")
     code, err = run_cli(capsys, "--model", model, "--dataset", tmp_path / "t.csv", "--out", tmp_path / "o2")
     assert code == 1 and f"the image in row 1 of the column 'image' ({tmp_path / 'missing.png'}) cannot be read" in err
+
+
+def test_split_is_refused_for_a_single_file(tmp_path):
+    """A .npz (or one parquet/csv/json file) holds one split: --split would be silently ignored, so it is refused."""
+    from pitome_hf.evaluation.evaluate import DEFAULT_DATASET, DataSpec, load_data
+
+    assert len(load_data(DataSpec(str(DEFAULT_DATASET)))) == 10000
+    with pytest.raises(ValueError, match="--split validation: .*fashion_mnist_test.npz is a single file"):
+        load_data(DataSpec(str(DEFAULT_DATASET), split="validation"))

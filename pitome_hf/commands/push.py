@@ -143,7 +143,8 @@ def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[
         for m, v in own[0]["metrics"].items()
     ]
     text = (
-        f"Measured by `pitome-hf evaluate` on {name} ({dataset['split']}, {report['num_samples']} samples), "
+        f"Measured by `pitome-hf evaluate` on {name} ({dataset['split'] or 'the whole file'}, "
+        f"{report['num_samples']} samples), "
         f"{report['device']}, {report['dtype']}, batch {report['batch_size']}; {metric} next to ToMe and the "
         f"unmerged model. GFLOPs per sample are analytic; images/s are measured.\n\n" + markdown_table(report)
     )

@@ -56,10 +56,14 @@ class DataSpec:
     parquet files), a .parquet/.csv/.json file, or a .npz with `images`, `labels` and `classes` arrays."""
 
     path: Optional[str] = None
-    split: str = "test"
+    split: Optional[str] = None  # of a Hub id or a folder (None: "test"); a single file holds one split
     image_column: Optional[str] = None  # None: the task's default ("image")
     label_column: Optional[str] = None  # class label (classification) or answers (vqa); None: the task's default
     text_column: Optional[str] = None  # captions (retrieval) or questions (vqa); None: the task's default
+
+    @property
+    def split_name(self) -> str:
+        return self.split or "test"
 
     def columns(self, defaults: dict[str, str]) -> dict[str, str]:
         """{role: column} for the roles a task reads, with this spec's choices over the task's defaults."""
@@ -133,10 +137,13 @@ def _load_folder(path: Path, split: str):
 def _load_any(spec: DataSpec, path: Path):
     import datasets
 
+    if path.is_file() and spec.split is not None:
+        raise ValueError(f"--split {spec.split}: {path} is a single file, which holds one split; drop --split (it "
+                         "applies to Hub ids and folders).")
     if path.suffix == ".npz" and path.is_file():
         return _dataset_from_npz(path)
     if path.is_dir():
-        return _load_folder(path, spec.split)
+        return _load_folder(path, spec.split_name)
     if path.is_file() and path.suffix in DATA_FILE_KINDS:
         return datasets.load_dataset(DATA_FILE_KINDS[path.suffix], data_files=str(path), split="train")
     if path.exists():
@@ -145,7 +152,7 @@ def _load_any(spec: DataSpec, path: Path):
     if _looks_like_path(str(spec.path)):
         raise FileNotFoundError(f"--dataset {spec.path} does not exist (a local file or folder was meant; a Hub "
                                 "dataset id looks like org/name).")
-    return datasets.load_dataset(str(spec.path), split=spec.split)
+    return datasets.load_dataset(str(spec.path), split=spec.split_name)
 
 
 def _images_column(ds, column: str, root: Optional[Path]):
@@ -173,10 +180,10 @@ def load_data(spec: DataSpec, columns: Optional[dict] = None):
         ds = _load_any(spec, path)
     except ValueError as error:
         if str(error).startswith("Unknown split"):
-            raise ValueError(f"--split {spec.split}: {' '.join(str(error).split())} (for {path}).") from None
+            raise ValueError(f"--split {spec.split_name}: {' '.join(str(error).split())} (for {path}).") from None
         if "corresponds to no data" in str(error):  # datasets' words for a folder without images of that split
             raise ValueError(f"--dataset {path} holds no images or parquet files for the split "
-                             f"{spec.split!r}.") from None
+                             f"{spec.split_name!r}.") from None
         raise
     except PermissionError as error:
         raise PermissionError(f"--dataset {path} cannot be read ({error.strerror}: {error.filename}).") from None
@@ -189,7 +196,7 @@ def load_data(spec: DataSpec, columns: Optional[dict] = None):
         if role == "image":
             ds = _images_column(ds, column, (path if path.is_dir() else path.parent) if path.exists() else None)
     if len(ds) == 0:
-        where = f"{spec.path or path}" + ("" if path.is_file() else f" (split {spec.split})")
+        where = f"{spec.path or path}" + ("" if path.is_file() else f" (split {spec.split_name})")
         raise ValueError(f"the dataset {where} has no rows: nothing to evaluate.")
     return ds
 
@@ -780,8 +787,8 @@ def main(argv=None) -> int:
                         "Fashion-MNIST ViT)")
     parser.add_argument("--dataset", default=None, help="datasets Hub id, folder (imagefolder or parquet), "
                         "parquet/csv/json file or .npz (default: the embedded Fashion-MNIST test split)")
-    parser.add_argument("--split", default="test", help="split of a Hub id or imagefolder dataset (default: "
-                        "%(default)s; many Hub datasets call theirs 'validation')")
+    parser.add_argument("--split", default=None, help="split of a Hub id or folder dataset; refused for a single file, "
+                        "which holds one split (default: test; many Hub datasets call theirs 'validation')")
     parser.add_argument("--image-column", default=None, help="(default: image)")
     parser.add_argument("--label-column", default=None,
                         help="class label (classification; default label) or answers (vqa; default answers)")
