@@ -511,8 +511,11 @@ class MergeConfigMixin(_MergeFields):
             module = type(self).__module__.rsplit(".", 1)[-1]
             self.auto_map = {"AutoConfig": f"{module}.{type(self).__name__}", **self.auto_map_classes}
         given = self.__dict__.pop(_GIVEN, {})
-        defaults = {name: getattr(self, name) for name in MERGE_FIELDS if name not in given}
-        for name, value in resolve_update(defaults, given, merge_num_layers(self)).items():
+        # as the fields stand now: a subclass's __post_init__ may have filled one in (BERT's text merge_layers)
+        current = {name: getattr(self, name) for name in MERGE_FIELDS}
+        update = {name: current[name] for name in given}
+        base = {name: value for name, value in current.items() if name not in given}
+        for name, value in resolve_update(base, update, merge_num_layers(self)).items():
             object.__setattr__(self, name, value)
         self._check_own_fields({name: getattr(self, name) for name in (*self.choice_fields, *self.required_merge_settings)})
         super().__post_init__(**kwargs)

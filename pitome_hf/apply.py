@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import torch
@@ -34,7 +35,7 @@ def pitome_config(config: PreTrainedConfig, config_class: type, **settings) -> P
     merge = {k: v for k, v in settings.items() if k in MERGE_FIELDS}
     current = {k: values[k] for k in MERGE_FIELDS if k in values}
     if merge:  # a stock config has no merge fields: the class defaults are the current ones
-        defaults = {k: getattr(config_class(num_hidden_layers=1), k) for k in MERGE_FIELDS if k not in current}
+        defaults = {f.name: f.default for f in dataclasses.fields(config_class) if f.name in MERGE_FIELDS}
         values.update(resolve_update({**defaults, **current}, merge, _num_layers(config)))
     values.update({k: v for k, v in settings.items() if k in own})
     new = config_class.from_dict(values)

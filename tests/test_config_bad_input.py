@@ -154,3 +154,11 @@ def test_bert_mean_pooling_of_an_all_padding_row_is_zeros_as_sentence_transforme
     assert torch.isfinite(pooled).all()
     assert torch.equal(pooled[1], torch.zeros_like(pooled[1]))
     assert pooled[0].abs().sum() > 0
+
+
+def test_apply_pitome_on_a_stock_bert_keeps_the_text_default_layers():
+    """A stock config has no merge fields: the class defaults apply (BERT merges in its first 3 layers), whatever
+    other setting is given."""
+    stock = BertModel(BertConfig(**{**BERT, "num_hidden_layers": 6}))
+    assert apply_pitome(stock, keep_ratio=0.7).config.merge_layers == [0, 1, 2]
+    assert apply_pitome(stock).config.merge_layers == [0, 1, 2]
