@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, field, make_dataclass
-from types import SimpleNamespace
 from typing import Any, Callable, Optional, Union
 
 from .merging import ENERGIES, MARGIN_SCHEDULES, METHODS, METRICS, SPLITS, layer_budget
@@ -96,7 +95,6 @@ def _interval(low, high, low_open, high_open, what=""):
             raise ValueError(f"{name}={value!r} is out of range: it must be a number in {text}{what}.")
         return value
 
-    check.allowed = text
     return check
 
 
@@ -340,10 +338,7 @@ class _MergeSettingsLogic:
             num_layers = merge_num_layers(config)
         values = {name: getattr(config, name) for name in MERGE_FIELDS if hasattr(config, name)}
         values = resolve_update(values, overrides, num_layers) if overrides else values
-        prefix = values.get("protected_tokens")
-        if prefix is None and hasattr(type(config), "architecture_prefix"):
-            prefix = type(config).architecture_prefix(config)
-        return cls(**values, num_layers=num_layers, num_prefix=prefix)
+        return cls(**values, num_layers=num_layers, num_prefix=_prefix_or_none(config, values.get("protected_tokens")))
 
     def number(self, name: str) -> float:
         """`keep_ratio`, `margin`, `margin_end` or `alpha` as a constant of a compiled graph (see __post_init__)."""
@@ -536,12 +531,14 @@ class MergeConfigMixin(_MergeFields):
         """Change several merge fields at once (validated together before any is set; the one rule of
         `resolve_update` for presets)."""
         current = {name: getattr(self, name) for name in MERGE_FIELDS}
-        values = resolve_update(current, update, merge_num_layers(self))
+        num_layers = merge_num_layers(self)
+        values = resolve_update(current, update, num_layers)
         self._check_own_fields(values)
-        MergeSettings.from_config(SimpleNamespace(**values), merge_num_layers(self))  # raises before anything is set
+        prefix = _prefix_or_none(self, values["protected_tokens"])
+        settings = MergeSettings(**values, num_layers=num_layers, num_prefix=prefix)  # raises before anything is set
         for name, value in values.items():
             object.__setattr__(self, name, value)
-        self._refresh_settings()
+        self.__dict__[_SETTINGS_CACHE] = settings
 
     def merge_settings(self, num_layers: Optional[int] = None) -> "MergeSettings":
         """The validated settings of this config (for `num_layers` merging layers, default the config's own), built
@@ -661,15 +658,21 @@ def num_patches_from_config(config) -> int:
     return (ih // ph) * (iw // pw)
 
 
-def protected_prefix(config) -> int:
-    """Number of leading tokens that never merge: the config's `protected_tokens` setting, else its architecture's
-    own rule (`architecture_prefix`: CLS = 1, CLS + registers, 0 for towers without CLS). Resolved once into
-    `MergeSettings.num_prefix`; this reads it."""
-    value = getattr(config, "protected_tokens", None)
+def _prefix_or_none(config, protected_tokens=None) -> Optional[int]:
+    """`protected_tokens` (default: the config's), else the architecture's rule, else None."""
+    value = getattr(config, "protected_tokens", None) if protected_tokens is None else protected_tokens
     if value is None and hasattr(type(config), "architecture_prefix"):
         value = type(config).architecture_prefix(config)
     if value is None:
         value = getattr(config, "default_protected_tokens", None)
+    return value
+
+
+def protected_prefix(config) -> int:
+    """Number of leading tokens that never merge: the config's `protected_tokens` setting, else its architecture's
+    own rule (`architecture_prefix`: CLS = 1, CLS + registers, 0 for towers without CLS). Resolved once into
+    `MergeSettings.num_prefix`; this reads it."""
+    value = _prefix_or_none(config)
     if value is None:
         raise ValueError(f"{type(config).__name__} says neither protected_tokens nor default_protected_tokens.")
     return int(value)
