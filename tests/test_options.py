@@ -61,9 +61,9 @@ def test_every_model_command_takes_the_fields_under_their_own_names(command, cap
 def test_sweeps_refuse_out_of_range_and_repeated_values():
     with pytest.raises(ValueError, match="--keep-ratios: keep_ratio=1.5 is out of range"):
         sweep_values(argparse.Namespace(keep_ratios=[0.9, 1.5], methods=["tome"]))
-    with pytest.raises(ValueError, match="--keep-ratios repeats 0.9"):
+    with pytest.raises(ValueError, match="--keep-ratios lists 0.9 more than once"):
         sweep_values(argparse.Namespace(keep_ratios=[0.9, 0.9], methods=["tome"]))
-    with pytest.raises(ValueError, match="--methods repeats tome"):
+    with pytest.raises(ValueError, match="--methods lists tome more than once"):
         sweep_values(argparse.Namespace(keep_ratios=[0.9], methods=["tome", "tome"]))
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from pitome_hf.measurement.timing import fixed, markdown_table
-from pitome_hf.commands.options import SWEPT, add_merge_arguments, merge_arguments, sweep_values
+from pitome_hf.commands.options import SWEPT, add_merge_arguments, check_sweep, merge_arguments
 from pitome_hf.modeling.merge_config import MergeSettings
 
 TEXT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
@@ -455,7 +455,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     extra = merge_arguments(args)
     if args.keep_ratios:
-        sweep_values(argparse.Namespace(keep_ratios=args.keep_ratios, methods=[]))
+        check_sweep(args.keep_ratios)
     start = time.perf_counter()
     if args.task == "text":
         result = run_text(args.keep_ratios or TEXT_RATIOS, folds=args.folds or 10, extra=extra)

@@ -74,18 +74,23 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, ratios, methods=("tome"
     add_merge_arguments(parser, exclude=SWEPT, title="merge settings of every merged row")
 
 
-def sweep_values(args: argparse.Namespace) -> tuple[list[float], list[str]]:
-    """The keep ratios (each checked against the table's range; duplicates refused) and methods of a sweep."""
+def check_sweep(keep_ratios, methods=(), presets=()) -> None:
+    """A sweep's values, checked once for every command: each keep ratio in the table's range, no value given twice."""
     from pitome_hf.modeling.merge_config import MERGE_FIELD
 
-    check = MERGE_FIELD["keep_ratio"]
-    for ratio in args.keep_ratios:
+    for ratio in keep_ratios:
         try:
-            check.validate(ratio)
+            MERGE_FIELD["keep_ratio"].validate(ratio)
         except ValueError as error:
             raise ValueError(f"--keep-ratios: {error}") from None
-    for name, values in (("--keep-ratios", args.keep_ratios), ("--methods", args.methods)):
-        repeated = sorted({v for v in values if values.count(v) > 1})
-        if repeated:
-            raise ValueError(f"{name} repeats {', '.join(map(str, repeated))}: give each value once.")
+    for flag, values in (("--methods", methods), ("--presets", presets), ("--keep-ratios", [float(r) for r in
+                                                                                             keep_ratios])):
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise ValueError(f"{flag} lists {twice} more than once: give each value once (each row is measured once).")
+
+
+def sweep_values(args: argparse.Namespace) -> tuple[list[float], list[str]]:
+    """The keep ratios and methods of a sweep, checked (`check_sweep`)."""
+    check_sweep(args.keep_ratios, args.methods)
     return list(args.keep_ratios), list(args.methods)

@@ -37,7 +37,7 @@ from pitome_hf.evaluation.tasks import TASK_CLASSES, TASKS, timed_run
 from pitome_hf.measurement.timing import Progress, compiled_runs, peak_memory_mb, sweep
 from pitome_hf.modeling.merge_config import MergeSettings
 from pitome_hf.modeling.merging import METHODS
-from pitome_hf.commands.options import SWEPT, add_merge_arguments, merge_arguments
+from pitome_hf.commands.options import SWEPT, add_merge_arguments, check_sweep, merge_arguments
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"  # pitome_hf/assets
 DEFAULT_MODEL = ASSETS / "fashion-mnist-vit"
@@ -220,19 +220,10 @@ class RunResult:
 # ----------------------------------------------------------------------------------------------------------------
 # The sweep
 # ----------------------------------------------------------------------------------------------------------------
-def _first_duplicate(values) -> Optional[object]:
-    seen = set()
-    for value in values:
-        if value in seen:
-            return value
-        seen.add(value)
-    return None
-
-
 def run_configs(methods, keep_ratios, presets=(), extra: dict | None = None) -> list[tuple[dict, float]]:
     """(merge settings, keep ratio) for every row (see `measure.sweep`; `extra`: merge settings of every merged row),
     after checking the names and ratios: known, in range, each given once, and at least one row."""
-    from pitome_hf.modeling.merge_config import MERGE_FIELD, MERGE_PRESETS
+    from pitome_hf.modeling.merge_config import MERGE_PRESETS
 
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -240,16 +231,7 @@ def run_configs(methods, keep_ratios, presets=(), extra: dict | None = None) -> 
     badp = [p for p in presets if p not in MERGE_PRESETS]
     if badp:
         raise ValueError(f"presets {badp} are not known; choose from {', '.join(MERGE_PRESETS)}.")
-    for ratio in keep_ratios:
-        try:
-            MERGE_FIELD["keep_ratio"].validate(ratio)
-        except ValueError as error:
-            raise ValueError(f"--keep-ratios: {error}") from None
-    for flag, values in (("--methods", methods), ("--presets", presets), ("--keep-ratios", [float(r) for r in
-                                                                                             keep_ratios])):
-        twice = _first_duplicate(values)
-        if twice is not None:
-            raise ValueError(f"{flag} lists {twice} more than once: give each value once (each row is measured once).")
+    check_sweep(keep_ratios, methods, presets)
     configs = sweep(methods, keep_ratios, presets, extra)
     if not configs:
         raise ValueError(f"nothing to run: methods {list(methods)}, presets {list(presets)} and keep ratios "
