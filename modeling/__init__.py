@@ -1,56 +1,24 @@
-"""Hub-bound model code: flat files importing each other with single-dot relative imports (torch + transformers only)."""
+"""Hub-bound model code: flat files importing each other with single-dot relative imports (torch + transformers only).
 
-from .configuration_pitome_bert import PiToMeBertConfig
-from .configuration_pitome_clip import PiToMeCLIPConfig, PiToMeCLIPVisionConfig
-from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
-from .configuration_pitome_llava import PiToMeLlavaConfig, llava_num_image_tokens
-from .configuration_pitome_vit import PiToMeViTConfig
+The package exports the merge core's public names below and, found by file name, every name in the `__all__` of each
+family's files (`configuration_pitome_*.py`, `modeling_pitome_*.py`, `processing_pitome_*.py`): a new family's files
+are exported without an edit here.
+"""
+
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from .merge_config import MergeSettings, token_schedule
 from .merge_state import PaddedMergeState, unmerge
-from .modeling_pitome_bert import PiToMeBertForSequenceClassification, PiToMeBertModel, size_weighted_mean_pool
-from .modeling_pitome_clip import PiToMeCLIPModel, PiToMeCLIPVisionModel, PiToMeCLIPVisionModelWithProjection
-from .modeling_pitome_dinov2 import (
-    PiToMeDinov2ForImageClassification,
-    PiToMeDinov2Model,
-    PiToMeDinov2WithRegistersModel,
-    patch_mean,
-)
-from .modeling_pitome_llava import PiToMeLlavaForConditionalGeneration, PiToMeLlavaModel
-from .processing_pitome_llava import PiToMeLlavaProcessor
-from .modeling_pitome_vit import PiToMeViTForImageClassification, PiToMeViTModel
-from .configuration_pitome_siglip import PiToMeSiglipConfig, PiToMeSiglipVisionConfig
-from .modeling_pitome_siglip import PiToMeSiglipModel, PiToMeSiglipVisionModel
 
-__all__ = [
-    "PiToMeBertConfig",
-    "PiToMeBertForSequenceClassification",
-    "PiToMeBertModel",
-    "PiToMeDinov2Config",
-    "PiToMeDinov2ForImageClassification",
-    "PiToMeDinov2Model",
-    "PiToMeDinov2WithRegistersConfig",
-    "PiToMeDinov2WithRegistersModel",
-    "PaddedMergeState",
-    "patch_mean",
-    "size_weighted_mean_pool",
-    "MergeSettings",
-    "PiToMeCLIPConfig",
-    "PiToMeCLIPModel",
-    "PiToMeCLIPVisionConfig",
-    "PiToMeCLIPVisionModel",
-    "PiToMeCLIPVisionModelWithProjection",
-    "PiToMeLlavaConfig",
-    "PiToMeLlavaForConditionalGeneration",
-    "PiToMeLlavaModel",
-    "PiToMeLlavaProcessor",
-    "PiToMeSiglipConfig",
-    "PiToMeSiglipModel",
-    "PiToMeSiglipVisionConfig",
-    "PiToMeSiglipVisionModel",
-    "PiToMeViTConfig",
-    "PiToMeViTForImageClassification",
-    "PiToMeViTModel",
-    "llava_num_image_tokens",
-    "token_schedule",
-    "unmerge",
-]
+__all__ = ["MergeSettings", "PaddedMergeState", "token_schedule", "unmerge"]
+
+_FAMILY_FILES = ("configuration_pitome_", "modeling_pitome_", "processing_pitome_")  # imported in this order
+for _prefix in _FAMILY_FILES:
+    for _info in sorted(_pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        if _info.name.startswith(_prefix):
+            _module = _importlib.import_module(f".{_info.name}", __name__)
+            for _name in _module.__all__:
+                globals()[_name] = getattr(_module, _name)
+                __all__.append(_name)
+__all__ = sorted(set(__all__))
