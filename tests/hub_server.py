@@ -72,15 +72,23 @@ class Handler(BaseHTTPRequestHandler):
     def _record(self):
         self.state.requests.append((self.command, self.path, dict(self.headers)))
 
+    def _request(self) -> tuple[str, bytes]:
+        """Record the request; its path (unquoted) and body."""
+        self._record()
+        return unquote(urlparse(self.path).path), self._body()
+
+    @staticmethod
+    def _repo_id(body: bytes) -> tuple[str, dict]:
+        """The repo id of a create/delete request's JSON body, and the body."""
+        data = json.loads(body or b"{}")
+        return (f"{data['organization']}/{data['name']}" if data.get("organization") else data["name"]), data
+
     # -- routes ----------------------------------------------------------------------------------------------
     def do_POST(self):
-        self._record()
-        path = unquote(urlparse(self.path).path)
-        body = self._body()
+        path, body = self._request()
         st = self.state
         if path == "/api/repos/create":
-            data = json.loads(body or b"{}")
-            repo_id = f"{data['organization']}/{data['name']}" if data.get("organization") else data["name"]
+            repo_id, data = self._repo_id(body)
             url = f"http://{self.headers['Host']}/{repo_id}"
             with st.lock:
                 if repo_id in st.repos:
@@ -155,13 +163,10 @@ class Handler(BaseHTTPRequestHandler):
                                 "pullRequestUrl": None})
 
     def do_DELETE(self):
-        self._record()
-        path = unquote(urlparse(self.path).path)
-        body = self._body()
+        path, body = self._request()
         st = self.state
         if path == "/api/repos/delete":
-            data = json.loads(body or b"{}")
-            repo_id = f"{data['organization']}/{data['name']}" if data.get("organization") else data["name"]
+            repo_id, _ = self._repo_id(body)
             with st.lock:
                 if st.repos.pop(repo_id, None) is None:
                     return self._error(404, "RepoNotFound", "Repository not found")

@@ -32,6 +32,16 @@ def _features(output, name: str) -> torch.Tensor:
     return embeds
 
 
+def _embed(model, batches, kind: str) -> torch.Tensor:
+    """L2-normalised float32 CPU embeddings of `kind` ("image" or "text") of every batch of model inputs: through
+    `model.get_<kind>_features` (CLIPModel) or `model(...).<kind>_embeds` (the ...WithProjection towers)."""
+    run = getattr(model, f"get_{kind}_features", model)
+    out = [F.normalize(_features(run(**inputs), f"{kind}_embeds").float(), dim=-1).cpu() for inputs in batches]
+    if not out:
+        raise ValueError(f"{kind}_embeddings got no {kind}s.")
+    return torch.cat(out)
+
+
 def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -56,17 +66,8 @@ def image_embeddings(
     """
     device = torch.device(device) if device is not None else _model_device(model)
     dtype = _model_dtype(model)
-    out = []
-    for pixel_values in _image_batches(images, processor, batch_size):
-        pixel_values = pixel_values.to(device=device, dtype=dtype)
-        if hasattr(model, "get_image_features"):
-            embeds = _features(model.get_image_features(pixel_values=pixel_values), "image_embeds")
-        else:
-            embeds = _features(model(pixel_values=pixel_values), "image_embeds")
-        out.append(F.normalize(embeds.float(), dim=-1).cpu())
-    if not out:
-        raise ValueError("image_embeddings got no images.")
-    return torch.cat(out)
+    batches = ({"pixel_values": x.to(device=device, dtype=dtype)} for x in _image_batches(images, processor, batch_size))
+    return _embed(model, batches, "image")
 
 
 def _image_batches(images, processor, batch_size: int) -> Iterable[torch.Tensor]:
@@ -110,17 +111,9 @@ def text_embeddings(
     if max_length is None:
         config = getattr(model.config, "text_config", model.config)
         max_length = getattr(config, "max_position_embeddings", None)
-    out = []
-    for inputs in _text_batches(texts, tokenizer, batch_size, max_length, padding):
-        inputs = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
-        if hasattr(model, "get_text_features"):
-            embeds = _features(model.get_text_features(**inputs), "text_embeds")
-        else:
-            embeds = _features(model(**inputs), "text_embeds")
-        out.append(F.normalize(embeds.float(), dim=-1).cpu())
-    if not out:
-        raise ValueError("text_embeddings got no texts.")
-    return torch.cat(out)
+    batches = ({k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+               for inputs in _text_batches(texts, tokenizer, batch_size, max_length, padding))
+    return _embed(model, batches, "text")
 
 
 def _text_batches(texts, tokenizer, batch_size: int, max_length: Optional[int], padding=True) -> Iterable[dict]:
