@@ -1,0 +1,127 @@
+"""Export a PiToMe / ToMe vision model to ONNX for ONNX Runtime: a static graph for a fixed input size and batch.
+
+    pitome-hf export default --output fmnist-onnx --batch-size 64 --keep-ratio 0.9
+    pitome-hf export google/vit-base-patch16-224 --output vit-onnx --merge-method tome --keep-ratio 0.9
+    pitome-hf export ./dinov2-folder --output dinov2-onnx --image-size 224 --dynamic-batch --keep-ratio 0.75
+
+MODEL is a checkpoint folder or Hub id (stock or PiToMe; the family and class come from its config, as in `convert`),
+or `default` for the embedded Fashion-MNIST ViT. Every merge field is a flag under its own name; unset ones keep the
+checkpoint's own settings. The output folder holds model.onnx (inputs `pixel_values`, outputs `logits`, or
+`last_hidden_state` / `pooler_output` / `image_embeds`; the merge settings and token schedule in its metadata_props),
+config.json and the base's preprocessing files. Before anything is written the graph passes `onnx.checker` and ONNX
+Runtime's outputs are compared with PyTorch's on an example batch; the folder is written under a temporary name and
+renamed into place, so a failure leaves nothing. Text models (BERT: per-row budgets from padding) and models that
+take text (CLIPModel, SiglipModel, LLaVA) are refused, naming what to export instead. Needs `pip install
+"pitome_hf[onnx]"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+DEFAULT_NAME = "default"
+
+
+def load_model(base: str, **settings):
+    """(model, base folder or id, local) for MODEL: `default` (the embedded ViT) or a folder / Hub id."""
+    import transformers
+
+    from pitome_hf.commands.convert import resolve_base
+    from pitome_hf.families import entry_for_config_dict
+
+    if base == DEFAULT_NAME and not Path(base).exists():
+        from pitome_hf.evaluation.evaluate import DEFAULT_MODEL
+
+        base = str(DEFAULT_MODEL)
+    base, local = resolve_base(str(base))
+    config_dict, _ = transformers.PretrainedConfig.get_config_dict(base)
+    entry = entry_for_config_dict(config_dict)
+    model, info = entry.pitome.from_pretrained(base, output_loading_info=True, **settings)
+    problems = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
+    if problems:
+        raise ValueError(f"{base} did not load cleanly into {entry.pitome.__name__}: {problems}. Nothing was written.")
+    return model.eval(), base, local
+
+
+def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dynamic_batch: bool = False,
+                  opset=None, force: bool = False, **settings) -> dict:
+    """Write the ONNX export of `base` with merge `settings` to the folder `output`; returns export_onnx's info."""
+    from pitome_hf.commands.convert import _copy_preprocessing, _remove_stale_staging, check_output
+    from pitome_hf.deployment.onnx import DEFAULT_OPSET, check_exportable, export_onnx, require_onnx
+
+    require_onnx()
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: must be an integer >= 1.")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"--image-size {image_size}: must be a positive number of pixels.")
+    local_input = base if Path(base).expanduser().exists() else None
+    output = check_output(output, local_input, force)
+    model, base, local = load_model(base, **settings)
+    check_exportable(model)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(output)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = output.parent / f".{output.name}.partial-{tag}"
+    try:
+        staging.mkdir()
+        info = export_onnx(model, staging / "model.onnx", batch_size=batch_size, image_size=image_size,
+                           dynamic_batch=dynamic_batch, opset=opset or DEFAULT_OPSET)
+        model.config.to_json_file(staging / "config.json")
+        copied = _copy_preprocessing(base, local, staging)
+        (staging / "onnx_export.json").write_text(json.dumps(
+            {k: info[k] for k in ("inputs", "outputs", "batch_size", "image_size", "opset", "metadata",
+                                  "max_abs_diff") if k in info} | {"top1_agreement": info.get("top1_agreement")},
+            indent=2) + "\n")
+        if output.exists():
+            old = output.parent / f".{output.name}.old-{tag}"
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old)
+        else:
+            staging.rename(output)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    info["path"] = str(output / "model.onnx")
+    info["copied"] = copied
+    return info
+
+
+def main(argv=None) -> int:
+    from pitome_hf.commands.options import add_merge_arguments, merge_arguments
+
+    parser = argparse.ArgumentParser(prog="pitome-hf export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="checkpoint folder or Hub id (stock or PiToMe), or 'default' (the embedded ViT)")
+    parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty, "
+                        "unless --force and it is an earlier export)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per run of the static graph "
+                        "(default: %(default)s)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (the batch axis is symbolic, "
+                        "every other shape static)")
+    parser.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the config's "
+                        "image_size; DINOv2 also takes other multiples of its patch size)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
+    parser.add_argument("--force", action="store_true", help="replace an earlier export folder at --output")
+    add_merge_arguments(parser, title="merge settings (unset: the checkpoint's own, or the config's defaults)")
+    args = parser.parse_args(argv)
+    info = export_folder(args.model, args.output, batch_size=args.batch_size, image_size=args.image_size,
+                         dynamic_batch=args.dynamic_batch, opset=args.opset, force=args.force,
+                         **merge_arguments(args))
+    meta = info["metadata"]
+    diffs = ", ".join(f"{k} {v:.2g}" for k, v in info["max_abs_diff"].items())
+    top1 = f", top-1 agreement {info['top1_agreement']:.3f}" if "top1_agreement" in info else ""
+    print(f"wrote {info['path']}: {meta['pitome_hf.model_class']}, {meta['pitome_hf.input']} -> "
+          f"{', '.join(info['outputs'])}; merge_method {meta['pitome_hf.merge_method']}, keep_ratio "
+          f"{meta['pitome_hf.keep_ratio']}, tokens per layer {meta['pitome_hf.token_schedule']}")
+    print(f"onnx.checker passed; ONNX Runtime vs PyTorch on an example batch: max abs diff {diffs}{top1}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
