@@ -142,6 +142,12 @@ def _check_bool(name, value, num_layers):
     return value
 
 
+def _check_visual_tokens(name, value, num_layers):
+    if value is not None and (not _is_int(value) or value < 1):
+        raise ValueError(f"{name}={value!r} is out of range: it must be None (use keep_ratio) or an int >= 1.")
+    return value
+
+
 def _check_preset(name, value, num_layers):
     return None if value is None else _check_choice(name, value, tuple(MERGE_PRESETS))
 
@@ -219,10 +225,17 @@ MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
     F("trace_source", bool, False, _check_bool,
       "keep, for each original token, the index of the current token holding it (merge maps, unmerge)",
       cli_type=bool),
+    F("visual_tokens", Optional[int], None, _check_visual_tokens,
+      "target number of visual tokens per image (per temporal patch of a video) reaching the language model; "
+      "overrides keep_ratio. Only families that reduce at the language model's input read it (qwen2_5_vl); the "
+      "others refuse a value", counts=True, cli_type=int),
 )
 del F
 
 MERGE_FIELD = {f.name: f for f in MERGE_FIELD_TABLE}
+# Fields only some families read: another family's config refuses a value other than the default (see
+# `MergeConfigMixin.family_merge_fields`).
+FAMILY_ONLY_FIELDS = ("visual_tokens",)
 MERGE_FIELDS = tuple(MERGE_FIELD)
 PRESET_FIELDS = tuple(f.name for f in MERGE_FIELD_TABLE if f.selection)
 COUNT_FIELDS = tuple(f.name for f in MERGE_FIELD_TABLE if f.counts)
@@ -456,6 +469,7 @@ class MergeConfigMixin(_MergeFields):
     required_merge_settings = {}
     choice_fields = {}
     default_protected_tokens = None
+    family_merge_fields = ()  # the `FAMILY_ONLY_FIELDS` this family reads
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)  # transformers makes cls a dataclass with its own __init__
@@ -512,12 +526,16 @@ class MergeConfigMixin(_MergeFields):
         base = {name: value for name, value in current.items() if name not in given}
         for name, value in resolve_update(base, update, merge_num_layers(self)).items():
             object.__setattr__(self, name, value)
-        self._check_own_fields({name: getattr(self, name) for name in (*self.choice_fields, *self.required_merge_settings)})
+        self._check_own_fields({name: getattr(self, name) for name in (*self.choice_fields, *self.required_merge_settings,
+                                                                       *FAMILY_ONLY_FIELDS)})
         super().__post_init__(**kwargs)
         self._refresh_settings()
 
     def _check_own_fields(self, values: dict) -> None:
         for name, value in values.items():
+            if name in FAMILY_ONLY_FIELDS and name not in self.family_merge_fields and value != MERGE_FIELD[name].default:
+                raise ValueError(f"{name}={value!r} is not supported by {type(self).__name__}: it must be "
+                                 f"{MERGE_FIELD[name].default!r} (this family does not read it).")
             if name in self.choice_fields:
                 _check_choice(name, value, self.choice_fields[name])
             if name in self.required_merge_settings:

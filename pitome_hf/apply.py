@@ -36,7 +36,9 @@ def pitome_config(config: PreTrainedConfig, config_class: type, **settings) -> P
     current = {k: values[k] for k in MERGE_FIELDS if k in values}
     if merge:  # a stock config has no merge fields: the class defaults are the current ones
         defaults = {f.name: f.default for f in dataclasses.fields(config_class) if f.name in MERGE_FIELDS}
-        values.update(resolve_update({**defaults, **current}, merge, _num_layers(config)))
+        fixed = getattr(config_class, "merge_num_hidden_layers", None)  # e.g. one reduction point (Qwen2.5-VL)
+        num_layers = fixed if isinstance(fixed, int) else _num_layers(config)
+        values.update(resolve_update({**defaults, **current}, merge, num_layers))
     values.update({k: v for k, v in settings.items() if k in own})
     new = config_class.from_dict(values)
     new._attn_implementation = getattr(config, "_attn_implementation", None)

@@ -29,6 +29,10 @@ from pitome_hf.modeling import (
     PiToMeLlavaForConditionalGeneration,
     PiToMeLlavaModel,
     PiToMeLlavaProcessor,
+    PiToMeQwen2_5_VLForConditionalGeneration,
+    PiToMeQwen2_5_VLModel,
+    PiToMeQwen2_5_VLProcessor,
+    qwen2_5_vl_dummy_inputs,
     PiToMeSiglipModel,
     PiToMeSiglipVisionModel,
     PiToMeViTForImageClassification,
@@ -235,6 +239,18 @@ FAMILIES: tuple[Family, ...] = (
         description="DINOv2, with or without registers (CLS and registers protected)",
         space_view="backbone",
         study_preset="authors-deit",
+    ),
+    Family(
+        "qwen2_5_vl",
+        (
+            _m("Qwen2_5_VLForConditionalGeneration", PiToMeQwen2_5_VLForConditionalGeneration, "image-text-to-text"),
+            _m("Qwen2_5_VLModel", PiToMeQwen2_5_VLModel, "image-text-to-text"),
+        ),
+        flops=flops.qwen2_5_vl_prefill_flops,
+        dummy_inputs=qwen2_5_vl_dummy_inputs,
+        processor=PiToMeQwen2_5_VLProcessor,
+        description="Qwen2.5-VL: each image's visual tokens reduced to a budget at the language model's input "
+        "(PiToMe, ToMe or VisionZip-style), survivors at their stock M-RoPE positions",
     ),
 )
 

@@ -111,6 +111,62 @@ def llava_flops(family_flops, model):
     return family_flops(model.config, 7), lambda: model(**x, logits_to_keep=1)  # a prefill: the last token's logits
 
 
+# ---- Qwen2.5-VL: two images of different sizes (16 and 24 merged tokens), left-padded prompts holding each image's
+# budgeted number of <|image_pad|> tokens; 2 x 2 patches of 2 px, windows of 2 x 2 merged tokens, last block full
+QWEN_IMAGE, QWEN_VIDEO, QWEN_START, QWEN_END = 60, 61, 58, 59
+QWEN_GRIDS = ((1, 8, 8), (1, 12, 8))
+
+
+def qwen2_5_vl_config():
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=2, spatial_merge_size=2,
+                  temporal_patch_size=2, window_size=8, out_hidden_size=32, fullatt_block_indexes=[1],
+                  tokens_per_second=2, in_channels=3)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                vocab_size=64, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
+    return transformers.Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=QWEN_IMAGE,
+                                         video_token_id=QWEN_VIDEO, vision_start_token_id=QWEN_START,
+                                         vision_end_token_id=QWEN_END)
+
+
+def _qwen_count(config, grid) -> int:
+    if hasattr(config, "keep_ratio"):
+        from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import qwen_visual_token_count
+
+        return qwen_visual_token_count(config, grid)
+    return grid[0] * grid[1] * grid[2] // 4
+
+
+def qwen2_5_vl_inputs(config, batch, g, grids=QWEN_GRIDS, text=4):
+    """`batch` prompts, prompt i holding image i % len(grids) between 2 and `text` text tokens or more: prompts with
+    fewer image tokens get more text, so that no prompt is padded (padding is tested in tests/test_qwen2_5_vl.py)."""
+    rows, chosen = [], [grids[i % len(grids)] for i in range(batch)]
+    counts = [_qwen_count(config, grid) for grid in chosen]
+    for grid, count in zip(chosen, counts):
+        rows.append([5, 6, QWEN_START] + [QWEN_IMAGE] * count + [QWEN_END]
+                    + torch.randint(5, 50, (text + max(counts) - count,), generator=g).tolist())
+    length = max(map(len, rows))
+    ids = torch.zeros(batch, length, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, length - len(row):] = torch.tensor(row)
+        mask[i, length - len(row):] = 1
+    patches = sum(t * h * w for t, h, w in chosen)
+    return {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": (ids == QWEN_IMAGE).int(),
+            "pixel_values": torch.randn(patches, 3 * 2 * 2 * 2, generator=g), "image_grid_thw": torch.tensor(chosen)}
+
+
+def qwen2_5_vl_flops(family_flops, model):
+    x = qwen2_5_vl_inputs(model.config, 1, torch.Generator().manual_seed(0))
+    return family_flops(model.config, 7, image_grid_thw=[QWEN_GRIDS[0]]), lambda: model(**x, logits_to_keep=1)
+
+
+def qwen2_5_vl_schedule(config):
+    """The counts of one reduction point: [n, n - floor(n - n * rho)] (keep ratios >= 0.5, where the one-layer
+    schedule's floor(n/2) clamp does not bind)."""
+    return MergeSettings.from_config(config, num_layers=1)
+
+
 FIXTURES = {
     "ViTForImageClassification": Fixture(vit_config, pixels, flops=image_flops, pipeline="image-classification"),
     "ViTModel": Fixture(vit_config, pixels, flops=image_flops),
@@ -134,6 +190,11 @@ FIXTURES = {
     "Dinov2WithRegistersModel": Fixture(
         lambda: transformers.Dinov2WithRegistersConfig(**dinov2_config(num_register_tokens=2)), pixels,
         flops=image_flops),
+    "Qwen2_5_VLForConditionalGeneration": Fixture(
+        qwen2_5_vl_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24, schedule_settings=qwen2_5_vl_schedule,
+        flops=qwen2_5_vl_flops, compare=("logits",)),
+    "Qwen2_5_VLModel": Fixture(qwen2_5_vl_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24,
+                               schedule_settings=qwen2_5_vl_schedule, compare=("last_hidden_state",)),
 }
 
 

@@ -231,3 +231,70 @@ def dinov2_flops(config, image_size: int | None = None, num_labels: int = 0) -> 
 
 
 __all__ = ["bert_batch_flops", "bert_flops", "bert_shape", "dinov2_ffn_width", "dinov2_flops", "dinov2_shape"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Qwen2.5-VL: the vision tower as stock, the reduction at the language model's input, the language model
+# ----------------------------------------------------------------------------------------------------------------
+def qwen2_5_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: Iterable = ((1, 16, 16),),
+                             eager_vision_attention: bool = True) -> int:
+    """Analytic FLOPs of one prompt's prefill through a (PiToMe or stock) Qwen2.5-VL: the vision tower for each image
+    of grid (t, h, w) patches (patch embedding, every block with its window or full attention groups, the 2x2 merger),
+    the reduction to `qwen_visual_token_count` tokens per image (the similarity matmuls of every bipartite step, or
+    VisionZip-style: the last block's scores for the attention received and the assignment's similarities), and the
+    language model over the visual tokens plus `prompt_text_tokens` (logits of the last token only)."""
+    import math
+
+    import torch
+    from transformers.vision_utils import get_vision_window_index
+
+    from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import qwen_visual_token_count, reduces, reduction_settings
+    from pitome_hf.modeling.visual_reduction import contextual_count
+
+    vision, text = config.vision_config, config.text_config
+    C, I, H = vision.hidden_size, vision.intermediate_size, vision.num_heads
+    sms, p, tp = vision.spatial_merge_size, vision.patch_size, vision.temporal_patch_size
+    unit = sms * sms
+    D = vision.out_hidden_size
+    active = hasattr(config, "keep_ratio") and reduces(reduction_settings(config))
+    settings = reduction_settings(config) if active else None
+    visionzip = active and getattr(config, "visual_selection", "merge") == "visionzip"
+    total, visual_tokens = 0, 0
+    for grid in image_grid_thw:
+        t, h, w = (int(v) for v in grid)
+        N = t * h * w
+        total += 2 * N * C * vision.in_channels * tp * p * p  # patch embedding (conv3d)
+        full = [h * w] * t
+        _, cu = get_vision_window_index(torch.tensor([[t, h, w]]), spatial_merge_size=sms,
+                                        window_size=vision.window_size, patch_size=p)
+        windows = [int(b - a) for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())]
+        for layer in range(vision.depth):
+            groups = full if layer in vision.fullatt_block_indexes else windows
+            total += 2 * N * C * 3 * C + 2 * N * C * C + 3 * 2 * N * C * I  # qkv, proj, gated MLP
+            if eager_vision_attention:
+                total += sum(4 * n * n * C for n in groups)  # scores and weighted sum
+        n = N // unit
+        total += 2 * n * (unit * C) ** 2 + 2 * n * unit * C * D  # merger MLP
+        k = qwen_visual_token_count(config, (t, h, w)) if active else n
+        if active and k < n:
+            c = (vision.hidden_size // H) * unit if config.merge_metric == "keys" else D
+            last = full if vision.depth - 1 in vision.fullatt_block_indexes else windows
+            if visionzip:
+                total += sum(2 * m * m * C for m in last)  # the last block's scores, for the attention received
+                ctx = contextual_count(k, n)
+                total += 2 * (n - k) * ctx * c  # each merged-away token against the contextual targets
+            else:
+                method, T = settings.method_at(0), n
+                while T > k:
+                    if method == "tome":
+                        total += 2 * math.ceil(T / 2) * (T // 2) * c
+                    else:
+                        total += 2 * T * T * c
+                    T -= min(T - k, T // 2)
+        visual_tokens += k
+    S = visual_tokens + int(prompt_text_tokens)
+    Ct, It, L = text.hidden_size, text.intermediate_size, text.num_hidden_layers
+    kv = text.num_key_value_heads * (Ct // text.num_attention_heads)
+    per_token = 2 * (2 * Ct * Ct + 2 * Ct * kv) + 2 * 3 * Ct * It
+    total += L * (S * per_token + 2 * 2 * S * S * Ct) + 2 * Ct * text.vocab_size
+    return total

@@ -1,0 +1,138 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""Configuration of PiToMe Qwen2.5-VL: a `Qwen2_5_VLConfig` plus the visual-token reduction settings.
+
+Where the tokens are reduced (the design decision, see modeling_pitome_qwen2_5_vl.py for the whole of it): once per
+image (or video), at the language model's input, after the vision tower's 2x2 patch merger. The vision tower runs
+as stock (its window attention groups and the merger need the full grid). The merge settings therefore describe a
+single reduction point: `merge_num_hidden_layers` is 1 (layer index 0 for the margin schedule, `merge_layers` and
+per-layer lists).
+
+Budgets, per image (per video):
+* `visual_tokens=K`: K visual tokens per image; a video of t temporal patches gets K * t. A K larger than the
+  image's own count is refused.
+* otherwise `keep_ratio=rho`: n - floor(n - n * rho) of the n stock tokens (the same float64 rule as
+  `merging.layer_budget`, without its floor(n/2) clamp: the reduction runs several bipartite steps when it must).
+* `merge_method="none"` (or `merge_layers` without 0) reduces nothing.
+
+`visual_selection` picks the reduction: "merge" (the `merge_method`: pitome, tome or pitome_bsm, by energy or
+bipartite matching, size-weighted) or "visionzip" (dominant tokens by the attention they receive in the vision
+tower's last block, plus contextual tokens merging the rest; `visual_reduction.visionzip_plan`).
+
+`qwen_visual_token_count` is the one count function: the processor (how many `<|image_pad|>` / `<|video_pad|>` it
+writes) and the model (how many features it keeps) both call it.
+"""
+
+import math
+from types import SimpleNamespace
+
+from transformers import Qwen2_5_VLConfig
+
+from .merge_config import MergeConfigMixin, MergeSettings
+
+VISUAL_SELECTIONS = ("merge", "visionzip")
+
+
+def reduction_settings(config) -> MergeSettings:
+    """The merge settings of the one reduction point (num_layers = 1)."""
+    cached = getattr(type(config), "merge_settings", None)
+    if cached is not None and not isinstance(config, SimpleNamespace):
+        return config.merge_settings()
+    return MergeSettings.from_config(config, num_layers=1)
+
+
+def reduces(settings: MergeSettings) -> bool:
+    """Whether the settings reduce anything at all (before looking at an image's size)."""
+    if settings.method_at(0) == "none" or (settings.merge_layers is not None and 0 not in settings.merge_layers):
+        return False
+    return settings.visual_tokens is not None or settings.number("keep_ratio") < 1.0
+
+
+def qwen_visual_token_count(config, grid_thw, spatial_merge_size: int = None) -> int:
+    """Visual tokens the language model receives for one image or video of grid (t, h, w) patches.
+
+    `config`: a PiToMe Qwen2.5-VL config, or any object with the merge fields (the processor's view).
+    Raises ValueError when `visual_tokens` asks for more tokens than the image has."""
+    t, h, w = (int(v) for v in grid_thw)
+    if spatial_merge_size is None:
+        spatial_merge_size = config.vision_config.spatial_merge_size
+    n = t * h * w // (spatial_merge_size ** 2)
+    settings = reduction_settings(config)
+    if not reduces(settings):
+        return n
+    if settings.visual_tokens is not None:
+        k = settings.visual_tokens * t
+        if k > n:
+            raise ValueError(
+                f"visual_tokens={settings.visual_tokens} asks for {k} visual tokens, but an input of grid "
+                f"(t, h, w) = ({t}, {h}, {w}) has only {n}: allowed values are 1..{n // t} for this input."
+            )
+        return k
+    return n - math.floor(float(n) - float(n) * float(settings.number("keep_ratio")))
+
+
+def qwen2_5_vl_dummy_inputs(config) -> dict:
+    """One prompt with one image of 4 x 4 merged tokens (before any reduction) at the model's own patch size: the
+    input `pitome-hf push` checks a folder with."""
+    import torch
+
+    vision = config.vision_config
+    side = 4 * vision.spatial_merge_size
+    n = qwen_visual_token_count(config, (1, side, side)) if hasattr(config, "keep_ratio") else 16
+    text = [1, 2], [3, 4, 5]
+    ids = torch.tensor([[*text[0], config.vision_start_token_id, *[config.image_token_id] * n,
+                         config.vision_end_token_id, *text[1]]])
+    g = torch.Generator().manual_seed(0)
+    patch = vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == config.image_token_id).int(),
+            "pixel_values": torch.randn(side * side, patch, generator=g), "image_grid_thw": torch.tensor([[1, side, side]])}
+
+
+class PiToMeQwen2_5_VLConfig(MergeConfigMixin, Qwen2_5_VLConfig):
+    r"""A [`Qwen2_5_VLConfig`] with visual-token reduction at the language model's input.
+
+    Besides the merge fields (`MergeConfigMixin`; `visual_tokens` is read here), `visual_selection`: "merge"
+    (PiToMe / ToMe / pitome_bsm by `merge_method`) or "visionzip" (dominant + contextual tokens). Example:
+
+    ```python
+    >>> config = PiToMeQwen2_5_VLConfig(visual_tokens=64)  # 64 visual tokens per image
+    >>> qwen_visual_token_count(config, (1, 32, 32))
+    64
+    ```
+    """
+
+    model_type = "pitome_qwen2_5_vl"
+    stock_model_types = ("qwen2_5_vl",)
+    default_protected_tokens = 0  # no CLS: every visual token may merge
+    auto_map_classes = {
+        "AutoModel": "modeling_pitome_qwen2_5_vl.PiToMeQwen2_5_VLModel",
+        "AutoModelForImageTextToText": "modeling_pitome_qwen2_5_vl.PiToMeQwen2_5_VLForConditionalGeneration",
+        "AutoProcessor": "processing_pitome_qwen2_5_vl.PiToMeQwen2_5_VLProcessor",
+    }
+    family_merge_fields = ("visual_tokens",)
+    choice_fields = {"visual_selection": VISUAL_SELECTIONS}
+    required_merge_settings = {
+        "keep_order": (True, "the language model reads the visual tokens in order, at their own M-RoPE positions"),
+        "merge_r": (None, "budgets are visual_tokens per image or keep_ratio"),
+    }
+    visual_selection: str = "merge"
+
+    # One reduction point, the language model's input (read by `MergeSettings` and `apply_pitome`): layer index 0 of
+    # the margin schedule and of `merge_layers`. Not a field: never saved, never a setting of its own.
+    merge_num_hidden_layers = 1
+
+    def __post_init__(self, **kwargs):
+        kwargs.pop("merge_num_hidden_layers", None)
+        super().__post_init__(**kwargs)
+        self._check_own_fields({"merge_method": self.merge_method, "merge_preset": self.merge_preset})
+
+    def _check_own_fields(self, values: dict) -> None:
+        super()._check_own_fields(values)
+        method = values.get("merge_method")
+        if isinstance(method, (list, tuple)) and values.get("merge_preset", self.__dict__.get("merge_preset")) is None:
+            raise ValueError(
+                f"merge_method={list(method)!r} is a per-layer list, but PiToMe Qwen2.5-VL reduces at one point: give "
+                "one method ('pitome', 'tome', 'pitome_bsm' or 'none'); a preset's one-entry list is accepted."
+            )
+
+
+__all__ = ["PiToMeQwen2_5_VLConfig", "VISUAL_SELECTIONS", "qwen2_5_vl_dummy_inputs", "qwen_visual_token_count", "reduces", "reduction_settings"]

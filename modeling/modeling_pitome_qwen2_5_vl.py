@@ -1,0 +1,442 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""PiToMe Qwen2.5-VL: Qwen2.5-VL whose language model receives a budgeted number of visual tokens per image/video.
+
+Design (issue #21):
+
+* **Where.** At the language model's input, once per image or video, after the vision tower's 2x2 patch merger. The
+  vision tower runs unchanged: its window attention works on fixed index groups and the merger concatenates each
+  2x2 block, so both need the full grid. The prefill cost is mostly the language model reading the visual tokens,
+  which is what a reduction at its input removes. `get_image_features` / `get_video_features` return, per input,
+  `qwen_visual_token_count(config, grid)` tokens, in their original order.
+* **How.** "merge" (`merge_method` pitome, tome or pitome_bsm): `visual_reduction.reduce_to_budget`, bipartite steps
+  of merging.py's selections and its size-weighted `apply_plan` until the budget is met. "visionzip":
+  `visual_reduction.visionzip_select` (dominant tokens by the attention they receive in the vision tower's last
+  block, the rest merged into contextual tokens). The metric (`merge_metric`): "keys", the last vision block's
+  attention keys before rotary embedding, mean over heads, the four patches of each merged token concatenated; or
+  "hidden", the merged features themselves. The last block's queries, keys and attention groups are read by hooks
+  on that block while it runs (nothing of the stock vision tower is copied or changed).
+* **Positions.** A surviving token keeps its stock M-RoPE (t, h, w) position; a merged token takes its
+  destination's (the survivor it was merged into). Text after an image continues exactly as in the stock model
+  (its positions depend on the grid, not on the survivors), so `rope_deltas` and `generate`'s bookkeeping (the next
+  position is the last one plus one) stay right. `get_rope_index` computes the stock positions of the full grid
+  (the stock `get_vision_position_ids`) and gathers them at the survivors. Before the vision tower has run
+  (`generate` prepares positions first) the survivors are unknown: provisional positions are written for the visual
+  tokens; the forward that computes (or receives, as `mm_encoder_outputs`) the reduced features replaces them.
+* **Token size in the language model's attention.** On by default (`proportional_attention`, as in the paper and in
+  every other family here): log(size) is added to the attention logits of each visual key, as an additive float
+  mask (eager and sdpa; flash attention is refused while it is on), in the prefill and in every decoding step (the
+  per-key bias is kept on the cache object). Why: a merged token stands for `size` stock tokens; off the shelf, the
+  language model was trained to spend attention on all of them, and the bias gives the merged token the softmax
+  mass its members had when they were identical (ToMe's argument). `proportional_attention=False` turns it off
+  (then no mask is changed, and flash attention works).
+* **Prompts.** Built by `PiToMeQwen2_5_VLProcessor` (the budgeted number of `<|image_pad|>` / `<|video_pad|>`); a
+  prompt built by the stock processor is refused with the count it should have.
+
+Weights and parameter names are the stock model's; at keep ratio 1.0 or `merge_method="none"` every path is the stock
+one.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLModel,
+    apply_rotary_pos_emb_vision,
+)
+from transformers.utils import ModelOutput
+
+from .configuration_pitome_qwen2_5_vl import (
+    PiToMeQwen2_5_VLConfig,
+    qwen_visual_token_count,
+    reduces,
+    reduction_settings,
+)
+from .merge_state import PROPORTIONAL_ATTENTION_BACKENDS
+from .visual_reduction import attention_received, reduce_to_budget, visionzip_select
+
+from transformers.modeling_outputs import MultimodalBaseModelOutputWithPast, MultimodalCausalLMOutputWithPast
+
+# Qwen2.5-VL checkpoints on the Hub store transformers-4 names (model.layers.*, visual.*): give our classes the stock
+# classes' renamings. overwrite=True: remote code may import this file twice.
+for _ours, _stock in (("PiToMeQwen2_5_VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"),
+                      ("PiToMeQwen2_5_VLModel", "Qwen2_5_VLModel")):
+    _mapping = get_checkpoint_conversion_mapping(_stock)
+    if _mapping:
+        register_checkpoint_conversion_mapping(_ours, _mapping, overwrite=True)
+
+_KEY_BIAS = "_pitome_key_bias"  # attribute of the cache object: (B, keys) log(size) of every cached key
+
+
+@dataclass
+class PiToMeVisualOutput(BaseModelOutputWithPooling):
+    """The vision tower's output with the reduction: `pooler_output` holds one (k_i, C) tensor per input; `grid_thw`
+    the inputs' grids; `kept_indices` for each input the stock token index (row-major in the merged grid) of each
+    output token (the survivor, i.e. the destination of what it absorbed); `token_sizes` how many stock tokens each
+    holds; `token_maps` for each stock token the output token holding it; `token_counts` (inputs, 2): [n_i, k_i]."""
+
+    grid_thw: Optional[torch.Tensor] = None
+    kept_indices: Optional[tuple] = None
+    token_sizes: Optional[tuple] = None
+    token_maps: Optional[tuple] = None
+    token_counts: Optional[torch.Tensor] = None
+
+
+@dataclass
+class PiToMeQwen2_5_VLModelOutput(MultimodalBaseModelOutputWithPast):
+    """Stock output plus `token_counts` (visual inputs, 2): [stock tokens, tokens the language model received] for
+    each image, then each video, of this forward (None when no visual input was encoded)."""
+
+    token_counts: Optional[torch.Tensor] = None
+
+
+@dataclass
+class PiToMeQwen2_5_VLCausalLMOutput(MultimodalCausalLMOutputWithPast):
+    """Stock output plus `token_counts` (see `PiToMeQwen2_5_VLModelOutput`)."""
+
+    token_counts: Optional[torch.Tensor] = None
+
+
+@contextmanager
+def _last_block_capture(visual):
+    """Read the last vision block's attention inputs while it runs: its qkv projection's output, its attention
+    groups (cu_seqlens) and its rotary embedding. Hooks only; removed on exit."""
+    attn = visual.blocks[-1].attn
+    store = {}
+
+    def pre(module, args, kwargs):
+        store["cu_seqlens"] = kwargs.get("cu_seqlens", args[1] if len(args) > 1 else None)
+        store["rope"] = kwargs.get("position_embeddings")
+
+    def qkv(module, inputs, output):
+        store["qkv"] = output
+
+    handles = [attn.register_forward_pre_hook(pre, with_kwargs=True), attn.qkv.register_forward_hook(qkv)]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _flash_check(config, settings) -> None:
+    impl = getattr(config.text_config, "_attn_implementation", None) or getattr(config, "_attn_implementation", None)
+    if settings.proportional_attention and impl not in (None, *PROPORTIONAL_ATTENTION_BACKENDS):
+        raise ValueError(
+            f"attn_implementation={impl!r} cannot add the proportional-attention bias that merging uses. Use one of "
+            f"{PROPORTIONAL_ATTENTION_BACKENDS}, or set proportional_attention=False in the config."
+        )
+
+
+class PiToMeQwen2_5_VLModel(Qwen2_5_VLModel):
+    """[`Qwen2_5_VLModel`] whose language model receives the budgeted visual tokens (see the module docstring)."""
+
+    config_class = PiToMeQwen2_5_VLConfig
+    supports_gradient_checkpointing = False
+
+    # ---------------------------------------------------------------- vision: the reduction
+    def get_image_features(self, pixel_values, image_grid_thw=None, **kwargs):
+        return self._reduced_features(pixel_values, image_grid_thw, Qwen2_5_VLModel.get_image_features, **kwargs)
+
+    def get_video_features(self, pixel_values_videos, video_grid_thw=None, **kwargs):
+        return self._reduced_features(pixel_values_videos, video_grid_thw, Qwen2_5_VLModel.get_video_features,
+                                      **kwargs)
+
+    def _reduced_features(self, pixels, grid_thw, stock_fn, **kwargs):
+        return_dict = kwargs.pop("return_dict", True)
+        settings = reduction_settings(self.config)
+        active = reduces(settings)
+        if active:
+            _flash_check(self.config, settings)
+        counts = [qwen_visual_token_count(self.config, g) for g in grid_thw.tolist()]  # refuses a bad budget first
+        visionzip = getattr(self.config, "visual_selection", "merge") == "visionzip"
+        with (_last_block_capture(self.visual) if active else nullcontext({})) as captured:
+            out = stock_fn(self, pixels, grid_thw, return_dict=True, **kwargs)
+        features = list(out.pooler_output)
+        stock_counts = [f.shape[0] for f in features]
+        result = PiToMeVisualOutput(last_hidden_state=out.last_hidden_state, pooler_output=tuple(features),
+                                    hidden_states=out.hidden_states, attentions=out.attentions, grid_thw=grid_thw)
+        result.token_counts = torch.tensor([[n, k] for n, k in zip(stock_counts, counts)], device=grid_thw.device)
+        if not active:
+            return result if return_dict else result.to_tuple()
+        metric, received = self._metric(captured, grid_thw, torch.cat(features), visionzip)
+        reduced, kept, sizes, maps = [], [], [], []
+        start = 0
+        values = settings.layer_values(0)
+        for feature, k in zip(features, counts):
+            n = feature.shape[0]
+            m = metric[start : start + n]
+            if visionzip:
+                x, s, idx, tmap = visionzip_select(feature, m, received[start : start + n], k)
+            else:
+                x, s, idx, tmap = reduce_to_budget(feature, m, k, method=values["method"], margin=values["margin"],
+                                                   alpha=values["alpha"], energy=values["energy"],
+                                                   split=values["split"])
+            start += n
+            reduced.append(x)
+            kept.append(idx)
+            sizes.append(s)
+            maps.append(tmap)
+        result.pooler_output, result.kept_indices = tuple(reduced), tuple(kept)
+        result.token_sizes, result.token_maps = tuple(sizes), tuple(maps)
+        return result if return_dict else result.to_tuple()
+
+    def _metric(self, captured, grid_thw, merged, need_received):
+        """(metric (tokens, c) in the merged tokens' original order, attention received (tokens,) or None)."""
+        from transformers.vision_utils import get_vision_window_index
+
+        visual = self.visual
+        window_index, _ = get_vision_window_index(grid_thw, spatial_merge_size=visual.spatial_merge_size,
+                                                  window_size=visual.window_size, patch_size=visual.patch_size)
+        reverse = torch.argsort(window_index)
+        unit = visual.spatial_merge_unit
+        attn = visual.blocks[-1].attn
+        qkv = captured["qkv"].detach()
+        N = qkv.shape[0]
+        q, k, _ = qkv.reshape(N, 3, attn.num_heads, -1).unbind(1)
+        if self.config.merge_metric == "keys":
+            metric = k.float().mean(dim=1).reshape(N // unit, -1)[reverse]
+        else:
+            metric = merged.detach()
+        received = None
+        if need_received:
+            cos, sin = captured["rope"]
+            q_rot, k_rot = apply_rotary_pos_emb_vision(q, k, cos, sin)
+            mass = attention_received(q_rot, k_rot, captured["cu_seqlens"], attn.scaling)
+            received = mass.reshape(N // unit, unit).sum(dim=1)[reverse]
+        return metric, received
+
+    # ---------------------------------------------------------------- positions
+    def get_rope_index(self, input_ids, mm_token_type_ids=None, image_grid_thw=None, video_grid_thw=None,
+                       second_per_grid_ts=None, attention_mask=None, kept_indices=None, **kwargs):
+        """Stock M-RoPE positions of the full grid, gathered at the survivors (`kept_indices`: {"image": [...],
+        "video": [...]}, one index tensor per input). Without them (positions prepared before the vision tower runs)
+        a reduced input's visual tokens get provisional positions (its first k grid positions), replaced by the
+        forward that reduces; text positions are exact either way. Inputs the prompt gives in full take the stock
+        positions."""
+        if not reduces(reduction_settings(self.config)):
+            return super().get_rope_index(input_ids, mm_token_type_ids, image_grid_thw=image_grid_thw,
+                                          video_grid_thw=video_grid_thw, second_per_grid_ts=second_per_grid_ts,
+                                          attention_mask=attention_mask, **kwargs)
+        if mm_token_type_ids is None:
+            mm_token_type_ids = self._token_types(input_ids)
+        sms = self.config.vision_config.spatial_merge_size
+        tokens_per_second = self.config.vision_config.tokens_per_second
+        kept_indices = kept_indices or {}
+        grids = {1: list(image_grid_thw) if image_grid_thw is not None else [],
+                 2: list(video_grid_thw) if video_grid_thw is not None else []}
+        kept = {1: list(kept_indices.get("image") or []), 2: list(kept_indices.get("video") or [])}
+        seconds = list(second_per_grid_ts) if second_per_grid_ts is not None else None
+        item = {1: 0, 2: 0}
+        device = input_ids.device
+        position_ids = torch.zeros(3, *input_ids.shape, dtype=input_ids.dtype, device=device)
+        deltas = []
+        for b in range(input_ids.shape[0]):
+            types = mm_token_type_ids[b]
+            valid = attention_mask[b].bool() if attention_mask is not None else torch.ones_like(types, dtype=torch.bool)
+            types = types[valid].tolist()
+            pieces, current, i = [], 0, 0
+            while i < len(types):
+                j = i
+                while j < len(types) and types[j] == types[i]:
+                    j += 1
+                kind, length = types[i], j - i
+                if kind == 0:
+                    pieces.append(torch.arange(length, device=device).view(1, -1).expand(3, -1) + current)
+                    current += length
+                else:
+                    index = item[kind]
+                    item[kind] += 1
+                    grid = grids[kind][index]
+                    interval = 1
+                    if kind == 2:
+                        interval = tokens_per_second * (seconds[index] if seconds is not None else 1)
+                    full = self.get_vision_position_ids(current, grid, 1, sms, interval, device=device)
+                    if length == full.shape[1]:
+                        pieces.append(full)
+                    elif length < full.shape[1]:
+                        survivors = kept[kind][index] if index < len(kept[kind]) else None
+                        if survivors is None:
+                            survivors = torch.arange(length, device=device)  # provisional
+                        if survivors.numel() != length:
+                            self._refuse_prompt(kind, length, survivors.numel())
+                        pieces.append(full[:, survivors.to(device)])
+                    else:
+                        self._refuse_prompt(kind, length, full.shape[1])
+                    current += max(int(grid[1]), int(grid[2])) // sms
+                i = j
+            positions = torch.cat(pieces, dim=1) if pieces else torch.zeros(3, 0, dtype=torch.long, device=device)
+            position_ids[:, b, valid] = positions.to(position_ids.dtype)
+            deltas.append((positions.max() + 1 - len(types)) if positions.numel() else torch.tensor(0, device=device))
+        return position_ids, torch.stack([torch.as_tensor(d, device=device) for d in deltas]).view(-1, 1)
+
+    def _token_types(self, input_ids):
+        return ((input_ids == self.config.image_token_id).int()
+                + 2 * (input_ids == self.config.video_token_id).int())
+
+    def _refuse_prompt(self, kind, tokens, expected):
+        pad = "<|image_pad|>" if kind == 1 else "<|video_pad|>"
+        raise ValueError(
+            f"PiToMe Qwen2.5-VL: the prompt has {tokens} {pad} tokens where the reduced model gives {expected} "
+            f"{'image' if kind == 1 else 'video'} features (visual_tokens={self.config.visual_tokens}, "
+            f"keep_ratio={self.config.keep_ratio}, merge_method={self.config.merge_method!r}): build prompts with "
+            "PiToMeQwen2_5_VLProcessor (AutoProcessor.from_pretrained(<this checkpoint>, trust_remote_code=True)), "
+            "whose settings match this model's config, not with the stock Qwen2_5_VLProcessor."
+        )
+
+    def get_placeholder_mask(self, input_ids, inputs_embeds, image_features=None, video_features=None):
+        """As stock, but a prompt with another number of visual tokens is refused naming the right processor."""
+        if input_ids is not None:
+            for kind, token, features in ((1, self.config.image_token_id, image_features),
+                                          (2, self.config.video_token_id, video_features)):
+                if features is not None and int((input_ids == token).sum()) != features.shape[0]:
+                    self._refuse_prompt(kind, int((input_ids == token).sum()), features.shape[0])
+        return super().get_placeholder_mask(input_ids, inputs_embeds, image_features=image_features,
+                                            video_features=video_features)
+
+    # ---------------------------------------------------------------- the forward
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
+                use_cache=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None, video_grid_thw=None,
+                mm_token_type_ids=None, second_per_grid_ts=None, mm_encoder_outputs=None, **kwargs):
+        """Stock forward, after encoding (and reducing) the visual inputs here: the survivors' positions and the
+        token sizes' attention bias are set before the language model runs."""
+        settings = reduction_settings(self.config)
+        return_dict = kwargs.pop("return_dict", None)
+        if "past_key_values" in kwargs and cache is None:
+            cache = kwargs.pop("past_key_values")
+        stock_args = dict(use_cache=use_cache, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+                          mm_token_type_ids=mm_token_type_ids, second_per_grid_ts=second_per_grid_ts)
+        if not reduces(settings):
+            out = super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  cache=cache, inputs_embeds=inputs_embeds, pixel_values=pixel_values,
+                                  pixel_values_videos=pixel_values_videos, mm_encoder_outputs=mm_encoder_outputs,
+                                  **stock_args, **kwargs)
+            return self._with_counts(out, return_dict)
+        _flash_check(self.config, settings)
+        if (pixel_values is not None or pixel_values_videos is not None) and mm_encoder_outputs is not None:
+            raise ValueError("give pixel_values/pixel_values_videos or mm_encoder_outputs, not both.")
+        encoded = dict(mm_encoder_outputs or {})
+        if pixel_values is not None:
+            encoded["image"] = self.get_image_features(pixel_values, image_grid_thw, return_dict=True, **kwargs)
+        if pixel_values_videos is not None:
+            encoded["video"] = self.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True, **kwargs)
+        image, video = encoded.get("image"), encoded.get("video")
+        reduced = any(getattr(o, "kept_indices", None) is not None for o in (image, video) if o is not None)
+        past = cache.get_seq_length() if cache is not None else 0
+        if reduced and input_ids is not None:
+            image_grid = image_grid_thw if image_grid_thw is not None else getattr(image, "grid_thw", None)
+            video_grid = video_grid_thw if video_grid_thw is not None else getattr(video, "grid_thw", None)
+            positions, deltas = self.get_rope_index(
+                input_ids, mm_token_type_ids, image_grid_thw=image_grid, video_grid_thw=video_grid,
+                second_per_grid_ts=second_per_grid_ts, attention_mask=attention_mask,
+                kept_indices={"image": getattr(image, "kept_indices", None),
+                              "video": getattr(video, "kept_indices", None)})
+            self.rope_deltas = deltas
+            if position_ids is not None and position_ids.ndim == 3 and position_ids.shape[0] == 4:
+                positions = torch.cat([position_ids[:1], positions], dim=0)  # generate's text row kept
+            position_ids = positions
+        mask = attention_mask
+        key_bias = None
+        if settings.proportional_attention:
+            key_bias = self._key_bias(input_ids, inputs_embeds, image, video, cache, past, attention_mask)
+            if key_bias is not None:
+                mask = self._size_mask(input_ids, inputs_embeds, attention_mask, past, key_bias)
+        out = super().forward(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, cache=cache,
+                              inputs_embeds=inputs_embeds, mm_encoder_outputs=encoded or None, **stock_args, **kwargs)
+        if key_bias is not None and out.cache is not None:
+            setattr(out.cache, _KEY_BIAS, key_bias)
+        return self._with_counts(out, return_dict)
+
+    def _with_counts(self, out, return_dict=None):
+        counts = [o.token_counts for o in (out.image_outputs, out.video_outputs)
+                  if o is not None and getattr(o, "token_counts", None) is not None]
+        out = PiToMeQwen2_5_VLModelOutput(**out, token_counts=torch.cat(counts) if counts else None)
+        return out.to_tuple() if return_dict is False else out
+
+    def _key_bias(self, input_ids, inputs_embeds, image, video, cache, past, attention_mask):
+        """(B, past + new) log(size) of every key (0 for text and unmerged tokens), or None when all sizes are 1."""
+        stored = getattr(cache, _KEY_BIAS, None) if (cache is not None and past > 0) else None
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        device = (input_ids if input_ids is not None else inputs_embeds).device
+        new = torch.zeros(batch, length, dtype=torch.float32, device=device)
+        any_sizes = False
+        for kind, token, output in ((1, self.config.image_token_id, image), (2, self.config.video_token_id, video)):
+            sizes = getattr(output, "token_sizes", None) if output is not None else None
+            if sizes is None:
+                continue
+            if input_ids is None:
+                raise ValueError("PiToMe Qwen2.5-VL with proportional attention needs input_ids with visual inputs.")
+            where = input_ids == token
+            logs = torch.log(torch.cat(sizes).to(device))
+            if int(where.sum()) != logs.numel():
+                self._refuse_prompt(kind, int(where.sum()), logs.numel())
+            new[where] = logs
+            any_sizes = True
+        if stored is None and not any_sizes:
+            return None
+        if stored is None:
+            stored = torch.zeros(batch, past, dtype=torch.float32, device=device)
+        return torch.cat([stored[:, :past].to(device), new], dim=1)
+
+    def _size_mask(self, input_ids, inputs_embeds, attention_mask, past, key_bias):
+        """The additive float mask (B, 1, Q, K): causal, padding, plus log(size) on each visual key."""
+        if attention_mask is not None and (isinstance(attention_mask, dict) or attention_mask.ndim != 2):
+            raise ValueError("proportional attention needs a 2-D attention_mask (got a prepared mask); set "
+                             "proportional_attention=False in the config to use prepared masks or static caches.")
+        if getattr(self.language_model, "has_sliding_layers", False):
+            raise ValueError("proportional attention is not implemented for sliding-window layers; set "
+                             "proportional_attention=False in the config.")
+        ref = input_ids if input_ids is not None else inputs_embeds
+        batch, length = ref.shape[:2]
+        dtype = self.language_model.embed_tokens.weight.dtype if inputs_embeds is None else inputs_embeds.dtype
+        keys = past + length
+        q_pos = torch.arange(past, keys, device=ref.device)[:, None]
+        allowed = (torch.arange(keys, device=ref.device)[None, :] <= q_pos)[None]
+        if attention_mask is not None:
+            allowed = allowed & attention_mask[:, None, -keys:].bool()
+        mask = torch.zeros(batch, length, keys, dtype=dtype, device=ref.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(dtype).min) + key_bias[:, None, :].to(dtype)
+        return {"full_attention": mask[:, None]}
+
+
+class PiToMeQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+    """[`Qwen2_5_VLForConditionalGeneration`] with visual-token reduction. `generate` (KV cache, batches of
+    different image sizes with left padding, several images per prompt, videos) works as stock."""
+
+    config_class = PiToMeQwen2_5_VLConfig
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config):
+        super(Qwen2_5_VLForConditionalGeneration, self).__init__(config)
+        self.model = PiToMeQwen2_5_VLModel(config)
+        self.lm_head = torch.nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
+                labels=None, use_cache=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None,
+                video_grid_thw=None, mm_token_type_ids=None, second_per_grid_ts=None, logits_to_keep=0,
+                mm_encoder_outputs=None, **kwargs):
+        """The stock forward (through `PiToMeQwen2_5_VLModel`), plus `token_counts`."""
+        out = super().forward(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+            mm_token_type_ids=mm_token_type_ids, second_per_grid_ts=second_per_grid_ts, logits_to_keep=logits_to_keep,
+            mm_encoder_outputs=mm_encoder_outputs, **kwargs)
+        if not isinstance(out, ModelOutput):
+            return out
+        counts = [o.token_counts for o in (out.image_outputs, out.video_outputs)
+                  if o is not None and getattr(o, "token_counts", None) is not None]
+        return PiToMeQwen2_5_VLCausalLMOutput(**out, token_counts=torch.cat(counts) if counts else None)
+
+
+PiToMeQwen2_5_VLConfig.register_for_auto_classes(PiToMeQwen2_5_VLModel, PiToMeQwen2_5_VLForConditionalGeneration)
+
+__all__ = ["PiToMeQwen2_5_VLForConditionalGeneration", "PiToMeQwen2_5_VLModel"]

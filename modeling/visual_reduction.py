@@ -1,0 +1,136 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""Reducing one image's (or video's) visual tokens to a budget: pure tensor functions, torch only.
+
+* `reduce_to_budget`: PiToMe / ToMe / pitome_bsm down to k tokens, in as many bipartite steps as needed (one step
+  can remove at most half of the tokens: r = min(n - k, floor(n / 2)) per step). Each step is `merging.py`'s
+  selection (`pitome_plan`, `tome_plan`, `pitome_bsm_plan`) and `apply_plan` (the size-weighted merge), on the
+  features and on the metric (a merged token's metric is the size-weighted mean of its tokens' metrics).
+* `visionzip_plan` / `visionzip_select`: a VisionZip-style selection (Yang et al., arXiv 2412.04467): "dominant"
+  tokens, those receiving the most attention in the vision tower, are kept as they are; the rest are merged into a
+  few "contextual" tokens: targets spaced uniformly among the remaining tokens (in their original order), every other
+  remaining token joins its most similar target (cosine of the metric). VisionZip's towers have a CLS token and rank
+  by the attention CLS pays; Qwen2.5-VL's tower has none, so the ranking is by the attention mass a token receives
+  (`attention_received`: mean over heads, sum over queries). A contextual token here is the size-weighted mean of
+  its target and the tokens assigned to it (`apply_plan`), like every merged token of this package.
+* `attention_received`: that attention mass, from one block's (rotary-embedded) queries and keys, segment by
+  segment (the block's own attention groups).
+
+Every function returns, besides the reduced tokens, their sizes (how many input tokens each holds), `kept` (for each
+output token the input index of the surviving token it is, the destination of what it absorbed: positions are read
+there) and `token_map` (for each input token the output token holding it). Outputs keep the original order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .merging import MergePlan, apply_plan, pitome_bsm_plan, pitome_plan, tome_plan, update_token_map
+
+# VisionZip's published splits (dominant + contextual): 54 + 10 of 64, 108 + 20 of 128, 162 + 30 of 192.
+CONTEXTUAL_FRACTION = 10 / 64
+
+
+def contextual_count(keep: int, num_tokens: int) -> int:
+    """Contextual tokens of a VisionZip-style budget of `keep` out of `num_tokens`: round(keep * 10 / 64), at least
+    one whenever tokens are dropped (so nothing is discarded: every token is kept or merged), at most `keep`."""
+    if keep >= num_tokens:
+        return 0
+    return min(keep, max(1, round(keep * CONTEXTUAL_FRACTION)))
+
+
+def _plan(metric, r, method, margin, alpha, energy, split):
+    if method == "tome":
+        return tome_plan(metric, r, keep_order=True, num_prefix=0)
+    if method == "pitome_bsm":
+        return pitome_bsm_plan(metric, r, margin=margin, alpha=alpha, energy=energy, keep_order=True)
+    if method == "pitome":
+        return pitome_plan(metric, r, margin=margin, alpha=alpha, energy=energy, split=split, keep_order=True)
+    raise ValueError(f"merge_method={method!r} cannot reduce visual tokens; allowed: 'pitome', 'tome', 'pitome_bsm'.")
+
+
+def reduce_to_budget(
+    x: torch.Tensor,
+    metric: torch.Tensor,
+    keep: int,
+    *,
+    method: str,
+    margin: float = 0.9,
+    alpha: float = 1.0,
+    energy: str = "exp",
+    split: str = "alternate",
+):
+    """x (n, C), metric (n, c) -> (x' (keep, C), sizes (keep,) float32, kept (keep,), token_map (n,)).
+
+    Bipartite steps of `method` until `keep` tokens remain, each removing r = min(current - keep, floor(current/2))."""
+    n = x.shape[0]
+    if not 1 <= keep <= n:
+        raise ValueError(f"the visual-token budget {keep} is out of range: it must be in 1..{n} for this input.")
+    x, metric = x[None], metric[None]
+    sizes = torch.ones(1, n, dtype=torch.float32, device=x.device)
+    kept = torch.arange(n, device=x.device)[None]
+    token_map = kept.clone()
+    while x.shape[1] > keep:
+        T = x.shape[1]
+        plan = _plan(metric, min(T - keep, T // 2), method, margin, alpha, energy, split)
+        x_new, sizes_new, pos = apply_plan(x, sizes, plan, 0)
+        metric = apply_plan(metric, sizes, plan, 0)[0]
+        kept = kept.gather(1, plan.output_order())
+        token_map = update_token_map(token_map, pos, 0)
+        x, sizes = x_new, sizes_new
+    return x[0], sizes[0], kept[0], token_map[0]
+
+
+def attention_received(q: torch.Tensor, k: torch.Tensor, cu_seqlens, scaling: float) -> torch.Tensor:
+    """Attention mass each token receives: q, k (N, H, d) of one block (as its attention uses them), segments
+    `cu_seqlens` (the block's attention groups) -> (N,) float32, sum over the segment's queries of the softmax
+    probability, mean over heads. Computed one head at a time (memory: one segment's N_s x N_s scores)."""
+    N, H, _ = k.shape
+    out = torch.zeros(N, dtype=torch.float32, device=k.device)
+    bounds = [int(b) for b in cu_seqlens]
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end <= start:
+            continue
+        for h in range(H):
+            scores = q[start:end, h].float() @ k[start:end, h].float().T * scaling
+            out[start:end] += scores.softmax(dim=-1).sum(dim=0) / H
+    return out
+
+
+@torch.no_grad()
+def visionzip_plan(metric: torch.Tensor, received: torch.Tensor, keep: int) -> MergePlan:
+    """The VisionZip-style plan for one input of n tokens: metric (n, c), received (n,) -> a `MergePlan` (batch 1)
+    whose `keep` holds the dominant tokens (the keep - c most attended, stable order on ties) and the c contextual
+    targets, and whose sources are the other tokens, each merging into its most similar target."""
+    n = metric.shape[0]
+    device = metric.device
+    if keep >= n:
+        idx = torch.arange(n, device=device)[None]
+        empty = idx[:, :0]
+        return MergePlan(src=empty, dst=empty, keep=idx, keep_order=True)
+    c = contextual_count(keep, n)
+    order = torch.sort(received.float(), descending=True, stable=True).indices
+    dominant = order[: keep - c]
+    rest = torch.ones(n, dtype=torch.bool, device=device).scatter_(0, dominant, False)
+    remaining = torch.arange(n, device=device)[rest]  # original order
+    step = max(1, remaining.numel() // c)
+    pick = torch.zeros(remaining.numel(), dtype=torch.bool, device=device)
+    pick[torch.arange(0, remaining.numel(), step, device=device)[:c]] = True
+    targets, others = remaining[pick], remaining[~pick]
+    unit = F.normalize(metric.float(), dim=-1)
+    dst = targets[(unit[others] @ unit[targets].T).argmax(dim=-1)]
+    return MergePlan(src=others[None], dst=dst[None], keep=torch.cat([dominant, targets])[None], keep_order=True)
+
+
+def visionzip_select(x: torch.Tensor, metric: torch.Tensor, received: torch.Tensor, keep: int):
+    """x (n, C) -> (x' (keep, C), sizes (keep,), kept (keep,), token_map (n,)): the VisionZip-style reduction."""
+    n = x.shape[0]
+    if not 1 <= keep <= n:
+        raise ValueError(f"the visual-token budget {keep} is out of range: it must be in 1..{n} for this input.")
+    plan = visionzip_plan(metric, received, keep)
+    sizes = torch.ones(1, n, dtype=torch.float32, device=x.device)
+    out, new_sizes, pos = apply_plan(x[None], sizes, plan, 0)
+    return out[0], new_sizes[0], plan.output_order()[0], pos[0]
+
+
+__all__ = ["attention_received", "contextual_count", "reduce_to_budget", "visionzip_plan", "visionzip_select"]
