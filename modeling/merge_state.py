@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -283,17 +284,39 @@ def return_output(result, config, return_dict: Optional[bool]):
     return result if wanted else result.to_tuple()
 
 
-class MergingLayerMixin:
-    """A stock encoder layer whose attention (attribute `attention_name`) is replaced by `attention_class` (one that
-    returns its keys) and which knows its index (for the schedule). Mix in before the stock layer class; the layer's
-    forward is the family's (or `PreNormMergingLayerMixin`'s)."""
+class KeysAttentionMixin:
+    """A self-attention that also returns its key states (B, H, N, d), PiToMe's similarity metric (mixed in before the
+    stock attention class by `keyed_attention_class`; `eager_attention` is the family's `eager_attention_forward`)."""
 
-    attention_class = None
+    eager_attention = None
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, self.eager_attention)
+        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def keyed_attention_class(stock_class: type, eager_attention) -> type:
+    """The one keyed-attention piece, for any stock q/k/v/o attention class: `KeysAttentionMixin` before it (one class
+    per stock class, named PiToMe<stock name>). A subclass, so transformers' output recorders (which match attention
+    modules by isinstance) still see it, and its parameters are the stock module's."""
+    return type(f"PiToMe{stock_class.__name__}", (KeysAttentionMixin, stock_class),
+                {"eager_attention": staticmethod(eager_attention), "__module__": __name__})
+
+
+class MergingLayerMixin:
+    """A stock encoder layer whose attention module (attribute `attention_name`) also returns its keys (its class
+    becomes `keyed_attention_class(stock class, eager_attention)`; weights and names unchanged) and which knows its
+    index (for the schedule). Mix in before the stock layer class and set `eager_attention` to the family's
+    `eager_attention_forward`; the layer's forward is the family's (or `PreNormMergingLayerMixin`'s)."""
+
     attention_name = "self_attn"
+    eager_attention = None
 
     def __init__(self, config, layer_idx: int = 0):
         super().__init__(config)
-        setattr(self, self.attention_name, self.attention_class(config))
+        attention = getattr(self, self.attention_name)
+        attention.__class__ = keyed_attention_class(type(attention), self.eager_attention)
         self.layer_idx = layer_idx
 
 
@@ -306,7 +329,7 @@ class PreNormMergingLayerMixin(MergingLayerMixin):
     """The forward of a pre-norm encoder layer named like CLIP's and SigLIP's (`layer_norm1`, `self_attn`,
     `layer_norm2`, `mlp`): an edited copy of `CLIPEncoderLayer.forward` / `SiglipEncoderLayer.forward` that adds the
     proportional-attention bias before attention and merges after the attention residual (lines marked "differs").
-    Mix in before the stock layer class and set `attention_class`."""
+    Mix in before the stock layer class and set `eager_attention`."""
 
     def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
         residual = hidden_states
@@ -352,17 +375,6 @@ def attention_with_keys(module, hidden_states, attention_mask, attention_interfa
     )
     attn_output = out_proj(attn_output.reshape(*input_shape, -1).contiguous())
     return attn_output, attn_weights, key_states  # differs: the keys
-
-
-class KeysAttentionMixin:
-    """A self-attention that also returns its key states (B, H, N, d), PiToMe's similarity metric (mix in before the
-    stock attention class; `eager_attention` is the family's own `eager_attention_forward`)."""
-
-    eager_attention = None
-
-    def forward(self, hidden_states, attention_mask=None, **kwargs):
-        interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, self.eager_attention)
-        return attention_with_keys(self, hidden_states, attention_mask, interface, **kwargs)
 
 
 def image_merge_state(model, pixel_values, attention_mask=None) -> MergeState:

@@ -184,9 +184,8 @@ def _merge_fields(state: PaddedMergeState) -> dict:
     return {"attention_mask": state.valid.long(), **state.output_fields()}
 
 
-class PiToMeBertModel(BertModel):
-    """[`BertModel`] (encoder) with PiToMe token merging. The output also carries `attention_mask` (which output
-    tokens are real), `token_sizes`, `token_map` and per-sample `token_counts`."""
+class _PiToMeBertClass:
+    """What both PiToMe BERT classes declare to transformers."""
 
     config_class = PiToMeBertConfig
     config: PiToMeBertConfig
@@ -195,6 +194,11 @@ class PiToMeBertModel(BertModel):
     supports_gradient_checkpointing = False
     _supports_flash_attn = False
     _supports_flex_attn = False
+
+
+class PiToMeBertModel(_PiToMeBertClass, BertModel):
+    """[`BertModel`] (encoder) with PiToMe token merging. The output also carries `attention_mask` (which output
+    tokens are real), `token_sizes`, `token_map` and per-sample `token_counts`."""
 
     def __init__(self, config: PiToMeBertConfig, add_pooling_layer: bool = True):
         BertPreTrainedModel.__init__(self, config)
@@ -241,16 +245,9 @@ class PiToMeBertModel(BertModel):
         return return_output(result, self.config, return_dict)
 
 
-class PiToMeBertForSequenceClassification(BertForSequenceClassification):
+class PiToMeBertForSequenceClassification(_PiToMeBertClass, BertForSequenceClassification):
     """[`BertForSequenceClassification`] with PiToMe token merging. The classifier reads `pooler_output`: the stock
     pooler on CLS (never merged), or the size-weighted mean with `pooling="mean"`."""
-
-    config_class = PiToMeBertConfig
-    config: PiToMeBertConfig
-    _no_split_modules = ["BertEmbeddings", "PiToMeBertLayer"]
-    supports_gradient_checkpointing = False
-    _supports_flash_attn = False
-    _supports_flex_attn = False
 
     def __init__(self, config: PiToMeBertConfig):
         BertPreTrainedModel.__init__(self, config)

@@ -19,7 +19,6 @@ from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import (
-    CLIPAttention,
     CLIPEncoder,
     CLIPEncoderLayer,
     CLIPModel,
@@ -38,7 +37,6 @@ from .merge_config import settings_of
 from .merge_state import (
     MergeOutputMixin,
     MergeState,
-    KeysAttentionMixin,
     PreNormMergingLayerMixin,
     check_inputs,
     merge_fields,
@@ -73,16 +71,10 @@ class PiToMeCLIPOutput(MergeOutputMixin, CLIPOutput):
     """A `CLIPOutput` (logits_per_image, logits_per_text, embeds, ...) plus the vision tower's merge information."""
 
 
-class PiToMeCLIPAttention(KeysAttentionMixin, CLIPAttention):
-    """CLIP attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
-
-    eager_attention = staticmethod(eager_attention_forward)
-
-
 class PiToMeCLIPEncoderLayer(PreNormMergingLayerMixin, CLIPEncoderLayer):
     """A CLIP vision layer that merges tokens after attention + residual, before `layer_norm2` and the MLP."""
 
-    attention_class = PiToMeCLIPAttention
+    eager_attention = staticmethod(eager_attention_forward)
 
 
 class PiToMeCLIPEncoder(CLIPEncoder):

@@ -19,7 +19,6 @@ from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.dinov2.modeling_dinov2 import (
-    Dinov2Attention,
     Dinov2Embeddings,
     Dinov2Encoder,
     Dinov2ForImageClassification,
@@ -29,7 +28,6 @@ from transformers.models.dinov2.modeling_dinov2 import (
     eager_attention_forward,
 )
 from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
-    Dinov2WithRegistersAttention,
     Dinov2WithRegistersEmbeddings,
     Dinov2WithRegistersEncoder,
     Dinov2WithRegistersLayer,
@@ -39,7 +37,6 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 
 from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
 from .merge_state import (
-    KeysAttentionMixin,
     MergeOutputMixin,
     MergeState,
     MergingLayerMixin,
@@ -144,24 +141,16 @@ class _MergingDinov2ModelMixin:
         return return_output(result, self.config, return_dict)
 
 
-class PiToMeDinov2Attention(KeysAttentionMixin, Dinov2Attention):
-    eager_attention = staticmethod(eager_attention_forward)
-
-
 class PiToMeDinov2Layer(_MergingDinov2LayerMixin, Dinov2Layer):
-    attention_class = PiToMeDinov2Attention
+    eager_attention = staticmethod(eager_attention_forward)
 
 
 class PiToMeDinov2Encoder(_MergingDinov2EncoderMixin, Dinov2Encoder):
     pretrained_class, layer_class = Dinov2PreTrainedModel, PiToMeDinov2Layer
 
 
-class PiToMeDinov2WithRegistersAttention(KeysAttentionMixin, Dinov2WithRegistersAttention):
-    eager_attention = staticmethod(eager_attention_forward)
-
-
 class PiToMeDinov2WithRegistersLayer(_MergingDinov2LayerMixin, Dinov2WithRegistersLayer):
-    attention_class = PiToMeDinov2WithRegistersAttention
+    eager_attention = staticmethod(eager_attention_forward)
 
 
 class PiToMeDinov2WithRegistersEncoder(_MergingDinov2EncoderMixin, Dinov2WithRegistersEncoder):

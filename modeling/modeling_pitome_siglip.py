@@ -18,7 +18,6 @@ from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.siglip.modeling_siglip import (
-    SiglipAttention,
     SiglipEncoder,
     SiglipEncoderLayer,
     SiglipModel,
@@ -36,7 +35,6 @@ from .merge_config import settings_of
 from .merge_state import (
     MergeOutputMixin,
     MergeState,
-    KeysAttentionMixin,
     PreNormMergingLayerMixin,
     check_inputs,
     merging_layers,
@@ -61,16 +59,10 @@ class PiToMeSiglipOutput(MergeOutputMixin, SiglipOutput):
     """A `SiglipOutput` (logits_per_image, logits_per_text, embeds, ...) plus the vision tower's merge information."""
 
 
-class PiToMeSiglipAttention(KeysAttentionMixin, SiglipAttention):
-    """SigLIP attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
-
-    eager_attention = staticmethod(eager_attention_forward)
-
-
 class PiToMeSiglipEncoderLayer(PreNormMergingLayerMixin, SiglipEncoderLayer):
     """A SigLIP vision layer that merges tokens after attention + residual, before `layer_norm2` and the MLP."""
 
-    attention_class = PiToMeSiglipAttention
+    eager_attention = staticmethod(eager_attention_forward)
 
 
 class PiToMeSiglipEncoder(SiglipEncoder):

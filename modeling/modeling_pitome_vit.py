@@ -14,7 +14,6 @@ from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import (
-    ViTAttention,
     ViTEmbeddings,
     ViTForImageClassification,
     ViTLayer,
@@ -26,7 +25,6 @@ from transformers.models.vit.modeling_vit import (
 
 from .configuration_pitome_vit import PiToMeViTConfig
 from .merge_state import (
-    KeysAttentionMixin,
     MergeOutputMixin,
     MergeState,
     MergingLayerMixin,
@@ -55,17 +53,11 @@ class PiToMeImageClassifierOutput(MergeOutputMixin, ImageClassifierOutput):
     """An `ImageClassifierOutput` plus the merge information (`MergeOutputMixin`)."""
 
 
-class PiToMeViTAttention(KeysAttentionMixin, ViTAttention):
-    """ViT attention that also returns its key states (B, H, N, d): PiToMe's similarity metric."""
-
-    eager_attention = staticmethod(eager_attention_forward)
-
-
 class PiToMeViTLayer(MergingLayerMixin, ViTLayer):
     """A ViT layer that merges tokens after attention + residual, before the second LayerNorm and the MLP."""
 
-    attention_class = PiToMeViTAttention
     attention_name = "attention"
+    eager_attention = staticmethod(eager_attention_forward)
 
     def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
         residual = hidden_states
