@@ -347,6 +347,19 @@ class PreNormMergingLayerMixin(MergingLayerMixin):
         return residual + hidden_states
 
 
+class MergingEncoderMixin:
+    """A stock encoder (CLIP's and SigLIP's: `layers`, run by the stock loop) built of `layer_class` merging layers;
+    the merge state reaches them as a keyword. Mix in before the stock encoder class and set `layer_class`."""
+
+    layer_class = None
+
+    def __init__(self, config):
+        nn.Module.__init__(self)
+        self.config = config
+        self.layers = merging_layers(config, self.layer_class)
+        self.gradient_checkpointing = False
+
+
 def attention_with_keys(module, hidden_states, attention_mask, attention_interface, **kwargs):
     """An edited copy of the stock q/k/v/o self-attention forward of ViT (`ViTAttention.forward`), DINOv2
     (`Dinov2Attention.forward`, `Dinov2WithRegistersAttention.forward`), CLIP (`CLIPAttention.forward`) and SigLIP

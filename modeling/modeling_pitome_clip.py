@@ -40,7 +40,7 @@ from .merge_state import (
     PreNormMergingLayerMixin,
     check_inputs,
     merge_fields,
-    merging_layers,
+    MergingEncoderMixin,
     merge_state_for,
     return_output,
 )
@@ -77,14 +77,10 @@ class PiToMeCLIPEncoderLayer(PreNormMergingLayerMixin, CLIPEncoderLayer):
     eager_attention = staticmethod(eager_attention_forward)
 
 
-class PiToMeCLIPEncoder(CLIPEncoder):
+class PiToMeCLIPEncoder(MergingEncoderMixin, CLIPEncoder):
     """The stock CLIP encoder loop over `PiToMeCLIPEncoderLayer`s (the merge state reaches them as a keyword)."""
 
-    def __init__(self, config):
-        nn.Module.__init__(self)
-        self.config = config
-        self.layers = merging_layers(config, PiToMeCLIPEncoderLayer)
-        self.gradient_checkpointing = False
+    layer_class = PiToMeCLIPEncoderLayer
 
 
 class PiToMeCLIPVisionModel(CLIPVisionModel):

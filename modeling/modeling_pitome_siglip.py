@@ -37,7 +37,7 @@ from .merge_state import (
     MergeState,
     PreNormMergingLayerMixin,
     check_inputs,
-    merging_layers,
+    MergingEncoderMixin,
     merge_state_for,
     return_output,
 )
@@ -65,14 +65,10 @@ class PiToMeSiglipEncoderLayer(PreNormMergingLayerMixin, SiglipEncoderLayer):
     eager_attention = staticmethod(eager_attention_forward)
 
 
-class PiToMeSiglipEncoder(SiglipEncoder):
+class PiToMeSiglipEncoder(MergingEncoderMixin, SiglipEncoder):
     """The stock SigLIP encoder loop over `PiToMeSiglipEncoderLayer`s (the merge state reaches them as a keyword)."""
 
-    def __init__(self, config):
-        nn.Module.__init__(self)
-        self.config = config
-        self.layers = merging_layers(config, PiToMeSiglipEncoderLayer)
-        self.gradient_checkpointing = False
+    layer_class = PiToMeSiglipEncoderLayer
 
 
 class PiToMeSiglipAttentionPoolingHead(SiglipMultiheadAttentionPoolingHead):
