@@ -81,6 +81,17 @@ def reduce_to_budget(
     return x[0], sizes[0], kept[0], token_map[0]
 
 
+def reduce_input(x: torch.Tensor, metric: torch.Tensor, keep: int, settings, received: torch.Tensor = None):
+    """One input (image, video, or part of one) reduced to `keep` tokens by the settings (`MergeSettings`) of the one
+    reduction point: VisionZip-style (`visionzip_select`) when `received`, the attention mass each token receives, is
+    given; otherwise `reduce_to_budget` with the settings' method, margin, alpha, energy and split."""
+    if received is not None:
+        return visionzip_select(x, metric, received, keep)
+    values = settings.layer_values(0)
+    return reduce_to_budget(x, metric, keep, method=values["method"], margin=values["margin"], alpha=values["alpha"],
+                            energy=values["energy"], split=values["split"])
+
+
 def attention_received(q: torch.Tensor, k: torch.Tensor, cu_seqlens, scaling: float) -> torch.Tensor:
     """Attention mass each token receives: q, k (N, H, d) of one block (as its attention uses them), segments
     `cu_seqlens` (the block's attention groups) -> (N,) float32, sum over the segment's queries of the softmax
@@ -133,4 +144,4 @@ def visionzip_select(x: torch.Tensor, metric: torch.Tensor, received: torch.Tens
     return out[0], new_sizes[0], plan.output_order()[0], pos[0]
 
 
-__all__ = ["attention_received", "contextual_count", "reduce_to_budget", "visionzip_plan", "visionzip_select"]
+__all__ = ["attention_received", "contextual_count", "reduce_input", "reduce_to_budget", "visionzip_plan", "visionzip_select"]

@@ -28,7 +28,11 @@ from pitome_hf.modeling import (
     PiToMeDinov2WithRegistersModel,
     PiToMeLlavaForConditionalGeneration,
     PiToMeLlavaModel,
+    PiToMeLlavaOnevisionForConditionalGeneration,
+    PiToMeLlavaOnevisionModel,
+    PiToMeLlavaOnevisionProcessor,
     PiToMeLlavaProcessor,
+    llava_onevision_dummy_inputs,
     PiToMeQwen2_5_VLForConditionalGeneration,
     PiToMeQwen2_5_VLModel,
     PiToMeQwen2_5_VLProcessor,
@@ -83,6 +87,44 @@ def _llava_inputs(config) -> dict:
     return {"input_ids": ids, **_pixels(config)}
 
 
+def _qwen2_5_vl_prompt(config, image_size: int, text_tokens: int) -> tuple[dict, dict]:
+    """One prompt with one square image of `image_size` px (random patches) holding the config's number of
+    `<|image_pad|>` tokens, `text_tokens` text tokens around it (vision start and end included)."""
+    from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import qwen_visual_token_count
+
+    vision = config.vision_config
+    side = image_size // vision.patch_size
+    grid = (1, side, side)
+    n = qwen_visual_token_count(config, grid) if hasattr(config, "keep_ratio") else side * side // vision.spatial_merge_size ** 2
+    text = _token_ids(config, max(2, text_tokens - 2))[0]
+    text[(text == config.vision_start_token_id) | (text == config.vision_end_token_id) | (text == config.video_token_id)] = 5
+    half = len(text) // 2
+    ids = torch.cat([text[:half], torch.tensor([config.vision_start_token_id]), torch.full((n,), config.image_token_id),
+                     torch.tensor([config.vision_end_token_id]), text[half:]])[None]
+    patch = vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2
+    g = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == config.image_token_id).int(),
+              "pixel_values": torch.randn(side * side, patch, generator=g), "image_grid_thw": torch.tensor([grid])}
+    return inputs, {"prompt_text_tokens": ids.shape[1] - n, "image_grid_thw": [grid]}
+
+
+# Qwen2.5-VL-3B-Instruct's shape (its config.json); the benchmark replaces the language model's 36 layers (--lm-layers)
+QWEN2_5_VL_3B = dict(
+    vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                       fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2, in_channels=3, hidden_act="silu"),
+    text_config=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                     num_key_value_heads=2, vocab_size=151936, max_position_embeddings=128000, rms_norm_eps=1e-6,
+                     tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
+                     rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0}),
+    image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653,
+    tie_word_embeddings=True,
+)
+QWEN_VQA_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
+                   "<|image_pad|><|vision_end|>{} Answer the question using a single word or phrase.<|im_end|>\n"
+                   "<|im_start|>assistant\n")
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One PiToMe model class: the stock class it replaces and the pipeline tag its card carries. Its Auto classes
@@ -116,6 +158,13 @@ class BenchmarkShape:
     title: str
     flops_kwargs: tuple = ()
     label: str = ""  # rows of several shapes are labelled "<label> <shape>" (e.g. "CLIP B/16")
+    # Vision-language families (`pitome-hf benchmark <family>` times time to first token, pitome_hf.measurement.
+    # benchmark_vlm): the visual-token budgets swept by default, the square image side in pixels, and
+    # `prompt(config, image_size, text_tokens) -> (inputs, flops keyword arguments)`: one prompt with one image
+    # holding the config's own number of visual tokens, and the family FLOPs function's arguments for it.
+    visual_tokens: tuple = ()
+    image_size: int = 0
+    prompt: Optional[Callable] = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +184,9 @@ class Family:
     study_preset: Optional[str] = None
     # the shapes `pitome-hf benchmark <family>` times (None: no such subcommand)
     benchmark: Optional[BenchmarkShape] = None
+    # the default prompt of `pitome-hf evaluate --task vqa`: the processor's image token where the image goes, `{}`
+    # where the question goes (None: the task's own default, LLaVA-1.5's)
+    vqa_prompt: Optional[str] = None
 
     @property
     def config_classes(self) -> tuple:
@@ -214,6 +266,7 @@ FAMILIES: tuple[Family, ...] = (
         dummy_inputs=_llava_inputs,
         tasks=("vqa",),
         processor=PiToMeLlavaProcessor,
+        vqa_prompt="USER: <image>\n{} Answer the question using a single word or phrase. ASSISTANT:",
         description="LLaVA-1.5: the CLIP tower merges before the feature layer; the processor emits the merged count",
     ),
     Family(
@@ -248,9 +301,27 @@ FAMILIES: tuple[Family, ...] = (
         ),
         flops=flops.qwen2_5_vl_prefill_flops,
         dummy_inputs=qwen2_5_vl_dummy_inputs,
+        tasks=("vqa",),
         processor=PiToMeQwen2_5_VLProcessor,
+        vqa_prompt=QWEN_VQA_PROMPT,
+        benchmark=BenchmarkShape("Qwen2_5_VLForConditionalGeneration", {"Qwen2.5-VL-3B": QWEN2_5_VL_3B}, (0.5,),
+                                 "Qwen2.5-VL-3B shape (language model cut to --lm-layers), random weights",
+                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen2_5_vl_prompt),
         description="Qwen2.5-VL: each image's visual tokens reduced to a budget at the language model's input "
         "(PiToMe, ToMe or VisionZip-style), survivors at their stock M-RoPE positions",
+    ),
+    Family(
+        "llava_onevision",
+        (
+            _m("LlavaOnevisionForConditionalGeneration", PiToMeLlavaOnevisionForConditionalGeneration,
+               "image-text-to-text"),
+            _m("LlavaOnevisionModel", PiToMeLlavaOnevisionModel, "image-text-to-text"),
+        ),
+        flops=flops.llava_onevision_prefill_flops,
+        dummy_inputs=llava_onevision_dummy_inputs,
+        processor=PiToMeLlavaOnevisionProcessor,
+        description="LLaVA-OneVision: each image's AnyRes features (base and crops apart, newlines kept) reduced to a "
+        "budget at the language model's input (PiToMe, ToMe or VisionZip-style), survivors at their stock positions",
     ),
 )
 

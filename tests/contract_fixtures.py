@@ -167,6 +167,61 @@ def qwen2_5_vl_schedule(config):
     return MergeSettings.from_config(config, num_layers=1)
 
 
+# ---- LLaVA-OneVision: SigLIP tiles of 16 px (4 x 4 features), AnyRes pinpoints up to 32 x 32 px. Prompt 0 holds one
+# image of 16 x 32 px (base + two crops: 16 + 32 features, 4 newlines); the last prompt holds two images (no crops:
+# 16 features + 1 newline each), so the last image's token count is one part's keep-ratio rule
+ONEVISION_IMAGE, ONEVISION_VIDEO = 60, 61
+ONEVISION_PINPOINTS = [[16, 16], [16, 32], [32, 16], [32, 32]]
+
+
+def llava_onevision_config():
+    vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=16, patch_size=4, vision_use_head=False)
+    text = dict(model_type="qwen2", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)
+    return transformers.LlavaOnevisionConfig(vision_config=vision, text_config=text,
+                                             image_token_index=ONEVISION_IMAGE, video_token_index=ONEVISION_VIDEO,
+                                             image_grid_pinpoints=ONEVISION_PINPOINTS, vision_feature_layer=-1,
+                                             vision_feature_select_strategy="full")
+
+
+def _onevision_count(config, size, multi) -> int:
+    from types import SimpleNamespace
+
+    from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_image_budget
+
+    settings = config if hasattr(config, "keep_ratio") else SimpleNamespace(merge_method="none")
+    return onevision_image_budget(settings, size, multi, tile=16, patches=4, pinpoints=ONEVISION_PINPOINTS).tokens
+
+
+def llava_onevision_inputs(config, batch, g, text=4):
+    """`batch` prompts: the last holds two images of 16 x 16 px (no crops), the others one image of 16 x 32 px
+    (base + 2 crops); text fills every prompt to one length (no padding)."""
+    rows, sizes, per_prompt = [], [], []
+    for i in range(batch):
+        if i == batch - 1 and batch > 1:
+            count = _onevision_count(config, (16, 16), True)
+            rows.append([5] + [ONEVISION_IMAGE] * count + [7] + [ONEVISION_IMAGE] * count)
+            sizes += [(16, 16), (16, 16)]
+            per_prompt.append(2)
+        else:
+            rows.append([5, 6] + [ONEVISION_IMAGE] * _onevision_count(config, (16, 32), False))
+            sizes.append((16, 32))
+            per_prompt.append(1)
+    length = max(map(len, rows)) + text
+    ids = torch.tensor([row + torch.randint(8, 50, (length - len(row),), generator=g).tolist() for row in rows])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "pixel_values": torch.randn(len(sizes), 3, 3, 16, 16, generator=g), "image_sizes": torch.tensor(sizes),
+            "batch_num_images": torch.tensor(per_prompt)}
+
+
+def llava_onevision_flops(family_flops, model):
+    x = llava_onevision_inputs(model.config, 1, torch.Generator().manual_seed(0))
+    text = int((x["input_ids"] != ONEVISION_IMAGE).sum())
+    return family_flops(model.config, text, image_sizes=[(16, 32)]), lambda: model(**x, logits_to_keep=1)
+
+
 FIXTURES = {
     "ViTForImageClassification": Fixture(vit_config, pixels, flops=image_flops, pipeline="image-classification"),
     "ViTModel": Fixture(vit_config, pixels, flops=image_flops),
@@ -195,6 +250,11 @@ FIXTURES = {
         flops=qwen2_5_vl_flops, compare=("logits",)),
     "Qwen2_5_VLModel": Fixture(qwen2_5_vl_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24,
                                schedule_settings=qwen2_5_vl_schedule, compare=("last_hidden_state",)),
+    "LlavaOnevisionForConditionalGeneration": Fixture(
+        llava_onevision_config, llava_onevision_inputs, num_tokens=lambda c: 16, schedule_settings=qwen2_5_vl_schedule,
+        flops=llava_onevision_flops, compare=("logits",)),
+    "LlavaOnevisionModel": Fixture(llava_onevision_config, llava_onevision_inputs, num_tokens=lambda c: 16,
+                                   schedule_settings=qwen2_5_vl_schedule, compare=("last_hidden_state",)),
 }
 
 

@@ -7,6 +7,7 @@ activations, softmax and the merge's gathers are not counted. The merge step's s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Iterable
 
 from pitome_hf.modeling import (
@@ -25,6 +26,9 @@ from pitome_hf.modeling.merge_config import (
     num_patches_from_config,
     token_schedule,
 )
+
+
+_UNREDUCED = SimpleNamespace(merge_method="none")  # the merge view of a stock config
 
 
 @dataclass(frozen=True)
@@ -243,13 +247,10 @@ def qwen2_5_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: It
     the reduction to `qwen_visual_token_count` tokens per image (the similarity matmuls of every bipartite step, or
     VisionZip-style: the last block's scores for the attention received and the assignment's similarities), and the
     language model over the visual tokens plus `prompt_text_tokens` (logits of the last token only)."""
-    import math
-
     import torch
     from transformers.vision_utils import get_vision_window_index
 
     from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import qwen_visual_token_count, reduces, reduction_settings
-    from pitome_hf.modeling.visual_reduction import contextual_count
 
     vision, text = config.vision_config, config.text_config
     C, I, H = vision.hidden_size, vision.intermediate_size, vision.num_heads
@@ -281,20 +282,80 @@ def qwen2_5_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: It
             last = full if vision.depth - 1 in vision.fullatt_block_indexes else windows
             if visionzip:
                 total += sum(2 * m * m * C for m in last)  # the last block's scores, for the attention received
-                ctx = contextual_count(k, n)
-                total += 2 * (n - k) * ctx * c  # each merged-away token against the contextual targets
-            else:
-                method, T = settings.method_at(0), n
-                while T > k:
-                    if method == "tome":
-                        total += 2 * math.ceil(T / 2) * (T // 2) * c
-                    else:
-                        total += 2 * T * T * c
-                    T -= min(T - k, T // 2)
+            total += reduction_flops(settings.method_at(0), n, k, c, visionzip)
         visual_tokens += k
-    S = visual_tokens + int(prompt_text_tokens)
-    Ct, It, L = text.hidden_size, text.intermediate_size, text.num_hidden_layers
-    kv = text.num_key_value_heads * (Ct // text.num_attention_heads)
-    per_token = 2 * (2 * Ct * Ct + 2 * Ct * kv) + 2 * 3 * Ct * It
-    total += L * (S * per_token + 2 * 2 * S * S * Ct) + 2 * Ct * text.vocab_size
+    return total + decoder_prefill_flops(text, visual_tokens + int(prompt_text_tokens))
+
+
+def reduction_flops(method: str, n: int, k: int, c: int, visionzip: bool = False) -> int:
+    """FLOPs of reducing n tokens to k with a metric of width c: the similarity matmuls of every bipartite step
+    (`visual_reduction.reduce_to_budget`), or, VisionZip-style, each merged-away token against the contextual
+    targets (the attention received is the caller's: it depends on the tower)."""
+    import math
+
+    from pitome_hf.modeling.visual_reduction import contextual_count
+
+    if k >= n:
+        return 0
+    if visionzip:
+        return 2 * (n - k) * contextual_count(k, n) * c
+    total, T = 0, n
+    while T > k:
+        total += 2 * math.ceil(T / 2) * (T // 2) * c if method == "tome" else 2 * T * T * c
+        T -= min(T - k, T // 2)
     return total
+
+
+def decoder_prefill_flops(text, tokens: int) -> int:
+    """A decoder language model (Llama/Qwen2 layout: q, k, v, o with grouped keys, gated MLP) over `tokens` tokens,
+    with the logits of the last token only."""
+    C, I, L = text.hidden_size, text.intermediate_size, text.num_hidden_layers
+    kv = text.num_key_value_heads * (C // text.num_attention_heads)
+    per_token = 2 * (2 * C * C + 2 * C * kv) + 2 * 3 * C * I
+    return L * (tokens * per_token + 2 * 2 * tokens * tokens * C) + 2 * C * text.vocab_size
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LLaVA-OneVision: SigLIP tiles and projector as stock, the reduction at the language model's input
+# ----------------------------------------------------------------------------------------------------------------
+def llava_onevision_prefill_flops(config, prompt_text_tokens: int, image_sizes: Iterable = ((384, 384),),
+                                  multi_image: bool = False) -> int:
+    """Analytic FLOPs of one prompt's prefill through a (PiToMe or stock) LLaVA-OneVision: for each image of
+    `image_sizes` (height, width) px, the SigLIP tower on its tiles (the base and its AnyRes crops; one tile when
+    `multi_image`), the projector on every tile's features, the reduction of the base's and the crops' packed
+    features to `onevision_image_budget` (bipartite similarity matmuls, or VisionZip-style: the feature layer's
+    scores per tile and the assignment's similarities), and the language model (Qwen2) over the image tokens (kept
+    features plus newlines) and `prompt_text_tokens`, logits of the last token only. The SigLIP pooling head is
+    counted when the config has one (`vision_use_head`; LLaVA-OneVision's do not); interpolation and unpadding are not matmuls."""
+    from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+
+    from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_image_budget
+    from pitome_hf.modeling.language_input_reduction import reduces, reduction_settings
+
+    vision, text = config.vision_config, config.text_config
+    C, I, heads = vision.hidden_size, vision.intermediate_size, vision.num_attention_heads
+    P = (vision.image_size // vision.patch_size) ** 2
+    active = hasattr(config, "keep_ratio") and reduces(reduction_settings(config))
+    settings = reduction_settings(config) if active else None
+    visionzip = active and getattr(config, "visual_selection", "merge") == "visionzip"
+    layers = vision.num_hidden_layers
+    total, image_tokens = 0, 0
+    for size in image_sizes:
+        budget = onevision_image_budget(config if active else _UNREDUCED, size, multi_image, tile=vision.image_size,
+                                        patches=vision.image_size // vision.patch_size,
+                                        pinpoints=config.image_grid_pinpoints, aspect=config.vision_aspect_ratio)
+        tiles = 1 if multi_image else image_size_to_num_patches(size, config.image_grid_pinpoints, vision.image_size)
+        per_tile = 2 * P * C * vision.num_channels * vision.patch_size ** 2  # patch embedding
+        per_tile += layers * (2 * P * C * 4 * C + 2 * 2 * P * P * C + 2 * 2 * P * C * I)
+        if getattr(vision, "vision_use_head", True):  # the pooling head runs, though its output is not read
+            per_tile += 2 * C * C + 2 * P * C * 2 * C + 4 * P * C + 2 * C * C + 2 * 2 * C * I
+        per_tile += 2 * P * (C * text.hidden_size + text.hidden_size ** 2)  # projector
+        total += tiles * per_tile
+        if active:
+            c = C // heads if config.merge_metric == "keys" else text.hidden_size
+            if visionzip:
+                total += tiles * 2 * P * P * C  # the feature layer's scores again, for the attention received
+            for n, k in ((budget.base, budget.keep_base), (budget.rows * budget.cols, budget.keep_crops)):
+                total += reduction_flops(settings.method_at(0), n, k, c, visionzip)
+        image_tokens += budget.tokens
+    return total + decoder_prefill_flops(text, image_tokens + int(prompt_text_tokens))

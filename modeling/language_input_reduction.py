@@ -1,0 +1,143 @@
+# Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
+"""What the VLM families that reduce visual tokens at the language model's input share (Qwen2.5-VL,
+LLaVA-OneVision): the one reduction point's settings and budget rule, the config mixin, and the proportional-attention
+bias of the language model (log(size) on each visual key, an additive float mask kept on the cache).
+
+The reduction itself (which tokens merge) is `visual_reduction.py`; each family's modeling file says where its
+features come from and how its positions are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+
+from .merge_config import MergeConfigMixin, MergeSettings
+from .merge_state import PROPORTIONAL_ATTENTION_BACKENDS
+
+VISUAL_SELECTIONS = ("merge", "visionzip")
+KEY_BIAS = "_pitome_key_bias"  # attribute of the cache object: (B, keys) log(size) of every cached key
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings and budgets
+# ----------------------------------------------------------------------------------------------------------------
+def reduction_settings(config) -> MergeSettings:
+    """The merge settings of the one reduction point (num_layers = 1)."""
+    cached = getattr(type(config), "merge_settings", None)
+    if cached is not None and not isinstance(config, SimpleNamespace):
+        return config.merge_settings()
+    return MergeSettings.from_config(config, num_layers=1)
+
+
+def reduces(settings: MergeSettings) -> bool:
+    """Whether the settings reduce anything at all (before looking at an image's size)."""
+    if settings.method_at(0) == "none" or (settings.merge_layers is not None and 0 not in settings.merge_layers):
+        return False
+    return settings.visual_tokens is not None or settings.number("keep_ratio") < 1.0
+
+
+def ratio_keep(settings: MergeSettings, n: int) -> int:
+    """Tokens kept of n by the keep ratio: n - floor(n - n * rho) (merging.layer_budget's float64 rule, without its
+    floor(n/2) clamp: the reduction runs several bipartite steps when it must)."""
+    return n - math.floor(float(n) - float(n) * float(settings.number("keep_ratio")))
+
+
+class VisualBudgetConfigMixin(MergeConfigMixin):
+    """The merge settings of a family that reduces at one point, the language model's input: one layer (index 0 of
+    the margin schedule, `merge_layers` and per-layer lists), no protected prefix, `visual_tokens` read, one
+    `merge_method` (not a per-layer list), and the closed set `visual_selection` (each config class declares the
+    field itself: `visual_selection: str = "merge"`). `family_name` names the family in messages."""
+
+    default_protected_tokens = 0  # no CLS: every visual token may merge
+    family_merge_fields = ("visual_tokens",)
+    choice_fields = {"visual_selection": VISUAL_SELECTIONS}
+    family_name = "this family"
+
+    # One reduction point (read by `MergeSettings` and `apply_pitome`). Not a field: never saved.
+    merge_num_hidden_layers = 1
+
+    def __post_init__(self, **kwargs):
+        kwargs.pop("merge_num_hidden_layers", None)
+        super().__post_init__(**kwargs)
+        self._check_own_fields({"merge_method": self.merge_method, "merge_preset": self.merge_preset})
+
+    def _check_own_fields(self, values: dict) -> None:
+        super()._check_own_fields(values)
+        method = values.get("merge_method")
+        if isinstance(method, (list, tuple)) and values.get("merge_preset", self.__dict__.get("merge_preset")) is None:
+            raise ValueError(
+                f"merge_method={list(method)!r} is a per-layer list, but {self.family_name} reduces at one point: "
+                "give one method ('pitome', 'tome', 'pitome_bsm' or 'none'); a preset's one-entry list is accepted."
+            )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Proportional attention in the language model
+# ----------------------------------------------------------------------------------------------------------------
+def flash_check(config, settings) -> None:
+    impl = getattr(config.text_config, "_attn_implementation", None) or getattr(config, "_attn_implementation", None)
+    if settings.proportional_attention and impl not in (None, *PROPORTIONAL_ATTENTION_BACKENDS):
+        raise ValueError(
+            f"attn_implementation={impl!r} cannot add the proportional-attention bias that merging uses. Use one of "
+            f"{PROPORTIONAL_ATTENTION_BACKENDS}, or set proportional_attention=False in the config."
+        )
+
+
+class ProportionalVisualKeysMixin:
+    """For a multimodal model whose `language_model` reads reduced visual tokens: `_key_bias` (log(size) of every
+    key, kept on the cache across decoding steps) and `_size_mask` (the additive float mask carrying it). The model
+    says how a prompt with the wrong number of visual tokens is refused (`_refuse_prompt(kind, tokens, expected)`)."""
+
+    def _key_bias(self, input_ids, inputs_embeds, cache, past, visual):
+        """(B, past + new) log(size) of every key (0 for text and unmerged tokens), or None when all sizes are 1.
+        `visual`: ((kind, placeholder token id, output with `token_sizes` or None), ...)."""
+        stored = getattr(cache, KEY_BIAS, None) if (cache is not None and past > 0) else None
+        ref = input_ids if input_ids is not None else inputs_embeds
+        batch, length = ref.shape[:2]
+        new = torch.zeros(batch, length, dtype=torch.float32, device=ref.device)
+        any_sizes = False
+        for kind, token, output in visual:
+            sizes = getattr(output, "token_sizes", None) if output is not None else None
+            if sizes is None:
+                continue
+            if input_ids is None:
+                raise ValueError("proportional attention needs input_ids with visual inputs (to find the visual "
+                                 "tokens); or set proportional_attention=False in the config.")
+            where = input_ids == token
+            logs = torch.log(torch.cat(sizes).to(ref.device))
+            if int(where.sum()) != logs.numel():
+                self._refuse_prompt(kind, int(where.sum()), logs.numel())
+            new[where] = logs
+            any_sizes = True
+        if stored is None and not any_sizes:
+            return None
+        if stored is None:
+            stored = torch.zeros(batch, past, dtype=torch.float32, device=ref.device)
+        return torch.cat([stored[:, :past].to(ref.device), new], dim=1)
+
+    def _size_mask(self, input_ids, inputs_embeds, attention_mask, past, key_bias):
+        """The additive float mask (B, 1, Q, K): causal, padding, plus log(size) on each visual key."""
+        if attention_mask is not None and (isinstance(attention_mask, dict) or attention_mask.ndim != 2):
+            raise ValueError("proportional attention needs a 2-D attention_mask (got a prepared mask); set "
+                             "proportional_attention=False in the config to use prepared masks or static caches.")
+        if getattr(self.language_model, "has_sliding_layers", False):
+            raise ValueError("proportional attention is not implemented for sliding-window layers; set "
+                             "proportional_attention=False in the config.")
+        ref = input_ids if input_ids is not None else inputs_embeds
+        batch, length = ref.shape[:2]
+        dtype = self.language_model.embed_tokens.weight.dtype if inputs_embeds is None else inputs_embeds.dtype
+        keys = past + length
+        q_pos = torch.arange(past, keys, device=ref.device)[:, None]
+        allowed = (torch.arange(keys, device=ref.device)[None, :] <= q_pos)[None]
+        if attention_mask is not None:
+            allowed = allowed & attention_mask[:, None, -keys:].bool()
+        mask = torch.zeros(batch, length, keys, dtype=dtype, device=ref.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(dtype).min) + key_bias[:, None, :].to(dtype)
+        return {"full_attention": mask[:, None]}
+
+
+__all__ = ["KEY_BIAS", "ProportionalVisualKeysMixin", "VISUAL_SELECTIONS", "VisualBudgetConfigMixin", "flash_check",
+           "ratio_keep", "reduces", "reduction_settings"]
