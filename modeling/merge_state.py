@@ -408,6 +408,22 @@ def merge_fields(output) -> dict:
     return {name: getattr(output, name, None) for name in ("token_sizes", "token_map", "token_counts")}
 
 
+class DualEncoderMixin:
+    """The forward of an image-text dual encoder whose vision tower merges (CLIPModel, SiglipModel): the stock forward,
+    its output as `output_class` with the vision tower's merge information. Mix in before the stock model class."""
+
+    output_class = None
+
+    def forward(self, input_ids=None, pixel_values=None, attention_mask=None, return_dict=None, **kwargs):
+        """input_ids (B_t, S), pixel_values (B_i, C, H, W) -> logits_per_image (B_i, B_t), embeds, merge info. The other
+        stock arguments (position_ids, return_loss, interpolate_pos_encoding, ...) pass through `kwargs`."""
+        check_inputs(type(self).__name__, input_ids=input_ids, pixel_values=pixel_values)
+        outputs = super().forward(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                                  return_dict=True, **kwargs)
+        result = self.output_class(**outputs, **merge_fields(outputs.vision_model_output))
+        return return_output(result, self.config, return_dict)
+
+
 def classifier_output(output_class, logits, loss, outputs, **extra):
     """A classifier's output from its base model's `outputs`: hidden states, attentions, the merge fields and
     `extra` fields (e.g. BERT's shrunk attention_mask)."""

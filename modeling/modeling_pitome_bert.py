@@ -40,12 +40,7 @@ from transformers.pytorch_utils import apply_chunking_to_forward
 from .configuration_pitome_bert import PiToMeBertConfig
 from .merge_config import settings_of
 from .merge_state import (
-    MergeOutputMixin,
-    PaddedMergeState,
-    check_inputs,
-    classifier_output,
-    merge_state_for,
-    return_output,
+    MergeOutputMixin, PaddedMergeState, check_inputs, classifier_output, merge_state_for, return_output,
 )
 from .merging import weighted_mean
 

@@ -35,14 +35,8 @@ from transformers.models.clip.modeling_clip import (
 from .configuration_pitome_clip import PiToMeCLIPConfig, PiToMeCLIPVisionConfig
 from .merge_config import settings_of
 from .merge_state import (
-    MergeOutputMixin,
-    MergeState,
-    PreNormMergingLayerMixin,
-    check_inputs,
-    merge_fields,
-    MergingEncoderMixin,
-    merge_state_for,
-    return_output,
+    DualEncoderMixin, MergeOutputMixin, MergeState, MergingEncoderMixin, PreNormMergingLayerMixin, check_inputs,
+    merge_fields, merge_state_for, return_output,
 )
 
 # transformers 5 renames checkpoint keys on load only for its own classes: a stand-alone CLIPVisionModel lost its
@@ -114,23 +108,12 @@ class PiToMeCLIPVisionModel(CLIPVisionModel):
         return merge_state_for(self.merge_config, settings=settings,
                                attn_implementation=getattr(self.config, "_attn_implementation", None))
 
-    def forward(
-        self,
-        pixel_values: Optional[torch.Tensor] = None,
-        interpolate_pos_encoding: Optional[bool] = False,
-        return_dict: Optional[bool] = None,
-        **kwargs,
-    ):
-        """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output (B, hidden), merge info."""
+    def forward(self, pixel_values: Optional[torch.Tensor] = None, return_dict: Optional[bool] = None, **kwargs):
+        """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output (B, hidden), merge info.
+        The other stock arguments (interpolate_pos_encoding, ...) pass through `kwargs`."""
         check_inputs(type(self).__name__, pixel_values=pixel_values)
         state = self.new_merge_state()
-        outputs = super().forward(
-            pixel_values,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            return_dict=True,
-            merge_state=state,
-            **kwargs,
-        )
+        outputs = super().forward(pixel_values, return_dict=True, merge_state=state, **kwargs)
         return return_output(PiToMeCLIPVisionOutput(**outputs, **state.output_fields()), self.config, return_dict)
 
 
@@ -149,16 +132,8 @@ class PiToMeCLIPVisionModelWithProjection(CLIPVisionModelWithProjection):
         self.visual_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: Optional[torch.Tensor] = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: Optional[bool] = None,
-        **kwargs,
-    ):
-        vision_outputs = self.vision_model(
-            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
-        )
+    def forward(self, pixel_values: Optional[torch.Tensor] = None, return_dict: Optional[bool] = None, **kwargs):
+        vision_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
         result = PiToMeCLIPVisionModelOutput(
             image_embeds=self.visual_projection(vision_outputs.pooler_output),
             last_hidden_state=vision_outputs.last_hidden_state,
@@ -169,13 +144,14 @@ class PiToMeCLIPVisionModelWithProjection(CLIPVisionModelWithProjection):
         return return_output(result, self.config, return_dict)
 
 
-class PiToMeCLIPModel(CLIPModel):
+class PiToMeCLIPModel(DualEncoderMixin, CLIPModel):
     """[`CLIPModel`] with PiToMe token merging in the vision tower. `get_image_features`, `get_text_features` and the
     logits are the stock CLIP's; the output (`PiToMeCLIPOutput`) also carries the vision tower's `token_sizes`,
     `token_map` and `token_counts`. Works with the zero-shot-image-classification pipeline."""
 
     config_class = PiToMeCLIPConfig
     config: PiToMeCLIPConfig
+    output_class = PiToMeCLIPOutput
     _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings", "PiToMeCLIPEncoderLayer"]
     supports_gradient_checkpointing = False
 
@@ -193,31 +169,6 @@ class PiToMeCLIPModel(CLIPModel):
         self.logit_scale = nn.Parameter(torch.tensor(self.config.logit_scale_init_value))
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: Optional[torch.LongTensor] = None,
-        pixel_values: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.LongTensor] = None,
-        return_loss: Optional[bool] = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: Optional[bool] = None,
-        **kwargs,
-    ):
-        """input_ids (B_t, S), pixel_values (B_i, C, H, W) -> logits_per_image (B_i, B_t), embeds, merge info."""
-        check_inputs(type(self).__name__, input_ids=input_ids, pixel_values=pixel_values)
-        outputs = super().forward(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            return_loss=return_loss,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            return_dict=True,
-            **kwargs,
-        )
-        result = PiToMeCLIPOutput(**outputs, **merge_fields(outputs.vision_model_output))
-        return return_output(result, self.config, return_dict)
 
 
 PiToMeCLIPConfig.register_for_auto_classes(PiToMeCLIPModel)

@@ -37,12 +37,7 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 
 from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
 from .merge_state import (
-    MergeOutputMixin,
-    MergeState,
-    MergingLayerMixin,
-    classifier_output,
-    image_merge_state,
-    merging_layers,
+    MergeOutputMixin, MergeState, MergingLayerMixin, classifier_output, image_merge_state, merging_layers,
     return_output,
 )
 from .merging import weighted_mean
@@ -125,18 +120,12 @@ class _MergingDinov2ModelMixin:
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: Optional[torch.Tensor] = None,
-        bool_masked_pos: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        return_dict: Optional[bool] = None,
-        **kwargs,
-    ):
+    def forward(self, pixel_values: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                return_dict: Optional[bool] = None, **kwargs):
         """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output (CLS), merge info."""
         state = image_merge_state(self, pixel_values, attention_mask)
-        outputs = super().forward(pixel_values, bool_masked_pos=bool_masked_pos, attention_mask=attention_mask,
-                                  return_dict=True, merge_state=state, **kwargs)
+        outputs = super().forward(pixel_values, attention_mask=attention_mask, return_dict=True, merge_state=state,
+                                  **kwargs)  # bool_masked_pos and the other stock arguments pass through kwargs
         result = PiToMeDinov2ModelOutput(**outputs, **state.output_fields(), num_protected=state.num_prefix)
         return return_output(result, self.config, return_dict)
 
@@ -195,15 +184,9 @@ class PiToMeDinov2ForImageClassification(Dinov2ForImageClassification):
         )
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: Optional[torch.Tensor] = None,
-        labels: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        return_dict: Optional[bool] = None,
-        **kwargs,
-    ):
-        outputs = self.dinov2(pixel_values, attention_mask=attention_mask, return_dict=True, **kwargs)
+    def forward(self, pixel_values: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                return_dict: Optional[bool] = None, **kwargs):
+        outputs = self.dinov2(pixel_values, return_dict=True, **kwargs)
         cls_token = outputs.last_hidden_state[:, 0]
         logits = self.classifier(torch.cat([cls_token, patch_mean(outputs)], dim=1))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None

@@ -33,13 +33,8 @@ from transformers.models.siglip.modeling_siglip import (
 from .configuration_pitome_siglip import PiToMeSiglipConfig, PiToMeSiglipVisionConfig
 from .merge_config import settings_of
 from .merge_state import (
-    MergeOutputMixin,
-    MergeState,
-    PreNormMergingLayerMixin,
-    check_inputs,
-    MergingEncoderMixin,
-    merge_state_for,
-    return_output,
+    DualEncoderMixin, MergeOutputMixin, MergeState, MergingEncoderMixin, PreNormMergingLayerMixin, check_inputs,
+    merge_state_for, return_output,
 )
 
 # transformers 5 drops the `vision_model.` level of a stand-alone SiglipVisionModel on load, for its own classes only.
@@ -130,11 +125,12 @@ class PiToMeSiglipVisionModel(SiglipVisionModel):
         return return_output(result, self.config, return_dict)
 
 
-class PiToMeSiglipModel(SiglipModel):
+class PiToMeSiglipModel(DualEncoderMixin, SiglipModel):
     """[`SiglipModel`] with PiToMe token merging in the vision tower. The text tower, `get_text_features` and the
     sigmoid logits are the stock SigLIP's; works with the zero-shot-image-classification pipeline."""
 
     config_class = PiToMeSiglipConfig
+    output_class = PiToMeSiglipOutput
     _no_split_modules = ["SiglipTextEmbeddings", "SiglipEncoderLayer", "SiglipVisionEmbeddings",
                          "PiToMeSiglipEncoderLayer", "PiToMeSiglipAttentionPoolingHead"]
     supports_gradient_checkpointing = False
@@ -148,16 +144,6 @@ class PiToMeSiglipModel(SiglipModel):
         self.logit_bias = nn.Parameter(torch.randn(1))
         self.post_init()
 
-    def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, return_loss=None,
-                interpolate_pos_encoding: bool = False, return_dict=None, **kwargs):
-        """input_ids (B_t, S), pixel_values (B_i, C, H, W) -> logits_per_image (B_i, B_t), embeds, merge info."""
-        check_inputs(type(self).__name__, input_ids=input_ids, pixel_values=pixel_values)
-        outputs = super().forward(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                                  position_ids=position_ids, return_loss=return_loss,
-                                  interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
-        vision = outputs.vision_model_output
-        fields = {k: getattr(vision, k, None) for k in ("token_sizes", "token_map", "token_counts")}
-        return return_output(PiToMeSiglipOutput(**outputs, **fields), self.config, return_dict)
 
 
 PiToMeSiglipConfig.register_for_auto_classes(PiToMeSiglipModel)

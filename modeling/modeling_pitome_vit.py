@@ -25,12 +25,7 @@ from transformers.models.vit.modeling_vit import (
 
 from .configuration_pitome_vit import PiToMeViTConfig
 from .merge_state import (
-    MergeOutputMixin,
-    MergeState,
-    MergingLayerMixin,
-    classifier_output,
-    image_merge_state,
-    merging_layers,
+    MergeOutputMixin, MergeState, MergingLayerMixin, classifier_output, image_merge_state, merging_layers,
     return_output,
 )
 from .merging import weighted_mean
@@ -94,26 +89,13 @@ class PiToMeViTModel(ViTModel):
         self.pooler = ViTPooler(config) if add_pooling_layer else None
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: Optional[torch.Tensor] = None,
-        bool_masked_pos: Optional[torch.BoolTensor] = None,
-        interpolate_pos_encoding: Optional[bool] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        return_dict: Optional[bool] = None,
-        **kwargs,
-    ):
-        """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output, merge information."""
+    def forward(self, pixel_values: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                return_dict: Optional[bool] = None, **kwargs):
+        """pixel_values (B, C, H, W) -> last_hidden_state (B, p + T_L, hidden), pooler_output, merge information. The
+        other stock arguments (bool_masked_pos, interpolate_pos_encoding, ...) pass through `kwargs`."""
         state = image_merge_state(self, pixel_values, attention_mask)
-        outputs = super().forward(
-            pixel_values,
-            bool_masked_pos=bool_masked_pos,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            attention_mask=attention_mask,
-            return_dict=True,
-            merge_state=state,
-            **kwargs,
-        )
+        outputs = super().forward(pixel_values, attention_mask=attention_mask, return_dict=True, merge_state=state,
+                                  **kwargs)
         return return_output(PiToMeModelOutput(**outputs, **state.output_fields()), self.config, return_dict)
 
 
@@ -133,25 +115,14 @@ class PiToMeViTForImageClassification(ViTForImageClassification):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: Optional[torch.Tensor] = None,
-        labels: Optional[torch.Tensor] = None,
-        interpolate_pos_encoding: Optional[bool] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        return_dict: Optional[bool] = None,
-        **kwargs,
-    ):
+    def forward(self, pixel_values: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                return_dict: Optional[bool] = None, **kwargs):
+        """As `ViTForImageClassification.forward`; the other stock arguments (interpolate_pos_encoding, ...) reach the
+        encoder through `kwargs`."""
         mean_pool = getattr(self.config, "classifier_pooling", "cls") == "mean"
         wants_hidden = kwargs.pop("output_hidden_states", None)
-        outputs = self.vit(
-            pixel_values,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            attention_mask=attention_mask,
-            return_dict=True,
-            output_hidden_states=True if mean_pool else wants_hidden,
-            **kwargs,
-        )
+        outputs = self.vit(pixel_values, return_dict=True, output_hidden_states=True if mean_pool else wants_hidden,
+                           **kwargs)
         if mean_pool:
             # MAE's global pool: mean of the last layer's patch tokens (weighted by size), then fc_norm (the layernorm)
             p = self.config.merge_settings().num_prefix
