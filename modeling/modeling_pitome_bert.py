@@ -258,13 +258,16 @@ class PiToMeBertForSequenceClassification(_PiToMeBertClass, BertForSequenceClass
         self,
         input_ids: Optional[torch.Tensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
         return_dict: Optional[bool] = None,
         **kwargs,
     ):
-        """As `BertForSequenceClassification.forward` (token_type_ids, position_ids, inputs_embeds reach the encoder);
-        the output also carries the encoder's merge information and shrunk attention_mask."""
-        outputs = self.bert(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        """As `BertForSequenceClassification.forward` (position_ids, inputs_embeds reach the encoder through `kwargs`;
+        token_type_ids is named so that Trainer keeps a dataset's sentence-pair column); the output also carries the
+        encoder's merge information and shrunk attention_mask."""
+        outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True,
+                            **kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         result = classifier_output(PiToMeSequenceClassifierOutput, logits, loss, outputs,

@@ -171,3 +171,13 @@ def test_real_minilm_checkpoint_loads_and_matches():
         model.config.keep_ratio = 0.8
         out = model(**batch)
     assert out.token_counts.tolist() == [token_schedule(model.config, num_tokens=n - 1) for n in mask.sum(1).tolist()]
+
+
+def test_classifier_forward_names_what_trainer_keeps():
+    """Trainer drops dataset columns the forward's signature does not name: a sentence-pair task needs token_type_ids."""
+    import inspect
+
+    from pitome_hf.modeling import PiToMeBertForSequenceClassification
+
+    names = inspect.signature(PiToMeBertForSequenceClassification.forward).parameters
+    assert {"input_ids", "attention_mask", "token_type_ids", "labels"} <= set(names)
