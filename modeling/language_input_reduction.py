@@ -21,6 +21,17 @@ VISUAL_SELECTIONS = ("merge", "visionzip")
 KEY_BIAS = "_pitome_key_bias"  # attribute of the cache object: (B, keys) log(size) of every cached key
 
 
+def inherit_conversion_mappings(pairs) -> None:
+    """Give each PiToMe class name or model_type its stock one's checkpoint renamings (VLM checkpoints on the Hub store
+    transformers-4 names, and transformers 5 saves them so). overwrite=True: remote code may import a file twice."""
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+
+    for ours, stock in pairs:
+        mapping = get_checkpoint_conversion_mapping(stock)
+        if mapping:
+            register_checkpoint_conversion_mapping(ours, mapping, overwrite=True)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Settings and budgets
 # ----------------------------------------------------------------------------------------------------------------
@@ -140,4 +151,4 @@ class ProportionalVisualKeysMixin:
 
 
 __all__ = ["KEY_BIAS", "ProportionalVisualKeysMixin", "VISUAL_SELECTIONS", "VisualBudgetConfigMixin", "flash_check",
-           "ratio_keep", "reduces", "reduction_settings"]
+           "inherit_conversion_mappings", "ratio_keep", "reduces", "reduction_settings"]

@@ -61,8 +61,19 @@ from transformers.models.llava_onevision.modeling_llava_onevision import (
 from transformers.utils import ModelOutput
 
 from .configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig, onevision_image_budget
-from .language_input_reduction import KEY_BIAS, ProportionalVisualKeysMixin, flash_check, reduces, reduction_settings
+from .language_input_reduction import (
+    KEY_BIAS,
+    ProportionalVisualKeysMixin,
+    flash_check,
+    inherit_conversion_mappings,
+    reduces,
+    reduction_settings,
+)
 from .visual_reduction import attention_received, reduce_input
+
+# stock checkpoints store transformers-4 names: our model_type and model class take the stock ones' renamings
+inherit_conversion_mappings(((PiToMeLlavaOnevisionConfig.model_type, "llava_onevision"),
+                             ("PiToMeLlavaOnevisionModel", "LlavaOnevisionModel")))
 
 _POSITION_SHIFT = "_pitome_position_shift"  # attribute of the cache object: (B, 1) stock tokens dropped per row
 
