@@ -63,7 +63,7 @@ outputs = model(**inputs)          # outputs.token_counts: tokens per layer; out
 
 Change the merge settings at load time, e.g. `from_pretrained(..., trust_remote_code=True, keep_ratio=0.95)`, or
 `merge_method="none"` for the unmerged model. Made with pitome_hf.
-
+{{ onnx_section }}
 ## Results
 
 {{ results }}
@@ -152,10 +152,12 @@ def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[
 
 
 def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_model: Optional[str] = None,
-                license: Optional[str] = None, kept: tuple = (None, None), fingerprint: Optional[str] = None):
+                license: Optional[str] = None, kept: tuple = (None, None), fingerprint: Optional[str] = None,
+                onnx_metadata: Optional[dict] = None):
     """The model card (a huggingface_hub ModelCard) for a PiToMe checkpoint folder. `kept`: (results text,
     eval_results) of the card already on the Hub, used when no report is given. `fingerprint`: the folder's
-    `model_fingerprint`, recorded in the card's metadata as `pitome_fingerprint` (the model its results belong to)."""
+    `model_fingerprint`, recorded in the card's metadata as `pitome_fingerprint` (the model its results belong to).
+    `onnx_metadata`: the `pitome_hf.*` metadata of a `model.onnx` uploaded beside the weights (the card names it)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     from pitome_hf.modeling.merge_config import MERGE_FIELDS, token_schedule
@@ -203,7 +205,21 @@ def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_
         repo_id=repo_id,
         results=results,
         citation=CITATION,
+        onnx_section=_onnx_section(onnx_metadata, repo_id),
     )
+
+
+def _onnx_section(meta: Optional[dict], repo_id: str) -> str:
+    """The card's paragraph on the uploaded `model.onnx` (empty without one)."""
+    if not meta:
+        return ""
+    return (f"\n## ONNX\n\n`model.onnx` is this model exported by `pitome-hf export` as a static graph (the same merge "
+            f"settings; tokens per layer {meta.get('token_schedule')}): input {meta.get('input')}. Checked before "
+            "upload: it loads in ONNX Runtime and matches PyTorch on a dummy input.\n\n```python\nimport onnxruntime "
+            "as ort\nfrom huggingface_hub import hf_hub_download\n\nsession = ort.InferenceSession(hf_hub_download("
+            + json.dumps(repo_id) + ', "model.onnx"))\noutputs = session.run(None, {"pixel_values": pixel_values})'
+            "   # float32 numpy\n"
+            "```\n")
 
 
 def _config_object(folder: Path):
@@ -407,7 +423,7 @@ def upload_files(folder: Path) -> dict:
 def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: bool = False,
          revision: Optional[str] = None, commit_message: Optional[str] = None, force: bool = False,
          base_model: Optional[str] = None, license: Optional[str] = None, token: Optional[str] = None,
-         verify: bool = True, drop_results: bool = False, delete_extra_files: bool = False):
+         verify: bool = True, drop_results: bool = False, delete_extra_files: bool = False, onnx=None):
     """Upload the folder plus a rendered README.md to `repo_id` in one commit, after checking everything first.
 
     Before any request that writes: the folder loads as remote code in a clean process with every weight and runs one
@@ -417,7 +433,9 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
     in the same commit. Then the repo (and the branch for `revision`) are created if missing and the commit is made; if
     the commit fails, a repo or branch this call created is deleted again. Without a report, the results on the repo's
     card are kept only when the card records this exact model and configuration (else refused; drop_results=True
-    replaces them with a note)."""
+    replaces them with a note). `onnx`: True to export the folder's model to `model.onnx` (dynamic batch, the
+    model's image size) and upload it beside the weights, or the path of a `pitome-hf export` file to upload; either
+    way it must load in ONNX Runtime, carry this folder's merge settings and match PyTorch on a dummy input first."""
     from huggingface_hub import HfApi, ModelCard
 
     from pitome_hf.evaluation.evaluate import model_fingerprint
@@ -434,6 +452,11 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
         verify_loads(folder)
     fingerprint = model_fingerprint(folder)
     files = upload_files(folder)
+    onnx_dir = tempfile.TemporaryDirectory(prefix="pitome_push_onnx_") if onnx else None
+    onnx_metadata = None
+    if onnx:
+        onnx_path, onnx_metadata = checked_onnx(folder, onnx, onnx_dir.name)
+        files["model.onnx"] = onnx_path
     api = HfApi(token=token)
     repo_exists, branch_exists = _repo_state(api, repo_id, revision, token, force)
     kept, extra, parent = (None, None), [], None
@@ -442,7 +465,8 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
         extra = extra_remote_files(api, repo_id, revision, {*files, "README.md"}, folder, delete_extra_files)
         if eval_report is None and not drop_results:
             kept = kept_results(repo_id, revision, token, fingerprint)
-    card = render_card(folder, repo_id, eval_report, base_model, license, kept=kept, fingerprint=fingerprint)
+    card = render_card(folder, repo_id, eval_report, base_model, license, kept=kept, fingerprint=fingerprint,
+                       onnx_metadata=onnx_metadata)
     round_trip = ModelCard(str(card)).data.to_dict()
     if round_trip.get("model-index") is None and (eval_report is not None or kept[1]):
         raise ValueError("the rendered card lost its model-index on a round trip; not uploading.")
@@ -450,6 +474,37 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
     message = commit_message or f"Upload PiToMe model ({card.data.pipeline_tag})"
     return _commit(api, repo_id, revision, private, (repo_exists, branch_exists, parent), files, str(card), extra,
                    message)
+
+
+def checked_onnx(folder: Path, onnx, workdir: str) -> tuple[Path, dict]:
+    """(path, metadata) of the model.onnx to upload: `onnx` a file given, or True to export the folder's model into
+    `workdir`. Refused (ValueError) unless it loads in ONNX Runtime, records the folder's merge settings and matches
+    PyTorch on a dummy input."""
+    from pitome_hf.deployment.onnx import check_file, export_onnx, read_metadata, require_onnx
+    from pitome_hf.modeling.merge_config import MERGE_FIELDS
+
+    require_onnx()
+    config = read_pitome_config(folder)
+    model = entry_for_config_dict(config).pitome.from_pretrained(folder).eval()
+    if onnx is True:
+        path = Path(workdir) / "model.onnx"
+        export_onnx(model, path, batch_size=1, dynamic_batch=True)
+    else:
+        path = Path(onnx)
+        if not path.is_file():
+            raise FileNotFoundError(f"--onnx {onnx}: no such file (give a model.onnx written by `pitome-hf export`).")
+    meta = read_metadata(path)
+    if "merge_settings" not in meta:
+        raise ValueError(f"--onnx {onnx}: the file has no pitome_hf merge settings in its metadata; export it with "
+                         "`pitome-hf export` (or give --onnx without a path).")
+    recorded = json.loads(meta["merge_settings"])
+    ours = {k: getattr(model.config, k, None) for k in MERGE_FIELDS}
+    differ = sorted(k for k in ours if json.dumps(recorded.get(k)) != json.dumps(ours[k]))
+    if differ:
+        raise ValueError(f"--onnx {onnx} was exported with other merge settings than {folder} ("
+                         + ", ".join(f"{k}: {recorded.get(k)!r} vs {ours[k]!r}" for k in differ) + "); re-export it.")
+    check_file(path, model)
+    return path, meta
 
 
 def _commit(api, repo_id, revision, private, state, files, card_text, extra, message):
@@ -512,12 +567,16 @@ def main(argv=None) -> int:
                         "the push and list them)")
     parser.add_argument("--no-verify", action="store_true", help="skip loading the folder in a clean process before "
                         "uploading (not recommended: only for models too large for this machine)")
+    parser.add_argument("--onnx", nargs="?", const=True, default=None, metavar="MODEL_ONNX", help="also upload "
+                        "model.onnx beside the weights: the given `pitome-hf export` file, or without a path the folder's "
+                        "model exported here (dynamic batch); it must load in ONNX Runtime, carry the folder's merge "
+                        "settings and match PyTorch on a dummy input (pip install \"pitome_hf[onnx]\")")
     args = parser.parse_args(argv)
     report = read_json(args.eval_json, "--eval-json") if args.eval_json else None
     info = push(args.folder, args.repo_id, eval_report=report, private=args.private, revision=args.revision,
                 commit_message=args.commit_message, force=args.force, base_model=args.base_model,
                 license=args.license, verify=not args.no_verify, drop_results=args.drop_results,
-                delete_extra_files=args.delete_extra_files)
+                delete_extra_files=args.delete_extra_files, onnx=args.onnx)
     print(f"pushed {args.folder} to {args.repo_id}: {info.commit_url if hasattr(info, 'commit_url') else info}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Speed benchmarks: none vs ToMe vs PiToMe measured side by side in one run, eager and compiled.
+"""Speed benchmarks: none vs ToMe vs PiToMe measured side by side in one run: eager, compiled, ONNX Runtime.
 
     pitome-hf benchmark default                 # the embedded Fashion-MNIST ViT (real weights), batch 64
     pitome-hf benchmark vit --batch 32          # ViT-B/16 shape (random weights)
@@ -6,6 +6,7 @@
     pitome-hf benchmark siglip                  # SigLIP-B/16-224 vision tower with its attention-pooling head
     pitome-hf benchmark llava                   # LLaVA-1.5 shape: image tokens, time to first token, KV cache
     pitome-hf benchmark vit --modes eager compiled
+    pitome-hf benchmark default --modes eager onnx --keep-ratios 0.9   # + the static ONNX graph in ONNX Runtime
 
 Per row: images/s, analytic GFLOPs, the FLOPs-ideal speed-up over the unmerged model, the measured speed-up, their
 ratio (measured / ideal), the merge step's own time per merging layer (eager rows: the step is timed with device
@@ -20,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from functools import partial
 
 import torch
 import transformers
 
-from pitome_hf.measurement import benchmark_llava
+from pitome_hf.measurement import benchmark_llava, benchmark_vlm
 from pitome_hf.families import FAMILIES, family_named
 from pitome_hf.commands.options import add_sweep_arguments, merge_arguments, sweep_values
 from pitome_hf.measurement.timing import (
@@ -41,7 +43,7 @@ from pitome_hf.measurement.timing import (
     time_interleaved,
 )
 
-MODES = ("eager", "compiled")
+MODES = ("eager", "compiled", "onnx")
 
 
 def _model_for(stock, method: str, ratio: float, mode: str, extra: dict | None = None):
@@ -50,6 +52,28 @@ def _model_for(stock, method: str, ratio: float, mode: str, extra: dict | None =
     settings = {} if method == "none" else (extra or {})
     model = apply_pitome(stock, merge_method=method, keep_ratio=ratio, **settings)
     return torch.compile(model) if mode == "compiled" else model
+
+
+class OnnxRun:
+    """An `onnx` row: the PiToMe model exported as a static graph for this input (`deployment.onnx`), run by an ONNX
+    Runtime session (CPU provider, or CUDA's on a CUDA device; torch's thread count). Calling it runs the session on
+    the input (for CUDA the host-to-device copy of the input is part of each call); `.config` is the model's, for the
+    FLOPs."""
+
+    def __init__(self, model, x: torch.Tensor, folder: str):
+        from pitome_hf.deployment.onnx import session, temporary_export
+
+        if x.dtype != torch.float32:
+            raise ValueError(f"--modes onnx runs float32 graphs; got --dtype {str(x.dtype).removeprefix('torch.')}.")
+        self.config = model.config
+        self.path = temporary_export(model.cpu(), x.shape[0], directory=folder)
+        model.to(x.device)
+        providers = ("CUDAExecutionProvider",) if x.device.type == "cuda" else ("CPUExecutionProvider",)
+        self.session = session(self.path, providers=providers)
+        self.feed = {"pixel_values": x.detach().cpu().numpy()}
+
+    def __call__(self, x=None):
+        return self.session.run(None, self.feed)
 
 
 def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup: int, repeats: int,
@@ -64,8 +88,11 @@ def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup
     runs = [("none", 1.0)] + [(m, r) for r in ratios for m in methods]
     rounds = max(1, repeats)
     lines = Progress((len(runs) + rounds) * len(modes), "benchmark ")  # warm-ups, then timing rounds
+    folder = tempfile.TemporaryDirectory(prefix="pitome_bench_onnx_") if "onnx" in modes else None
     for mode in modes:
-        models = [_model_for(stock, method, ratio, mode, extra) for method, ratio in runs]
+        models = [_model_for(stock, method, ratio, "eager" if mode == "onnx" else mode, extra) for method, ratio in runs]
+        if mode == "onnx":
+            models = [OnnxRun(m, x, folder.name) for m in models]
         with torch.inference_mode(), compiled_runs(len(runs)):
             warmed = lambda i: lines.step(f"{mode} {runs[i][0]} {runs[i][1]}: warmed up"
                                           + (" (compiled)" if mode == "compiled" else ""))
@@ -88,6 +115,8 @@ def compare_methods(stock, x: torch.Tensor, flops_fn, ratios, dtype: str, warmup
                              device=str(dev), dtype=dtype, batch=batch))
         print(f"benchmark {mode}: " + ", ".join(f"{r['method']} {r['keep_ratio']} {r['images_per_s']:.0f}/s"
                                                 for r in rows if r["mode"] == mode), file=sys.stderr, flush=True)
+    if folder is not None:
+        folder.cleanup()
     tome = {(r["mode"], r["keep_ratio"]): r["seconds"] for r in rows if r["method"] == "tome"}
     for r in rows:
         if r["method"] == "pitome" and (r["mode"], r["keep_ratio"]) in tome:
@@ -174,7 +203,7 @@ def subcommands() -> dict:
     then every family with a benchmark shape in the registry."""
     out = {"default": (bench_default, *DEFAULT)}
     for family in FAMILIES:
-        if family.benchmark is not None:
+        if family.benchmark is not None and not benchmark_vlm.is_vlm_benchmark(family):
             spec = family.benchmark
             out[family.name] = (partial(bench_family, family.name), list(spec.ratios), 32, 5, spec.title)
     return out
@@ -208,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="attention backend of every row (default: %(default)s; on a CPU at a few dozen tokens the "
                        "eager matmul-softmax-matmul is faster than SDPA's kernel and scales with the token count)")
         p.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
-                       help="eager and/or compiled (torch.compile) rows, side by side (default: %(default)s)")
+                       help="eager, compiled (torch.compile) and/or onnx (the static ONNX graph run by ONNX Runtime, "
+                       "pip install \"pitome_hf[onnx]\") rows, side by side; each mode's rows against its own "
+                       "unmerged row (default: %(default)s)")
         shapes = list(family_named(name).benchmark.shapes) if name != "default" else []
         if len(shapes) > 1:
             p.add_argument("--shapes", nargs="+", default=shapes, choices=shapes, help="which shapes (default: all)")
@@ -216,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description=benchmark_llava.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(llava, 1, [0.95, 0.925, 0.9])
     benchmark_llava.add_arguments(llava)
+    for family in FAMILIES:
+        if benchmark_vlm.is_vlm_benchmark(family):
+            benchmark_vlm.add_parser(sub, family, _common)
     return parser
 
 
@@ -228,6 +262,8 @@ def main(argv=None) -> int:
     malloc = None if args.system_malloc else pin_allocator()
     start = time.perf_counter()
     setup = f"torch {torch.__version__}, {torch.get_num_threads()} threads" + (f", {malloc}" if malloc else "")
+    if args.family in benchmark_vlm.subcommand_names():
+        return benchmark_vlm.main(args, caveat, setup)
     if args.family == "llava":
         rows = benchmark_llava.run(args)
         print(f"LLaVA-1.5-shaped (CLIP-L/14-336 tower, {args.lm_layers}-layer Llama, hidden {args.lm_hidden}), random "

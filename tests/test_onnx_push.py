@@ -1,0 +1,70 @@
+"""`pitome-hf push --onnx` (model.onnx beside the weights, checked first) and `pitome-hf benchmark --modes onnx`."""
+
+import json
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from .test_hub import hub, pitome_folder, push_cli, snapshot  # noqa: E402,F401  (fixtures)
+
+
+def test_push_onnx_uploads_a_checked_model_onnx_and_names_it_on_the_card(hub, pitome_folder, tmp_path):  # noqa: F811
+    done = push_cli(hub, tmp_path, pitome_folder, "org/vit-onnx", "--onnx", "--no-verify")
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = snapshot(hub, "org/vit-onnx")
+    assert "model.onnx" in files and "model.safetensors" in files
+    assert hub.state.commits == 1
+    card = files["README.md"].decode()
+    assert "## ONNX" in card and "`model.onnx`" in card and 'hf_hub_download("org/vit-onnx", "model.onnx")' in card
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from pitome_hf import PiToMeViTForImageClassification
+
+    path = tmp_path / "pushed.onnx"
+    path.write_bytes(files["model.onnx"])
+    meta = {p.key: p.value for p in __import__("onnx").load(str(path)).metadata_props}
+    assert json.loads(meta["pitome_hf.keep_ratio"]) == 0.8 and meta["pitome_hf.batch_size"] == "dynamic"
+    x = torch.randn(3, 3, 64, 64)
+    model = PiToMeViTForImageClassification.from_pretrained(pitome_folder).eval()
+    with torch.inference_mode():
+        want = model(x).logits.numpy()
+    got = ort.InferenceSession(str(path)).run(None, {"pixel_values": x.numpy()})[0]
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_push_onnx_refuses_a_file_of_other_settings_before_any_request(hub, pitome_folder, tmp_path):  # noqa: F811
+    from pitome_hf.commands.export import export_folder
+
+    other = export_folder(str(pitome_folder), tmp_path / "other", keep_ratio=0.5)["path"]
+    refused = push_cli(hub, tmp_path, pitome_folder, "org/vit-onnx2", "--onnx", other, "--no-verify")
+    assert refused.returncode == 2
+    err = [line for line in refused.stderr.splitlines() if "error" in line]  # (transformers' loading bar aside)
+    assert len(err) == 1 and "other merge settings" in err[0] and "keep_ratio: 0.5 vs 0.8" in err[0]
+    assert "org/vit-onnx2" not in hub.state.repos
+    missing = push_cli(hub, tmp_path, pitome_folder, "org/vit-onnx2", "--onnx", tmp_path / "none.onnx", "--no-verify")
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert "org/vit-onnx2" not in hub.state.repos
+
+
+def test_benchmark_onnx_mode_rows_side_by_side(tmp_path):
+    from pitome_hf.measurement.benchmark import main
+
+    out = tmp_path / "rows.json"
+    assert main(["default", "--modes", "eager", "onnx", "--keep-ratios", "0.9", "--methods", "tome", "--batch", "8",
+                 "--warmup", "1", "--repeats", "3", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    onnx_rows = [r for r in rows if r["mode"] == "onnx"]
+    assert [(r["method"], r["keep_ratio"]) for r in onnx_rows] == [("none", 1.0), ("tome", 0.9)]
+    eager = {r["method"]: r for r in rows if r["mode"] == "eager"}
+    for r in onnx_rows:  # the same FLOPs owner and ideal as the eager rows; a measured ratio of its own
+        assert r["ideal_speedup"] == eager[r["method"]]["ideal_speedup"]
+        assert r["images_per_s"] > 0 and r["measured_over_ideal"] == pytest.approx(r["speedup"] / r["ideal_speedup"])
+        assert r["merge_ms_per_layer"] is None
+    with pytest.raises(ValueError, match="--modes onnx runs float32 graphs; got --dtype bfloat16"):
+        main(["default", "--modes", "onnx", "--keep-ratios", "0.9", "--methods", "tome", "--batch", "2",
+              "--dtype", "bfloat16", "--warmup", "1", "--repeats", "3"])
