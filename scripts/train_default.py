@@ -100,7 +100,7 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int 
     return correct / len(images)
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=ASSETS / "fashion-mnist-vit")
@@ -118,29 +118,21 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=MODEL["num_hidden_layers"])
     parser.add_argument("--heads", type=int, default=MODEL["num_attention_heads"])
     parser.add_argument("--mlp", type=int, default=MODEL["intermediate_size"])
-    args = parser.parse_args()
-    MODEL.update(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                 intermediate_size=args.mlp)
+    return parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(True)
-    if args.export_test:
-        export_test(args.data_dir)
-    if args.epochs <= 0:
-        return
 
-    train_x, train_y = (torch.from_numpy(a.copy()) for a in load_split(args.data_dir, "train"))
-    test_x, test_y = (torch.from_numpy(a.copy()) for a in load_split(args.data_dir, "test"))
-    train_y, test_y = train_y.long(), test_y.long()
-
+def build_model():
     config = ViTConfig(
         image_size=28, patch_size=4, num_channels=3, **MODEL, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         num_labels=len(CLASSES), id2label=dict(enumerate(CLASSES)), label2id={c: i for i, c in enumerate(CLASSES)},
         attn_implementation="eager",  # faster than sdpa for these tiny shapes on CPU
     )
-    model = ViTForImageClassification(config)
-    n_params = sum(p.numel() for p in model.parameters())
+    return ViTForImageClassification(config)
+
+
+def train(model, args, train_x, train_y, test_x, test_y) -> tuple[float, float]:
+    """AdamW with weight decay on matrices (not embeddings), cosine schedule with warm-up; returns (last test accuracy,
+    wall time in s)."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
     optimizer = torch.optim.AdamW(
@@ -151,6 +143,7 @@ def main() -> None:
         optimizer, int(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch
     )
     gen = torch.Generator().manual_seed(args.seed)
+    n_params = sum(p.numel() for p in model.parameters())
     print(f"ViT {MODEL}, {n_params:,} parameters, {args.epochs} epochs x {steps_per_epoch} steps", flush=True)
 
     start = time.time()
@@ -173,8 +166,10 @@ def main() -> None:
             f"epoch_s {time.time() - t0:.0f} total_s {time.time() - start:.0f}",
             flush=True,
         )
-    wall = time.time() - start
+    return acc, time.time() - start
 
+
+def save(model, args, acc: float, wall: float) -> None:
     from pitome_hf import apply_pitome
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -188,6 +183,7 @@ def main() -> None:
         size={"height": 28, "width": 28}, image_mean=[0.5] * 3, image_std=[0.5] * 3,
         resample=Image.Resampling.BILINEAR, do_convert_rgb=True,
     ).save_pretrained(args.out)
+    n_params = sum(p.numel() for p in model.parameters())
     log = {
         "dataset": "Fashion-MNIST (Zalando Research, MIT), Debian package dataset-fashion-mnist",
         "model": {"image_size": 28, "patch_size": 4, "num_channels": 3, **MODEL, "parameters": n_params},
@@ -202,6 +198,24 @@ def main() -> None:
     }
     (args.out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
     print(f"saved {args.out}; unmerged test accuracy {acc:.4f}; wall time {wall:.0f}s", flush=True)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    MODEL.update(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                 intermediate_size=args.mlp)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(True)
+    if args.export_test:
+        export_test(args.data_dir)
+    if args.epochs <= 0:
+        return
+    train_x, train_y = (torch.from_numpy(a.copy()) for a in load_split(args.data_dir, "train"))
+    test_x, test_y = (torch.from_numpy(a.copy()) for a in load_split(args.data_dir, "test"))
+    model = build_model()
+    acc, wall = train(model, args, train_x, train_y.long(), test_x, test_y.long())
+    save(model, args, acc, wall)
 
 
 if __name__ == "__main__":
