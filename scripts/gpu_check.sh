@@ -7,7 +7,7 @@
 #
 # Rows: ViT-B/16 (batch 256), CLIP-L/14-336 tower (batch 64), SigLIP-B/16-224 tower (batch 256), the embedded
 # default's evaluation (batch 256), a LLaVA-1.5-7B-shaped prefill (CLIP-L/14-336 + 32-layer 4096-wide language model,
-# random weights, batch 1). Report figures with the device's name, dtype, batch and this command.
+# random weights, batch 1), the embedded default as a static ONNX graph in ONNX Runtime (CUDA provider). Report figures with the device's name, dtype, batch and this command.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu_check}
@@ -44,6 +44,9 @@ run clip benchmark clip --shapes L/14-336 --batch $MID --dtype $DT --device $DEV
   --json "$OUT/clip.json"
 run siglip benchmark siglip --batch $BIG --dtype $DT --device $DEV --modes $COMPILE $REP --json "$OUT/siglip.json"
 run default benchmark default --batch $BIG --device $DEV --modes $COMPILE $REP --json "$OUT/default.json"
+# ONNX Runtime's CUDA provider (needs onnxruntime-gpu there; float32 graphs): unmerged vs merged, eager alongside
+run default-onnx benchmark default --batch $BIG --device $DEV --modes eager onnx --keep-ratios 0.9 0.75 $REP \
+  --json "$OUT/default_onnx.json"
 run evaluate evaluate --device $DEV --batch-size $BIG --no-progress $LIMIT --out "$OUT/evaluate"
 run llava benchmark llava --batch 1 --dtype $DT --device $DEV $LM --keep-ratios 0.95 0.9 --warmup 1 --repeats 3 \
   --json "$OUT/llava.json"
