@@ -58,7 +58,11 @@ def test_short_settings_are_refused_or_flagged(tmp_path, capsys):
 def test_subcommands_come_from_the_registry():
     from pitome_hf.families import FAMILIES
 
-    assert list(benchmark.subcommands()) == ["default"] + [f.name for f in FAMILIES if f.benchmark is not None]
+    from pitome_hf.measurement import benchmark_vlm
+
+    vlm = benchmark_vlm.is_vlm_benchmark  # vision-language families: their own subcommand (tests/test_benchmark_vlm.py)
+    assert list(benchmark.subcommands()) == ["default"] + [f.name for f in FAMILIES if f.benchmark and not vlm(f)]
+    assert list(benchmark_vlm.subcommand_names()) == [f.name for f in FAMILIES if f.benchmark and vlm(f)]
     assert benchmark.stock_for_shape("clip", "L/14-336", num_hidden_layers=1).config.image_size == 336
     with pytest.raises(ValueError, match="clip shape 'H/14' is not known"):
         benchmark.stock_for_shape("clip", "H/14")

@@ -85,12 +85,58 @@ def check_sweep(keep_ratios, methods=(), presets=()) -> None:
             raise ValueError(f"--keep-ratios: {error}") from None
     for flag, values in (("--methods", methods), ("--presets", presets), ("--keep-ratios", [float(r) for r in
                                                                                              keep_ratios])):
-        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
-        if twice is not None:
-            raise ValueError(f"{flag} lists {twice} more than once: give each value once (each row is measured once).")
+        _each_once(flag, list(values))
+
+
+def _each_once(flag: str, values: list) -> None:
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise ValueError(f"{flag} lists {twice} more than once: give each value once (each row is measured once).")
 
 
 def sweep_values(args: argparse.Namespace) -> tuple[list[float], list[str]]:
     """The keep ratios and methods of a sweep, checked (`check_sweep`)."""
     check_sweep(args.keep_ratios, args.methods)
     return list(args.keep_ratios), list(args.methods)
+
+
+def visual_selections(families=None) -> tuple:
+    """The `visual_selection` values of the registry's vision-language configs (e.g. merge, visionzip), or of
+    `families` only."""
+    from pitome_hf.families import FAMILIES
+
+    out = {}
+    for family in families or FAMILIES:
+        for config in family.config_classes:
+            out.update(dict.fromkeys(config.choice_fields.get("visual_selection", ())))
+    return tuple(out)
+
+
+def add_visual_sweep_arguments(parser: argparse.ArgumentParser, visual_tokens=(), family=None,
+                               selections=None) -> None:
+    """The visual-token sweep of the vision-language commands (evaluate --task vqa, benchmark <vlm family>):
+    `--visual-tokens K [K ...]` sweeps the `visual_tokens` field (replacing its one-value flag; unset flags of the
+    other merge fields stay as they are) and `--visual-selections` the config's `visual_selection` ("merge" runs
+    each of --methods; "visionzip" adds a VisionZip-style row per budget). The parser must resolve conflicts (the
+    merge field's own --visual-tokens is replaced)."""
+    choices = visual_selections([family] if family is not None else None)
+    parser.add_argument("--visual-tokens", nargs="+", type=int, default=list(visual_tokens), dest="visual_budgets",
+                        metavar="K", help="visual-token budgets to sweep (visual tokens per image reaching the "
+                        "language model), rows next to the --keep-ratios rows (default: %(default)s)")
+    default = list(choices) if selections is None else list(selections)
+    parser.add_argument("--visual-selections", nargs="+", default=default, choices=choices, metavar="SELECTION",
+                        help=f"visual_selection values of the rows: {', '.join(choices)}; 'merge' runs each of "
+                        "--methods, another adds one row per budget (default: %(default)s)")
+
+
+def check_visual_sweep(visual_tokens, selections) -> None:
+    """Each budget an int >= 1 (the field's own check), no value given twice."""
+    from pitome_hf.modeling.merge_config import MERGE_FIELD
+
+    for k in visual_tokens:
+        try:
+            MERGE_FIELD["visual_tokens"].validate(k)
+        except ValueError as error:
+            raise ValueError(f"--visual-tokens: {error}") from None
+    _each_once("--visual-tokens", list(visual_tokens))
+    _each_once("--visual-selections", list(selections))
