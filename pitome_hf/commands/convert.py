@@ -65,16 +65,36 @@ def _base_license(base: str, local: bool) -> Optional[str]:
         return None
 
 
-def _save_family_processor(processor_class: type, config, base: str, folder: Path) -> list[str]:
-    """Save the family's PiToMe processor (built from the base's tokenizer and image processor, with the model's merge
-    settings) when the base has both; returns the files written, or [] when it has not."""
+def processor_parts(processor_class: type, base: str) -> Optional[dict]:
+    """The sub-processors `processor_class` takes (tokenizer, image processor, and e.g. Qwen2.5-VL's video processor),
+    loaded from `base`; None when the base has no tokenizer or image processor to build one from. A sub-processor
+    this machine cannot build (Qwen2.5-VL's video processor needs torchvision) is refused, naming it (ValueError):
+    transformers builds no Qwen2.5-VL processor without one."""
+    from transformers.processing_utils import MODALITY_TO_AUTOPROCESSOR_MAPPING
+
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-        image_processor = transformers.AutoImageProcessor.from_pretrained(base)
+        parts = {"tokenizer": transformers.AutoTokenizer.from_pretrained(base),
+                 "image_processor": transformers.AutoImageProcessor.from_pretrained(base)}
     except Exception:  # the base has no tokenizer or image processor: there is nothing to build one from
+        return None
+    for name in processor_class.get_attributes():
+        if name not in parts:
+            try:
+                parts[name] = MODALITY_TO_AUTOPROCESSOR_MAPPING[name].from_pretrained(base)  # e.g. AutoVideoProcessor
+            except ImportError as error:
+                why = " ".join(str(error).split()).split(". ")[0]
+                raise ValueError(f"{processor_class.__name__} needs {base}'s {name}, which cannot be built on this "
+                                 f"machine ({why}): install it and run again. Nothing was written.") from None
+    return parts
+
+
+def _save_family_processor(processor_class: type, config, parts: Optional[dict], folder: Path) -> list[str]:
+    """Save the family's PiToMe processor (built from the base's sub-processors `parts`, see `processor_parts`, with
+    the model's merge settings) when the base has them; returns the files written, or [] when it has not."""
+    if parts is None:
         return []
     before = set(folder.iterdir()) if folder.exists() else set()
-    processor_class.from_model_config(config, image_processor, tokenizer).save_pretrained(folder)
+    processor_class.from_model_config(config, **parts).save_pretrained(folder)
     return sorted(p.name for p in set(folder.iterdir()) - before)
 
 
@@ -192,15 +212,16 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
     license = _base_license(base, local)
     if license:
         model.config.pitome_base_license = license
+    processor_class = family_of(entry.config_class.model_type).processor
+    parts = processor_parts(processor_class, base) if processor_class is not None else None  # refuses before writing
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(output)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging = output.parent / f".{output.name}.partial-{tag}"
-    processor_class = family_of(entry.config_class.model_type).processor
     try:
         copied = []
         if processor_class is not None:  # e.g. LLaVA: a PiToMe processor emitting the merged image-token count
-            copied = _save_family_processor(processor_class, model.config, base, staging)
+            copied = _save_family_processor(processor_class, model.config, parts, staging)
         if not copied:
             model.config.auto_map.pop("AutoProcessor", None)  # no processor to load: do not name one
         model.save_pretrained(staging)

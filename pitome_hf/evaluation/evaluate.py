@@ -6,10 +6,14 @@
     pitome-hf evaluate --task zero-shot-image-classification --model openai/clip-vit-base-patch16 --dataset ...
     pitome-hf evaluate --task image-text-retrieval --model CLIP --dataset ... --text-column caption
     pitome-hf evaluate --task vqa --model llava-hf/llava-1.5-7b-hf --dataset ... --label-column answers
+    pitome-hf evaluate --task vqa --model Qwen/Qwen2.5-VL-3B-Instruct --dataset ... --visual-tokens 64 128 192 \
+        --methods none pitome tome --visual-selections merge visionzip      # equal visual-token counts per row
     accelerate launch --num_processes 2 -m pitome_hf.cli evaluate ...   # data split across processes
 
 Tasks (pitome_hf.evaluation.tasks): image-classification (ViT/DeiT), zero-shot-image-classification and
-image-text-retrieval (CLIP), vqa (LLaVA).
+image-text-retrieval (CLIP), vqa (the vision-language families: LLaVA-1.5, Qwen2.5-VL, ...). Vision-language
+models reducing at the language model's input also sweep `--visual-tokens` (visual tokens per image; rows next to the
+keep-ratio rows, which are left out when only budgets are given) and `--visual-selections` (VisionZip-style rows).
 
 Metrics go through `evaluate` modules shipped with the package (loaded by path, offline). GFLOPs come from the
 analytic count in pitome_hf.measurement.flops; images/s times the model forward only, after warm-up, with device
@@ -37,7 +41,7 @@ from pitome_hf.evaluation.tasks import TASK_CLASSES, TASKS, timed_run
 from pitome_hf.measurement.timing import Progress, compiled_runs, peak_memory_mb, sweep
 from pitome_hf.modeling.merge_config import MergeSettings
 from pitome_hf.modeling.merging import METHODS
-from pitome_hf.commands.options import SWEPT, add_merge_arguments, check_sweep, merge_arguments
+from pitome_hf.commands.options import SWEPT, add_merge_arguments, add_visual_sweep_arguments, check_sweep, merge_arguments
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"  # pitome_hf/assets
 DEFAULT_MODEL = ASSETS / "fashion-mnist-vit"
@@ -207,7 +211,7 @@ def load_data(spec: DataSpec, columns: Optional[dict] = None):
 @dataclass
 class RunResult:
     method: str
-    keep_ratio: float
+    keep_ratio: Optional[float]  # None for a visual-token budget row
     metrics: dict
     gflops: float
     images_per_s: float
@@ -215,14 +219,20 @@ class RunResult:
     num_samples: int
     token_counts: list = field(default_factory=list)
     device: str = ""  # where this row was measured
+    visual_tokens: Optional[int] = None  # the row's visual-token budget per image (vision-language families)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The sweep
 # ----------------------------------------------------------------------------------------------------------------
-def run_configs(methods, keep_ratios, presets=(), extra: dict | None = None) -> list[tuple[dict, float]]:
+def run_configs(methods, keep_ratios, presets=(), extra: dict | None = None, visual_tokens=(),
+                visual_selections=("merge",)) -> list[tuple[dict, Optional[float]]]:
     """(merge settings, keep ratio) for every row (see `measure.sweep`; `extra`: merge settings of every merged row),
-    after checking the names and ratios: known, in range, each given once, and at least one row."""
+    after checking the names and ratios: known, in range, each given once, and at least one row. Vision-language
+    sweeps: each `visual_tokens` budget K adds the rows of every method (keep ratio None, settings visual_tokens=K),
+    and each selection of `visual_selections` other than "merge" adds one row per budget and keep ratio."""
+    from pitome_hf.commands.options import check_visual_sweep
+
     from pitome_hf.modeling.merge_config import MERGE_PRESETS
 
     bad = [m for m in methods if m not in METHODS]
@@ -232,7 +242,15 @@ def run_configs(methods, keep_ratios, presets=(), extra: dict | None = None) -> 
     if badp:
         raise ValueError(f"presets {badp} are not known; choose from {', '.join(MERGE_PRESETS)}.")
     check_sweep(keep_ratios, methods, presets)
-    configs = sweep(methods, keep_ratios, presets, extra)
+    check_visual_sweep(visual_tokens, visual_selections)
+    merged = [m for m in methods if m != "none"] if "merge" in visual_selections else []
+    configs = sweep([m for m in methods if m == "none" or m in merged], keep_ratios, presets, extra)
+    # another selection (VisionZip-style) reduces whenever merging is on: merge_method only needs to be other than none
+    others = [dict(extra or {}, merge_method="pitome", visual_selection=s) for s in visual_selections if s != "merge"]
+    configs += [(settings, float(r)) for r in keep_ratios for settings in others]
+    for k in visual_tokens:
+        configs += [(dict(extra or {}, merge_method=m, visual_tokens=int(k)), None) for m in merged]
+        configs += [(dict(settings, visual_tokens=int(k)), None) for settings in others]
     if not configs:
         raise ValueError(f"nothing to run: methods {list(methods)}, presets {list(presets)} and keep ratios "
                          f"{list(keep_ratios)} give no row.")
@@ -341,8 +359,11 @@ def _rows(runner, configs) -> list[tuple[str, object, float]]:
 
     rows, seen = [], {}
     for settings, ratio in configs:
-        net = apply_pitome(runner.base, keep_ratio=ratio, **settings)
-        key = f"{MergeSettings.from_config(net.config).label()}@{ratio}"
+        net = apply_pitome(runner.base, **({} if ratio is None else {"keep_ratio": ratio}), **settings)
+        label = MergeSettings.from_config(net.config).label()
+        selection = getattr(net.config, "visual_selection", "merge")
+        label = selection if selection != "merge" and label != "none" else label
+        key = f"{label}@{ratio}" if ratio is not None else f"{label}@{settings['visual_tokens']} visual tokens"
         if key in seen:
             raise ValueError(f"{seen[key]} and {settings} at keep ratio {ratio} are the same configuration ({key}): "
                              "drop one of them.")
@@ -370,7 +391,7 @@ def _measure(sweep_: Sweep, key: str, net, ratio: float, num_configs: int) -> Ru
         method=key.rsplit("@", 1)[0], keep_ratio=ratio, metrics=runner.score(merged), gflops=runner.gflops(net),
         images_per_s=sum(g[2] for g in gathered) / slowest if slowest > 0 else float("nan"),
         peak_memory_mb=max(g[3] for g in gathered), num_samples=len(merged), token_counts=runner.token_counts(net),
-        device=str(dev),
+        device=str(dev), visual_tokens=getattr(net.config, "visual_tokens", None),
     )
 
 
@@ -416,6 +437,8 @@ def evaluate_model(
     compile: bool = False,
     labels_by_id: bool = False,
     merge_settings: Optional[dict] = None,
+    visual_tokens=(),
+    visual_selections=("merge",),
 ) -> dict:
     """Evaluate `model` on `data` for every (method or preset, keep ratio); returns the report dict (see
     write_report). Each result's `method` names the configuration that ran (`MergeSettings.label()`: the method, the
@@ -440,7 +463,7 @@ def evaluate_model(
     asked = check_device(device)
     state = PartialState(cpu=(asked is not None and asked.type == "cpu") or not torch.cuda.is_available())
     dev = asked if asked is not None and not (asked.type == "cuda" and asked.index is None) else state.device
-    configs = run_configs(methods, keep_ratios, presets, merge_settings)
+    configs = run_configs(methods, keep_ratios, presets, merge_settings, visual_tokens, visual_selections)
     model_path = check_model(model, task)
     data = data or DataSpec()
     check_task_inputs(task_class, data, prompt)
@@ -457,7 +480,8 @@ def evaluate_model(
         settings = dict(task=task, split=data.split, limit=limit, dtype=dtype, batch_size=batch_size, device=str(dev),
                         processes=state.num_processes, prompt=runner.prompt, max_new_tokens=max_new_tokens,
                         compile=compile, labels_by_id=labels_by_id, columns=columns,
-                        merge_settings=merge_settings or {})
+                        merge_settings=merge_settings or {}, visual_tokens=list(visual_tokens),
+                        visual_selections=list(visual_selections))
         fingerprints = _fingerprints(model_path, data, ds) if journal is not None else {}
         fingerprints = gather_first(fingerprints, state)
         if journal is not None:
@@ -700,12 +724,16 @@ def markdown_table(report: dict) -> str:
     """One row per run: every metric (in %), GFLOPs per sample, samples/s, peak memory."""
     names = list(report["results"][0]["metrics"])
     rate = "images/s" if report.get("task") != "vqa" else "questions/s"
-    lines = [f"| method | keep ratio | {' | '.join(names)} | GFLOPs | {rate} | peak memory (MB) |",
-             "|" + "---|" * (len(names) + 5)]
+    budgets = any(r.get("visual_tokens") is not None for r in report["results"])
+    budget = " visual tokens |" if budgets else ""
+    lines = [f"| method | keep ratio |{budget} {' | '.join(names)} | GFLOPs | {rate} | peak memory (MB) |",
+             "|" + "---|" * (len(names) + 5 + budgets)]
     for r in report["results"]:
         values = " | ".join(f"{100 * r['metrics'][m]:.2f}" for m in names)
+        ratio = "" if r["keep_ratio"] is None else f"{r['keep_ratio']:.2f}"
+        tokens = f" {'' if r.get('visual_tokens') is None else r['visual_tokens']} |" if budgets else ""
         lines.append(
-            f"| {r['method']} | {r['keep_ratio']:.2f} | {values} | {r['gflops']:.4f} | "
+            f"| {r['method']} | {ratio} |{tokens} {values} | {r['gflops']:.4f} | "
             f"{r['images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |"
         )
     return "\n".join(lines)
@@ -747,10 +775,11 @@ def write_report(report: dict, out_dir: Path) -> dict:
     metric_names = list(report["results"][0]["metrics"])
     table = io.StringIO()
     writer = csv.writer(table)
-    writer.writerow(["method", "keep_ratio", *metric_names, "gflops", "images_per_s", "peak_memory_mb"])
+    writer.writerow(["method", "keep_ratio", "visual_tokens", *metric_names, "gflops", "images_per_s",
+                     "peak_memory_mb"])
     for r in report["results"]:
-        writer.writerow([r["method"], r["keep_ratio"], *(r["metrics"][m] for m in metric_names), r["gflops"],
-                         r["images_per_s"], r["peak_memory_mb"]])
+        writer.writerow([r["method"], r["keep_ratio"], r.get("visual_tokens"), *(r["metrics"][m] for m in metric_names),
+                         r["gflops"], r["images_per_s"], r["peak_memory_mb"]])
     texts = {"json": json.dumps(report, indent=2), "csv": table.getvalue(), "md": markdown_table(report) + "\n"}
     for kind, text in texts.items():
         partial = paths[kind].with_name(paths[kind].name + ".partial")
@@ -786,8 +815,8 @@ def main(argv=None) -> int:
     parser.add_argument("--presets", nargs="+", default=[], metavar="PRESET",
                         help="also run these named configurations at every keep ratio: paper, authors-deit, "
                         "authors-mae, authors-bert, authors-blip2 (see MERGE_PRESETS)")
-    parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(DEFAULT_KEEP_RATIOS),
-                        help="(default: %(default)s)")
+    parser.add_argument("--keep-ratios", nargs="+", type=float, default=None,
+                        help=f"(default: {list(DEFAULT_KEEP_RATIOS)}; none when --visual-tokens is given)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps; one this machine lacks is refused "
                         "(default: cuda when available, else cpu; the report records the device used)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -804,8 +833,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no per-row progress lines")
     parser.add_argument("--no-resume", action="store_true", help="measure every row again, even those the folder's "
                         "rows.jsonl already holds for the same model files, data and settings")
-    add_merge_arguments(parser, exclude=SWEPT, title="merge settings of every merged row")
+    add_visual_sweep_arguments(parser, (), selections=["merge"])
+    add_merge_arguments(parser, exclude=(*SWEPT, "visual_tokens"), title="merge settings of every merged row")
     args = parser.parse_args(argv)
+    if args.keep_ratios is None:
+        args.keep_ratios = [] if args.visual_budgets else list(DEFAULT_KEEP_RATIOS)
     start = time.perf_counter()
     report = evaluate_model(
         model=args.model,
@@ -826,6 +858,8 @@ def main(argv=None) -> int:
         compile=args.compile,
         labels_by_id=args.labels_by_id,
         merge_settings=merge_arguments(args),
+        visual_tokens=args.visual_budgets,
+        visual_selections=args.visual_selections,
     )
     from accelerate import PartialState
 

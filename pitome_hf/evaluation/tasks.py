@@ -9,7 +9,7 @@ the gathered per-sample outputs into metrics through the shipped `evaluate` modu
 | image-classification            | ViT, DeiT     | image, label                         | accuracy                        |
 | zero-shot-image-classification  | CLIP          | image, label (a ClassLabel: names)   | accuracy                        |
 | image-text-retrieval            | CLIP          | image, caption (a string or a list)  | recall@1/5/10 both ways, mean   |
-| vqa                             | LLaVA         | image, question, answers (list/str)  | VQA soft accuracy               |
+| vqa                             | VLM families  | image, question, answers (list/str)  | VQA soft accuracy               |
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ TASK_MODELS = {  # what each task's checkpoints are, for messages
     "image-classification": "ViT and DeiT classifiers in the ViT layout",
     "zero-shot-image-classification": "a dual encoder with both towers (CLIPModel, SiglipModel)",
     "image-text-retrieval": "a dual encoder with both towers (CLIPModel, SiglipModel)",
-    "vqa": "LLaVA-1.5 layout",
+    "vqa": "vision-language models whose family serves vqa",
 }
 
 
@@ -476,53 +476,73 @@ class ImageTextRetrieval(_ClipTask):
 
 
 class VisualQuestionAnswering(Task):
-    """LLaVA VQA: greedy generation of a short answer to `prompt` (LLaVA-1.5's VQAv2 prompt by default; `<image>` marks
-    the image, `{}` the question), scored with the shipped VQA soft accuracy. The prompt is built by a
-    PiToMeLlavaProcessor made from each configuration's settings, so it holds exactly the merged number of image
-    tokens. Timing covers `generate` (prefill and decoding); GFLOPs are the prefill's at the mean prompt length."""
+    """VQA with a vision-language family of the registry (LLaVA-1.5, Qwen2.5-VL, ...: a family serving "vqa" with a
+    PiToMe processor): greedy generation of a short answer to `prompt` (the family's `vqa_prompt`, else LLaVA-1.5's
+    VQAv2 prompt; the processor's image token marks the image, `{}` the question), scored with the shipped VQA soft
+    accuracy. The prompt is built by the family's PiToMe processor made from each configuration's settings, so it
+    holds exactly that configuration's number of image tokens. Timing covers `generate` (prefill and decoding);
+    GFLOPs are the family's analytic prefill FLOPs per question (its processor outputs that the FLOPs function takes,
+    e.g. Qwen2.5-VL's image_grid_thw), averaged over the questions run."""
 
     name = "vqa"
     columns = {"image": "image", "text": "question", "label": "answers"}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        from transformers import AutoImageProcessor, AutoTokenizer
+        from pitome_hf.commands.convert import processor_parts
+        from pitome_hf.families import family_of
 
         config_dict = check_model_type(self.model_path, self.name)
-        check_prompt(self.prompt, self.name, needs=("<image>",))
+        self.family = family_of(str(config_dict["model_type"]))
+        self.parts = processor_parts(self.family.processor, self.model_path)
+        if self.parts is None:
+            raise ValueError(f"{self.model_path} has no tokenizer or image processor: the vqa task builds the "
+                             f"{self.family.name} processor from them.")
+        if not kwargs.get("prompt") and self.family.vqa_prompt:
+            self.prompt = self.family.vqa_prompt
         self.base = load_checked(task_model_class(config_dict), self.model_path)
         self.base = self.base.to(self.device, self.dtype).eval()
-        self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, padding_side="left")
+        self.tokenizer = self.parts["tokenizer"]
+        self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.image_token = self.family.processor.from_model_config(self.base.config, **self.parts).image_token
+        check_prompt(self.prompt, self.name, needs=(self.image_token,))
         self.answers = vqa_answers(self.ds[self.col["label"]][: self.n], self.col["label"])
         questions = list(self.ds[self.col["text"]][: self.n])
         for i, question in enumerate(questions):
             if not isinstance(question, str) or not question.strip():
                 raise ValueError(f"row {i} of the question column {self.col['text']!r} holds {question!r}: each row "
                                  "needs a question (a non-empty string).")
-        lengths = [len(self.tokenizer(self.prompt.replace("<image>", "").format(q))["input_ids"]) for q in questions]
-        self.text_tokens = sum(lengths) / max(1, len(lengths))
         self.processor = None
+        self.per_question: dict = {}  # id(net) -> {sample index: (prefill FLOPs, image tokens)}
 
     def batches(self, shard):
         def make(idx):  # raw inputs: the prompt's image-token count depends on the configuration
             questions = self.ds.select_columns([self.col["text"]])[idx][self.col["text"]]
-            return {"images": read_images(self.ds, self.col["image"], idx), "questions": questions}
+            return {"images": read_images(self.ds, self.col["image"], idx), "questions": questions, "index": idx}
 
-        size = self.base.config.vision_config.image_size
-        self.image_size = size if isinstance(size, int) else size[0]
+        size = getattr(self.base.config.vision_config, "image_size", None)
+        self.image_size = size if isinstance(size, int) or size is None else size[0]
         return Batches(shard, self.batch_size, make, cache=False)
 
     def forward(self, net):
-        from pitome_hf.modeling import PiToMeLlavaProcessor
+        import inspect
 
-        processor = PiToMeLlavaProcessor.from_model_config(net.config, self.image_processor, self.tokenizer)
+        processor = self.family.processor.from_model_config(net.config, **self.parts)
+        token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        takes = [k for k in inspect.signature(self.family.flops).parameters if k != "config"]
+        record = self.per_question.setdefault(id(net), {})
 
         def run(inputs):
             enc = processor(images=inputs["images"], text=[self.prompt.format(q) for q in inputs["questions"]],
                             return_tensors="pt", padding=True)
+            image = (enc["input_ids"] == token_id) & enc["attention_mask"].bool()
+            for i, index in enumerate(inputs["index"]):  # one image per question: row i of each per-image output
+                n = int(image[i].sum())
+                kwargs = {k: enc[k][i : i + 1].tolist() for k in takes if k in enc}
+                text = int(enc["attention_mask"][i].sum()) - n
+                record[index] = (self.family.flops(net.config, text, **kwargs), n)
             enc = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
                    for k, v in enc.items()}
             out = net.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
@@ -539,15 +559,21 @@ class VisualQuestionAnswering(Task):
         return load_metric("vqa_accuracy").compute(predictions=[outputs[i] for i in keys],
                                                    references=[self.answers[i] for i in keys])
 
-    def gflops(self, net):
-        from pitome_hf.measurement.flops import llava_prefill_flops
+    def _mean(self, net, column: int) -> float:
+        values = [v[column] for v in self.per_question.get(id(net), {}).values()]
+        return sum(values) / len(values) if values else float("nan")
 
-        return llava_prefill_flops(net.config, round(self.text_tokens)) / 1e9
+    def gflops(self, net):
+        return self._mean(net, 0) / 1e9
 
     def token_counts(self, net):
+        """LLaVA-1.5: the vision tower's tokens per layer; families that reduce at the language model's input: the
+        mean number of image tokens per question reaching it."""
         from pitome_hf.modeling import token_schedule
-        from pitome_hf.modeling.configuration_pitome_llava import llava_merge_settings
+        from pitome_hf.modeling.configuration_pitome_llava import PiToMeLlavaConfig, llava_merge_settings
 
+        if not isinstance(net.config, PiToMeLlavaConfig):
+            return [round(self._mean(net, 1))]
         vision = net.config.vision_config
         patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
         return token_schedule(llava_merge_settings(net.config), num_tokens=(self.image_size // patch) ** 2)

@@ -96,7 +96,7 @@ def runs(methods, keep_ratios, visual_tokens, selections) -> list[dict]:
     for budget in budgets:
         if "merge" in selections:
             out += [dict(budget, merge_method=m) for m in methods]
-        out += [dict(budget, visual_selection=s) for s in selections if s != "merge"]
+        out += [dict(budget, merge_method="pitome", visual_selection=s) for s in selections if s != "merge"]
     return out
 
 
