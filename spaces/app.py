@@ -204,7 +204,8 @@ def describe_model(offer: catalog.Offer, loaded: handlers.LoadedModel) -> str:
         f"patch {loaded.patch_size[0]}, {gh * gw} patches ({gh}x{gw}) + "
         f"{'CLS' if prefix == 1 else f'{prefix} protected tokens'}; {loaded.handler.describe(loaded)}."
     )
-    return text + (f" {offer.note}." if offer.note else "")
+    onnx = catalog.onnx_note(offer)
+    return text + (f" {offer.note}." if offer.note else "") + (f" {onnx}." if onnx else "")
 
 
 def model_info(model_name, layer=0):

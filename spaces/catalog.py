@@ -15,6 +15,7 @@ A bare Hub id is its own name; a bare folder gets its folder name (made unique),
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -220,6 +221,36 @@ def _load(offer: Offer) -> LoadedModel:
         raise
     except (ValueError, OSError) as error:
         raise InputError(f"Could not load the model {offer.name!r}: {redact(error)[:400]}") from None
+
+
+def onnx_note(offer: Offer) -> str:
+    """A sentence naming the checkpoint's exported `model.onnx` (`pitome-hf push --onnx` uploads it beside the weights)
+    and the merge settings recorded in it, or "" when it has none. Hub ids are looked up without downloading the
+    file (a failed lookup, e.g. offline, says nothing)."""
+    path = None
+    if _is_local(offer.source):
+        candidate = Path(offer.source).expanduser() / "model.onnx"
+        path = candidate if candidate.is_file() else None
+    else:
+        try:
+            from huggingface_hub import file_exists
+
+            if not file_exists(offer.source, "model.onnx"):
+                return ""
+        except Exception:  # noqa: BLE001: offline or unknown repo: nothing to say
+            return ""
+        return ("Deployable with ONNX Runtime: this checkpoint has a `model.onnx` (the same merge settings, checked "
+                "against PyTorch when it was pushed)")
+    if path is None:
+        return ""
+    try:
+        from pitome_hf.deployment.onnx import read_metadata
+
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001: onnx not installed, or not our export: name the file only
+        meta = {}
+    settings = ", ".join(f"{k} {json.loads(meta[k])}" for k in ("merge_method", "keep_ratio") if k in meta)
+    return ("Deployable with ONNX Runtime: this checkpoint has a `model.onnx`" + (f" ({settings})" if settings else ""))
 
 
 def get_model(name) -> LoadedModel:

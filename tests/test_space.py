@@ -852,3 +852,21 @@ def test_browser_default_first_view_is_dinov2_pitome_beside_tome(default_server,
     assert shown == {"base-label": False, "label-pitome": False, "label-tome": False, "token-plot": True}
     assert not _leaks(result["html"], cache)
     assert not _leaks(json.dumps(app.demo.config), cache)
+
+
+def test_model_panel_names_an_exported_onnx_file(app, space_model, tmp_path):
+    """A checkpoint with a `model.onnx` beside its weights (what `push --onnx` uploads): the panel says so, with the
+    merge settings recorded in the file; without one, it says nothing about ONNX."""
+    pytest.importorskip("onnxscript")
+    from pitome_hf.deployment.onnx import export_onnx
+    from pitome_hf.modeling import PiToMeViTForImageClassification
+
+    folder = tmp_path / "with_onnx"
+    shutil.copytree(space_model, folder)
+    offer = app.catalog.Offer(name="tiny with onnx", source=str(folder))
+    assert app.catalog.onnx_note(offer) == ""
+    model = PiToMeViTForImageClassification.from_pretrained(folder)
+    export_onnx(model, folder / "model.onnx", batch_size=1, merge_method="tome", keep_ratio=0.9, check=False)
+    note = app.catalog.onnx_note(offer)
+    assert "model.onnx" in note and "merge_method tome" in note and "keep_ratio 0.9" in note
+    assert str(tmp_path) not in note  # no host path
