@@ -7,7 +7,9 @@
 #
 # Rows: ViT-B/16 (batch 256), CLIP-L/14-336 tower (batch 64), SigLIP-B/16-224 tower (batch 256), the embedded
 # default's evaluation (batch 256), a LLaVA-1.5-7B-shaped prefill (CLIP-L/14-336 + 32-layer 4096-wide language model,
-# random weights, batch 1), the embedded default as a static ONNX graph in ONNX Runtime (CUDA provider). Report figures with the device's name, dtype, batch and this command.
+# random weights, batch 1), the embedded default as a static ONNX graph in ONNX Runtime (CUDA provider), Qwen2.5-VL-3B
+# time to first token at 64/128/192 visual tokens (bfloat16, random weights). Report figures with the device's name,
+# dtype, batch and this command.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu_check}
@@ -24,9 +26,16 @@ PY=${PYTHON:-python3}
 if [ -n "${GPU_CHECK_TINY:-}" ]; then
   DEV=cpu; DT=float32; BIG=4; MID=2; COMPILE="eager"; LM="--lm-layers 1 --lm-hidden 64"; LIMIT="--limit 256"
   REP="--warmup 1 --repeats 3"
+  # Qwen2.5-VL-3B shape shrunk to 2 vision blocks and 1 narrow LM layer, a 224 px image (64 visual tokens)
+  QWEN="--dtype float32 --lm-layers 1 --image-size 224 --visual-tokens 16 32 48 --keep-ratios 0.5 --set \
+vision_config.depth=2 vision_config.hidden_size=64 vision_config.intermediate_size=128 vision_config.num_heads=2 \
+vision_config.out_hidden_size=128 vision_config.fullatt_block_indexes=[1] text_config.hidden_size=128 \
+text_config.intermediate_size=256 text_config.num_attention_heads=1 text_config.num_key_value_heads=1"
 else
   DEV=cuda; DT=float16; BIG=256; MID=64; COMPILE="eager compiled"; LM="--lm-layers 32 --lm-hidden 4096"; LIMIT=""
   REP="--warmup 3 --repeats 10"
+  # the whole Qwen2.5-VL-3B (36 LM layers, random weights), bf16, one 448 px image: 256 visual tokens unreduced
+  QWEN="--dtype bfloat16 --lm-layers 36 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
 fi
 
 run() {  # name, then the pitome-hf arguments; a failing step is logged and the next one runs
@@ -50,5 +59,8 @@ run default-onnx benchmark default --batch $BIG --device $DEV --modes eager onnx
 run evaluate evaluate --device $DEV --batch-size $BIG --no-progress $LIMIT --out "$OUT/evaluate"
 run llava benchmark llava --batch 1 --dtype $DT --device $DEV $LM --keep-ratios 0.95 0.9 --warmup 1 --repeats 3 \
   --json "$OUT/llava.json"
+# Qwen2.5-VL time to first token: unreduced vs PiToMe vs ToMe vs VisionZip-style at 64/128/192 visual tokens and keep
+# ratio 0.5, with the FLOPs-ideal speed-up, measured/ideal (target >= 0.8), peak memory and the FLOPs check
+run qwen2_5_vl benchmark qwen2_5_vl --device $DEV $QWEN $REP --json "$OUT/qwen2_5_vl.json"
 rm -rf "$SHIM"
 echo "done; files in $OUT" | tee -a "$LOG"
