@@ -22,29 +22,9 @@ tower's last block, plus contextual tokens merging the rest; `visual_reduction.v
 writes) and the model (how many features it keeps) both call it.
 """
 
-import math
-from types import SimpleNamespace
-
 from transformers import Qwen2_5_VLConfig
 
-from .merge_config import MergeConfigMixin, MergeSettings
-
-VISUAL_SELECTIONS = ("merge", "visionzip")
-
-
-def reduction_settings(config) -> MergeSettings:
-    """The merge settings of the one reduction point (num_layers = 1)."""
-    cached = getattr(type(config), "merge_settings", None)
-    if cached is not None and not isinstance(config, SimpleNamespace):
-        return config.merge_settings()
-    return MergeSettings.from_config(config, num_layers=1)
-
-
-def reduces(settings: MergeSettings) -> bool:
-    """Whether the settings reduce anything at all (before looking at an image's size)."""
-    if settings.method_at(0) == "none" or (settings.merge_layers is not None and 0 not in settings.merge_layers):
-        return False
-    return settings.visual_tokens is not None or settings.number("keep_ratio") < 1.0
+from .language_input_reduction import VISUAL_SELECTIONS, VisualBudgetConfigMixin, ratio_keep, reduces, reduction_settings
 
 
 def qwen_visual_token_count(config, grid_thw, spatial_merge_size: int = None) -> int:
@@ -67,7 +47,7 @@ def qwen_visual_token_count(config, grid_thw, spatial_merge_size: int = None) ->
                 f"(t, h, w) = ({t}, {h}, {w}) has only {n}: allowed values are 1..{n // t} for this input."
             )
         return k
-    return n - math.floor(float(n) - float(n) * float(settings.number("keep_ratio")))
+    return ratio_keep(settings, n)
 
 
 def qwen2_5_vl_dummy_inputs(config) -> dict:
@@ -87,7 +67,7 @@ def qwen2_5_vl_dummy_inputs(config) -> dict:
             "pixel_values": torch.randn(side * side, patch, generator=g), "image_grid_thw": torch.tensor([[1, side, side]])}
 
 
-class PiToMeQwen2_5_VLConfig(MergeConfigMixin, Qwen2_5_VLConfig):
+class PiToMeQwen2_5_VLConfig(VisualBudgetConfigMixin, Qwen2_5_VLConfig):
     r"""A [`Qwen2_5_VLConfig`] with visual-token reduction at the language model's input.
 
     Besides the merge fields (`MergeConfigMixin`; `visual_tokens` is read here), `visual_selection`: "merge"
@@ -102,37 +82,17 @@ class PiToMeQwen2_5_VLConfig(MergeConfigMixin, Qwen2_5_VLConfig):
 
     model_type = "pitome_qwen2_5_vl"
     stock_model_types = ("qwen2_5_vl",)
-    default_protected_tokens = 0  # no CLS: every visual token may merge
     auto_map_classes = {
         "AutoModel": "modeling_pitome_qwen2_5_vl.PiToMeQwen2_5_VLModel",
         "AutoModelForImageTextToText": "modeling_pitome_qwen2_5_vl.PiToMeQwen2_5_VLForConditionalGeneration",
         "AutoProcessor": "processing_pitome_qwen2_5_vl.PiToMeQwen2_5_VLProcessor",
     }
-    family_merge_fields = ("visual_tokens",)
-    choice_fields = {"visual_selection": VISUAL_SELECTIONS}
     required_merge_settings = {
         "keep_order": (True, "the language model reads the visual tokens in order, at their own M-RoPE positions"),
         "merge_r": (None, "budgets are visual_tokens per image or keep_ratio"),
     }
+    family_name = "PiToMe Qwen2.5-VL"
     visual_selection: str = "merge"
-
-    # One reduction point, the language model's input (read by `MergeSettings` and `apply_pitome`): layer index 0 of
-    # the margin schedule and of `merge_layers`. Not a field: never saved, never a setting of its own.
-    merge_num_hidden_layers = 1
-
-    def __post_init__(self, **kwargs):
-        kwargs.pop("merge_num_hidden_layers", None)
-        super().__post_init__(**kwargs)
-        self._check_own_fields({"merge_method": self.merge_method, "merge_preset": self.merge_preset})
-
-    def _check_own_fields(self, values: dict) -> None:
-        super()._check_own_fields(values)
-        method = values.get("merge_method")
-        if isinstance(method, (list, tuple)) and values.get("merge_preset", self.__dict__.get("merge_preset")) is None:
-            raise ValueError(
-                f"merge_method={list(method)!r} is a per-layer list, but PiToMe Qwen2.5-VL reduces at one point: give "
-                "one method ('pitome', 'tome', 'pitome_bsm' or 'none'); a preset's one-entry list is accepted."
-            )
 
 
 __all__ = ["PiToMeQwen2_5_VLConfig", "VISUAL_SELECTIONS", "qwen2_5_vl_dummy_inputs", "qwen_visual_token_count", "reduces", "reduction_settings"]

@@ -227,8 +227,8 @@ MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
       cli_type=bool),
     F("visual_tokens", Optional[int], None, _check_visual_tokens,
       "target number of visual tokens per image (per temporal patch of a video) reaching the language model; "
-      "overrides keep_ratio. Only families that reduce at the language model's input read it (qwen2_5_vl); the "
-      "others refuse a value", counts=True, cli_type=int),
+      "overrides keep_ratio. Only families that reduce at the language model's input read it (qwen2_5_vl, "
+      "llava_onevision: image features, newlines on top); the others refuse a value", counts=True, cli_type=int),
 )
 del F
 

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
     Qwen2_5_VLForConditionalGeneration,
@@ -58,20 +57,15 @@ from .configuration_pitome_qwen2_5_vl import (
     reduces,
     reduction_settings,
 )
-from .merge_state import PROPORTIONAL_ATTENTION_BACKENDS
-from .visual_reduction import attention_received, reduce_to_budget, visionzip_select
+from .language_input_reduction import KEY_BIAS, ProportionalVisualKeysMixin, flash_check, inherit_conversion_mappings
+from .visual_reduction import attention_received, reduce_input
 
 from transformers.modeling_outputs import MultimodalBaseModelOutputWithPast, MultimodalCausalLMOutputWithPast
 
 # Qwen2.5-VL checkpoints on the Hub store transformers-4 names (model.layers.*, visual.*): give our classes the stock
 # classes' renamings. overwrite=True: remote code may import this file twice.
-for _ours, _stock in (("PiToMeQwen2_5_VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"),
-                      ("PiToMeQwen2_5_VLModel", "Qwen2_5_VLModel")):
-    _mapping = get_checkpoint_conversion_mapping(_stock)
-    if _mapping:
-        register_checkpoint_conversion_mapping(_ours, _mapping, overwrite=True)
-
-_KEY_BIAS = "_pitome_key_bias"  # attribute of the cache object: (B, keys) log(size) of every cached key
+inherit_conversion_mappings((("PiToMeQwen2_5_VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"),
+                             ("PiToMeQwen2_5_VLModel", "Qwen2_5_VLModel")))
 
 
 @dataclass
@@ -125,16 +119,7 @@ def _last_block_capture(visual):
             handle.remove()
 
 
-def _flash_check(config, settings) -> None:
-    impl = getattr(config.text_config, "_attn_implementation", None) or getattr(config, "_attn_implementation", None)
-    if settings.proportional_attention and impl not in (None, *PROPORTIONAL_ATTENTION_BACKENDS):
-        raise ValueError(
-            f"attn_implementation={impl!r} cannot add the proportional-attention bias that merging uses. Use one of "
-            f"{PROPORTIONAL_ATTENTION_BACKENDS}, or set proportional_attention=False in the config."
-        )
-
-
-class PiToMeQwen2_5_VLModel(Qwen2_5_VLModel):
+class PiToMeQwen2_5_VLModel(ProportionalVisualKeysMixin, Qwen2_5_VLModel):
     """[`Qwen2_5_VLModel`] whose language model receives the budgeted visual tokens (see the module docstring)."""
 
     config_class = PiToMeQwen2_5_VLConfig
@@ -153,7 +138,7 @@ class PiToMeQwen2_5_VLModel(Qwen2_5_VLModel):
         settings = reduction_settings(self.config)
         active = reduces(settings)
         if active:
-            _flash_check(self.config, settings)
+            flash_check(self.config, settings)
         counts = [qwen_visual_token_count(self.config, g) for g in grid_thw.tolist()]  # refuses a bad budget first
         visionzip = getattr(self.config, "visual_selection", "merge") == "visionzip"
         with (_last_block_capture(self.visual) if active else nullcontext({})) as captured:
@@ -168,16 +153,10 @@ class PiToMeQwen2_5_VLModel(Qwen2_5_VLModel):
         metric, received = self._metric(captured, grid_thw, torch.cat(features), visionzip)
         reduced, kept, sizes, maps = [], [], [], []
         start = 0
-        values = settings.layer_values(0)
         for feature, k in zip(features, counts):
             n = feature.shape[0]
-            m = metric[start : start + n]
-            if visionzip:
-                x, s, idx, tmap = visionzip_select(feature, m, received[start : start + n], k)
-            else:
-                x, s, idx, tmap = reduce_to_budget(feature, m, k, method=values["method"], margin=values["margin"],
-                                                   alpha=values["alpha"], energy=values["energy"],
-                                                   split=values["split"])
+            x, s, idx, tmap = reduce_input(feature, metric[start : start + n], k, settings,
+                                           received=received[start : start + n] if visionzip else None)
             start += n
             reduced.append(x)
             kept.append(idx)
@@ -318,7 +297,7 @@ class PiToMeQwen2_5_VLModel(Qwen2_5_VLModel):
                                   pixel_values_videos=pixel_values_videos, mm_encoder_outputs=mm_encoder_outputs,
                                   **stock_args, **kwargs)
             return self._with_counts(out, return_dict)
-        _flash_check(self.config, settings)
+        flash_check(self.config, settings)
         if (pixel_values is not None or pixel_values_videos is not None) and mm_encoder_outputs is not None:
             raise ValueError("give pixel_values/pixel_values_videos or mm_encoder_outputs, not both.")
         encoded = dict(mm_encoder_outputs or {})
@@ -344,13 +323,14 @@ class PiToMeQwen2_5_VLModel(Qwen2_5_VLModel):
         mask = attention_mask
         key_bias = None
         if settings.proportional_attention:
-            key_bias = self._key_bias(input_ids, inputs_embeds, image, video, cache, past, attention_mask)
+            key_bias = self._key_bias(input_ids, inputs_embeds, cache, past,
+                                      ((1, self.config.image_token_id, image), (2, self.config.video_token_id, video)))
             if key_bias is not None:
                 mask = self._size_mask(input_ids, inputs_embeds, attention_mask, past, key_bias)
         out = super().forward(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, cache=cache,
                               inputs_embeds=inputs_embeds, mm_encoder_outputs=encoded or None, **stock_args, **kwargs)
         if key_bias is not None and out.cache is not None:
-            setattr(out.cache, _KEY_BIAS, key_bias)
+            setattr(out.cache, KEY_BIAS, key_bias)
         return self._with_counts(out, return_dict)
 
     def _with_counts(self, out, return_dict=None):
@@ -358,52 +338,6 @@ class PiToMeQwen2_5_VLModel(Qwen2_5_VLModel):
                   if o is not None and getattr(o, "token_counts", None) is not None]
         out = PiToMeQwen2_5_VLModelOutput(**out, token_counts=torch.cat(counts) if counts else None)
         return out.to_tuple() if return_dict is False else out
-
-    def _key_bias(self, input_ids, inputs_embeds, image, video, cache, past, attention_mask):
-        """(B, past + new) log(size) of every key (0 for text and unmerged tokens), or None when all sizes are 1."""
-        stored = getattr(cache, _KEY_BIAS, None) if (cache is not None and past > 0) else None
-        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
-        device = (input_ids if input_ids is not None else inputs_embeds).device
-        new = torch.zeros(batch, length, dtype=torch.float32, device=device)
-        any_sizes = False
-        for kind, token, output in ((1, self.config.image_token_id, image), (2, self.config.video_token_id, video)):
-            sizes = getattr(output, "token_sizes", None) if output is not None else None
-            if sizes is None:
-                continue
-            if input_ids is None:
-                raise ValueError("PiToMe Qwen2.5-VL with proportional attention needs input_ids with visual inputs.")
-            where = input_ids == token
-            logs = torch.log(torch.cat(sizes).to(device))
-            if int(where.sum()) != logs.numel():
-                self._refuse_prompt(kind, int(where.sum()), logs.numel())
-            new[where] = logs
-            any_sizes = True
-        if stored is None and not any_sizes:
-            return None
-        if stored is None:
-            stored = torch.zeros(batch, past, dtype=torch.float32, device=device)
-        return torch.cat([stored[:, :past].to(device), new], dim=1)
-
-    def _size_mask(self, input_ids, inputs_embeds, attention_mask, past, key_bias):
-        """The additive float mask (B, 1, Q, K): causal, padding, plus log(size) on each visual key."""
-        if attention_mask is not None and (isinstance(attention_mask, dict) or attention_mask.ndim != 2):
-            raise ValueError("proportional attention needs a 2-D attention_mask (got a prepared mask); set "
-                             "proportional_attention=False in the config to use prepared masks or static caches.")
-        if getattr(self.language_model, "has_sliding_layers", False):
-            raise ValueError("proportional attention is not implemented for sliding-window layers; set "
-                             "proportional_attention=False in the config.")
-        ref = input_ids if input_ids is not None else inputs_embeds
-        batch, length = ref.shape[:2]
-        dtype = self.language_model.embed_tokens.weight.dtype if inputs_embeds is None else inputs_embeds.dtype
-        keys = past + length
-        q_pos = torch.arange(past, keys, device=ref.device)[:, None]
-        allowed = (torch.arange(keys, device=ref.device)[None, :] <= q_pos)[None]
-        if attention_mask is not None:
-            allowed = allowed & attention_mask[:, None, -keys:].bool()
-        mask = torch.zeros(batch, length, keys, dtype=dtype, device=ref.device)
-        mask = mask.masked_fill(~allowed, torch.finfo(dtype).min) + key_bias[:, None, :].to(dtype)
-        return {"full_attention": mask[:, None]}
 
 
 class PiToMeQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
