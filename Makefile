@@ -24,7 +24,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m pitome_hf.cli benchmark vit --batch 32
+	$(PY) -m pitome_hf.cli benchmark vit --batch-size 32
 
 # The Space's browser test (tests/test_space.py) drives Debian's chromium through chromedriver: install both when
 # missing. Needs root and apt-get; elsewhere the test is skipped with its reason.

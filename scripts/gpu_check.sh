@@ -48,16 +48,16 @@ run() {  # name, then the pitome-hf arguments; a failing step is logged and the 
 
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, \
 'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee -a "$LOG"
-run vit benchmark vit --batch $BIG --dtype $DT --device $DEV --modes $COMPILE $REP --json "$OUT/vit.json"
-run clip benchmark clip --shapes L/14-336 --batch $MID --dtype $DT --device $DEV --modes $COMPILE $REP \
+run vit benchmark vit --batch-size $BIG --dtype $DT --device $DEV --modes $COMPILE $REP --json "$OUT/vit.json"
+run clip benchmark clip --shapes L/14-336 --batch-size $MID --dtype $DT --device $DEV --modes $COMPILE $REP \
   --json "$OUT/clip.json"
-run siglip benchmark siglip --batch $BIG --dtype $DT --device $DEV --modes $COMPILE $REP --json "$OUT/siglip.json"
-run default benchmark default --batch $BIG --device $DEV --modes $COMPILE $REP --json "$OUT/default.json"
+run siglip benchmark siglip --batch-size $BIG --dtype $DT --device $DEV --modes $COMPILE $REP --json "$OUT/siglip.json"
+run default benchmark default --batch-size $BIG --device $DEV --modes $COMPILE $REP --json "$OUT/default.json"
 # ONNX Runtime's CUDA provider (needs onnxruntime-gpu there; float32 graphs): unmerged vs merged, eager alongside
-run default-onnx benchmark default --batch $BIG --device $DEV --modes eager onnx --keep-ratios 0.9 0.75 $REP \
+run default-onnx benchmark default --batch-size $BIG --device $DEV --modes eager onnx --keep-ratios 0.9 0.75 $REP \
   --json "$OUT/default_onnx.json"
 run evaluate evaluate --device $DEV --batch-size $BIG --no-progress $LIMIT --out "$OUT/evaluate"
-run llava benchmark llava --batch 1 --dtype $DT --device $DEV $LM --keep-ratios 0.95 0.9 --warmup 1 --repeats 3 \
+run llava benchmark llava --batch-size 1 --dtype $DT --device $DEV $LM --keep-ratios 0.95 0.9 --warmup 1 --repeats 3 \
   --json "$OUT/llava.json"
 # Qwen2.5-VL time to first token: unreduced vs PiToMe vs ToMe vs VisionZip-style at 64/128/192 visual tokens and keep
 # ratio 0.5, with the FLOPs-ideal speed-up, measured/ideal (target >= 0.8), peak memory and the FLOPs check

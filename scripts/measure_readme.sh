@@ -12,10 +12,10 @@ bench() { local tag=$1; shift; echo "=== benchmark $*"; $PY -m pitome_hf.cli ben
 bench default default --modes eager compiled
 bench default_eager_attn default --attn eager --modes eager compiled
 echo "=== profile of the embedded default"; $PY scripts/profile_default.py --compiled 2>>"$OUT/progress.log" | tee "$OUT/profile_default.md"
-bench vit vit --batch 32 --warmup 1 --repeats 3 --modes eager compiled
-bench vit_system_malloc vit --batch 32 --warmup 1 --repeats 3 --modes eager compiled --system-malloc
-bench clip clip --shapes B/16 --batch 16 --warmup 1 --repeats 3
-bench siglip siglip --batch 32 --warmup 1 --repeats 3 --modes eager compiled
+bench vit vit --batch-size 32 --warmup 1 --repeats 3 --modes eager compiled
+bench vit_system_malloc vit --batch-size 32 --warmup 1 --repeats 3 --modes eager compiled --system-malloc
+bench clip clip --shapes B/16 --batch-size 16 --warmup 1 --repeats 3
+bench siglip siglip --batch-size 32 --warmup 1 --repeats 3 --modes eager compiled
 bench llava llava --warmup 1 --repeats 3
 echo "=== the allocator's effect: three alternating runs with and without --system-malloc" | tee "$OUT/malloc_repeats.txt"
 for i in 1 2 3; do for m in --system-malloc ""; do

@@ -82,10 +82,12 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main(argv=None) -> int:
+    from pitome_hf.commands.options import add_batch_argument
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=["default", "dinov2"])
     parser.add_argument("--n", type=int, default=None, help="images (default: 10000 for default, 512 for dinov2)")
-    parser.add_argument("--batch", type=int, default=None, help="static batch of the export (default: 64 / 32)")
+    add_batch_argument(parser, None, "static batch of the export (None: 64 for default, 32 for dinov2)")
     parser.add_argument("--data", default="../shared/data/cifar10/cifar10.npz", help="dinov2: CIFAR-10 .npz")
     parser.add_argument("--image-size", type=int, default=224, help="dinov2: input side (default: %(default)s)")
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=[1.0, 0.9, 0.75])
@@ -98,11 +100,11 @@ def main(argv=None) -> int:
     check_sweep(args.keep_ratios, args.methods)
     torch.manual_seed(0)
     if args.model == "default":
-        n, batch = args.n or 10000, args.batch or 64
+        n, batch = args.n or 10000, args.batch_size or 64
         base, pixels, labels, title = default_data(n)
         size = None
     else:
-        n, batch = args.n or 512, args.batch or 32
+        n, batch = args.n or 512, args.batch_size or 32
         base, pixels, labels, title = dinov2_data(n, args.data, args.image_size)
         size = args.image_size
     print(f"{title}: {len(pixels)} images, static batch {batch}, torch {torch.__version__}, "

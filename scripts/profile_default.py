@@ -1,7 +1,7 @@
 """Where the time of the embedded default's forward goes: unmerged vs ToMe vs PiToMe, eager, one process.
 
     python scripts/profile_default.py                 # batch 64, keep ratio 0.9, 2 threads, about a minute
-    python scripts/profile_default.py --ratio 0.8 --batch 32
+    python scripts/profile_default.py --ratio 0.8 --batch-size 32
 
 Prints three markdown tables:
 0. Side by side (interleaved rounds, pitome_hf.measurement.timing.time_interleaved): unmerged, ToMe, PiToMe and a "free merge"
@@ -160,8 +160,10 @@ def compiled_kernels(base, x, ratio: float, iters: int, top: int = 12) -> list[d
 
 
 def main(argv=None) -> int:
+    from pitome_hf.commands.options import add_batch_argument
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=64, help="(default: %(default)s)")
+    add_batch_argument(parser, 64)
     parser.add_argument("--ratio", type=float, default=0.9, help="keep ratio (default: %(default)s)")
     parser.add_argument("--iters", type=int, default=40, help="profiled forwards per model (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=100, help="interleaved timing rounds (default: %(default)s)")
@@ -170,8 +172,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     malloc = pin_allocator()
     base = PiToMeViTForImageClassification.from_pretrained(str(DEFAULT_MODEL), merge_method="none").eval()
-    x = torch.randn(args.batch, 3, 28, 28)
-    head = (f"embedded default, batch {args.batch}, keep ratio {args.ratio}, eager, {torch.get_num_threads()} threads"
+    x = torch.randn(args.batch_size, 3, 28, 28)
+    head = (f"embedded default, batch {args.batch_size}, keep ratio {args.ratio}, eager, {torch.get_num_threads()} threads"
             + (f", {malloc}" if malloc else ""))
     print(f"{head}: side by side, median of {args.rounds} interleaved rounds")
     print(markdown_table(side_by_side(base, x, args.ratio, args.rounds), [
@@ -190,8 +192,8 @@ def main(argv=None) -> int:
     config = base.config
     heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
     tokens = [c + 1 for c in counts[:-1]]  # each layer's attention runs on the tokens entering it (CLS included)
-    print(f"\nattention alone, ({args.batch}, {heads}, N, {head_dim}) float32: ms per call (median of 200)")
-    print(markdown_table(attention_times(args.batch, heads, head_dim, tokens),
+    print(f"\nattention alone, ({args.batch_size}, {heads}, N, {head_dim}) float32: ms per call (median of 200)")
+    print(markdown_table(attention_times(args.batch_size, heads, head_dim, tokens),
                          [("tokens", "N", str), ("sdpa_ms", "SDPA", lambda v: f"{v:.3f}"),
                           ("math_ms", "matmul-softmax-matmul", lambda v: f"{v:.3f}")]))
     if args.compiled:

@@ -1,7 +1,7 @@
 """Where ONNX Runtime spends a merged model's time: unmerged vs ToMe vs PiToMe, by operator type (ORT's profiler).
 
     python scripts/profile_onnx.py                       # the embedded default, batch 64, keep ratio 0.9
-    python scripts/profile_onnx.py --model dinov2 --batch 8 --ratio 0.75   # DINOv2 ViT-S/14 shape at 224 px
+    python scripts/profile_onnx.py --model dinov2 --batch-size 8 --ratio 0.75   # DINOv2 ViT-S/14 shape at 224 px
 
 Each configuration is exported (pitome_hf.deployment.onnx, static batch), run --warmup times, then --iters times with
 ORT's profiler on (SessionOptions.enable_profiling); the profile's node events are summed per operator type and
@@ -69,9 +69,11 @@ def profile(path: str, x: np.ndarray, warmup: int, iters: int, threads: int) -> 
 
 
 def main(argv=None) -> int:
+    from pitome_hf.commands.options import add_batch_argument
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["default", "dinov2"], default="default")
-    parser.add_argument("--batch", type=int, default=64)
+    add_batch_argument(parser, 64)
     parser.add_argument("--ratio", type=float, default=0.9)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=30)
@@ -91,11 +93,11 @@ def main(argv=None) -> int:
 
         stock = stock_for_shape("dinov2", "ViT-S/14-224")
     stock.eval()
-    x = example_input(stock.config, args.batch).numpy()
+    x = example_input(stock.config, args.batch_size).numpy()
     threads = args.threads or torch.get_num_threads()
     rows, details = [], []
     for method, ratio in (("none", 1.0), ("tome", args.ratio), ("pitome", args.ratio)):
-        path = temporary_export(stock, args.batch, merge_method=method, keep_ratio=ratio)
+        path = temporary_export(stock, args.batch_size, merge_method=method, keep_ratio=ratio)
         per_op, wall = profile(path, x, args.warmup, args.iters, threads)
         groups = collections.Counter()
         for op, ms in per_op.items():
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
     columns = [("method", "method", str), ("keep_ratio", "keep ratio", str), ("wall_ms", "wall ms (profiled)", fmt),
                ("kernel_ms", "kernel ms", fmt), *[(g, f"{g} ms", fmt) for g in (*GROUPS, "other")],
                ("merge_share", "merge share", lambda v: f"{100 * v:.1f}%")]
-    print(f"ONNX Runtime CPU, {args.model}, batch {args.batch}, {threads} threads, {args.iters} profiled forwards\n")
+    print(f"ONNX Runtime CPU, {args.model}, batch {args.batch_size}, {threads} threads, {args.iters} profiled forwards\n")
     print(markdown_table(rows, columns))
     print("\nLargest operator types, ms per forward:")
     print("\n".join(details))

@@ -21,7 +21,7 @@ def args_for(*argv):
     ("siglip", TINY),
 ])
 def test_each_family_runs_side_by_side(family, extra):
-    args = args_for(family, "--batch", "2", "--keep-ratios", "0.8", "--warmup", "1", "--repeats", "3", "--device", "cpu")
+    args = args_for(family, "--batch-size", "2", "--keep-ratios", "0.8", "--warmup", "1", "--repeats", "3", "--device", "cpu")
     rows = benchmark.bench_family(family, args, config_overrides=extra)
     methods = [r["method"] for r in rows]
     assert methods[:3] == ["none", "tome", "pitome"]
@@ -32,7 +32,7 @@ def test_each_family_runs_side_by_side(family, extra):
 
 
 def test_embedded_default_eager_and_compiled_in_one_run():
-    args = args_for("default", "--batch", "8", "--keep-ratios", "0.8", "0.7", "--warmup", "1", "--repeats", "3",
+    args = args_for("default", "--batch-size", "8", "--keep-ratios", "0.8", "0.7", "--warmup", "1", "--repeats", "3",
                     "--modes", "eager", "compiled", "--device", "cpu")
     rows = benchmark.bench_default(args)
     # several settings compiled in one process (floats read from configs must not become symbolic on recompiles)
@@ -46,9 +46,9 @@ def test_short_settings_are_refused_or_flagged(tmp_path, capsys):
         benchmark.main(["vit", "--warmup", "0", "--repeats", "1"])
     assert check_timing_settings(1, 3) is None
     assert check_timing_settings(0, 1, allow_short=True).startswith("CAUTION")
-    with pytest.raises(ValueError, match="--batch 0"):
-        benchmark.main(["vit", "--batch", "0"])
-    assert benchmark.main(["default", "--batch", "4", "--keep-ratios", "0.8", "--warmup", "0", "--repeats", "1",
+    with pytest.raises(ValueError, match="--batch-size 0"):
+        benchmark.main(["vit", "--batch-size", "0"])
+    assert benchmark.main(["default", "--batch-size", "4", "--keep-ratios", "0.8", "--warmup", "0", "--repeats", "1",
                            "--allow-short", "--json", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
     assert "CAUTION" in out and "not measurements" in out

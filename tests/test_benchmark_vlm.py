@@ -103,7 +103,7 @@ def test_command_writes_json_and_table(tmp_path, capsys):
     (["--visual-tokens", "65"], "visual_tokens=65 asks for 65 visual tokens.*allowed values are 1..64"),
     (["--visual-tokens", "0"], r"--visual-tokens: visual_tokens=0 is out of range"),
     (["--visual-tokens", "16", "16"], "--visual-tokens lists 16 more than once"),
-    (["--batch", "2"], "--batch 2: the vision-language benchmark times one prompt"),
+    (["--batch-size", "2"], "--batch-size 2: the vision-language benchmark times one prompt"),
     (["--set", "vision_config.depth"], "--set 'vision_config.depth': give KEY=VALUE"),
     (["--lm-layers", "0"], "--lm-layers 0: must be >= 1"),
 ])

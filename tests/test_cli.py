@@ -32,8 +32,8 @@ def test_missing_folder_and_corrupt_files_are_one_line(tmp_path, capsys, stock_v
 
 
 def test_bad_values_are_usage_errors(capsys, tmp_path):
-    code, err = run(capsys, "benchmark", "vit", "--batch", "0")
-    assert code == 2 and "--batch 0" in err
+    code, err = run(capsys, "benchmark", "vit", "--batch-size", "0")
+    assert code == 2 and "--batch-size 0" in err
     code, err = run(capsys, "evaluate", "--keep-ratios", "1.5", "--out", tmp_path)
     assert code == 2 and "1.5" in err
     (tmp_path / "list.json").write_text(json.dumps([1, 2]))

@@ -374,3 +374,21 @@ def test_a_push_landing_between_the_checks_and_the_commit_is_not_overwritten(hub
     raced = push_cli(hub, tmp_path, pitome_folder, "org/race", "--no-verify", "--delete-extra-files")
     assert raced.returncode == 1 and "org/race changed while this push checked it" in raced.stderr, raced.stderr[-2000:]
     assert snapshot(hub, "org/race") == other  # their file stays: our deletions were computed before it existed
+
+
+def test_a_card_picks_its_own_row_from_a_report_with_visual_token_budgets():
+    """Vision-language reports hold keep-ratio rows and budget rows (visual_tokens, no keep ratio): a folder reduced to
+    K tokens takes the row of its method at K, a keep-ratio folder its keep-ratio row, a VisionZip-style folder the
+    row labelled by its selection; budget rows never crash the keep-ratio match."""
+    from pitome_hf.commands.push import _is_own_row
+
+    rows = [dict(method="none", keep_ratio=1.0), dict(method="pitome", keep_ratio=0.5),
+            dict(method="pitome", keep_ratio=None, visual_tokens=64), dict(method="tome", keep_ratio=None, visual_tokens=64),
+            dict(method="visionzip", keep_ratio=None, visual_tokens=64)]
+    pick = lambda config, label: [i for i, r in enumerate(rows) if _is_own_row(r, config, label)]  # noqa: E731
+    assert pick(dict(keep_ratio=0.5), "pitome") == [1]
+    assert pick(dict(keep_ratio=1.0, visual_tokens=64), "pitome") == [2]
+    assert pick(dict(keep_ratio=1.0, visual_tokens=64), "tome") == [3]
+    assert pick(dict(keep_ratio=1.0, visual_tokens=64, visual_selection="visionzip"), "pitome") == [4]
+    assert pick(dict(keep_ratio=1.0, visual_tokens=128), "pitome") == []
+    assert pick(dict(keep_ratio=1.0), "none") == [0]

@@ -55,7 +55,7 @@ def test_benchmark_onnx_mode_rows_side_by_side(tmp_path):
     from pitome_hf.measurement.benchmark import main
 
     out = tmp_path / "rows.json"
-    assert main(["default", "--modes", "eager", "onnx", "--keep-ratios", "0.9", "--methods", "tome", "--batch", "8",
+    assert main(["default", "--modes", "eager", "onnx", "--keep-ratios", "0.9", "--methods", "tome", "--batch-size", "8",
                  "--warmup", "1", "--repeats", "3", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     onnx_rows = [r for r in rows if r["mode"] == "onnx"]
@@ -66,5 +66,5 @@ def test_benchmark_onnx_mode_rows_side_by_side(tmp_path):
         assert r["images_per_s"] > 0 and r["measured_over_ideal"] == pytest.approx(r["speedup"] / r["ideal_speedup"])
         assert r["merge_ms_per_layer"] is None
     with pytest.raises(ValueError, match="--modes onnx runs float32 graphs; got --dtype bfloat16"):
-        main(["default", "--modes", "onnx", "--keep-ratios", "0.9", "--methods", "tome", "--batch", "2",
+        main(["default", "--modes", "onnx", "--keep-ratios", "0.9", "--methods", "tome", "--batch-size", "2",
               "--dtype", "bfloat16", "--warmup", "1", "--repeats", "3"])

@@ -77,3 +77,14 @@ def test_evaluate_applies_the_merge_flags_to_every_merged_row(tmp_path):
     report = json.loads((tmp_path / "results.json").read_text())
     methods = [r["method"] for r in report["results"]]
     assert methods == ["none", "tome, proportional_attention=False", "pitome, proportional_attention=False"]
+
+
+def test_one_spelling_for_batch_device_and_dtype_across_commands():
+    """evaluate and benchmark (and export's batch) spell these options alike; --batch stays an alias."""
+    from pitome_hf.evaluation.evaluate import build_parser as evaluate_parser
+    from pitome_hf.measurement.benchmark import build_parser as benchmark_parser
+
+    ev = evaluate_parser().parse_args(["--batch-size", "8", "--device", "cpu", "--dtype", "bfloat16"])
+    bench = benchmark_parser().parse_args(["vit", "--batch", "8", "--device", "cpu", "--dtype", "bfloat16"])
+    for args in (ev, bench):
+        assert (args.batch_size, args.device, args.dtype) == (8, "cpu", "bfloat16")

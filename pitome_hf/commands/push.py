@@ -120,6 +120,20 @@ NO_RESULTS = "No evaluation was attached to this upload. Run `pitome-hf evaluate
 HUB_TASK_TYPES = {"vqa": "visual-question-answering"}  # evaluate's task names where the Hub's task id differs
 
 
+def _is_own_row(row: dict, config: dict, label: str) -> bool:
+    """Whether a report row measured this folder's setting: its method (a VisionZip-style row is labelled by its
+    selection) and its budget, a visual-token count (vision-language families) or else a keep ratio."""
+    selection = config.get("visual_selection", "merge")
+    method = selection if selection not in (None, "merge") and label != "none" else label
+    if row["method"] != method:
+        return False
+    tokens = config.get("visual_tokens")
+    if tokens is not None:
+        return row.get("visual_tokens") == tokens
+    ratio = row.get("keep_ratio")
+    return row.get("visual_tokens") is None and ratio is not None and abs(ratio - float(config.get("keep_ratio", 1.0))) < 1e-9
+
+
 def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[str, list]:
     """Markdown table of the evaluation report and the EvalResult entries for this model's own setting."""
     from huggingface_hub import EvalResult
@@ -129,11 +143,13 @@ def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[
     if report is None:
         return NO_RESULTS, []
     validate_report(report)
-    method, ratio = label, float(config.get("keep_ratio", 1.0))
-    own = [r for r in report["results"] if r["method"] == method and abs(r["keep_ratio"] - ratio) < 1e-9]
+    own = [r for r in report["results"] if _is_own_row(r, config, label)]
     if not own:
-        have = sorted({(r["method"], r["keep_ratio"]) for r in report["results"]})
-        raise ValueError(f"the evaluation report has no result for {method} at keep ratio {ratio}; it has {have}.")
+        have = sorted({(r["method"], r.get("keep_ratio"), r.get("visual_tokens")) for r in report["results"]}, key=str)
+        budget = (f"{config['visual_tokens']} visual tokens" if config.get("visual_tokens") is not None
+                  else f"keep ratio {float(config.get('keep_ratio', 1.0))}")
+        raise ValueError(f"the evaluation report has no result for {label} at {budget}; it has (method, keep ratio, "
+                         f"visual tokens) {have}.")
     metric = primary_metric(report)
     dataset = report["dataset"]
     name = Path(dataset["path"]).name

@@ -41,7 +41,10 @@ from pitome_hf.evaluation.tasks import TASK_CLASSES, TASKS, timed_run
 from pitome_hf.measurement.timing import Progress, compiled_runs, peak_memory_mb, sweep
 from pitome_hf.modeling.merge_config import MergeSettings
 from pitome_hf.modeling.merging import METHODS
-from pitome_hf.commands.options import SWEPT, add_merge_arguments, add_visual_sweep_arguments, check_sweep, merge_arguments
+from pitome_hf.commands.options import (
+    SWEPT, add_batch_argument, add_device_arguments, add_merge_arguments, add_visual_sweep_arguments, check_sweep,
+    merge_arguments,
+)
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"  # pitome_hf/assets
 DEFAULT_MODEL = ASSETS / "fashion-mnist-vit"
@@ -775,11 +778,12 @@ def write_report(report: dict, out_dir: Path) -> dict:
     metric_names = list(report["results"][0]["metrics"])
     table = io.StringIO()
     writer = csv.writer(table)
-    writer.writerow(["method", "keep_ratio", "visual_tokens", *metric_names, "gflops", "images_per_s",
-                     "peak_memory_mb"])
+    budgets = any(r.get("visual_tokens") is not None for r in report["results"])  # a visual_tokens column if any
+    writer.writerow(["method", "keep_ratio", *(["visual_tokens"] if budgets else []), *metric_names, "gflops",
+                     "images_per_s", "peak_memory_mb"])
     for r in report["results"]:
-        writer.writerow([r["method"], r["keep_ratio"], r.get("visual_tokens"), *(r["metrics"][m] for m in metric_names),
-                         r["gflops"], r["images_per_s"], r["peak_memory_mb"]])
+        writer.writerow([r["method"], r["keep_ratio"], *([r.get("visual_tokens")] if budgets else []),
+                         *(r["metrics"][m] for m in metric_names), r["gflops"], r["images_per_s"], r["peak_memory_mb"]])
     texts = {"json": json.dumps(report, indent=2), "csv": table.getvalue(), "md": markdown_table(report) + "\n"}
     for kind, text in texts.items():
         partial = paths[kind].with_name(paths[kind].name + ".partial")
@@ -791,7 +795,7 @@ def write_report(report: dict, out_dir: Path) -> dict:
     return paths
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pitome-hf evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="Hub id or folder, stock or PiToMe (default: the embedded "
@@ -817,11 +821,9 @@ def main(argv=None) -> int:
                         "authors-mae, authors-bert, authors-blip2 (see MERGE_PRESETS)")
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=None,
                         help=f"(default: {list(DEFAULT_KEEP_RATIOS)}; none when --visual-tokens is given)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps; one this machine lacks is refused "
-                        "(default: cuda when available, else cpu; the report records the device used)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    add_device_arguments(parser, "cpu, cuda, cuda:N or mps; one this machine lacks is refused (default: cuda when "
+                         "available, else cpu; the report records the device used)")
+    add_batch_argument(parser, 64, "samples per forward")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples (default: all)")
     parser.add_argument("--out", default="out/evaluate", help="folder for results.json/.csv/.md/.png and the "
                         "rows.jsonl journal, checked before the sweep (default: %(default)s)")
@@ -835,7 +837,11 @@ def main(argv=None) -> int:
                         "rows.jsonl already holds for the same model files, data and settings")
     add_visual_sweep_arguments(parser, (), selections=["merge"])
     add_merge_arguments(parser, exclude=(*SWEPT, "visual_tokens"), title="merge settings of every merged row")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.keep_ratios is None:
         args.keep_ratios = [] if args.visual_budgets else list(DEFAULT_KEEP_RATIOS)
     start = time.perf_counter()

@@ -30,7 +30,9 @@ import transformers
 
 from pitome_hf.measurement import benchmark_llava, benchmark_vlm
 from pitome_hf.families import FAMILIES, family_named
-from pitome_hf.commands.options import add_sweep_arguments, merge_arguments, sweep_values
+from pitome_hf.commands.options import (
+    add_batch_argument, add_device_arguments, add_sweep_arguments, merge_arguments, sweep_values,
+)
 from pitome_hf.measurement.timing import (
     Progress,
     check_timing_settings,
@@ -147,7 +149,7 @@ def _run(stock, flops_fn, args) -> list[dict]:
     torch_dtype = getattr(torch, args.dtype)
     stock = stock.eval().to(dev, torch_dtype)
     stock.set_attn_implementation(args.attn)  # every row, merged or not, runs this attention backend
-    x = _inputs(stock, args.batch, dev, torch_dtype)
+    x = _inputs(stock, args.batch_size, dev, torch_dtype)
     return compare_methods(stock, x, flops_fn, args.keep_ratios, args.dtype, args.warmup, args.repeats, args.modes,
                            methods=args.methods, extra=merge_arguments(args))
 
@@ -210,10 +212,8 @@ def subcommands() -> dict:
 
 
 def _common(parser: argparse.ArgumentParser, batch: int, ratios, repeats: int = 5) -> None:
-    parser.add_argument("--batch", type=int, default=batch, help="images per forward (default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="(default: %(default)s)")
+    add_batch_argument(parser, batch)
+    add_device_arguments(parser, "cpu or cuda (default: cuda when available)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s, at least 1)")
     parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds (each run once per round, in turn), "
                         "median reported (default: %(default)s, at least 3)")
@@ -255,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch < 1:
-        raise ValueError(f"--batch {args.batch}: must be >= 1.")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be >= 1.")
     sweep_values(args)
     caveat = check_timing_settings(args.warmup, args.repeats, args.allow_short)
     malloc = None if args.system_malloc else pin_allocator()
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     if args.family == "llava":
         rows = benchmark_llava.run(args)
         print(f"LLaVA-1.5-shaped (CLIP-L/14-336 tower, {args.lm_layers}-layer Llama, hidden {args.lm_hidden}), random "
-              f"weights, batch {args.batch}, {rows[0]['device']}, {args.dtype}, {setup}")
+              f"weights, batch {args.batch_size}, {rows[0]['device']}, {args.dtype}, {setup}")
         print(benchmark_llava.markdown(rows))
     else:
         runner, _, _, _, title = subcommands()[args.family]
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
         groups = sorted({r.get("model", title) for r in rows}, key=lambda m: [r.get("model", title) for r in rows].index(m))
         for group in groups:
             part = [r for r in rows if r.get("model", title) == group]
-            print(f"\n{group}, batch {args.batch}, {part[0]['device']}, {args.dtype}, {setup}")
+            print(f"\n{group}, batch {args.batch_size}, {part[0]['device']}, {args.dtype}, {setup}")
             print(markdown_table(part, COLUMNS))
     print(f"\n{time.perf_counter() - start:.0f} s. Read the ratios: absolute timings on a shared CPU move by several "
           "percent between runs.")

@@ -110,6 +110,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> list[dict]:
     from pitome_hf.commands.options import merge_arguments
 
-    return bench_llava(args.batch, args.keep_ratios, args.device, args.dtype, args.new_tokens, args.text_tokens,
+    return bench_llava(args.batch_size, args.keep_ratios, args.device, args.dtype, args.new_tokens, args.text_tokens,
                        repeats=args.repeats, lm_layers=args.lm_layers, lm_hidden=args.lm_hidden, warmup=args.warmup,
                        methods=args.methods, extra=merge_arguments(args))

@@ -288,8 +288,8 @@ def run(args) -> dict:
     from pitome_hf.commands.options import check_visual_sweep, merge_arguments
 
     check_visual_sweep(args.visual_budgets, args.visual_selections)
-    if args.batch != 1:
-        raise ValueError(f"--batch {args.batch}: the vision-language benchmark times one prompt (batch 1).")
+    if args.batch_size != 1:
+        raise ValueError(f"--batch-size {args.batch_size}: the vision-language benchmark times one prompt (batch 1).")
     for flag, value in (("--image-size", args.image_size), ("--text-tokens", args.text_tokens)):
         if value < 1:
             raise ValueError(f"{flag} {value}: must be >= 1.")
