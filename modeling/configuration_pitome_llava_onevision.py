@@ -148,12 +148,7 @@ class PiToMeLlavaOnevisionConfig(VisualBudgetConfigMixin, LlavaOnevisionConfig):
         "AutoModelForImageTextToText": "modeling_pitome_llava_onevision.PiToMeLlavaOnevisionForConditionalGeneration",
         "AutoProcessor": "processing_pitome_llava_onevision.PiToMeLlavaOnevisionProcessor",
     }
-    required_merge_settings = {
-        "keep_order": (True, "the language model reads the visual tokens in order, at their stock positions"),
-        "merge_r": (None, "budgets are visual_tokens per image or keep_ratio"),
-    }
     family_name = "PiToMe LLaVA-OneVision"
-    visual_selection: str = "merge"
 
 
 __all__ = ["OnevisionImageBudget", "PiToMeLlavaOnevisionConfig", "llava_onevision_dummy_inputs", "onevision_config_budget",

@@ -24,7 +24,7 @@ writes) and the model (how many features it keeps) both call it.
 
 from transformers import Qwen2_5_VLConfig
 
-from .language_input_reduction import VISUAL_SELECTIONS, VisualBudgetConfigMixin, ratio_keep, reduces, reduction_settings
+from .language_input_reduction import VisualBudgetConfigMixin, ratio_keep, reduces, reduction_settings
 
 
 def qwen_visual_token_count(config, grid_thw, spatial_merge_size: int = None) -> int:
@@ -87,12 +87,7 @@ class PiToMeQwen2_5_VLConfig(VisualBudgetConfigMixin, Qwen2_5_VLConfig):
         "AutoModelForImageTextToText": "modeling_pitome_qwen2_5_vl.PiToMeQwen2_5_VLForConditionalGeneration",
         "AutoProcessor": "processing_pitome_qwen2_5_vl.PiToMeQwen2_5_VLProcessor",
     }
-    required_merge_settings = {
-        "keep_order": (True, "the language model reads the visual tokens in order, at their own M-RoPE positions"),
-        "merge_r": (None, "budgets are visual_tokens per image or keep_ratio"),
-    }
     family_name = "PiToMe Qwen2.5-VL"
-    visual_selection: str = "merge"
 
 
-__all__ = ["PiToMeQwen2_5_VLConfig", "VISUAL_SELECTIONS", "qwen2_5_vl_dummy_inputs", "qwen_visual_token_count", "reduces", "reduction_settings"]
+__all__ = ["PiToMeQwen2_5_VLConfig", "qwen2_5_vl_dummy_inputs", "qwen_visual_token_count", "reduces", "reduction_settings"]

@@ -17,7 +17,6 @@ import torch
 from .merge_config import MergeConfigMixin, MergeSettings
 from .merge_state import PROPORTIONAL_ATTENTION_BACKENDS
 
-VISUAL_SELECTIONS = ("merge", "visionzip")
 KEY_BIAS = "_pitome_key_bias"  # attribute of the cache object: (B, keys) log(size) of every cached key
 
 
@@ -59,12 +58,15 @@ def ratio_keep(settings: MergeSettings, n: int) -> int:
 class VisualBudgetConfigMixin(MergeConfigMixin):
     """The merge settings of a family that reduces at one point, the language model's input: one layer (index 0 of
     the margin schedule, `merge_layers` and per-layer lists), no protected prefix, `visual_tokens` read, one
-    `merge_method` (not a per-layer list), and the closed set `visual_selection` (each config class declares the
-    field itself: `visual_selection: str = "merge"`). `family_name` names the family in messages."""
+    `merge_method` (not a per-layer list), and `visual_selection` (a row of the merge-field table like `visual_tokens`:
+    the families that reduce at the language model's input read both). `family_name` names the family in messages."""
 
     default_protected_tokens = 0  # no CLS: every visual token may merge
-    family_merge_fields = ("visual_tokens",)
-    choice_fields = {"visual_selection": VISUAL_SELECTIONS}
+    family_merge_fields = ("visual_tokens", "visual_selection")
+    required_merge_settings = {
+        "keep_order": (True, "the language model reads the visual tokens in order, at their stock positions"),
+        "merge_r": (None, "budgets are visual_tokens per image or keep_ratio"),
+    }
     family_name = "this family"
 
     # One reduction point (read by `MergeSettings` and `apply_pitome`). Not a field: never saved.
@@ -150,5 +152,5 @@ class ProportionalVisualKeysMixin:
         return {"full_attention": mask[:, None]}
 
 
-__all__ = ["KEY_BIAS", "ProportionalVisualKeysMixin", "VISUAL_SELECTIONS", "VisualBudgetConfigMixin", "flash_check",
+__all__ = ["KEY_BIAS", "ProportionalVisualKeysMixin", "VisualBudgetConfigMixin", "flash_check",
            "inherit_conversion_mappings", "ratio_keep", "reduces", "reduction_settings"]

@@ -26,6 +26,10 @@ from typing import Any, Callable, Optional, Union
 
 from .merging import ENERGIES, MARGIN_SCHEDULES, METHODS, METRICS, SPLITS, layer_budget
 
+# How a family that reduces at the language model's input picks its visual tokens (the `visual_selection` field):
+# "merge" (the merge_method: PiToMe, ToMe, pitome_bsm) or "visionzip" (dominant + contextual tokens).
+VISUAL_SELECTIONS = ("merge", "visionzip")
+
 MERGE_PRESETS = {
     "paper": "the paper's wording: the protected PiToMe step in every layer, exp energy, margin 0.9 - 0.9 l/L, "
     "proportional attention on, attention keys as metric (the defaults)",
@@ -229,13 +233,17 @@ MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
       "target number of visual tokens per image (per temporal patch of a video) reaching the language model; "
       "overrides keep_ratio. Only families that reduce at the language model's input read it (qwen2_5_vl, "
       "llava_onevision: image features, newlines on top); the others refuse a value", counts=True, cli_type=int),
+    F("visual_selection", str, "merge", _choice(VISUAL_SELECTIONS),
+      "how those families pick the visual tokens: 'merge' (merge_method's merging) or 'visionzip' (VisionZip-style: "
+      "dominant tokens by the attention they receive, the rest merged into contextual tokens); the others refuse a "
+      "value", choices=VISUAL_SELECTIONS),
 )
 del F
 
 MERGE_FIELD = {f.name: f for f in MERGE_FIELD_TABLE}
 # Fields only some families read: another family's config refuses a value other than the default (see
 # `MergeConfigMixin.family_merge_fields`).
-FAMILY_ONLY_FIELDS = ("visual_tokens",)
+FAMILY_ONLY_FIELDS = ("visual_tokens", "visual_selection")
 MERGE_FIELDS = tuple(MERGE_FIELD)
 PRESET_FIELDS = tuple(f.name for f in MERGE_FIELD_TABLE if f.selection)
 COUNT_FIELDS = tuple(f.name for f in MERGE_FIELD_TABLE if f.counts)

@@ -16,7 +16,8 @@ ALIASES = {"merge_preset": ("--preset",), "merge_method": ("--method",)}  # shor
 # Fields whose command-line value is one item or one per layer: a single item is given as the item itself.
 ONE_OR_PER_LAYER = ("merge_method", "merge_r")
 # What the sweeping commands (evaluate, benchmark, fidelity) take through their own sweep options.
-SWEPT = ("merge_method", "keep_ratio", "merge_preset", "merge_r")
+# (The vision-language ones also sweep visual_tokens and visual_selection: --visual-tokens, --visual-selections.)
+SWEPT = ("merge_method", "keep_ratio", "merge_preset", "merge_r", "visual_tokens", "visual_selection")
 
 
 def _kwargs(f: MergeField) -> dict:
@@ -117,24 +118,22 @@ def sweep_values(args: argparse.Namespace) -> tuple[list[float], list[str]]:
 
 
 def visual_selections(families=None) -> tuple:
-    """The `visual_selection` values of the registry's vision-language configs (e.g. merge, visionzip), or of
-    `families` only."""
+    """The `visual_selection` values (the field's choices, e.g. merge, visionzip) when one of `families` (default:
+    every family) reads the field, else ()."""
     from pitome_hf.families import FAMILIES
+    from pitome_hf.modeling.merge_config import MERGE_FIELD
 
-    out = {}
-    for family in families or FAMILIES:
-        for config in family.config_classes:
-            out.update(dict.fromkeys(config.choice_fields.get("visual_selection", ())))
-    return tuple(out)
+    reads = any("visual_selection" in config.family_merge_fields
+                for family in families or FAMILIES for config in family.config_classes)
+    return MERGE_FIELD["visual_selection"].choices if reads else ()
 
 
 def add_visual_sweep_arguments(parser: argparse.ArgumentParser, visual_tokens=(), family=None,
                                selections=None) -> None:
     """The visual-token sweep of the vision-language commands (evaluate --task vqa, benchmark <vlm family>):
-    `--visual-tokens K [K ...]` sweeps the `visual_tokens` field (replacing its one-value flag; unset flags of the
-    other merge fields stay as they are) and `--visual-selections` the config's `visual_selection` ("merge" runs
-    each of --methods; "visionzip" adds a VisionZip-style row per budget). The parser must resolve conflicts (the
-    merge field's own --visual-tokens is replaced)."""
+    `--visual-tokens K [K ...]` sweeps the `visual_tokens` field and `--visual-selections` the `visual_selection`
+    field ("merge" runs each of --methods; "visionzip" adds a VisionZip-style row per budget); both fields are in
+    SWEPT, so these commands have no one-value flag for them."""
     choices = visual_selections([family] if family is not None else None)
     parser.add_argument("--visual-tokens", nargs="+", type=int, default=list(visual_tokens), dest="visual_budgets",
                         metavar="K", help="visual-token budgets to sweep (visual tokens per image reaching the "

@@ -836,7 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-resume", action="store_true", help="measure every row again, even those the folder's "
                         "rows.jsonl already holds for the same model files, data and settings")
     add_visual_sweep_arguments(parser, (), selections=["merge"])
-    add_merge_arguments(parser, exclude=(*SWEPT, "visual_tokens"), title="merge settings of every merged row")
+    add_merge_arguments(parser, exclude=SWEPT, title="merge settings of every merged row")
     return parser
 
 

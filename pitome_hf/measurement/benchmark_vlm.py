@@ -268,11 +268,10 @@ def add_arguments(parser: argparse.ArgumentParser, family) -> None:
 
 def add_parser(sub, family, common) -> argparse.ArgumentParser:
     """`pitome-hf benchmark <family>` for a vision-language family; `common(parser, batch, ratios, repeats)` adds the
-    options every benchmark shares (the merge field's one-value --visual-tokens is replaced by the sweep)."""
+    options every benchmark shares, then the visual-token sweep (`options.add_visual_sweep_arguments`)."""
     spec = family.benchmark
     parser = sub.add_parser(family.name, help=f"{spec.title}: time to first token at visual-token budgets",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                            conflict_handler="resolve")
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(parser, 1, list(spec.ratios), 3)
     add_arguments(parser, family)
     return parser
