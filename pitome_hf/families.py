@@ -11,6 +11,7 @@ FLOPs function); the contract suite (tests/test_contract.py) then runs on it unc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 import torch
@@ -106,6 +107,46 @@ def _qwen2_5_vl_prompt(config, image_size: int, text_tokens: int) -> tuple[dict,
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == config.image_token_id).int(),
               "pixel_values": torch.randn(side * side, patch, generator=g), "image_grid_thw": torch.tensor([grid])}
     return inputs, {"prompt_text_tokens": ids.shape[1] - n, "image_grid_thw": [grid]}
+
+
+def _llava_onevision_prompt(config, image_size: int, text_tokens: int) -> tuple[dict, dict]:
+    """One prompt with one square AnyRes image of `image_size` px (random tiles: the base and its crops, as the stock
+    image processor would cut it) holding the config's number of `<image>` tokens, `text_tokens` text tokens around
+    it."""
+    from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+
+    from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_config_budget, onevision_image_budget
+
+    vision = config.vision_config
+    size = (image_size, image_size)
+    if hasattr(config, "keep_ratio"):
+        count = onevision_config_budget(config, size, False).tokens
+    else:  # a stock config: the unreduced layout
+        count = onevision_image_budget(SimpleNamespace(merge_method="none"), size, False, tile=vision.image_size,
+                                       patches=vision.image_size // vision.patch_size,
+                                       pinpoints=config.image_grid_pinpoints, aspect=config.vision_aspect_ratio).tokens
+    text = _token_ids(config, max(2, text_tokens))[0]
+    half = len(text) // 2
+    ids = torch.cat([text[:half], torch.full((count,), config.image_token_id), text[half:]])[None]
+    tiles = image_size_to_num_patches(size, config.image_grid_pinpoints, vision.image_size)
+    g = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "image_sizes": torch.tensor([size]),
+              "pixel_values": torch.randn(1, tiles, vision.num_channels, vision.image_size, vision.image_size,
+                                          generator=g), "batch_num_images": torch.tensor([1])}
+    return inputs, {"prompt_text_tokens": ids.shape[1] - count, "image_sizes": [size]}
+
+
+# A LLaVA-OneVision-0.5B shape: transformers' default SigLIP-so400m tower (26 layers, width 1152, 384 px tiles of
+# 27 x 27 patches, AnyRes up to 9 crops) and a Qwen2-0.5B language model (width 896, 14 heads, 2 KV heads, MLP 4864;
+# the benchmark replaces its 24 layers, --lm-layers)
+LLAVA_ONEVISION_0_5B = dict(
+    text_config=dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                     num_attention_heads=14, num_key_value_heads=2, vocab_size=152000, max_position_embeddings=32768,
+                     tie_word_embeddings=True),
+    tie_word_embeddings=True,
+)
+ONEVISION_VQA_PROMPT = ("<|im_start|>user <image>\n{}\nAnswer the question using a single word or phrase.<|im_end|>\n"
+                        "<|im_start|>assistant\n")
 
 
 # Qwen2.5-VL-3B-Instruct's shape (its config.json); the benchmark replaces the language model's 36 layers (--lm-layers)
@@ -321,7 +362,12 @@ FAMILIES: tuple[Family, ...] = (
         ),
         flops=flops.llava_onevision_prefill_flops,
         dummy_inputs=llava_onevision_dummy_inputs,
+        tasks=("vqa",),
         processor=PiToMeLlavaOnevisionProcessor,
+        vqa_prompt=ONEVISION_VQA_PROMPT,
+        benchmark=BenchmarkShape("LlavaOnevisionForConditionalGeneration", {"LLaVA-OneVision-0.5B": LLAVA_ONEVISION_0_5B},
+                                 (0.5,), "LLaVA-OneVision-0.5B shape (language model cut to --lm-layers), random weights",
+                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_llava_onevision_prompt),
         description="LLaVA-OneVision: each image's AnyRes features (base and crops apart, newlines kept) reduced to a "
         "budget at the language model's input (PiToMe, ToMe or VisionZip-style), survivors at their stock positions",
     ),
