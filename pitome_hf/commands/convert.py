@@ -16,6 +16,7 @@ or (even with --force) a non-empty folder other than an earlier checkpoint is re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -202,10 +203,7 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
     model_class = entry.pitome
     if "classifier_pooling" in settings and not hasattr(model_class.config_class, "classifier_pooling"):
         raise ValueError(f"classifier_pooling applies to ViT classifiers; {model_class.__name__} has no such option.")
-    model, info = model_class.from_pretrained(base, output_loading_info=True, **settings)
-    problems = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
-    if problems:
-        raise ValueError(f"{base} did not load cleanly into {model_class.__name__}: {problems}. Nothing was written.")
+    model = load_cleanly(model_class, base, **settings)
     hub_id = base_model or (None if local else base)
     if hub_id:
         model.config.pitome_base_model = hub_id
@@ -214,11 +212,7 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
         model.config.pitome_base_license = license
     processor_class = family_of(entry.config_class.model_type).processor
     parts = processor_parts(processor_class, base) if processor_class is not None else None  # refuses before writing
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(output)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging = output.parent / f".{output.name}.partial-{tag}"
-    try:
+    with staged_folder(output) as staging:
         copied = []
         if processor_class is not None:  # e.g. LLaVA: a PiToMe processor emitting the merged image-token count
             copied = _save_family_processor(processor_class, model.config, parts, staging)
@@ -229,6 +223,30 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
         if not copied:
             print(f"note: {base} has no tokenizer or processor files; none were written (add the base's own).")
         json.loads((staging / "config.json").read_text())  # written and readable
+    return output
+
+
+def load_cleanly(model_class, base: str, **settings):
+    """`model_class.from_pretrained(base, **settings)`, refused (ValueError, nothing written) when any weight is
+    missing, unexpected or mismatched: a model with random weights must never be written or measured."""
+    model, info = model_class.from_pretrained(base, output_loading_info=True, **settings)
+    problems = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
+    if problems:
+        raise ValueError(f"{base} did not load cleanly into {model_class.__name__}: {problems}. Nothing was written.")
+    return model
+
+
+@contextlib.contextmanager
+def staged_folder(output: Path):
+    """A hidden staging folder beside `output` to write into; when the block ends without an error it is renamed into
+    place (an earlier `output` is replaced only then), on any error it is removed: nothing is ever half-written."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(output)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = output.parent / f".{output.name}.partial-{tag}"
+    try:
+        staging.mkdir()
+        yield staging
         if output.exists():
             old = output.parent / f".{output.name}.old-{tag}"
             output.rename(old)
@@ -239,7 +257,6 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return output
 
 
 def main(argv=None) -> int:

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 DEFAULT_NAME = "default"
@@ -31,7 +28,7 @@ def load_model(base: str, **settings):
     """(model, base folder or id, local) for MODEL: `default` (the embedded ViT) or a folder / Hub id."""
     import transformers
 
-    from pitome_hf.commands.convert import resolve_base
+    from pitome_hf.commands.convert import load_cleanly, resolve_base
     from pitome_hf.families import entry_for_config_dict
 
     if base == DEFAULT_NAME and not Path(base).exists():
@@ -41,17 +38,14 @@ def load_model(base: str, **settings):
     base, local = resolve_base(str(base))
     config_dict, _ = transformers.PretrainedConfig.get_config_dict(base)
     entry = entry_for_config_dict(config_dict)
-    model, info = entry.pitome.from_pretrained(base, output_loading_info=True, **settings)
-    problems = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
-    if problems:
-        raise ValueError(f"{base} did not load cleanly into {entry.pitome.__name__}: {problems}. Nothing was written.")
+    model = load_cleanly(entry.pitome, base, **settings)
     return model.eval(), base, local
 
 
 def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dynamic_batch: bool = False,
                   opset=None, force: bool = False, **settings) -> dict:
     """Write the ONNX export of `base` with merge `settings` to the folder `output`; returns export_onnx's info."""
-    from pitome_hf.commands.convert import _copy_preprocessing, _remove_stale_staging, check_output
+    from pitome_hf.commands.convert import _copy_preprocessing, check_output, staged_folder
     from pitome_hf.deployment.onnx import DEFAULT_OPSET, check_exportable, export_onnx, require_onnx
 
     require_onnx()
@@ -63,12 +57,7 @@ def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dy
     output = check_output(output, local_input, force)
     model, base, local = load_model(base, **settings)
     check_exportable(model)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(output)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging = output.parent / f".{output.name}.partial-{tag}"
-    try:
-        staging.mkdir()
+    with staged_folder(output) as staging:
         info = export_onnx(model, staging / "model.onnx", batch_size=batch_size, image_size=image_size,
                            dynamic_batch=dynamic_batch, opset=opset or DEFAULT_OPSET)
         model.config.to_json_file(staging / "config.json")
@@ -77,16 +66,6 @@ def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dy
             {k: info[k] for k in ("inputs", "outputs", "batch_size", "image_size", "opset", "metadata",
                                   "max_abs_diff") if k in info} | {"top1_agreement": info.get("top1_agreement")},
             indent=2) + "\n")
-        if output.exists():
-            old = output.parent / f".{output.name}.old-{tag}"
-            output.rename(old)
-            staging.rename(output)
-            shutil.rmtree(old)
-        else:
-            staging.rename(output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     info["path"] = str(output / "model.onnx")
     info["copied"] = copied
     return info
