@@ -296,9 +296,13 @@ def export_onnx(model, output, *, batch_size: int = 1, image_size: Optional[int]
 # ----------------------------------------------------------------------------------------------------------------
 # ONNX Runtime
 # ----------------------------------------------------------------------------------------------------------------
-def session(path, providers=("CPUExecutionProvider",), threads: Optional[int] = None, profile: Optional[str] = None):
+def session(path, providers=("CPUExecutionProvider",), threads: Optional[int] = None, profile: Optional[str] = None,
+            spinning: bool = True):
     """An ONNX Runtime session of `path`: all graph optimisations, `threads` intra-op threads (default: torch's),
-    profiling to `profile` (a file-name prefix) when given."""
+    profiling to `profile` (a file-name prefix) when given. `spinning=False` stops the intra-op threads from
+    busy-waiting after a run (`session.intra_op.allow_spinning`): needed where several sessions (or ORT and torch)
+    take turns on the same cores, as in a side-by-side benchmark, or the idle session's spinning threads take the
+    cores from the running one."""
     require_onnx("onnxruntime")
     import onnxruntime as ort
 
@@ -307,6 +311,8 @@ def session(path, providers=("CPUExecutionProvider",), threads: Optional[int] = 
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile:
         options.enable_profiling = True
         options.profile_file_prefix = profile

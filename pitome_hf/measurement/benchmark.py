@@ -58,7 +58,8 @@ def _model_for(stock, method: str, ratio: float, mode: str, extra: dict | None =
 
 class OnnxRun:
     """An `onnx` row: the PiToMe model exported as a static graph for this input (`deployment.onnx`), run by an ONNX
-    Runtime session (CPU provider, or CUDA's on a CUDA device; torch's thread count). Calling it runs the session on
+    Runtime session (CPU provider, or CUDA's on a CUDA device; torch's thread count; no spinning threads, since the
+    rows take turns on the cores). Calling it runs the session on
     the input (for CUDA the host-to-device copy of the input is part of each call); `.config` is the model's, for the
     FLOPs."""
 
@@ -71,7 +72,7 @@ class OnnxRun:
         self.path = temporary_export(model.cpu(), x.shape[0], directory=folder)
         model.to(x.device)
         providers = ("CUDAExecutionProvider",) if x.device.type == "cuda" else ("CPUExecutionProvider",)
-        self.session = session(self.path, providers=providers)
+        self.session = session(self.path, providers=providers, spinning=False)  # runs take turns on the cores
         self.feed = {"pixel_values": x.detach().cpu().numpy()}
 
     def __call__(self, x=None):
