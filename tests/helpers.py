@@ -43,3 +43,39 @@ TINY = {
 def tiny_kwargs(family: str, **overrides) -> dict:
     """The tiny configuration of `family` without dropout, with `overrides`."""
     return {**TINY[family], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, **overrides}
+
+
+def with_attn(model, attn: str):
+    """Switch a model (and every sub-config) to the attention implementation `attn`; returns the model."""
+    model.config._attn_implementation = attn
+    for module in model.modules():
+        if hasattr(module, "config") and hasattr(module.config, "_attn_implementation"):
+            module.config._attn_implementation = attn
+    return model
+
+
+def word_tokenizer(special: dict, words: int = 50, padding_side: str = "left"):
+    """An offline word-level fast tokenizer: <pad> <bos> <eos> <unk>, w0..w{words-1}, and the `special` tokens
+    (token -> id), split on white space."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(words)])}
+    vocab.update(special)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                                padding_side=padding_side, additional_special_tokens=list(special))
+
+
+def without_video_processor(make):
+    """`make()` with transformers' processor argument check relaxed to accept video_processor=None: no torchvision
+    here, so the stock video processors of Qwen2.5-VL and LLaVA-OneVision cannot be built."""
+    from transformers.processing_utils import ProcessorMixin
+
+    check = ProcessorMixin.check_argument_for_proper_class
+    ProcessorMixin.check_argument_for_proper_class = lambda self, name, arg: None if arg is None else check(self, name, arg)
+    try:
+        return make()
+    finally:
+        ProcessorMixin.check_argument_for_proper_class = check

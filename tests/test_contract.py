@@ -19,7 +19,7 @@ from pitome_hf.families import FAMILIES, all_entries, family_of
 from pitome_hf.modeling.merge_config import MergeSettings
 
 from .contract_fixtures import FIXTURES, expected_schedule
-from .helpers import run_fresh
+from .helpers import run_fresh, with_attn
 
 ENTRIES = all_entries()
 IDS = [e.stock.__name__ for e in ENTRIES]
@@ -50,14 +50,6 @@ def tensors(output, names):
             out[name] = value
     assert out, f"none of {names} in the output"
     return out
-
-
-def with_attn(model, attn):
-    model.config._attn_implementation = attn
-    for module in model.modules():
-        if hasattr(module, "config") and hasattr(module.config, "_attn_implementation"):
-            module.config._attn_implementation = attn
-    return model
 
 
 def test_every_registered_class_has_test_data():

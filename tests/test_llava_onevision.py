@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pitome_hf import apply_pitome
 from pitome_hf.modeling import PiToMeLlavaOnevisionProcessor
 from pitome_hf.modeling.configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig, onevision_config_budget
 
+from .helpers import with_attn, without_video_processor, word_tokenizer
 from .contract_fixtures import ONEVISION_IMAGE, ONEVISION_PINPOINTS, ONEVISION_VIDEO, llava_onevision_config
 
 
@@ -31,41 +31,18 @@ def stock():
     return transformers.LlavaOnevisionForConditionalGeneration(config).eval()
 
 
-def _with_attn(model, attn):
-    for module in model.modules():
-        if hasattr(module, "config") and hasattr(module.config, "_attn_implementation"):
-            module.config._attn_implementation = attn
-    return model
-
-
 @pytest.fixture(scope="module")
 def processors():
     """(stock processor, a PiToMe processor factory): a word-level tokenizer with `<image>`/`<video>` and the stock
     image processor at 16 px tiles with the fixture's pinpoints."""
-    from transformers.processing_utils import ProcessorMixin
-
-    words = {w: i for i, w in enumerate(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(50)])}
-    words["<image>"], words["<video>"] = ONEVISION_IMAGE, ONEVISION_VIDEO
-    tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
-                                               padding_side="left", additional_special_tokens=["<image>", "<video>"])
+    fast = word_tokenizer({"<image>": ONEVISION_IMAGE, "<video>": ONEVISION_VIDEO})
     image = transformers.LlavaOnevisionImageProcessorPil(size={"height": 16, "width": 16},
                                                          image_grid_pinpoints=ONEVISION_PINPOINTS)
-    check = ProcessorMixin.check_argument_for_proper_class
-
-    def build(make):
-        ProcessorMixin.check_argument_for_proper_class = (  # no torchvision: no video processor
-            lambda self, name, arg: None if arg is None else check(self, name, arg))
-        try:
-            return make()
-        finally:
-            ProcessorMixin.check_argument_for_proper_class = check
-
-    stock_proc = build(lambda: transformers.LlavaOnevisionProcessor(
+    stock_proc = without_video_processor(lambda: transformers.LlavaOnevisionProcessor(
         image_processor=image, tokenizer=fast, video_processor=None, num_image_tokens=16,
         vision_feature_select_strategy="full"))
-    return stock_proc, lambda config: build(lambda: PiToMeLlavaOnevisionProcessor.from_model_config(config, image, fast))
+    return stock_proc, lambda config: without_video_processor(
+        lambda: PiToMeLlavaOnevisionProcessor.from_model_config(config, image, fast))
 
 
 def _images():
@@ -99,7 +76,7 @@ def _language_positions(model):
 @pytest.mark.parametrize("settings", [dict(keep_ratio=1.0), dict(merge_method="none", visual_tokens=3)],
                          ids=["keep1", "none"])
 def test_unreduced_equals_stock_on_stock_processor_inputs(stock, processors, settings, attn):
-    base = _with_attn(stock, attn)
+    base = with_attn(stock, attn)
     model = apply_pitome(base, **settings)
     x = _batch(processors[0])
     assert processors[1](model.config)(text=TEXTS, images=[[_images()[0]], _images()[1:3], [_images()[3]]],
@@ -108,7 +85,7 @@ def test_unreduced_equals_stock_on_stock_processor_inputs(stock, processors, set
         torch.testing.assert_close(model(**x).logits, base(**x).logits, rtol=0, atol=0)
         want = base.generate(**x, max_new_tokens=6, do_sample=False)
         got = model.generate(**x, max_new_tokens=6, do_sample=False)
-    _with_attn(stock, "eager")
+    with_attn(stock, "eager")
     assert torch.equal(got, want)
 
 
@@ -209,7 +186,7 @@ def test_a_merged_token_is_the_size_weighted_mean_of_what_it_absorbed(stock, set
 def test_generate_with_the_cache_equals_greedy_full_forwards(stock, processors, attn):
     """Decoding steps (positions continued from the stock ones, the size bias of cached visual keys) give the tokens
     that full forwards without a cache give, on a left-padded batch of different image sizes."""
-    model = _with_attn(apply_pitome(stock, keep_ratio=0.4), attn)
+    model = with_attn(apply_pitome(stock, keep_ratio=0.4), attn)
     x = _batch(processors[1](model.config))
     with torch.no_grad():
         generated = model.generate(**x, max_new_tokens=4, do_sample=False)
@@ -223,7 +200,7 @@ def test_generate_with_the_cache_equals_greedy_full_forwards(stock, processors, 
             step = logits[:, -1].argmax(-1, keepdim=True).masked_fill(done, 0)  # generate pads after EOS
             ids = torch.cat([ids, step], 1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-    _with_attn(stock, "eager")
+    with_attn(stock, "eager")
     assert torch.equal(generated, ids)
 
 
@@ -257,9 +234,9 @@ def test_proportional_attention_adds_log_size_to_visual_keys(stock, processors):
                                               batch_num_images=x["batch_num_images"])
         a = on(**text, mm_encoder_outputs={"image": encoded}).logits
         b = off(**text, mm_encoder_outputs={"image": encoded}).logits
-        c = _with_attn(apply_pitome(stock, visual_tokens=3), "sdpa")(**text, mm_encoder_outputs={"image": encoded}).logits
+        c = with_attn(apply_pitome(stock, visual_tokens=3), "sdpa")(**text, mm_encoder_outputs={"image": encoded}).logits
         torch.testing.assert_close(a, on(**x).logits)
-    _with_attn(stock, "eager")
+    with_attn(stock, "eager")
     assert (a - b)[valid].abs().max() > 1e-4
     torch.testing.assert_close(a[valid], c[valid], rtol=1e-4, atol=1e-5)
 
@@ -295,5 +272,5 @@ def test_bad_input_is_refused_with_one_line(stock, processors):
             model(**_batch(processors[0]))
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="attn_implementation='flash_attention_2' cannot add"):
-        _with_attn(apply_pitome(stock, visual_tokens=3), "flash_attention_2")(**_batch(processors[1](model.config)))
-    _with_attn(stock, "eager")
+        with_attn(apply_pitome(stock, visual_tokens=3), "flash_attention_2")(**_batch(processors[1](model.config)))
+    with_attn(stock, "eager")

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pitome_hf import apply_pitome
 from pitome_hf.modeling import PiToMeQwen2_5_VLProcessor
 from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import PiToMeQwen2_5_VLConfig, qwen_visual_token_count
 from pitome_hf.modeling.configuration_pitome_vit import PiToMeViTConfig
 
+from .helpers import with_attn, without_video_processor, word_tokenizer
 from .contract_fixtures import QWEN_END, QWEN_IMAGE, QWEN_START, QWEN_VIDEO, qwen2_5_vl_config
 
 PATCH = 3 * 2 * 2 * 2  # channels x temporal patch x patch x patch
@@ -34,50 +34,18 @@ def stock():
     return transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
 
 
-def _with_attn(model, attn):
-    for module in model.modules():
-        if hasattr(module, "config") and hasattr(module.config, "_attn_implementation"):
-            module.config._attn_implementation = attn
-    return model
-
-
 @pytest.fixture(scope="module")
 def processors():
     """(stock processor, a PiToMe processor factory): a word-level tokenizer with Qwen's visual special tokens and a
     Qwen2-VL image processor of 2 px patches (images of 16 x 16 and 24 x 16 px: 16 and 24 merged tokens)."""
-    from transformers.processing_utils import ProcessorMixin
-
-    words = {w: i for i, w in enumerate(["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(50)])}
-    for token, i in (("<|vision_start|>", QWEN_START), ("<|vision_end|>", QWEN_END), ("<|image_pad|>", QWEN_IMAGE),
-                     ("<|video_pad|>", QWEN_VIDEO)):
-        words[token] = i
-    tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", padding_side="left",
-        additional_special_tokens=["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
+    fast = word_tokenizer({"<|vision_start|>": QWEN_START, "<|vision_end|>": QWEN_END, "<|image_pad|>": QWEN_IMAGE,
+                           "<|video_pad|>": QWEN_VIDEO})
     image = transformers.Qwen2VLImageProcessorPil(patch_size=2, merge_size=2, temporal_patch_size=2, min_pixels=64,
                                                   max_pixels=24 * 24)
-    check = ProcessorMixin.check_argument_for_proper_class
-    # no torchvision here, so no video processor: let the stock processor be built without one
-    ProcessorMixin.check_argument_for_proper_class = (
-        lambda self, name, arg: None if arg is None else check(self, name, arg))
-    try:
-        stock_proc = transformers.Qwen2_5_VLProcessor(image_processor=image, tokenizer=fast, video_processor=None)
-        make = lambda config: PiToMeQwen2_5_VLProcessor.from_model_config(config, image, fast)  # noqa: E731
-        make(PiToMeQwen2_5_VLConfig())
-    finally:
-        ProcessorMixin.check_argument_for_proper_class = check
-
-    def ours(config):
-        ProcessorMixin.check_argument_for_proper_class = (
-            lambda self, name, arg: None if arg is None else check(self, name, arg))
-        try:
-            return make(config)
-        finally:
-            ProcessorMixin.check_argument_for_proper_class = check
-
-    return stock_proc, ours
+    stock_proc = without_video_processor(
+        lambda: transformers.Qwen2_5_VLProcessor(image_processor=image, tokenizer=fast, video_processor=None))
+    return stock_proc, lambda config: without_video_processor(
+        lambda: PiToMeQwen2_5_VLProcessor.from_model_config(config, image, fast))
 
 
 def _images():
@@ -111,14 +79,14 @@ def _language_inputs(model):
 @pytest.mark.parametrize("settings", [dict(keep_ratio=1.0), dict(merge_method="none", visual_tokens=3)],
                          ids=["keep1", "none"])
 def test_unreduced_equals_stock_on_stock_processor_inputs(stock, processors, settings, attn):
-    base = _with_attn(stock, attn)
+    base = with_attn(stock, attn)
     model = apply_pitome(base, **settings)
     x = _batch(processors[0])
     with torch.no_grad():
         torch.testing.assert_close(model(**x).logits, base(**x).logits, rtol=0, atol=0)
         want = base.generate(**x, max_new_tokens=6, do_sample=False)
         got = model.generate(**x, max_new_tokens=6, do_sample=False)
-    _with_attn(stock, "eager")
+    with_attn(stock, "eager")
     assert torch.equal(got, want)
 
 
@@ -262,7 +230,7 @@ def test_video_and_an_image_in_one_prompt(stock, settings):
 def test_generate_with_the_cache_equals_greedy_full_forwards(stock, processors, attn):
     """Decoding steps (positions continued from the prompt, the size bias of cached visual keys) give the tokens that
     full forwards without a cache give, on a left-padded batch of different image sizes."""
-    model = _with_attn(apply_pitome(stock, keep_ratio=0.4), attn)
+    model = with_attn(apply_pitome(stock, keep_ratio=0.4), attn)
     x = _batch(processors[1](model.config))
     with torch.no_grad():
         generated = model.generate(**x, max_new_tokens=4, do_sample=False)
@@ -275,7 +243,7 @@ def test_generate_with_the_cache_equals_greedy_full_forwards(stock, processors, 
             step = logits[:, -1].argmax(-1, keepdim=True).masked_fill(done, 0)  # generate pads after EOS
             ids = torch.cat([ids, step], 1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-    _with_attn(stock, "eager")
+    with_attn(stock, "eager")
     assert torch.equal(generated, ids)
 
 
@@ -288,8 +256,8 @@ def test_proportional_attention_adds_log_size_to_visual_keys(stock, processors):
     valid = x["attention_mask"].bool()
     with torch.no_grad():
         a, b = on(**x).logits, off(**x).logits
-        c = _with_attn(apply_pitome(stock, visual_tokens=3), "sdpa")(**x).logits
-    _with_attn(stock, "eager")
+        c = with_attn(apply_pitome(stock, visual_tokens=3), "sdpa")(**x).logits
+    with_attn(stock, "eager")
     assert (a - b)[valid].abs().max() > 1e-4
     torch.testing.assert_close(a[valid], c[valid], rtol=1e-4, atol=1e-5)
 
@@ -325,5 +293,5 @@ def test_bad_input_is_refused_with_one_line(stock, processors):
         with torch.no_grad():
             model(**_batch(processors[0]))
     with pytest.raises(ValueError, match="attn_implementation='flash_attention_2' cannot add"):
-        _with_attn(apply_pitome(stock, visual_tokens=3), "flash_attention_2")(**_batch(processors[1](model.config)))
-    _with_attn(stock, "eager")
+        with_attn(apply_pitome(stock, visual_tokens=3), "flash_attention_2")(**_batch(processors[1](model.config)))
+    with_attn(stock, "eager")
