@@ -72,15 +72,14 @@ def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dy
 
 
 def main(argv=None) -> int:
-    from pitome_hf.commands.options import add_merge_arguments, merge_arguments
+    from pitome_hf.commands.options import add_batch_argument, add_merge_arguments, merge_arguments
 
     parser = argparse.ArgumentParser(prog="pitome-hf export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="checkpoint folder or Hub id (stock or PiToMe), or 'default' (the embedded ViT)")
     parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty, "
                         "unless --force and it is an earlier export)")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per run of the static graph "
-                        "(default: %(default)s)")
+    add_batch_argument(parser, 1, "images per run of the static graph")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (the batch axis is symbolic, "
                         "every other shape static)")
     parser.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the config's "
