@@ -140,6 +140,9 @@ def _llava_onevision_prompt(config, image_size: int, text_tokens: int) -> tuple[
 # 27 x 27 patches, AnyRes up to 9 crops) and a Qwen2-0.5B language model (width 896, 14 heads, 2 KV heads, MLP 4864;
 # the benchmark replaces its 24 layers, --lm-layers)
 LLAVA_ONEVISION_0_5B = dict(
+    vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
+                       num_attention_heads=16, image_size=384, patch_size=14, vision_use_head=False,
+                       hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6),
     text_config=dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                      num_attention_heads=14, num_key_value_heads=2, vocab_size=152000, max_position_embeddings=32768,
                      tie_word_embeddings=True),
