@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-measure the README's ONNX Runtime and vision-language figures, one job at a time (timings need a quiet machine),
 # into out/readme/ (also run at the end of scripts/measure_readme.sh).
-#   bash scripts/measure_deploy_vlm.sh            # about 40 minutes on 2 CPU cores
+#   bash scripts/measure_deploy_vlm.sh            # about 35 minutes on 2 CPU cores (quiet)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,3 +22,6 @@ run onnx_parity_dinov2 $PY scripts/onnx_parity.py dinov2 --data ../shared/data/c
 # Vision-language time to first token (#21): Qwen2.5-VL-3B and LLaVA-OneVision-0.5B shapes, 4 LM layers, one image
 run ttft_qwen2_5_vl $PY -m pitome_hf.cli benchmark qwen2_5_vl --lm-layers 4 --visual-tokens 64 128 192 \
   --keep-ratios 0.5 --warmup 1 --repeats 3 --json "$OUT/ttft_qwen2_5_vl.json"
+run ttft_llava_onevision $PY -m pitome_hf.cli benchmark llava_onevision --lm-layers 4 --set vision_config.num_hidden_layers=4 \
+  --visual-tokens 64 128 192 --keep-ratios 0.5 --methods pitome tome --visual-selections merge visionzip --warmup 1 \
+  --repeats 3 --json "$OUT/ttft_llava_onevision.json"

@@ -24,3 +24,4 @@ for i in 1 2 3; do for m in --system-malloc ""; do
     | cut -d'|' -f2,3,5,9,12 | tee -a "$OUT/malloc_repeats.txt"
 done; done
 echo "=== overview (make run)"; $PY -m pitome_hf.cli overview --out "$OUT/overview" 2>>"$OUT/progress.log" | tee "$OUT/overview.md"
+echo "=== ONNX Runtime and vision-language figures"; OUT="$OUT" PY="$PY" bash scripts/measure_deploy_vlm.sh
