@@ -31,11 +31,16 @@ if [ -n "${GPU_CHECK_TINY:-}" ]; then
 vision_config.depth=2 vision_config.hidden_size=64 vision_config.intermediate_size=128 vision_config.num_heads=2 \
 vision_config.out_hidden_size=128 vision_config.fullatt_block_indexes=[1] text_config.hidden_size=128 \
 text_config.intermediate_size=256 text_config.num_attention_heads=1 text_config.num_key_value_heads=1"
+  # LLaVA-OneVision-0.5B shape with 1 SigLIP layer and 1 LM layer, one 448 px AnyRes image (base + 2 x 2 crops)
+  ONEVISION="--dtype float32 --lm-layers 1 --image-size 448 --visual-tokens 64 --keep-ratios 0.5 --set \
+vision_config.num_hidden_layers=1"
 else
   DEV=cuda; DT=float16; BIG=256; MID=64; COMPILE="eager compiled"; LM="--lm-layers 32 --lm-hidden 4096"; LIMIT=""
   REP="--warmup 3 --repeats 10"
   # the whole Qwen2.5-VL-3B (36 LM layers, random weights), bf16, one 448 px image: 256 visual tokens unreduced
   QWEN="--dtype bfloat16 --lm-layers 36 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
+  # the whole LLaVA-OneVision-0.5B shape (26 SigLIP layers, 24 LM layers), bf16, one 448 px AnyRes image: 3,699 tokens
+  ONEVISION="--dtype bfloat16 --lm-layers 24 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
 fi
 
 run() {  # name, then the pitome-hf arguments; a failing step is logged and the next one runs
@@ -62,5 +67,6 @@ run llava benchmark llava --batch-size 1 --dtype $DT --device $DEV $LM --keep-ra
 # Qwen2.5-VL time to first token: unreduced vs PiToMe vs ToMe vs VisionZip-style at 64/128/192 visual tokens and keep
 # ratio 0.5, with the FLOPs-ideal speed-up, measured/ideal (target >= 0.8), peak memory and the FLOPs check
 run qwen2_5_vl benchmark qwen2_5_vl --device $DEV $QWEN $REP --json "$OUT/qwen2_5_vl.json"
+run llava_onevision benchmark llava_onevision --device $DEV $ONEVISION $REP --json "$OUT/llava_onevision.json"
 rm -rf "$SHIM"
 echo "done; files in $OUT" | tee -a "$LOG"
