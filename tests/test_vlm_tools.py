@@ -187,3 +187,21 @@ def test_vqa_sweep_bad_input(stock_folder, tmp_path, video_stand_in):
     with pytest.raises(ValueError, match=r"needs '<\|image_pad\|>'"):
         evaluate_model(model=str(stock_folder), data=data, task="vqa", prompt="USER: <image> {}", keep_ratios=[0.5],
                        device="cpu", progress=False)
+
+
+def test_image_text_to_text_pipeline_serves_a_converted_folder(stock_folder, tmp_path, video_stand_in):
+    """`pipeline("image-text-to-text")` on a converted folder, through the remote code: the prompt it builds holds the
+    budgeted number of image tokens and the answer is the PiToMe model's own greedy continuation."""
+    from PIL import Image
+
+    out = convert_checkpoint(str(stock_folder), tmp_path / "qwen-pitome", visual_tokens=4)
+    image = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype("uint8"))
+    pipe = transformers.pipeline("image-text-to-text", model=str(out), trust_remote_code=True)
+    assert type(pipe.model).__name__ == "PiToMeQwen2_5_VLForConditionalGeneration"
+    prompt = "w1 <|vision_start|><|image_pad|><|vision_end|> w2"
+    got = pipe(images=image, text=prompt, max_new_tokens=3, do_sample=False, return_full_text=False)
+    x = pipe.processor(text=[prompt], images=[image], return_tensors="pt")
+    assert int((x["input_ids"] == QWEN_IMAGE).sum()) == 4
+    with torch.no_grad():
+        ids = pipe.model.generate(**x, max_new_tokens=3, do_sample=False)[0, x["input_ids"].shape[1]:]
+    assert got[0]["generated_text"].strip() and got[0]["generated_text"].strip() == pipe.processor.decode(ids, skip_special_tokens=True).strip()
