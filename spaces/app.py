@@ -204,7 +204,7 @@ def describe_model(offer: catalog.Offer, loaded: handlers.LoadedModel) -> str:
         f"patch {loaded.patch_size[0]}, {gh * gw} patches ({gh}x{gw}) + "
         f"{'CLS' if prefix == 1 else f'{prefix} protected tokens'}; {loaded.handler.describe(loaded)}."
     )
-    onnx = catalog.onnx_note(offer)
+    onnx = loaded.onnx_note
     return text + (f" {offer.note}." if offer.note else "") + (f" {onnx}." if onnx else "")
 
 

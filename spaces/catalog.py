@@ -216,11 +216,13 @@ def _load(offer: Offer) -> LoadedModel:
                          "has to fix this Space's model list (PITOME_SPACE_MODELS).") from None
     handler = handler_for(config_dict, offer.name)
     try:
-        return handler.load(offer.source)
+        loaded = handler.load(offer.source)
     except InputError:
         raise
     except (ValueError, OSError) as error:
         raise InputError(f"Could not load the model {offer.name!r}: {redact(error)[:400]}") from None
+    loaded.onnx_note = onnx_note(offer)  # once per load (a Hub lookup or reading the file), not per panel refresh
+    return loaded
 
 
 def onnx_note(offer: Offer) -> str:

@@ -84,6 +84,7 @@ class LoadedModel:
     image_size: tuple[int, int]
     # merged views of `model` (sharing its weights), per settings; dropped with the model when it leaves the cache
     variants: LRUCache = field(default_factory=lambda: LRUCache(VARIANT_CACHE_SIZE), repr=False)
+    onnx_note: str = ""  # the model panel's sentence on an exported model.onnx (catalog.onnx_note, found at load)
 
     @property
     def grid(self) -> tuple[int, int]:
