@@ -79,3 +79,14 @@ def without_video_processor(make):
         return make()
     finally:
         ProcessorMixin.check_argument_for_proper_class = check
+
+
+def prefill_positions(model):
+    """Record the position ids a vision-language model's language model is first called with (the prefill):
+    (a dict that gets "position_ids", the hook handle to remove)."""
+    seen = {}
+
+    def hook(module, args, kwargs):
+        seen.setdefault("position_ids", kwargs["position_ids"])
+
+    return seen, model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)

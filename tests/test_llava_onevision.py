@@ -19,7 +19,7 @@ from pitome_hf import apply_pitome
 from pitome_hf.modeling import PiToMeLlavaOnevisionProcessor
 from pitome_hf.modeling.configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig, onevision_config_budget
 
-from .helpers import with_attn, without_video_processor, word_tokenizer
+from .helpers import prefill_positions, with_attn, without_video_processor, word_tokenizer
 from .contract_fixtures import ONEVISION_IMAGE, ONEVISION_PINPOINTS, ONEVISION_VIDEO, llava_onevision_config
 
 
@@ -60,15 +60,6 @@ def _batch(processor):
     images = _images()
     return dict(processor(text=TEXTS, images=[[images[0]], images[1:3], [images[3]]], return_tensors="pt",
                           padding=True))
-
-
-def _language_positions(model):
-    seen = {}
-
-    def hook(module, args, kwargs):
-        seen.setdefault("position_ids", kwargs["position_ids"])
-
-    return seen, model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -120,8 +111,8 @@ def test_each_image_gets_its_budget_newlines_stay_and_survivors_keep_stock_posit
         want = [(rule(b.base), rule(b.rows * b.cols)) for b in stock_layouts]
     budgets = [_layout(model.config, i) for i in range(4)]
     assert [(b.keep_base, b.keep_crops) for b in budgets] == want
-    seen, handle = _language_positions(model)
-    seen_stock, handle_stock = _language_positions(stock)
+    seen, handle = prefill_positions(model)
+    seen_stock, handle_stock = prefill_positions(stock)
     with torch.no_grad():
         out = model(**x)
         stock_out = stock(**x_stock)

@@ -20,7 +20,7 @@ from pitome_hf.modeling import PiToMeQwen2_5_VLProcessor
 from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import PiToMeQwen2_5_VLConfig, qwen_visual_token_count
 from pitome_hf.modeling.configuration_pitome_vit import PiToMeViTConfig
 
-from .helpers import with_attn, without_video_processor, word_tokenizer
+from .helpers import prefill_positions, with_attn, without_video_processor, word_tokenizer
 from .contract_fixtures import QWEN_END, QWEN_IMAGE, QWEN_START, QWEN_VIDEO, qwen2_5_vl_config
 
 PATCH = 3 * 2 * 2 * 2  # channels x temporal patch x patch x patch
@@ -64,16 +64,6 @@ def _batch(processor):
     return dict(processor(text=TEXTS, images=[[images[0]], images[1:]], return_tensors="pt", padding=True))
 
 
-def _language_inputs(model):
-    """Records the position ids the language model is first called with (the prefill)."""
-    seen = {}
-
-    def hook(module, args, kwargs):
-        seen.setdefault("position_ids", kwargs["position_ids"])
-
-    return seen, model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
-
-
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("settings", [dict(keep_ratio=1.0), dict(merge_method="none", visual_tokens=3)],
@@ -103,8 +93,8 @@ def test_each_image_gets_its_budget_and_survivors_keep_stock_positions(stock, pr
     else:  # n - floor(n - n * rho), written out
         budgets = [c - int(np.floor(c - c * settings["keep_ratio"])) for c in n]
     assert [qwen_visual_token_count(model.config, g) for g in grids] == budgets
-    seen, handle = _language_inputs(model)
-    seen_stock, handle_stock = _language_inputs(stock)
+    seen, handle = prefill_positions(model)
+    seen_stock, handle_stock = prefill_positions(stock)
     with torch.no_grad():
         out = model(**x)
         stock(**x_stock)
@@ -209,8 +199,8 @@ def test_video_and_an_image_in_one_prompt(stock, settings):
     model = apply_pitome(stock, **settings)
     grid = (3, 8, 8)
     x, x_stock = _video_prompt(model.config, grid, images=True), _video_prompt(stock.config, grid, images=True)
-    seen, handle = _language_inputs(model)
-    seen_stock, handle_stock = _language_inputs(stock)
+    seen, handle = prefill_positions(model)
+    seen_stock, handle_stock = prefill_positions(stock)
     with torch.no_grad():
         out = model(**x)
         stock(**x_stock)
