@@ -90,4 +90,4 @@ class PiToMeQwen2_5_VLConfig(VisualBudgetConfigMixin, Qwen2_5_VLConfig):
     family_name = "PiToMe Qwen2.5-VL"
 
 
-__all__ = ["PiToMeQwen2_5_VLConfig", "qwen2_5_vl_dummy_inputs", "qwen_visual_token_count", "reduces", "reduction_settings"]
+__all__ = ["PiToMeQwen2_5_VLConfig", "qwen2_5_vl_dummy_inputs", "qwen_visual_token_count"]

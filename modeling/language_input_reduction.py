@@ -10,11 +10,10 @@ features come from and how its positions are kept.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import torch
 
-from .merge_config import MergeConfigMixin, MergeSettings
+from .merge_config import MergeConfigMixin, MergeSettings, settings_of
 from .merge_state import PROPORTIONAL_ATTENTION_BACKENDS
 
 KEY_BIAS = "_pitome_key_bias"  # attribute of the cache object: (B, keys) log(size) of every cached key
@@ -35,11 +34,8 @@ def inherit_conversion_mappings(pairs) -> None:
 # Settings and budgets
 # ----------------------------------------------------------------------------------------------------------------
 def reduction_settings(config) -> MergeSettings:
-    """The merge settings of the one reduction point (num_layers = 1)."""
-    cached = getattr(type(config), "merge_settings", None)
-    if cached is not None and not isinstance(config, SimpleNamespace):
-        return config.merge_settings()
-    return MergeSettings.from_config(config, num_layers=1)
+    """The merge settings of the one reduction point (num_layers = 1; cached on a PiToMe config)."""
+    return settings_of(config, num_layers=1)
 
 
 def reduces(settings: MergeSettings) -> bool:

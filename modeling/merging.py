@@ -259,6 +259,32 @@ def update_token_map(token_map: torch.Tensor, positions: torch.Tensor, num_prefi
     return full.gather(1, token_map)
 
 
+def select_plan(
+    metric: torch.Tensor,
+    r: int,
+    *,
+    method: str,
+    num_prefix: int = 0,
+    margin: float = 0.9,
+    alpha: float = 1.0,
+    energy: str = "exp",
+    split: str = "alternate",
+    keep_order: bool = True,
+    valid: Optional[torch.Tensor] = None,
+) -> MergePlan:
+    """The plan of one selection (`method`: "pitome", "tome" or "pitome_bsm") merging r of the mergeable tokens
+    `metric` (B, T, c). `num_prefix` is the protected prefix before them (ToMe's parity counts it); `valid` (padding
+    mask of the mergeable tokens) is honoured by "pitome" only."""
+    if method == "tome":
+        return tome_plan(metric, r, keep_order=keep_order, num_prefix=num_prefix)
+    if method == "pitome_bsm":
+        return pitome_bsm_plan(metric, r, margin=margin, alpha=alpha, energy=energy, keep_order=keep_order)
+    if method == "pitome":
+        return pitome_plan(metric, r, margin=margin, alpha=alpha, energy=energy, split=split, keep_order=keep_order,
+                           valid=valid)
+    raise ValueError(f"merge_method={method!r} merges nothing; r must be 0, got {r}.")
+
+
 def merge_tokens(
     x: torch.Tensor,
     metric: torch.Tensor,
@@ -279,16 +305,9 @@ def merge_tokens(
     merge. `margin`, `alpha`, `energy` and `split` are the layer's values (`MergeSettings.layer_values`). `valid`
     (padding mask) is honoured by the "pitome" selection only; padded batches go through `PaddedMergeState`, which packs
     real tokens first. Returns (x', sizes', positions)."""
-    m = metric[:, num_prefix:]
-    v = None if valid is None else valid[:, num_prefix:]
-    if method == "tome":
-        plan = tome_plan(m, r, keep_order=keep_order, num_prefix=num_prefix)
-    elif method == "pitome_bsm":
-        plan = pitome_bsm_plan(m, r, margin=margin, alpha=alpha, energy=energy, keep_order=keep_order)
-    elif method == "pitome":
-        plan = pitome_plan(m, r, margin=margin, alpha=alpha, energy=energy, split=split, keep_order=keep_order, valid=v)
-    else:
-        raise ValueError(f"merge_method={method!r} merges nothing; r must be 0, got {r}.")
+    plan = select_plan(metric[:, num_prefix:], r, method=method, num_prefix=num_prefix, margin=margin, alpha=alpha,
+                       energy=energy, split=split, keep_order=keep_order,
+                       valid=None if valid is None else valid[:, num_prefix:])
     return apply_plan(x, sizes, plan, num_prefix)
 
 

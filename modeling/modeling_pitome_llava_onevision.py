@@ -164,7 +164,7 @@ class PiToMeLlavaOnevisionModel(ProportionalVisualKeysMixin, LlavaOnevisionModel
         if active:
             flash_check(config, settings)
         budgets, multi = self._budgets(image_sizes, batch_num_images, aspect, strategy)  # refuses a bad budget first
-        visionzip = active and getattr(config, "visual_selection", "merge") == "visionzip"
+        visionzip = active and settings.visual_selection == "visionzip"
         attention = self._feature_attention(layer) if active else None
         with (_feature_layer_capture(attention) if active else nullcontext({})) as captured:
             out = LlavaOnevisionModel.get_image_features(

@@ -51,13 +51,10 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 )
 from transformers.utils import ModelOutput
 
-from .configuration_pitome_qwen2_5_vl import (
-    PiToMeQwen2_5_VLConfig,
-    qwen_visual_token_count,
-    reduces,
-    reduction_settings,
+from .configuration_pitome_qwen2_5_vl import PiToMeQwen2_5_VLConfig, qwen_visual_token_count
+from .language_input_reduction import (
+    KEY_BIAS, ProportionalVisualKeysMixin, flash_check, inherit_conversion_mappings, reduces, reduction_settings,
 )
-from .language_input_reduction import KEY_BIAS, ProportionalVisualKeysMixin, flash_check, inherit_conversion_mappings
 from .visual_reduction import attention_received, reduce_input
 
 from transformers.modeling_outputs import MultimodalBaseModelOutputWithPast, MultimodalCausalLMOutputWithPast
@@ -140,7 +137,7 @@ class PiToMeQwen2_5_VLModel(ProportionalVisualKeysMixin, Qwen2_5_VLModel):
         if active:
             flash_check(self.config, settings)
         counts = [qwen_visual_token_count(self.config, g) for g in grid_thw.tolist()]  # refuses a bad budget first
-        visionzip = getattr(self.config, "visual_selection", "merge") == "visionzip"
+        visionzip = settings.visual_selection == "visionzip"
         with (_last_block_capture(self.visual) if active else nullcontext({})) as captured:
             out = stock_fn(self, pixels, grid_thw, return_dict=True, **kwargs)
         features = list(out.pooler_output)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .merging import MergePlan, apply_plan, pitome_bsm_plan, pitome_plan, tome_plan, update_token_map
+from .merging import MergePlan, apply_plan, select_plan, update_token_map
 
 # VisionZip's published splits (dominant + contextual): 54 + 10 of 64, 108 + 20 of 128, 162 + 30 of 192.
 CONTEXTUAL_FRACTION = 10 / 64
@@ -39,16 +39,6 @@ def contextual_count(keep: int, num_tokens: int) -> int:
     return min(keep, max(1, round(keep * CONTEXTUAL_FRACTION)))
 
 
-def _plan(metric, r, method, margin, alpha, energy, split):
-    if method == "tome":
-        return tome_plan(metric, r, keep_order=True, num_prefix=0)
-    if method == "pitome_bsm":
-        return pitome_bsm_plan(metric, r, margin=margin, alpha=alpha, energy=energy, keep_order=True)
-    if method == "pitome":
-        return pitome_plan(metric, r, margin=margin, alpha=alpha, energy=energy, split=split, keep_order=True)
-    raise ValueError(f"merge_method={method!r} cannot reduce visual tokens; allowed: 'pitome', 'tome', 'pitome_bsm'.")
-
-
 def reduce_to_budget(
     x: torch.Tensor,
     metric: torch.Tensor,
@@ -59,6 +49,7 @@ def reduce_to_budget(
     alpha: float = 1.0,
     energy: str = "exp",
     split: str = "alternate",
+    keep_order: bool = True,
 ):
     """x (n, C), metric (n, c) -> (x' (keep, C), sizes (keep,) float32, kept (keep,), token_map (n,)).
 
@@ -72,7 +63,8 @@ def reduce_to_budget(
     token_map = kept.clone()
     while x.shape[1] > keep:
         T = x.shape[1]
-        plan = _plan(metric, min(T - keep, T // 2), method, margin, alpha, energy, split)
+        plan = select_plan(metric, min(T - keep, T // 2), method=method, margin=margin, alpha=alpha, energy=energy,
+                           split=split, keep_order=keep_order)
         x_new, sizes_new, pos = apply_plan(x, sizes, plan, 0)
         metric = apply_plan(metric, sizes, plan, 0)[0]
         kept = kept.gather(1, plan.output_order())
@@ -87,9 +79,7 @@ def reduce_input(x: torch.Tensor, metric: torch.Tensor, keep: int, settings, rec
     given; otherwise `reduce_to_budget` with the settings' method, margin, alpha, energy and split."""
     if received is not None:
         return visionzip_select(x, metric, received, keep)
-    values = settings.layer_values(0)
-    return reduce_to_budget(x, metric, keep, method=values["method"], margin=values["margin"], alpha=values["alpha"],
-                            energy=values["energy"], split=values["split"])
+    return reduce_to_budget(x, metric, keep, **settings.layer_values(0))
 
 
 def attention_received(q: torch.Tensor, k: torch.Tensor, cu_seqlens, scaling: float) -> torch.Tensor:

@@ -146,12 +146,7 @@ def llava_prefill_flops(config, prompt_text_tokens: int) -> int:
     total += encoder_flops(settings, shape, patches)
     n_img = llava_num_image_tokens(config)
     total += 2 * n_img * (vision.hidden_size * text.hidden_size + text.hidden_size ** 2)  # projector
-    S = n_img + prompt_text_tokens
-    C, I, L = text.hidden_size, text.intermediate_size, text.num_hidden_layers
-    kv = text.num_key_value_heads * (C // text.num_attention_heads)
-    per_token = 2 * (2 * C * C + 2 * C * kv) + 2 * 3 * C * I
-    total += L * (S * per_token + 2 * 2 * S * S * C) + 2 * C * text.vocab_size  # logits of the last token only
-    return total
+    return total + decoder_prefill_flops(text, n_img + prompt_text_tokens)
 
 
 def siglip_vision_flops(config, image_size: int | None = None) -> int:
@@ -250,16 +245,14 @@ def qwen2_5_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: It
     import torch
     from transformers.vision_utils import get_vision_window_index
 
-    from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import qwen_visual_token_count, reduces, reduction_settings
+    from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import qwen_visual_token_count
 
     vision, text = config.vision_config, config.text_config
     C, I, H = vision.hidden_size, vision.intermediate_size, vision.num_heads
     sms, p, tp = vision.spatial_merge_size, vision.patch_size, vision.temporal_patch_size
     unit = sms * sms
     D = vision.out_hidden_size
-    active = hasattr(config, "keep_ratio") and reduces(reduction_settings(config))
-    settings = reduction_settings(config) if active else None
-    visionzip = active and getattr(config, "visual_selection", "merge") == "visionzip"
+    settings, active, visionzip = _reduction_of(config)
     total, visual_tokens = 0, 0
     for grid in image_grid_thw:
         t, h, w = (int(v) for v in grid)
@@ -278,7 +271,7 @@ def qwen2_5_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: It
         total += 2 * n * (unit * C) ** 2 + 2 * n * unit * C * D  # merger MLP
         k = qwen_visual_token_count(config, (t, h, w)) if active else n
         if active and k < n:
-            c = (vision.hidden_size // H) * unit if config.merge_metric == "keys" else D
+            c = (vision.hidden_size // H) * unit if settings.merge_metric == "keys" else D
             last = full if vision.depth - 1 in vision.fullatt_block_indexes else windows
             if visionzip:
                 total += sum(2 * m * m * C for m in last)  # the last block's scores, for the attention received
@@ -287,12 +280,20 @@ def qwen2_5_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: It
     return total + decoder_prefill_flops(text, visual_tokens + int(prompt_text_tokens))
 
 
+def _reduction_of(config) -> tuple:
+    """(settings, whether anything is reduced, whether VisionZip-style) of a vision-language config that reduces at
+    the language model's input; a stock config reduces nothing."""
+    from pitome_hf.modeling.language_input_reduction import reduces, reduction_settings
+
+    settings = reduction_settings(config) if hasattr(config, "keep_ratio") else None
+    active = settings is not None and reduces(settings)
+    return settings, active, active and settings.visual_selection == "visionzip"
+
+
 def reduction_flops(method: str, n: int, k: int, c: int, visionzip: bool = False) -> int:
     """FLOPs of reducing n tokens to k with a metric of width c: the similarity matmuls of every bipartite step
     (`visual_reduction.reduce_to_budget`), or, VisionZip-style, each merged-away token against the contextual
     targets (the attention received is the caller's: it depends on the tower)."""
-    import math
-
     from pitome_hf.modeling.visual_reduction import contextual_count
 
     if k >= n:
@@ -301,7 +302,7 @@ def reduction_flops(method: str, n: int, k: int, c: int, visionzip: bool = False
         return 2 * (n - k) * contextual_count(k, n) * c
     total, T = 0, n
     while T > k:
-        total += 2 * math.ceil(T / 2) * (T // 2) * c if method == "tome" else 2 * T * T * c
+        total += similarity_flops(method, T, c)
         T -= min(T - k, T // 2)
     return total
 
@@ -330,29 +331,23 @@ def llava_onevision_prefill_flops(config, prompt_text_tokens: int, image_sizes: 
     from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
 
     from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_image_budget
-    from pitome_hf.modeling.language_input_reduction import reduces, reduction_settings
 
     vision, text = config.vision_config, config.text_config
-    C, I, heads = vision.hidden_size, vision.intermediate_size, vision.num_attention_heads
+    C, heads = vision.hidden_size, vision.num_attention_heads
     P = (vision.image_size // vision.patch_size) ** 2
-    active = hasattr(config, "keep_ratio") and reduces(reduction_settings(config))
-    settings = reduction_settings(config) if active else None
-    visionzip = active and getattr(config, "visual_selection", "merge") == "visionzip"
-    layers = vision.num_hidden_layers
+    settings, active, visionzip = _reduction_of(config)
+    # a tile through the stock SigLIP tower (unmerged; its pooling head when the config has one, LLaVA-OneVision's do
+    # not), then the projector
+    per_tile = siglip_vision_flops(vision) + 2 * P * (C * text.hidden_size + text.hidden_size ** 2)
     total, image_tokens = 0, 0
     for size in image_sizes:
         budget = onevision_image_budget(config if active else _UNREDUCED, size, multi_image, tile=vision.image_size,
                                         patches=vision.image_size // vision.patch_size,
                                         pinpoints=config.image_grid_pinpoints, aspect=config.vision_aspect_ratio)
         tiles = 1 if multi_image else image_size_to_num_patches(size, config.image_grid_pinpoints, vision.image_size)
-        per_tile = 2 * P * C * vision.num_channels * vision.patch_size ** 2  # patch embedding
-        per_tile += layers * (2 * P * C * 4 * C + 2 * 2 * P * P * C + 2 * 2 * P * C * I)
-        if getattr(vision, "vision_use_head", True):  # the pooling head runs, though its output is not read
-            per_tile += 2 * C * C + 2 * P * C * 2 * C + 4 * P * C + 2 * C * C + 2 * 2 * C * I
-        per_tile += 2 * P * (C * text.hidden_size + text.hidden_size ** 2)  # projector
         total += tiles * per_tile
         if active:
-            c = C // heads if config.merge_metric == "keys" else text.hidden_size
+            c = C // heads if settings.merge_metric == "keys" else text.hidden_size
             if visionzip:
                 total += tiles * 2 * P * P * C  # the feature layer's scores again, for the attention received
             for n, k in ((budget.base, budget.keep_base), (budget.rows * budget.cols, budget.keep_crops)):
