@@ -408,8 +408,13 @@ class _MergeSettingsLogic:
         )
 
     def label(self) -> str:
-        """A short name for these selection settings, for tables and model cards: the preset's name when they are a
-        preset's, else the per-layer methods and every selection setting that differs from the paper's."""
+        """A short name for these selection settings, for tables and model cards: the visual selection when it is not
+        "merge" (e.g. "visionzip") and anything is reduced, else the preset's name when they are a preset's, else the
+        per-layer methods and every selection setting that differs from the paper's."""
+        label = self._selection_label()
+        return self.visual_selection if self.visual_selection != "merge" and label != "none" else label
+
+    def _selection_label(self) -> str:
         if self.merge_preset is not None:
             return self.merge_preset
         methods = self.merge_method if isinstance(self.merge_method, tuple) else (self.merge_method,)

@@ -231,6 +231,8 @@ class Family:
     # the default prompt of `pitome-hf evaluate --task vqa`: the processor's image token where the image goes, `{}`
     # where the question goes (None: the task's own default, LLaVA-1.5's)
     vqa_prompt: Optional[str] = None
+    # why `pitome-hf export` cannot write this family as one static ONNX graph (None: it can, vision models)
+    onnx_refusal: Optional[str] = None
 
     @property
     def config_classes(self) -> tuple:
@@ -310,7 +312,6 @@ FAMILIES: tuple[Family, ...] = (
         dummy_inputs=_llava_inputs,
         tasks=("vqa",),
         processor=PiToMeLlavaProcessor,
-        vqa_prompt="USER: <image>\n{} Answer the question using a single word or phrase. ASSISTANT:",
         description="LLaVA-1.5: the CLIP tower merges before the feature layer; the processor emits the merged count",
     ),
     Family(
@@ -322,6 +323,9 @@ FAMILIES: tuple[Family, ...] = (
         flops=flops.bert_flops,
         dummy_inputs=_text_inputs,
         description="BERT encoders (MiniLM, sentence-transformers): padded batches, per-sample budgets",
+        onnx_refusal="text models merge padded batches with per-row budgets read from the attention_mask at run time "
+        "(PaddedMergeState), which a static ONNX graph cannot hold. Export a vision model (vit, dinov2, siglip, clip "
+        "vision towers).",
         study_preset="authors-bert",
     ),
     Family(

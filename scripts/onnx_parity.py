@@ -122,9 +122,8 @@ def main(argv=None) -> int:
             for method in args.methods:
                 start = time.perf_counter()
                 path = str(Path(tmp) / f"{method}_{ratio}.onnx")
-                info = export_onnx(base, path, batch_size=batch, image_size=size, merge_method=method,
-                                   keep_ratio=ratio, check=False)
                 model = merged_model(base, merge_method=method, keep_ratio=ratio)
+                info = export_onnx(model, path, batch_size=batch, image_size=size, check=False)
                 got, want = run_both(model, path, pixels, batch, info["outputs"])
                 row = dict(method=method, keep_ratio=ratio, images=len(pixels), tokens=info["metadata"][
                     "pitome_hf.token_schedule"], max_abs_diff={k: float(np.abs(got[k] - want[k]).max()) for k in got})

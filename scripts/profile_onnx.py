@@ -42,13 +42,12 @@ def group_of(op: str) -> str:
     return "other"
 
 
-def profile(path: str, x: np.ndarray, warmup: int, iters: int, threads: int) -> tuple[dict, float]:
-    """ms per forward per operator type, and the wall ms per forward (profiled)."""
+def profile(path: str, x: np.ndarray, warmup: int, iters: int, threads: int, folder: str) -> tuple[dict, float]:
+    """ms per forward per operator type, and the wall ms per forward (profiled); the profile is written in `folder`."""
     import time
 
     from pitome_hf.deployment.onnx import run_session, session
 
-    folder = tempfile.mkdtemp(prefix="pitome_ort_profile_")
     sess = session(path, threads=threads, profile=os.path.join(folder, "ort"))
     for _ in range(warmup):
         run_session(sess, x)
@@ -56,7 +55,8 @@ def profile(path: str, x: np.ndarray, warmup: int, iters: int, threads: int) -> 
     for _ in range(iters):
         run_session(sess, x)
     wall = (time.perf_counter() - start) * 1000 / iters
-    trace = json.load(open(sess.end_profiling()))
+    with open(sess.end_profiling()) as f:
+        trace = json.load(f)
     per_op = collections.Counter()
     runs = 0
     for event in trace:
@@ -96,9 +96,10 @@ def main(argv=None) -> int:
     x = example_input(stock.config, args.batch_size).numpy()
     threads = args.threads or torch.get_num_threads()
     rows, details = [], []
+    work = tempfile.TemporaryDirectory(prefix="pitome_ort_profile_")  # the exports and profiles, removed at the end
     for method, ratio in (("none", 1.0), ("tome", args.ratio), ("pitome", args.ratio)):
-        path = temporary_export(stock, args.batch_size, merge_method=method, keep_ratio=ratio)
-        per_op, wall = profile(path, x, args.warmup, args.iters, threads)
+        path = temporary_export(stock, args.batch_size, directory=work.name, merge_method=method, keep_ratio=ratio)
+        per_op, wall = profile(path, x, args.warmup, args.iters, threads, work.name)
         groups = collections.Counter()
         for op, ms in per_op.items():
             groups[group_of(op)] += ms
@@ -108,6 +109,7 @@ def main(argv=None) -> int:
                          merge_share=groups.get("merge", 0.0) / total if total else 0.0))
         top = sorted(per_op.items(), key=lambda kv: -kv[1])[: args.top]
         details.append(f"- {method} {ratio}: " + ", ".join(f"{op} {ms:.2f}" for op, ms in top))
+    work.cleanup()
     fmt = lambda v: f"{v:.2f}"  # noqa: E731
     columns = [("method", "method", str), ("keep_ratio", "keep ratio", str), ("wall_ms", "wall ms (profiled)", fmt),
                ("kernel_ms", "kernel ms", fmt), *[(g, f"{g} ms", fmt) for g in (*GROUPS, "other")],

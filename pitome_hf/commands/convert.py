@@ -115,7 +115,7 @@ def _copy_preprocessing(base: str, local: bool, folder: Path, skip=frozenset()) 
     return [s.name for s in sources]
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name, as `pitome-hf push` takes it
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name: a Hub repo id (convert's base, push's target)
 _STAGING = re.compile(r"^\.(?P<name>.+)\.(partial|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 

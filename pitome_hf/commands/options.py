@@ -80,8 +80,8 @@ def merge_arguments(args: argparse.Namespace) -> dict:
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser, ratios, methods=("tome", "pitome")) -> None:
-    """The sweep options shared by evaluate, benchmark and fidelity (one spelling each), plus every other merge
-    field for the merged rows."""
+    """The sweep options of the benchmarks (one spelling each, as evaluate and fidelity spell theirs), plus every
+    other merge field for the merged rows."""
     from pitome_hf.modeling.merging import METHODS
 
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=list(ratios),

@@ -23,6 +23,7 @@ import textwrap
 from pathlib import Path
 from typing import Optional
 
+from pitome_hf.commands.convert import HUB_ID
 from pitome_hf.families import entry_for_config_dict, family_of, pitome_model_types
 from pitome_hf.modeling.merge_config import MergeSettings
 
@@ -123,7 +124,7 @@ HUB_TASK_TYPES = {"vqa": "visual-question-answering"}  # evaluate's task names w
 def _is_own_row(row: dict, config: dict, label: str) -> bool:
     """Whether a report row measured this folder's setting: its method (a VisionZip-style row is labelled by its
     selection) and its budget, a visual-token count (vision-language families) or else a keep ratio."""
-    selection = config.get("visual_selection", "merge")
+    selection = config.get("visual_selection", "merge")  # `label` may be the method's or, as evaluate's, the selection's
     method = selection if selection not in (None, "merge") and label != "none" else label
     if row["method"] != method:
         return False
@@ -245,7 +246,6 @@ def _config_object(folder: Path):
     return AutoConfig.from_pretrained(str(folder))
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 METRICS_IN_UNIT_RANGE = ("accuracy", "recall", "vqa")  # metric names (prefixes) that are fractions in [0, 1]
 
 
@@ -504,7 +504,7 @@ def checked_onnx(folder: Path, onnx, workdir: str) -> tuple[Path, dict]:
     model = entry_for_config_dict(config).pitome.from_pretrained(folder).eval()
     if onnx is True:
         path = Path(workdir) / "model.onnx"
-        export_onnx(model, path, batch_size=1, dynamic_batch=True)
+        export_onnx(model, path, batch_size=1, dynamic_batch=True, check=False)  # check_file below compares
     else:
         path = Path(onnx)
         if not path.is_file():

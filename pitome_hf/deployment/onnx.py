@@ -80,14 +80,10 @@ def check_exportable(model) -> None:
         raise ValueError(str(error)) from None
     family = family_of(entry.config_class.model_type)
     name = type(model).__name__
-    if family.name == "bert":
-        raise ValueError(
-            f"{name} cannot be exported: text models merge padded batches with per-row budgets read from the "
-            "attention_mask at run time (PaddedMergeState), which a static ONNX graph cannot hold. Export a vision "
-            "model (vit, dinov2, siglip, clip vision towers).")
+    if family.onnx_refusal:
+        raise ValueError(f"{name} cannot be exported: {family.onnx_refusal}")
     if getattr(model.config, "text_config", None) is not None:
-        towers = [e.pitome.__name__ for e in family.models if e.pitome.__name__.endswith(("VisionModel",
-                                                                                           "VisionModelWithProjection"))]
+        towers = [e.pitome.__name__ for e in family.models if e.pipeline_tag == "image-feature-extraction"]
         instead = f"; export its vision tower instead ({', '.join(towers)})" if towers else ""
         raise ValueError(f"{name} takes text as well as images and cannot be exported as one pixel_values graph{instead}.")
 
@@ -182,7 +178,7 @@ def merge_metadata(model, batch_size, image_size: int, dynamic_batch: bool, opse
 
     config = model.config
     vision = _vision_config(config)
-    patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
+    patch = _side(vision.patch_size)
     settings = {k: getattr(vision, k, getattr(config, k, None)) for k in MERGE_FIELDS}
     num_patches = (image_size // patch) ** 2
     values = {
@@ -224,7 +220,7 @@ def _check_image_size(model, image_size: Optional[int], batch_size: int) -> int:
             with torch.inference_mode():
                 model(pixel_values=example_input(model.config, 1, size))
         except Exception as error:
-            patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
+            patch = _side(vision.patch_size)
             raise ValueError(f"image size {size} px: {type(model).__name__} does not run at that size ({' '.join(str(error).split())[:200]}); "
                              f"allowed: its config's {own} px (models that interpolate position embeddings, such as "
                              f"DINOv2, also take multiples of the patch size {patch}).") from None
@@ -243,9 +239,8 @@ def export_onnx(model, output, *, batch_size: int = 1, image_size: Optional[int]
     require_onnx()
     import onnx
 
-    check_exportable(model)
+    check_exportable(model)  # the merged model is of the same class
     model = merged_model(model, **settings)
-    check_exportable(model)
     attn = getattr(model.config, "_attn_implementation", None)
     if attn not in (None, "eager", "sdpa"):
         raise ValueError(f"attn_implementation={attn!r} cannot be exported; use 'sdpa' or 'eager'.")

@@ -363,9 +363,7 @@ def _rows(runner, configs) -> list[tuple[str, object, float]]:
     rows, seen = [], {}
     for settings, ratio in configs:
         net = apply_pitome(runner.base, **({} if ratio is None else {"keep_ratio": ratio}), **settings)
-        label = MergeSettings.from_config(net.config).label()
-        selection = getattr(net.config, "visual_selection", "merge")
-        label = selection if selection != "merge" and label != "none" else label
+        label = MergeSettings.from_config(net.config).label()  # a VisionZip-style row is labelled "visionzip"
         key = f"{label}@{ratio}" if ratio is not None else f"{label}@{settings['visual_tokens']} visual tokens"
         if key in seen:
             raise ValueError(f"{seen[key]} and {settings} at keep ratio {ratio} are the same configuration ({key}): "

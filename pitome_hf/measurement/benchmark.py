@@ -69,8 +69,7 @@ class OnnxRun:
         if x.dtype != torch.float32:
             raise ValueError(f"--modes onnx runs float32 graphs; got --dtype {str(x.dtype).removeprefix('torch.')}.")
         self.config = model.config
-        self.path = temporary_export(model.cpu(), x.shape[0], directory=folder)
-        model.to(x.device)
+        self.path = temporary_export(model.cpu(), x.shape[0], directory=folder)  # the PyTorch model is not run again
         providers = ("CUDAExecutionProvider",) if x.device.type == "cuda" else ("CPUExecutionProvider",)
         self.session = session(self.path, providers=providers, spinning=False)  # runs take turns on the cores
         self.feed = {"pixel_values": x.detach().cpu().numpy()}
