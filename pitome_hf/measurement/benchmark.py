@@ -19,6 +19,7 @@ run alike. Absolute numbers on a shared CPU still move by several percent betwee
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -155,15 +156,24 @@ def _run(stock, flops_fn, args) -> list[dict]:
 
 
 # ---- model shapes (random weights): the registry's BenchmarkShape of each family ------------------------------
-def stock_for_shape(family: str, shape: str, **overrides):
-    """A stock model of `family`'s benchmark shape `shape`, random weights (seed 0), SDPA attention."""
+def stock_for_shape(family: str, shape: str, device=None, **overrides):
+    """A stock model of `family`'s benchmark shape `shape`, random weights (seed 0) made on `device` (default: the
+    current one), SDPA attention. `overrides`: config fields; a dict value is merged into the shape's sub-config of
+    that name (e.g. text_config={"num_hidden_layers": 4}). Config fields it does not accept: ValueError."""
+    from pitome_hf.measurement.benchmark_vlm import merged_fields
+
     spec = family_named(family).benchmark
     if shape not in spec.shapes:
         raise ValueError(f"{family} shape {shape!r} is not known; choose from {', '.join(map(repr, spec.shapes))}.")
     model_class = getattr(transformers, spec.stock)
+    try:
+        config = model_class.config_class(**merged_fields({**spec.shapes[shape], "attn_implementation": "sdpa"},
+                                                          overrides))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"the {shape} config does not accept these values ({error}).") from None
     torch.manual_seed(0)
-    config = model_class.config_class(**{**spec.shapes[shape], "attn_implementation": "sdpa", **overrides})
-    return model_class(config)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return model_class(config)
 
 
 def bench_family(family: str, args, config_overrides: dict | None = None) -> list[dict]:

@@ -62,30 +62,21 @@ def parse_sets(items) -> dict:
     return out
 
 
-def _merged(base: dict, update: dict) -> dict:
+def merged_fields(base: dict, update: dict) -> dict:
+    """`base` config fields updated by `update`, a dict value merged into the sub-config dict of that name."""
     out = copy.deepcopy(base)
     for key, value in update.items():
-        out[key] = _merged(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (merged_fields(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict)
+                    else value)
     return out
 
 
 def stock_model(family, shape: str, overrides: dict, device, dtype):
-    """The stock model of `family`'s benchmark shape with `overrides` (nested) applied; random weights made where they
-    run, sdpa attention."""
-    import transformers
+    """The stock model of `family`'s benchmark shape with `overrides` (nested) applied (`benchmark.stock_for_shape`):
+    random weights made where they run, sdpa attention, in `dtype`."""
+    from pitome_hf.measurement.benchmark import stock_for_shape
 
-    spec = family.benchmark
-    if shape not in spec.shapes:
-        raise ValueError(f"{family.name} shape {shape!r} is not known; choose from {', '.join(map(repr, spec.shapes))}.")
-    model_class = getattr(transformers, spec.stock)
-    fields = _merged(spec.shapes[shape], overrides)
-    try:
-        config = model_class.config_class(**fields, attn_implementation="sdpa")
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"--set: the {shape} config does not accept these values ({error}).") from None
-    torch.manual_seed(0)
-    with torch.device(device):
-        return model_class(config).eval().to(dtype)
+    return stock_for_shape(family.name, shape, device=device, **overrides).eval().to(dtype)
 
 
 def runs(methods, keep_ratios, visual_tokens, selections) -> list[dict]:
@@ -177,7 +168,7 @@ def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | N
     if lm_layers is not None:
         if lm_layers < 1:
             raise ValueError(f"--lm-layers {lm_layers}: must be >= 1.")
-        overrides = _merged(overrides, {"text_config": {"num_hidden_layers": lm_layers}})
+        overrides = merged_fields(overrides, {"text_config": {"num_hidden_layers": lm_layers}})
     size = image_size or spec.image_size
     visual_tokens = spec.visual_tokens if visual_tokens is None else visual_tokens
     keep_ratios = spec.ratios if keep_ratios is None else keep_ratios
