@@ -48,6 +48,12 @@ def test_metric_modules_load_offline_and_compute_known_values():
     )
     # "two" matches 2 of 10 annotators: 8 of the 10 leave-one-out subsets give 2/3, 2 give 1/3 -> 0.6
     assert vqa["vqa_accuracy"] == pytest.approx((0.6 + 1.0 + 0.0) / 3)
+    with pytest.raises(ValueError, match="config_name='bleu' is not a pitome_hf metric; allowed: accuracy, "):
+        load_metric("bleu")
+    with pytest.raises(ValueError, match="accuracy needs at least one prediction"):
+        load_metric("accuracy").compute(predictions=[], references=[])
+    with pytest.raises(ValueError, match=r"k=\[0, 5\] has invalid cut-offs \[0\]"):
+        load_metric("recall_at_k").compute(predictions=[[1]], references=[[1]], k=[0, 5])
 
 
 def test_sweep_end_to_end_and_report_schema(tiny_task, tmp_path):

@@ -1,21 +1,17 @@
-"""The project's `evaluate` metric modules, shipped as package data and loaded by path (works offline)."""
+"""The project's `evaluate` metrics: one module (`pitome_metrics/`, a configuration per metric), shipped as package
+data and loaded by path (works offline)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 METRICS_DIR = Path(__file__).parent
-AVAILABLE = ("accuracy", "recall_at_k", "vqa_accuracy")
-
-
-def metric_path(name: str) -> str:
-    if name not in AVAILABLE:
-        raise ValueError(f"unknown metric {name!r}; the shipped metrics are {', '.join(AVAILABLE)}.")
-    return str(METRICS_DIR / name)
+MODULE = METRICS_DIR / "pitome_metrics"
 
 
 def load_metric(name: str, **kwargs):
-    """`evaluate.load` on the shipped module folder (no Hub access)."""
+    """`evaluate.load` of the shipped module's configuration `name` (no Hub access); an unknown name is refused with
+    the list of the module's configurations."""
     import evaluate
 
-    return evaluate.load(metric_path(name), **kwargs)
+    return evaluate.load(str(MODULE), config_name=name, **kwargs)
