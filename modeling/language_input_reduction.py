@@ -1,7 +1,8 @@
 # Copyright 2026 The pitome_hf authors. Licensed under the Apache License, Version 2.0.
 """What the VLM families that reduce visual tokens at the language model's input share (Qwen2.5-VL,
-LLaVA-OneVision): the one reduction point's settings and budget rule, the config mixin, and the proportional-attention
-bias of the language model (log(size) on each visual key, an additive float mask kept on the cache).
+LLaVA-OneVision): the one reduction point's settings and budget rule, the config mixin, the outputs, the hooks that read
+the vision tower's attention while it runs, the proportional-attention bias of the language model (log(size) on each
+visual key, an additive float mask kept on the cache), and the generation class's construction and token counts.
 
 The reduction itself (which tokens merge) is `visual_reduction.py`; each family's modeling file says where its
 features come from and how its positions are kept.
@@ -10,8 +11,15 @@ features come from and how its positions are kept.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling, MultimodalBaseModelOutputWithPast, MultimodalCausalLMOutputWithPast,
+)
+from transformers.utils import ModelOutput
 
 from .merge_config import MergeConfigMixin, MergeSettings, settings_of
 from .merge_state import PROPORTIONAL_ATTENTION_BACKENDS
@@ -19,15 +27,65 @@ from .merge_state import PROPORTIONAL_ATTENTION_BACKENDS
 KEY_BIAS = "_pitome_key_bias"  # attribute of the cache object: (B, keys) log(size) of every cached key
 
 
-def inherit_conversion_mappings(pairs) -> None:
-    """Give each PiToMe class name or model_type its stock one's checkpoint renamings (VLM checkpoints on the Hub store
-    transformers-4 names, and transformers 5 saves them so). overwrite=True: remote code may import a file twice."""
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class ReducedVisualOutput(BaseModelOutputWithPooling):
+    """The visual features with the reduction: `pooler_output` one (k_i, C) tensor per image or video;
+    `kept_indices` for each the stock index of each output token (the survivor, i.e. the destination of what it
+    absorbed); `token_sizes` how many stock tokens each holds; `token_maps` for each stock token the output token
+    holding it; `token_counts` (inputs, 2): [stock features, features kept]."""
 
-    for ours, stock in pairs:
-        mapping = get_checkpoint_conversion_mapping(stock)
-        if mapping:
-            register_checkpoint_conversion_mapping(ours, mapping, overwrite=True)
+    kept_indices: Optional[tuple] = None
+    token_sizes: Optional[tuple] = None
+    token_maps: Optional[tuple] = None
+    token_counts: Optional[torch.Tensor] = None
+
+    def set_reduced(self, parts) -> None:
+        """Store the reduction of each input: `parts` one (tokens, sizes, kept indices, token map) per input."""
+        tokens, sizes, kept, maps = zip(*parts)
+        self.pooler_output, self.token_sizes, self.kept_indices, self.token_maps = tokens, sizes, kept, maps
+
+
+@dataclass
+class ReducedModelOutput(MultimodalBaseModelOutputWithPast):
+    """The stock multimodal output plus `token_counts` (visual inputs, 2): [stock tokens, tokens the language model
+    received] for each image, then each video, of this forward (None when no visual input was reduced)."""
+
+    token_counts: Optional[torch.Tensor] = None
+
+
+@dataclass
+class ReducedCausalLMOutput(MultimodalCausalLMOutputWithPast):
+    """The stock multimodal causal-LM output plus `token_counts` (see `ReducedModelOutput`)."""
+
+    token_counts: Optional[torch.Tensor] = None
+
+
+def token_counts_of(out) -> Optional[torch.Tensor]:
+    """The rows [stock, kept] of every reduced image, then video, of a multimodal output (None without any)."""
+    counts = [o.token_counts for o in (out.image_outputs, out.video_outputs)
+              if o is not None and getattr(o, "token_counts", None) is not None]
+    return torch.cat(counts) if counts else None
+
+
+@contextmanager
+def capture(outputs: dict, pre_hook=None):
+    """Read the vision tower while it runs: the output of each module of `outputs` ({name: module}) is stored under
+    its name, and `pre_hook` (module, fn(store, args, kwargs)) reads a module's inputs. Hooks only; removed on exit.
+    Yields the store."""
+    store = {}
+    handles = [module.register_forward_hook(lambda m, a, out, name=name: store.__setitem__(name, out))
+               for name, module in outputs.items()]
+    if pre_hook is not None:
+        module, read = pre_hook
+        handles.append(module.register_forward_pre_hook(lambda m, a, k: read(store, a, k), with_kwargs=True))
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -84,7 +142,7 @@ class VisualBudgetConfigMixin(MergeConfigMixin):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Proportional attention in the language model
+# The model: its forward, the proportional attention in the language model, its generation class
 # ----------------------------------------------------------------------------------------------------------------
 def flash_check(config, settings) -> None:
     impl = getattr(config.text_config, "_attn_implementation", None) or getattr(config, "_attn_implementation", None)
@@ -95,9 +153,10 @@ def flash_check(config, settings) -> None:
         )
 
 
-class ProportionalVisualKeysMixin:
-    """For a multimodal model whose `language_model` reads reduced visual tokens: `_key_bias` (log(size) of every
-    key, kept on the cache across decoding steps) and `_size_mask` (the additive float mask carrying it). The model
+class ReducedInputModelMixin:
+    """For a multimodal model whose `language_model` reads reduced visual tokens: the forward's start
+    (`_forward_start`), the proportional-attention mask (`_language_mask`: log(size) of every key, kept on the cache
+    across decoding steps, as an additive float mask) and the output with `token_counts` (`_with_counts`). The model
     says how a prompt with the wrong number of visual tokens is refused (`_refuse_prompt(kind, tokens, expected)`)."""
 
     def _key_bias(self, input_ids, inputs_embeds, cache, past, visual):
@@ -127,6 +186,27 @@ class ProportionalVisualKeysMixin:
             stored = torch.zeros(batch, past, dtype=torch.float32, device=ref.device)
         return torch.cat([stored[:, :past].to(ref.device), new], dim=1)
 
+    def _forward_start(self, cache, kwargs):
+        """(the reduction's settings, the cache (also given as `past_key_values`), return_dict), popped from
+        `kwargs`."""
+        if "past_key_values" in kwargs and cache is None:
+            cache = kwargs.pop("past_key_values")
+        return reduction_settings(self.config), cache, kwargs.pop("return_dict", None)
+
+    def _language_mask(self, settings, input_ids, inputs_embeds, attention_mask, cache, past, visual):
+        """(the attention mask the language model gets, the key bias to keep on the cache or None): the size mask
+        when proportional attention is on and some visual token has a size, else `attention_mask` as given."""
+        if not settings.proportional_attention:
+            return attention_mask, None
+        key_bias = self._key_bias(input_ids, inputs_embeds, cache, past, visual)
+        if key_bias is None:
+            return attention_mask, None
+        return self._size_mask(input_ids, inputs_embeds, attention_mask, past, key_bias), key_bias
+
+    def _with_counts(self, out, return_dict=None):
+        out = ReducedModelOutput(**out, token_counts=token_counts_of(out))
+        return out.to_tuple() if return_dict is False else out
+
     def _size_mask(self, input_ids, inputs_embeds, attention_mask, past, key_bias):
         """The additive float mask (B, 1, Q, K): causal, padding, plus log(size) on each visual key."""
         if attention_mask is not None and (isinstance(attention_mask, dict) or attention_mask.ndim != 2):
@@ -148,5 +228,29 @@ class ProportionalVisualKeysMixin:
         return {"full_attention": mask[:, None]}
 
 
-__all__ = ["KEY_BIAS", "ProportionalVisualKeysMixin", "VisualBudgetConfigMixin", "flash_check",
-           "inherit_conversion_mappings", "ratio_keep", "reduces", "reduction_settings"]
+class ReducedGenerationMixin:
+    """The generation class of a family that reduces at the language model's input: the stock one built around the
+    family's PiToMe model (`model_class`), its output with `token_counts`. Put it before the stock class; the family's
+    `forward` keeps the stock signature (generate reads it) and returns `self._counted(super().forward(...))`."""
+
+    model_class = None
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config):
+        mro = type(self).__mro__
+        stock = mro[mro.index(ReducedGenerationMixin) + 1]
+        super(stock, self).__init__(config)  # the stock class's parent's: no stock model is built
+        self.model = self.model_class(config)
+        self.lm_head = torch.nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    @staticmethod
+    def _counted(out):
+        if not isinstance(out, ModelOutput):
+            return out
+        return ReducedCausalLMOutput(**out, token_counts=token_counts_of(out))
+
+
+__all__ = ["KEY_BIAS", "ReducedInputModelMixin", "ReducedCausalLMOutput", "ReducedGenerationMixin",
+           "ReducedModelOutput", "ReducedVisualOutput", "VisualBudgetConfigMixin", "capture", "flash_check",
+           "ratio_keep", "reduces", "reduction_settings", "token_counts_of"]

@@ -26,6 +26,21 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .merge_config import MergeSettings, protected_prefix, settings_of
 from .merging import merge_tokens, proportional_attention_bias, update_token_map
 
+
+def inherit_conversion_mappings(mappings: dict) -> None:
+    """The key mapping of checkpoints, one owner: transformers 5 renames checkpoint keys on load (transformers-4 names,
+    moved levels) only for the classes and model_types it registered. `mappings` {our class name or model_type: the
+    stock one, or a tuple of stock ones tried in order}: each of ours takes the first stock mapping that exists (none:
+    the stock model renames nothing either). overwrite=True: remote code may import a modeling file twice."""
+    from transformers import conversion_mapping
+
+    for ours, stock in mappings.items():
+        for name in (stock,) if isinstance(stock, str) else stock:
+            mapping = conversion_mapping.get_checkpoint_conversion_mapping(name)
+            if mapping:
+                conversion_mapping.register_checkpoint_conversion_mapping(ours, mapping, overwrite=True)
+                break
+
 PROPORTIONAL_ATTENTION_BACKENDS = ("eager", "sdpa")
 
 

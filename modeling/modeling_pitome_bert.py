@@ -20,7 +20,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, SequenceClassifierOutput
 from transformers.models.bert.modeling_bert import (
     ALL_ATTENTION_FUNCTIONS,
@@ -40,20 +39,16 @@ from transformers.pytorch_utils import apply_chunking_to_forward
 from .configuration_pitome_bert import PiToMeBertConfig
 from .merge_config import settings_of
 from .merge_state import (
-    MergeOutputMixin, PaddedMergeState, check_inputs, classifier_output, merge_state_for, return_output,
+    MergeOutputMixin, PaddedMergeState, check_inputs, classifier_output, inherit_conversion_mappings, merge_state_for,
+    return_output,
 )
 from .merging import weighted_mean
 
 # transformers 5 converts checkpoint keys on load only for its own classes. BERT has no conversion of its own in
 # transformers 5.24 (its parameter names did not change); if a later version adds one, give our classes the same.
 # overwrite=True: remote code may import this file twice.
-for _stock, _ours in (
-    ("BertModel", "PiToMeBertModel"),
-    ("BertForSequenceClassification", "PiToMeBertForSequenceClassification"),
-):
-    _mapping = get_checkpoint_conversion_mapping(_stock)
-    if _mapping is not None:
-        register_checkpoint_conversion_mapping(_ours, _mapping, overwrite=True)
+inherit_conversion_mappings({"PiToMeBertModel": "BertModel",
+                             "PiToMeBertForSequenceClassification": "BertForSequenceClassification"})
 
 
 @dataclass

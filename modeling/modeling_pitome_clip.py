@@ -16,7 +16,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import (
     CLIPEncoder,
@@ -36,7 +35,7 @@ from .configuration_pitome_clip import PiToMeCLIPConfig, PiToMeCLIPVisionConfig
 from .merge_config import settings_of
 from .merge_state import (
     DualEncoderMixin, MergeOutputMixin, MergeState, MergingEncoderMixin, PreNormMergingLayerMixin, check_inputs,
-    merge_fields, merge_state_for, return_output,
+    inherit_conversion_mappings, merge_fields, merge_state_for, return_output,
 )
 
 # transformers 5 renames checkpoint keys on load only for its own classes: a stand-alone CLIPVisionModel lost its
@@ -45,9 +44,7 @@ from .merge_state import (
 # PiToMeCLIPVisionModelWithProjection, exactly as for the stock classes). CLIPModel and
 # CLIPVisionModelWithProjection have no mapping of their own; the text tower is the stock class and keeps its own.
 # overwrite=True: remote code may import this file twice.
-register_checkpoint_conversion_mapping(
-    "PiToMeCLIPVisionModel", get_checkpoint_conversion_mapping("CLIPVisionModel"), overwrite=True
-)
+inherit_conversion_mappings({"PiToMeCLIPVisionModel": "CLIPVisionModel"})
 
 
 @dataclass

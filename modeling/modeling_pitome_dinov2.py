@@ -16,7 +16,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.dinov2.modeling_dinov2 import (
     Dinov2Embeddings,
@@ -37,20 +36,16 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 
 from .configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
 from .merge_state import (
-    MergeOutputMixin, MergeState, MergingLayerMixin, classifier_output, image_merge_state, merging_layers,
-    return_output,
+    MergeOutputMixin, MergeState, MergingLayerMixin, classifier_output, image_merge_state, inherit_conversion_mappings,
+    merging_layers, return_output,
 )
 from .merging import weighted_mean
 
 # transformers 5 renames DINOv2 parameters on load (attention.attention.query -> attention.q_proj, ...) only for its
 # own classes: give ours the stock mappings. The classification model holds the base model, whose mapping is applied
 # scoped, as for the stock classes. overwrite=True: remote code may import this file twice.
-register_checkpoint_conversion_mapping(
-    "PiToMeDinov2Model", get_checkpoint_conversion_mapping("Dinov2Model"), overwrite=True
-)
-register_checkpoint_conversion_mapping(
-    "PiToMeDinov2WithRegistersModel", get_checkpoint_conversion_mapping("Dinov2WithRegistersModel"), overwrite=True
-)
+inherit_conversion_mappings({"PiToMeDinov2Model": "Dinov2Model",
+                             "PiToMeDinov2WithRegistersModel": "Dinov2WithRegistersModel"})
 
 
 @dataclass

@@ -13,7 +13,6 @@ from typing import Optional
 
 import torch
 from transformers import AutoModel
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.models.clip.modeling_clip import CLIPVisionModel
 from transformers.models.llava.modeling_llava import (
     LlavaForConditionalGeneration,
@@ -24,17 +23,14 @@ from transformers.models.llava.modeling_llava import (
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_pitome_llava import PiToMeLlavaConfig, llava_merge_settings, llava_num_image_tokens
-from .merge_state import merge_state_for
+from .merge_state import inherit_conversion_mappings, merge_state_for
 from .modeling_pitome_clip import PiToMeCLIPVisionModel
 
 # Stock llava-hf checkpoints store transformers-4 names (language_model.model.*, vision_tower.vision_model.*); give our
 # classes the stock classes' renamings (the vision tower's own mapping is registered in modeling_pitome_clip.py).
 # overwrite=True: remote code may import this file twice.
-register_checkpoint_conversion_mapping(
-    "PiToMeLlavaForConditionalGeneration", get_checkpoint_conversion_mapping("llava"), overwrite=True
-)
-_llava_model_mapping = get_checkpoint_conversion_mapping("LlavaModel") or get_checkpoint_conversion_mapping("llava")
-register_checkpoint_conversion_mapping("PiToMeLlavaModel", _llava_model_mapping, overwrite=True)
+inherit_conversion_mappings({"PiToMeLlavaForConditionalGeneration": "llava",
+                             "PiToMeLlavaModel": ("LlavaModel", "llava")})
 
 
 class _FeatureLayerMergeView:

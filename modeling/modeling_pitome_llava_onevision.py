@@ -45,85 +45,31 @@ one.
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from typing import Optional
+from contextlib import nullcontext
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava_onevision.modeling_llava_onevision import (
-    LlavaOnevisionCausalLMOutputWithPast,
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionModel,
-    LlavaOnevisionModelOutputWithPast,
     image_size_to_num_patches,
 )
-from transformers.utils import ModelOutput
 
 from .configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig, onevision_image_budget
 from .language_input_reduction import (
-    KEY_BIAS,
-    ProportionalVisualKeysMixin,
-    flash_check,
-    inherit_conversion_mappings,
-    reduces,
+    KEY_BIAS, ReducedInputModelMixin, ReducedGenerationMixin, ReducedVisualOutput, capture, flash_check, reduces,
     reduction_settings,
 )
+from .merge_state import inherit_conversion_mappings
 from .visual_reduction import attention_received, reduce_input
 
 # stock checkpoints store transformers-4 names: our model_type and model class take the stock ones' renamings
-inherit_conversion_mappings(((PiToMeLlavaOnevisionConfig.model_type, "llava_onevision"),
-                             ("PiToMeLlavaOnevisionModel", "LlavaOnevisionModel")))
+inherit_conversion_mappings({PiToMeLlavaOnevisionConfig.model_type: "llava_onevision",
+                             "PiToMeLlavaOnevisionModel": "LlavaOnevisionModel"})
 
 _POSITION_SHIFT = "_pitome_position_shift"  # attribute of the cache object: (B, 1) stock tokens dropped per row
 
 
-@dataclass
-class PiToMeOnevisionVisualOutput(BaseModelOutputWithPooling):
-    """The image features with the reduction: `pooler_output` one (tokens_i, C) tensor per image (newlines
-    included); `kept_indices` for each image the stock index (in its packed stock features) of each output token;
-    `token_sizes` how many stock tokens each holds; `token_maps` for each stock token the output token holding it;
-    `token_counts` (images, 2): [image features, features kept] (newlines excluded)."""
-
-    kept_indices: Optional[tuple] = None
-    token_sizes: Optional[tuple] = None
-    token_maps: Optional[tuple] = None
-    token_counts: Optional[torch.Tensor] = None
-
-
-@dataclass
-class PiToMeLlavaOnevisionModelOutput(LlavaOnevisionModelOutputWithPast):
-    """Stock output plus `token_counts` (images, 2) of this forward (None when no image was encoded)."""
-
-    token_counts: Optional[torch.Tensor] = None
-
-
-@dataclass
-class PiToMeLlavaOnevisionCausalLMOutput(LlavaOnevisionCausalLMOutputWithPast):
-    """Stock output plus `token_counts` (see `PiToMeLlavaOnevisionModelOutput`)."""
-
-    token_counts: Optional[torch.Tensor] = None
-
-
-@contextmanager
-def _feature_layer_capture(attention):
-    """Read the feature layer's query and key projections while it runs (hooks only; removed on exit)."""
-    store = {}
-    handles = [attention.q_proj.register_forward_hook(lambda m, a, out: store.__setitem__("q", out)),
-               attention.k_proj.register_forward_hook(lambda m, a, out: store.__setitem__("k", out))]
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _counts(outputs):
-    counts = [o.token_counts for o in outputs if o is not None and getattr(o, "token_counts", None) is not None]
-    return torch.cat(counts) if counts else None
-
-
-class PiToMeLlavaOnevisionModel(ProportionalVisualKeysMixin, LlavaOnevisionModel):
+class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
     """[`LlavaOnevisionModel`] whose language model receives the budgeted visual tokens (see the module docstring)."""
 
     config_class = PiToMeLlavaOnevisionConfig
@@ -166,13 +112,14 @@ class PiToMeLlavaOnevisionModel(ProportionalVisualKeysMixin, LlavaOnevisionModel
         budgets, multi = self._budgets(image_sizes, batch_num_images, aspect, strategy)  # refuses a bad budget first
         visionzip = active and settings.visual_selection == "visionzip"
         attention = self._feature_attention(layer) if active else None
-        with (_feature_layer_capture(attention) if active else nullcontext({})) as captured:
+        hooks = capture({"q": attention.q_proj, "k": attention.k_proj}) if active else nullcontext({})
+        with hooks as captured:
             out = LlavaOnevisionModel.get_image_features(
                 self, pixel_values, image_sizes, vision_feature_layer=layer, vision_feature_select_strategy=strategy,
                 vision_aspect_ratio=aspect, batch_num_images=batch_num_images, return_dict=True, **kwargs)
         features = list(out.pooler_output)
-        result = PiToMeOnevisionVisualOutput(last_hidden_state=out.last_hidden_state, pooler_output=tuple(features),
-                                             hidden_states=out.hidden_states, attentions=out.attentions)
+        result = ReducedVisualOutput(last_hidden_state=out.last_hidden_state, pooler_output=tuple(features),
+                                     hidden_states=out.hidden_states, attentions=out.attentions)
         result.token_counts = torch.tensor([[b.base + b.rows * b.cols, b.keep_base + b.keep_crops] for b in budgets],
                                            device=features[0].device)
         if not active:
@@ -183,13 +130,8 @@ class PiToMeLlavaOnevisionModel(ProportionalVisualKeysMixin, LlavaOnevisionModel
                                  f"({budget.stock_tokens}): check image_sizes and batch_num_images.")
         metric, received = self._packed_metric(captured, attention, image_sizes, multi, aspect, features, budgets,
                                                visionzip)
-        reduced, kept, sizes, maps = [], [], [], []
-        for i, (feature, budget) in enumerate(zip(features, budgets)):
-            x, s, idx, tmap = self._reduce_image(feature, budget, metric[i], received[i] if visionzip else None,
-                                                 settings)
-            reduced.append(x), kept.append(idx), sizes.append(s), maps.append(tmap)
-        result.pooler_output, result.kept_indices = tuple(reduced), tuple(kept)
-        result.token_sizes, result.token_maps = tuple(sizes), tuple(maps)
+        result.set_reduced([self._reduce_image(feature, budget, metric[i], received[i] if visionzip else None, settings)
+                            for i, (feature, budget) in enumerate(zip(features, budgets))])
         return result if return_dict else result.to_tuple()
 
     def _packed_metric(self, captured, attention, image_sizes, multi, aspect, features, budgets, need_received):
@@ -235,7 +177,7 @@ class PiToMeLlavaOnevisionModel(ProportionalVisualKeysMixin, LlavaOnevisionModel
         device = feature.device
         n = feature.shape[0]
         newlines = self._newlines(budget, device)
-        stock = torch.arange(n, device=device)[self._is_feature(budget, n, device)]  # features' stock indices: base, then crops
+        stock = torch.arange(n, device=device)[self._is_feature(budget, n, device)]  # features: base, then crops
         parts = [(slice(0, budget.base), budget.keep_base),
                  (slice(budget.base, budget.base + budget.rows * budget.cols), budget.keep_crops)]
         xs, ss, idxs, members = [], [], [], torch.empty(n, dtype=torch.long, device=device)
@@ -304,10 +246,7 @@ class PiToMeLlavaOnevisionModel(ProportionalVisualKeysMixin, LlavaOnevisionModel
                 batch_num_images=None, use_cache=None, mm_encoder_outputs=None, **kwargs):
         """Stock forward, after encoding (and reducing) the images here: the survivors' stock positions and the
         token sizes' attention bias are set before the language model runs."""
-        settings = reduction_settings(self.config)
-        return_dict = kwargs.pop("return_dict", None)
-        if "past_key_values" in kwargs and cache is None:
-            cache = kwargs.pop("past_key_values")
+        settings, cache, return_dict = self._forward_start(cache, kwargs)
         stock_args = dict(pixel_values_videos=pixel_values_videos, image_sizes_videos=image_sizes_videos,
                           vision_feature_layer=vision_feature_layer,
                           vision_feature_select_strategy=vision_feature_select_strategy,
@@ -349,12 +288,8 @@ class PiToMeLlavaOnevisionModel(ProportionalVisualKeysMixin, LlavaOnevisionModel
                 offset = offset + image_shift
                 new_shift = dropped if shift is None else shift.to(ref.device) + dropped
             position_ids = position_ids + offset
-        mask = attention_mask
-        key_bias = None
-        if settings.proportional_attention:
-            key_bias = self._key_bias(input_ids, inputs_embeds, cache, past, ((1, self.config.image_token_id, image),))
-            if key_bias is not None:
-                mask = self._size_mask(input_ids, inputs_embeds, attention_mask, past, key_bias)
+        mask, key_bias = self._language_mask(settings, input_ids, inputs_embeds, attention_mask, cache, past,
+                                             ((1, self.config.image_token_id, image),))
         out = super().forward(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, cache=cache,
                               inputs_embeds=inputs_embeds, mm_encoder_outputs=encoded or None, **stock_args, **kwargs)
         if out.cache is not None:
@@ -364,23 +299,13 @@ class PiToMeLlavaOnevisionModel(ProportionalVisualKeysMixin, LlavaOnevisionModel
                 setattr(out.cache, _POSITION_SHIFT, new_shift)
         return self._with_counts(out, return_dict)
 
-    def _with_counts(self, out, return_dict=None):
-        out = PiToMeLlavaOnevisionModelOutput(**out, token_counts=_counts((out.image_outputs,)))
-        return out.to_tuple() if return_dict is False else out
 
-
-class PiToMeLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditionalGeneration):
+class PiToMeLlavaOnevisionForConditionalGeneration(ReducedGenerationMixin, LlavaOnevisionForConditionalGeneration):
     """[`LlavaOnevisionForConditionalGeneration`] with visual-token reduction. `generate` (KV cache, batches of
     different image sizes with left padding, several images per prompt) works as stock."""
 
     config_class = PiToMeLlavaOnevisionConfig
-    supports_gradient_checkpointing = False
-
-    def __init__(self, config):
-        super(LlavaOnevisionForConditionalGeneration, self).__init__(config)
-        self.model = PiToMeLlavaOnevisionModel(config)
-        self.lm_head = torch.nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.post_init()
+    model_class = PiToMeLlavaOnevisionModel
 
     def forward(self, input_ids=None, pixel_values=None, image_sizes=None, pixel_values_videos=None,
                 image_sizes_videos=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
@@ -388,16 +313,13 @@ class PiToMeLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditionalG
                 batch_num_images=None, labels=None, use_cache=None, logits_to_keep=0, mm_encoder_outputs=None,
                 **kwargs):
         """The stock forward (through `PiToMeLlavaOnevisionModel`), plus `token_counts`."""
-        out = super().forward(
+        return self._counted(super().forward(
             input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes,
             pixel_values_videos=pixel_values_videos, image_sizes_videos=image_sizes_videos,
             attention_mask=attention_mask, position_ids=position_ids, cache=cache, inputs_embeds=inputs_embeds,
             vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=vision_feature_select_strategy,
             vision_aspect_ratio=vision_aspect_ratio, batch_num_images=batch_num_images, labels=labels,
-            use_cache=use_cache, logits_to_keep=logits_to_keep, mm_encoder_outputs=mm_encoder_outputs, **kwargs)
-        if not isinstance(out, ModelOutput):
-            return out
-        return PiToMeLlavaOnevisionCausalLMOutput(**out, token_counts=_counts((out.image_outputs,)))
+            use_cache=use_cache, logits_to_keep=logits_to_keep, mm_encoder_outputs=mm_encoder_outputs, **kwargs))
 
 
 PiToMeLlavaOnevisionConfig.register_for_auto_classes(PiToMeLlavaOnevisionModel,

@@ -38,85 +38,52 @@ one.
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Optional
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLModel,
     apply_rotary_pos_emb_vision,
 )
-from transformers.utils import ModelOutput
 
 from .configuration_pitome_qwen2_5_vl import PiToMeQwen2_5_VLConfig, qwen_visual_token_count
 from .language_input_reduction import (
-    KEY_BIAS, ProportionalVisualKeysMixin, flash_check, inherit_conversion_mappings, reduces, reduction_settings,
+    KEY_BIAS, ReducedInputModelMixin, ReducedGenerationMixin, ReducedVisualOutput, capture, flash_check, reduces,
+    reduction_settings,
 )
+from .merge_state import inherit_conversion_mappings
 from .visual_reduction import attention_received, reduce_input
-
-from transformers.modeling_outputs import MultimodalBaseModelOutputWithPast, MultimodalCausalLMOutputWithPast
 
 # Qwen2.5-VL checkpoints on the Hub store transformers-4 names (model.layers.*, visual.*): give our classes the stock
 # classes' renamings. overwrite=True: remote code may import this file twice.
-inherit_conversion_mappings((("PiToMeQwen2_5_VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"),
-                             ("PiToMeQwen2_5_VLModel", "Qwen2_5_VLModel")))
+inherit_conversion_mappings({"PiToMeQwen2_5_VLForConditionalGeneration": "Qwen2_5_VLForConditionalGeneration",
+                             "PiToMeQwen2_5_VLModel": "Qwen2_5_VLModel"})
 
 
 @dataclass
-class PiToMeVisualOutput(BaseModelOutputWithPooling):
-    """The vision tower's output with the reduction: `pooler_output` holds one (k_i, C) tensor per input; `grid_thw`
-    the inputs' grids; `kept_indices` for each input the stock token index (row-major in the merged grid) of each
-    output token (the survivor, i.e. the destination of what it absorbed); `token_sizes` how many stock tokens each
-    holds; `token_maps` for each stock token the output token holding it; `token_counts` (inputs, 2): [n_i, k_i]."""
+class PiToMeVisualOutput(ReducedVisualOutput):
+    """`ReducedVisualOutput` plus `grid_thw`, the inputs' grids; `kept_indices` are row-major in the merged grid."""
 
     grid_thw: Optional[torch.Tensor] = None
-    kept_indices: Optional[tuple] = None
-    token_sizes: Optional[tuple] = None
-    token_maps: Optional[tuple] = None
-    token_counts: Optional[torch.Tensor] = None
 
 
-@dataclass
-class PiToMeQwen2_5_VLModelOutput(MultimodalBaseModelOutputWithPast):
-    """Stock output plus `token_counts` (visual inputs, 2): [stock tokens, tokens the language model received] for
-    each image, then each video, of this forward (None when no visual input was encoded)."""
-
-    token_counts: Optional[torch.Tensor] = None
+def _read_attention_inputs(store, args, kwargs):
+    """The last vision block's attention groups (cu_seqlens) and rotary embedding, read as it is called."""
+    store["cu_seqlens"] = kwargs.get("cu_seqlens", args[1] if len(args) > 1 else None)
+    store["rope"] = kwargs.get("position_embeddings")
 
 
-@dataclass
-class PiToMeQwen2_5_VLCausalLMOutput(MultimodalCausalLMOutputWithPast):
-    """Stock output plus `token_counts` (see `PiToMeQwen2_5_VLModelOutput`)."""
-
-    token_counts: Optional[torch.Tensor] = None
-
-
-@contextmanager
 def _last_block_capture(visual):
-    """Read the last vision block's attention inputs while it runs: its qkv projection's output, its attention
-    groups (cu_seqlens) and its rotary embedding. Hooks only; removed on exit."""
+    """Read the last vision block's attention while it runs: its qkv projection's output and its inputs."""
     attn = visual.blocks[-1].attn
-    store = {}
-
-    def pre(module, args, kwargs):
-        store["cu_seqlens"] = kwargs.get("cu_seqlens", args[1] if len(args) > 1 else None)
-        store["rope"] = kwargs.get("position_embeddings")
-
-    def qkv(module, inputs, output):
-        store["qkv"] = output
-
-    handles = [attn.register_forward_pre_hook(pre, with_kwargs=True), attn.qkv.register_forward_hook(qkv)]
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
+    return capture({"qkv": attn.qkv}, pre_hook=(attn, _read_attention_inputs))
 
 
-class PiToMeQwen2_5_VLModel(ProportionalVisualKeysMixin, Qwen2_5_VLModel):
+class PiToMeQwen2_5_VLModel(ReducedInputModelMixin, Qwen2_5_VLModel):
     """[`Qwen2_5_VLModel`] whose language model receives the budgeted visual tokens (see the module docstring)."""
 
     config_class = PiToMeQwen2_5_VLConfig
@@ -148,19 +115,10 @@ class PiToMeQwen2_5_VLModel(ProportionalVisualKeysMixin, Qwen2_5_VLModel):
         if not active:
             return result if return_dict else result.to_tuple()
         metric, received = self._metric(captured, grid_thw, torch.cat(features), visionzip)
-        reduced, kept, sizes, maps = [], [], [], []
-        start = 0
-        for feature, k in zip(features, counts):
-            n = feature.shape[0]
-            x, s, idx, tmap = reduce_input(feature, metric[start : start + n], k, settings,
-                                           received=received[start : start + n] if visionzip else None)
-            start += n
-            reduced.append(x)
-            kept.append(idx)
-            sizes.append(s)
-            maps.append(tmap)
-        result.pooler_output, result.kept_indices = tuple(reduced), tuple(kept)
-        result.token_sizes, result.token_maps = tuple(sizes), tuple(maps)
+        starts = [0, *accumulate(stock_counts)]
+        result.set_reduced([
+            reduce_input(feature, metric[a:b], k, settings, received=received[a:b] if visionzip else None)
+            for feature, k, a, b in zip(features, counts, starts, starts[1:])])
         return result if return_dict else result.to_tuple()
 
     def _metric(self, captured, grid_thw, merged, need_received):
@@ -282,10 +240,7 @@ class PiToMeQwen2_5_VLModel(ProportionalVisualKeysMixin, Qwen2_5_VLModel):
                 mm_token_type_ids=None, second_per_grid_ts=None, mm_encoder_outputs=None, **kwargs):
         """Stock forward, after encoding (and reducing) the visual inputs here: the survivors' positions and the
         token sizes' attention bias are set before the language model runs."""
-        settings = reduction_settings(self.config)
-        return_dict = kwargs.pop("return_dict", None)
-        if "past_key_values" in kwargs and cache is None:
-            cache = kwargs.pop("past_key_values")
+        settings, cache, return_dict = self._forward_start(cache, kwargs)
         stock_args = dict(use_cache=use_cache, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
                           mm_token_type_ids=mm_token_type_ids, second_per_grid_ts=second_per_grid_ts)
         if not reduces(settings):
@@ -317,55 +272,34 @@ class PiToMeQwen2_5_VLModel(ProportionalVisualKeysMixin, Qwen2_5_VLModel):
             if position_ids is not None and position_ids.ndim == 3 and position_ids.shape[0] == 4:
                 positions = torch.cat([position_ids[:1], positions], dim=0)  # generate's text row kept
             position_ids = positions
-        mask = attention_mask
-        key_bias = None
-        if settings.proportional_attention:
-            key_bias = self._key_bias(input_ids, inputs_embeds, cache, past,
-                                      ((1, self.config.image_token_id, image), (2, self.config.video_token_id, video)))
-            if key_bias is not None:
-                mask = self._size_mask(input_ids, inputs_embeds, attention_mask, past, key_bias)
+        mask, key_bias = self._language_mask(
+            settings, input_ids, inputs_embeds, attention_mask, cache, past,
+            ((1, self.config.image_token_id, image), (2, self.config.video_token_id, video)))
         out = super().forward(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, cache=cache,
                               inputs_embeds=inputs_embeds, mm_encoder_outputs=encoded or None, **stock_args, **kwargs)
         if key_bias is not None and out.cache is not None:
             setattr(out.cache, KEY_BIAS, key_bias)
         return self._with_counts(out, return_dict)
 
-    def _with_counts(self, out, return_dict=None):
-        counts = [o.token_counts for o in (out.image_outputs, out.video_outputs)
-                  if o is not None and getattr(o, "token_counts", None) is not None]
-        out = PiToMeQwen2_5_VLModelOutput(**out, token_counts=torch.cat(counts) if counts else None)
-        return out.to_tuple() if return_dict is False else out
 
-
-class PiToMeQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+class PiToMeQwen2_5_VLForConditionalGeneration(ReducedGenerationMixin, Qwen2_5_VLForConditionalGeneration):
     """[`Qwen2_5_VLForConditionalGeneration`] with visual-token reduction. `generate` (KV cache, batches of
     different image sizes with left padding, several images per prompt, videos) works as stock."""
 
     config_class = PiToMeQwen2_5_VLConfig
-    supports_gradient_checkpointing = False
-
-    def __init__(self, config):
-        super(Qwen2_5_VLForConditionalGeneration, self).__init__(config)
-        self.model = PiToMeQwen2_5_VLModel(config)
-        self.lm_head = torch.nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.post_init()
+    model_class = PiToMeQwen2_5_VLModel
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
                 labels=None, use_cache=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None,
                 video_grid_thw=None, mm_token_type_ids=None, second_per_grid_ts=None, logits_to_keep=0,
                 mm_encoder_outputs=None, **kwargs):
         """The stock forward (through `PiToMeQwen2_5_VLModel`), plus `token_counts`."""
-        out = super().forward(
+        return self._counted(super().forward(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
             inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, pixel_values=pixel_values,
             pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
             mm_token_type_ids=mm_token_type_ids, second_per_grid_ts=second_per_grid_ts, logits_to_keep=logits_to_keep,
-            mm_encoder_outputs=mm_encoder_outputs, **kwargs)
-        if not isinstance(out, ModelOutput):
-            return out
-        counts = [o.token_counts for o in (out.image_outputs, out.video_outputs)
-                  if o is not None and getattr(o, "token_counts", None) is not None]
-        return PiToMeQwen2_5_VLCausalLMOutput(**out, token_counts=torch.cat(counts) if counts else None)
+            mm_encoder_outputs=mm_encoder_outputs, **kwargs))
 
 
 PiToMeQwen2_5_VLConfig.register_for_auto_classes(PiToMeQwen2_5_VLModel, PiToMeQwen2_5_VLForConditionalGeneration)

@@ -15,7 +15,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.siglip.modeling_siglip import (
     SiglipEncoder,
@@ -34,13 +33,11 @@ from .configuration_pitome_siglip import PiToMeSiglipConfig, PiToMeSiglipVisionC
 from .merge_config import settings_of
 from .merge_state import (
     DualEncoderMixin, MergeOutputMixin, MergeState, MergingEncoderMixin, PreNormMergingLayerMixin, check_inputs,
-    merge_state_for, return_output,
+    inherit_conversion_mappings, merge_state_for, return_output,
 )
 
 # transformers 5 drops the `vision_model.` level of a stand-alone SiglipVisionModel on load, for its own classes only.
-register_checkpoint_conversion_mapping(
-    "PiToMeSiglipVisionModel", get_checkpoint_conversion_mapping("SiglipVisionModel"), overwrite=True
-)
+inherit_conversion_mappings({"PiToMeSiglipVisionModel": "SiglipVisionModel"})
 
 
 @dataclass

@@ -11,7 +11,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.vit.modeling_vit import (
     ViTEmbeddings,
@@ -25,17 +24,15 @@ from transformers.models.vit.modeling_vit import (
 
 from .configuration_pitome_vit import PiToMeViTConfig
 from .merge_state import (
-    MergeOutputMixin, MergeState, MergingLayerMixin, classifier_output, image_merge_state, merging_layers,
-    return_output,
+    MergeOutputMixin, MergeState, MergingLayerMixin, classifier_output, image_merge_state, inherit_conversion_mappings,
+    merging_layers, return_output,
 )
 from .merging import weighted_mean
 
 # transformers 5 renames ViT parameters on load only for its own classes: give ours the stock ViT's mapping, or a
 # stock checkpoint would load with missing/unexpected keys and random weights. overwrite=True: remote code may
 # import this file twice.
-register_checkpoint_conversion_mapping(
-    "PiToMeViTModel", get_checkpoint_conversion_mapping("ViTModel"), overwrite=True
-)
+inherit_conversion_mappings({"PiToMeViTModel": "ViTModel"})
 
 
 @dataclass

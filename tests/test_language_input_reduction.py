@@ -1,0 +1,115 @@
+"""What every family that reduces visual tokens at the language model's input must do (tests/vlm_cases.py: Qwen2.5-VL,
+LLaVA-OneVision), on inputs built by the stock and the PiToMe processors: stock equality where nothing is reduced
+(eager and sdpa, logits and greedy generate), merged tokens as size-weighted means of the stock features, decoding with
+the cache against full forwards, the proportional-attention bias, and the refusals every such family shares. What is
+specific to a family (budgets and positions, AnyRes newlines, videos, the processor's counts) is in its own test file.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pitome_hf import apply_pitome
+
+from .helpers import with_attn
+from .vlm_cases import CASES
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    return CASES[request.param]()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("settings", [dict(keep_ratio=1.0), dict(merge_method="none", visual_tokens=3)],
+                         ids=["keep1", "none"])
+def test_unreduced_equals_stock_on_stock_processor_inputs(case, settings, attn):
+    base = with_attn(case.stock, attn)
+    model = apply_pitome(base, **settings)
+    x = case.batch(case.stock_processor)
+    assert case.batch(case.processor_for(model.config))["input_ids"].tolist() == x["input_ids"].tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**x).logits, base(**x).logits, rtol=0, atol=0)
+        want = base.generate(**x, max_new_tokens=6, do_sample=False)
+        got = model.generate(**x, max_new_tokens=6, do_sample=False)
+    with_attn(case.stock, "eager")
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_a_merged_token_is_the_size_weighted_mean_of_what_it_absorbed(case, index):
+    model = apply_pitome(case.stock, **case.mean_settings[index])
+    with torch.no_grad():
+        full = case.features(case.stock, torch.Generator().manual_seed(3)).pooler_output
+        out = case.features(model, torch.Generator().manual_seed(3))
+    for feats, reduced, sizes, token_map, kept in zip(full, out.pooler_output, out.token_sizes, out.token_maps,
+                                                       out.kept_indices):
+        members = [token_map == j for j in range(reduced.shape[0])]
+        want = torch.stack([feats[m].mean(0) for m in members])  # every stock token has size 1
+        torch.testing.assert_close(reduced, want, rtol=1e-5, atol=1e-6)
+        assert sizes.tolist() == [float(m.sum()) for m in members] and sizes.sum() == feats.shape[0]
+        assert torch.equal(token_map[kept], torch.arange(reduced.shape[0]))  # the survivor is in its own group
+        assert bool((kept.diff() > 0).all())  # stock order
+    assert (torch.cat(out.token_sizes) > 1).any()
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_generate_with_the_cache_equals_greedy_full_forwards(case, attn):
+    """Decoding steps (positions continued from the prompt's, the size bias of cached visual keys) give the tokens
+    that full forwards without a cache give, on a left-padded batch of different image sizes."""
+    model = with_attn(apply_pitome(case.stock, keep_ratio=0.4), attn)
+    x = case.batch(case.processor_for(model.config))
+    eos = case.stock.config.text_config.eos_token_id
+    with torch.no_grad():
+        generated = model.generate(**x, max_new_tokens=4, do_sample=False)
+        ids, mask = x["input_ids"], x["attention_mask"]
+        for _ in range(4):
+            logits = model(**case.step_inputs(x, ids, mask), use_cache=False).logits
+            done = (ids[:, x["input_ids"].shape[1]:] == eos).any(1, keepdim=True)
+            step = logits[:, -1].argmax(-1, keepdim=True).masked_fill(done, 0)  # generate pads after EOS
+            ids = torch.cat([ids, step], 1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    with_attn(case.stock, "eager")
+    assert torch.equal(generated, ids)
+
+
+def test_proportional_attention_adds_log_size_to_visual_keys(case):
+    """With proportional attention the logits differ from the same reduction without it; the eager and sdpa language
+    models agree on a padded batch, given the same reduced features (`mm_encoder_outputs`: two vision kernels' float32
+    rounding can flip a near tie of the merge, which is not what is compared here); the features given so equal the
+    model's own."""
+    on = apply_pitome(case.stock, visual_tokens=3)
+    off = apply_pitome(case.stock, visual_tokens=3, proportional_attention=False)
+    x = case.batch(case.processor_for(on.config))
+    valid = x["attention_mask"].bool()
+    with torch.no_grad():
+        text, encoded = case.encoded_inputs(on, x)
+        a = on(**text, mm_encoder_outputs={"image": encoded}).logits
+        b = off(**text, mm_encoder_outputs={"image": encoded}).logits
+        c = with_attn(apply_pitome(case.stock, visual_tokens=3), "sdpa")(**text, mm_encoder_outputs={"image": encoded})
+        torch.testing.assert_close(a, on(**x).logits)
+    with_attn(case.stock, "eager")
+    assert (a - b)[valid].abs().max() > 1e-4
+    torch.testing.assert_close(a[valid], c.logits[valid], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_bad_settings_and_prompts_are_refused_with_one_line(case):
+    for name, value in (("visual_tokens", 0), ("visual_tokens", 2.5), ("keep_ratio", 0.0), ("keep_ratio", 1.5)):
+        with pytest.raises(ValueError, match=name):
+            case.config_class(**{name: value})
+    with pytest.raises(ValueError, match="merge_method=.*per-layer list"):
+        case.config_class(merge_method=["tome"])
+    with pytest.raises(ValueError, match="visual_selection"):
+        case.config_class(visual_selection="fastv")
+    model = apply_pitome(case.stock, visual_tokens=3)
+    with pytest.raises(ValueError, match=case.stock_prompt_refusal) as info:
+        with torch.no_grad():
+            model(**case.batch(case.stock_processor))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="attn_implementation='flash_attention_2' cannot add"):
+        with_attn(apply_pitome(case.stock, visual_tokens=3), "flash_attention_2")(
+            **case.batch(case.processor_for(model.config)))
+    with_attn(case.stock, "eager")
