@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Callable, Optional, Union
 
-from .merging import ENERGIES, MARGIN_SCHEDULES, METHODS, METRICS, SPLITS, layer_budget
+from .merging import ENERGIES, MARGIN_SCHEDULES, METHODS, METRICS, SPLITS, LayerValues, layer_budget
 
 # How a family that reduces at the language model's input picks its visual tokens (the `visual_selection` field):
 # "merge" (the merge_method: PiToMe, ToMe, pitome_bsm) or "visionzip" (dominant + contextual tokens).
@@ -390,11 +390,11 @@ class _MergeSettingsLogic:
             return m0
         return m0 - (m0 - m_end) * layer / self.num_layers
 
-    def layer_values(self, layer: int) -> dict:
+    def layer_values(self, layer: int) -> LayerValues:
         """The plain values `merging.merge_tokens` takes for layer `layer` (method, margin, alpha, energy, split,
         output order); the forward state adds r and the prefix."""
-        return dict(method=self.method_at(layer), margin=self.margin_at(layer), alpha=self.number("alpha"),
-                    energy=self.energy, split=self.merge_split, keep_order=self.keep_order)
+        return LayerValues(method=self.method_at(layer), margin=self.margin_at(layer), alpha=self.number("alpha"),
+                           energy=self.energy, split=self.merge_split, keep_order=self.keep_order)
 
     def budget(self, num_mergeable: int, layer: int) -> int:
         """Number of tokens layer `layer` merges away when `num_mergeable` tokens enter it."""

@@ -106,7 +106,7 @@ class MergeState:
             else:
                 metric = x
             x, self.sizes, positions = merge_tokens(
-                x, metric, self.sizes, r, num_prefix=self.num_prefix, **self.settings.layer_values(layer)
+                x, metric, self.sizes, r, self.settings.layer_values(layer), self.num_prefix
             )
             if self.token_map is not None:
                 self.token_map = update_token_map(self.token_map, positions, self.num_prefix)
@@ -206,7 +206,7 @@ class PaddedMergeState(MergeState):
             sg = self.sizes[rows].gather(1, idx)
             if r > 0:
                 mg = metric[rows].gather(1, idx[..., None].expand(-1, -1, metric.shape[-1]))
-                xg, sg, pos = merge_tokens(xg, mg, sg, r, num_prefix=p, **self.settings.layer_values(layer))
+                xg, sg, pos = merge_tokens(xg, mg, sg, r, self.settings.layer_values(layer), p)
                 prefix = torch.arange(p, device=x.device).expand(len(rows), p)
                 new_index = torch.cat([prefix, pos + p], dim=1)  # packed input index -> packed output index
             else:

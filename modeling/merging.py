@@ -7,6 +7,8 @@ The algorithm as pure tensor functions, model-agnostic, torch only (no config, n
 * `pitome_plan` / `tome_plan` / `pitome_bsm_plan`: which tokens merge into which (no gradients, scores in float32),
   with `energy_score` and `cosine_similarity_matrix`.
 * `apply_plan`: the size-weighted merge (differentiable), `update_token_map`: where each original patch went.
+* `LayerValues`: what one merge step takes besides the tokens (a layer's method, energy parameters, split, order);
+  `select_plan` dispatches on its method.
 * `merge_tokens`: one layer's step (select with the layer's method, then merge).
 * `proportional_attention_bias`, `weighted_mean`.
 
@@ -31,6 +33,20 @@ ENERGIES = ("exp", "elu", "gaussian")
 SPLITS = ("alternate", "top")
 METRICS = ("keys", "hidden")
 MARGIN_SCHEDULES = ("linear", "constant")
+
+
+class LayerValues(NamedTuple):
+    """What one merge step takes besides the tokens, r and the prefix: the selection `method` ("pitome", "tome" or
+    "pitome_bsm"), the energy's `margin`, `alpha` and kind (`energy`), PiToMe's A/B `split`, and whether survivors
+    keep their original order (`keep_order`). Plain values; `MergeSettings.layer_values(layer)` gives a layer's (the
+    merge-field table owns the defaults, so there are none here)."""
+
+    method: str
+    margin: float
+    alpha: float
+    energy: str
+    split: str
+    keep_order: bool
 
 
 def layer_budget(
@@ -259,22 +275,12 @@ def update_token_map(token_map: torch.Tensor, positions: torch.Tensor, num_prefi
     return full.gather(1, token_map)
 
 
-def select_plan(
-    metric: torch.Tensor,
-    r: int,
-    *,
-    method: str,
-    num_prefix: int = 0,
-    margin: float = 0.9,
-    alpha: float = 1.0,
-    energy: str = "exp",
-    split: str = "alternate",
-    keep_order: bool = True,
-    valid: Optional[torch.Tensor] = None,
-) -> MergePlan:
-    """The plan of one selection (`method`: "pitome", "tome" or "pitome_bsm") merging r of the mergeable tokens
+def select_plan(metric: torch.Tensor, r: int, layer: LayerValues, num_prefix: int = 0,
+                valid: Optional[torch.Tensor] = None) -> MergePlan:
+    """The plan of one selection (`layer.method`: "pitome", "tome" or "pitome_bsm") merging r of the mergeable tokens
     `metric` (B, T, c). `num_prefix` is the protected prefix before them (ToMe's parity counts it); `valid` (padding
     mask of the mergeable tokens) is honoured by "pitome" only."""
+    method, margin, alpha, energy, split, keep_order = layer
     if method == "tome":
         return tome_plan(metric, r, keep_order=keep_order, num_prefix=num_prefix)
     if method == "pitome_bsm":
@@ -285,28 +291,13 @@ def select_plan(
     raise ValueError(f"merge_method={method!r} merges nothing; r must be 0, got {r}.")
 
 
-def merge_tokens(
-    x: torch.Tensor,
-    metric: torch.Tensor,
-    sizes: torch.Tensor,
-    r: int,
-    *,
-    method: str,
-    num_prefix: int,
-    margin: float = 0.9,
-    alpha: float = 1.0,
-    energy: str = "exp",
-    split: str = "alternate",
-    keep_order: bool = True,
-    valid: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def merge_tokens(x: torch.Tensor, metric: torch.Tensor, sizes: torch.Tensor, r: int, layer: LayerValues,
+                 num_prefix: int, valid: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One merge step on a full sequence x (B, N, C) with metric (B, N, c): select r tokens to merge away on the
-    mergeable part (after the `num_prefix` protected tokens) with `method` ("pitome", "tome" or "pitome_bsm"), then
-    merge. `margin`, `alpha`, `energy` and `split` are the layer's values (`MergeSettings.layer_values`). `valid`
-    (padding mask) is honoured by the "pitome" selection only; padded batches go through `PaddedMergeState`, which packs
-    real tokens first. Returns (x', sizes', positions)."""
-    plan = select_plan(metric[:, num_prefix:], r, method=method, num_prefix=num_prefix, margin=margin, alpha=alpha,
-                       energy=energy, split=split, keep_order=keep_order,
+    mergeable part (after the `num_prefix` protected tokens) with the layer's values (`LayerValues`, from
+    `MergeSettings.layer_values`), then merge. `valid` (padding mask) is honoured by the "pitome" selection only;
+    padded batches go through `PaddedMergeState`, which packs real tokens first. Returns (x', sizes', positions)."""
+    plan = select_plan(metric[:, num_prefix:], r, layer, num_prefix,
                        valid=None if valid is None else valid[:, num_prefix:])
     return apply_plan(x, sizes, plan, num_prefix)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .merging import MergePlan, apply_plan, select_plan, update_token_map
+from .merging import LayerValues, MergePlan, apply_plan, select_plan, update_token_map
 
 # VisionZip's published splits (dominant + contextual): 54 + 10 of 64, 108 + 20 of 128, 162 + 30 of 192.
 CONTEXTUAL_FRACTION = 10 / 64
@@ -39,21 +39,11 @@ def contextual_count(keep: int, num_tokens: int) -> int:
     return min(keep, max(1, round(keep * CONTEXTUAL_FRACTION)))
 
 
-def reduce_to_budget(
-    x: torch.Tensor,
-    metric: torch.Tensor,
-    keep: int,
-    *,
-    method: str,
-    margin: float = 0.9,
-    alpha: float = 1.0,
-    energy: str = "exp",
-    split: str = "alternate",
-    keep_order: bool = True,
-):
+def reduce_to_budget(x: torch.Tensor, metric: torch.Tensor, keep: int, layer: LayerValues):
     """x (n, C), metric (n, c) -> (x' (keep, C), sizes (keep,) float32, kept (keep,), token_map (n,)).
 
-    Bipartite steps of `method` until `keep` tokens remain, each removing r = min(current - keep, floor(current/2))."""
+    Bipartite steps of the selection `layer.method` (with the layer's values) until `keep` tokens remain, each
+    removing r = min(current - keep, floor(current/2))."""
     n = x.shape[0]
     if not 1 <= keep <= n:
         raise ValueError(f"the visual-token budget {keep} is out of range: it must be in 1..{n} for this input.")
@@ -63,8 +53,7 @@ def reduce_to_budget(
     token_map = kept.clone()
     while x.shape[1] > keep:
         T = x.shape[1]
-        plan = select_plan(metric, min(T - keep, T // 2), method=method, margin=margin, alpha=alpha, energy=energy,
-                           split=split, keep_order=keep_order)
+        plan = select_plan(metric, min(T - keep, T // 2), layer)
         x_new, sizes_new, pos = apply_plan(x, sizes, plan, 0)
         metric = apply_plan(metric, sizes, plan, 0)[0]
         kept = kept.gather(1, plan.output_order())
@@ -79,7 +68,7 @@ def reduce_input(x: torch.Tensor, metric: torch.Tensor, keep: int, settings, rec
     given; otherwise `reduce_to_budget` with the settings' method, margin, alpha, energy and split."""
     if received is not None:
         return visionzip_select(x, metric, received, keep)
-    return reduce_to_budget(x, metric, keep, **settings.layer_values(0))
+    return reduce_to_budget(x, metric, keep, settings.layer_values(0))
 
 
 def attention_received(q: torch.Tensor, k: torch.Tensor, cu_seqlens, scaling: float) -> torch.Tensor:

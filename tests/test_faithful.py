@@ -116,7 +116,7 @@ def test_merged_values_and_sizes_match_reference(method, seed):
     sizes = torch.cat([torch.ones(1), torch.randint(1, 6, (T,), generator=g).float()])[None]
     s = MergeSettings(num_layers=12, merge_method=method)
     r = 9
-    out, new_sizes, _ = merge_tokens(x, x, sizes, r, num_prefix=p, **s.layer_values(3))
+    out, new_sizes, _ = merge_tokens(x, x, sizes, r, s.layer_values(3), p)
     K = x[0, p:]
     margin = ref.margin_at(3, 12, 0.9)
     plan = {"pitome": lambda: ref.pitome(K, r, margin), "tome": lambda: ref.tome(K, r, p),
@@ -150,7 +150,7 @@ def test_per_layer_methods_follow_the_list():
             assert r == 0
             continue
         assert r == ref.budget(30, 0.7)
-        out, sizes, _ = merge_tokens(x, x, torch.ones(1, 31), r, num_prefix=1, **s.layer_values(layer))
+        out, sizes, _ = merge_tokens(x, x, torch.ones(1, 31), r, s.layer_values(layer), 1)
         want_x, want_sizes = ref.merge(x[0], [1.0] * 31, fn(r), 1)
         torch.testing.assert_close(out[0].double(), want_x, rtol=1e-5, atol=1e-5)
         assert sizes[0].tolist() == want_sizes

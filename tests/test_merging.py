@@ -33,7 +33,7 @@ def run_layers(x, s, prefix=1, trace=True):
     for layer in range(s.num_layers):
         r = s.budget(x.shape[1] - prefix, layer)
         if r:
-            x, sizes, pos = merge_tokens(x, x, sizes, r, num_prefix=prefix, **s.layer_values(layer))
+            x, sizes, pos = merge_tokens(x, x, sizes, r, s.layer_values(layer), prefix)
             token_map = update_token_map(token_map, pos, prefix)
         counts.append(x.shape[1] - prefix)
     return x, sizes, token_map, counts
@@ -91,7 +91,7 @@ def test_budget_forms():
 def test_protected_prefix_untouched():
     torch.manual_seed(1)
     x = torch.randn(2, 52, 8)
-    out, sizes, _ = merge_tokens(x, x, torch.ones(2, 52), 10, num_prefix=2, **settings().layer_values(0))
+    out, sizes, _ = merge_tokens(x, x, torch.ones(2, 52), 10, settings().layer_values(0), 2)
     assert torch.equal(out[:, :2], x[:, :2])
     assert torch.equal(sizes[:, :2], torch.ones(2, 2))
     assert out.shape[1] == 42
@@ -190,11 +190,11 @@ def test_margin_schedule():
 
 def test_merge_is_differentiable_and_scores_float32():
     x = torch.randn(2, 30, 8, requires_grad=True)
-    out, _, _ = merge_tokens(x, x.detach(), torch.ones(2, 30), 7, num_prefix=1, **settings().layer_values(0))
+    out, _, _ = merge_tokens(x, x.detach(), torch.ones(2, 30), 7, settings().layer_values(0), 1)
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     xb = torch.randn(2, 30, 8, dtype=torch.bfloat16)
-    out_b, sizes_b, _ = merge_tokens(xb, xb, torch.ones(2, 30), 7, num_prefix=1, **settings().layer_values(0))
+    out_b, sizes_b, _ = merge_tokens(xb, xb, torch.ones(2, 30), 7, settings().layer_values(0), 1)
     assert out_b.dtype == torch.bfloat16 and sizes_b.dtype == torch.float32
 
 
