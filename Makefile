@@ -18,7 +18,7 @@ install: $(STAMP)
 # The main job: accuracy of the embedded Fashion-MNIST ViT (none vs ToMe vs PiToMe, five keep ratios), speed and
 # fidelity of a real DINOv2 ViT-S/14 at 224 px where merging pays, and a plain summary (out/overview/).
 run: $(STAMP)
-	$(PY) -m pitome_hf.cli overview --out out/overview
+	$(PY) -m pitome_hf.cli overview --output out/overview
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q tests

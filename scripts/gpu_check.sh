@@ -61,7 +61,7 @@ run default benchmark default --batch-size $BIG --device $DEV --modes $COMPILE $
 # ONNX Runtime's CUDA provider (needs onnxruntime-gpu there; float32 graphs): unmerged vs merged, eager alongside
 run default-onnx benchmark default --batch-size $BIG --device $DEV --modes eager onnx --keep-ratios 0.9 0.75 $REP \
   --json "$OUT/default_onnx.json"
-run evaluate evaluate --device $DEV --batch-size $BIG --no-progress $LIMIT --out "$OUT/evaluate"
+run evaluate evaluate --device $DEV --batch-size $BIG --no-progress $LIMIT --output "$OUT/evaluate"
 run llava benchmark llava --batch-size 1 --dtype $DT --device $DEV $LM --keep-ratios 0.95 0.9 --warmup 1 --repeats 3 \
   --json "$OUT/llava.json"
 # Qwen2.5-VL time to first token: unreduced vs PiToMe vs ToMe vs VisionZip-style at 64/128/192 visual tokens and keep

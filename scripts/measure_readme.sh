@@ -23,5 +23,5 @@ for i in 1 2 3; do for m in --system-malloc ""; do
   $PY -m pitome_hf.cli benchmark default --keep-ratios 0.9 0.8 $m 2>>"$OUT/progress.log" | grep -E "^\| (none|tome|pitome)" \
     | cut -d'|' -f2,3,5,9,12 | tee -a "$OUT/malloc_repeats.txt"
 done; done
-echo "=== overview (make run)"; $PY -m pitome_hf.cli overview --out "$OUT/overview" 2>>"$OUT/progress.log" | tee "$OUT/overview.md"
+echo "=== overview (make run)"; $PY -m pitome_hf.cli overview --output "$OUT/overview" 2>>"$OUT/progress.log" | tee "$OUT/overview.md"
 echo "=== ONNX Runtime and vision-language figures"; OUT="$OUT" PY="$PY" bash scripts/measure_deploy_vlm.sh

@@ -165,7 +165,7 @@ def test_out_that_cannot_be_a_folder_fails_before_the_sweep(tiny_task, tmp_path,
     code = cli(["evaluate", "--model", str(tiny_task / "model"), "--dataset", str(tiny_task / "data"),
                 "--out", str(blocker / "out"), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and f"--out {blocker / 'out'} cannot be written" in err and "Nothing was run" in err
+    assert code == 2 and f"--output {blocker / 'out'} cannot be written" in err and "Nothing was run" in err
     assert len(err.strip().splitlines()) == 1
 
 

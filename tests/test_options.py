@@ -88,3 +88,15 @@ def test_one_spelling_for_batch_device_and_dtype_across_commands():
     bench = benchmark_parser().parse_args(["vit", "--batch", "8", "--device", "cpu", "--dtype", "bfloat16"])
     for args in (ev, bench):
         assert (args.batch_size, args.device, args.dtype) == (8, "cpu", "bfloat16")
+
+
+@pytest.mark.parametrize("command", ["convert", "export", "evaluate", "study", "fidelity", "overview"])
+def test_every_command_writes_to_one_spelling_of_the_output_folder(command, capsys):
+    """`--output` (alias `--out`) in every command that writes a folder (options.add_output_argument)."""
+    import importlib
+
+    module = importlib.import_module({"evaluate": "pitome_hf.evaluation.evaluate"}.get(command,
+                                                                                    f"pitome_hf.commands.{command}"))
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    assert "--output OUTPUT, --out OUTPUT" in capsys.readouterr().out

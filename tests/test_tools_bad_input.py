@@ -175,7 +175,7 @@ def test_a_second_writer_is_refused_naming_the_lock(model, tmp_path, capsys):
     try:
         code, err = run_cli(capsys, "--model", model, "--dataset", data, "--keep-ratios", "0.9", "--out",
                             tmp_path / "out")
-        assert code == 1 and f"--out {tmp_path / 'out'} is in use by another pitome-hf evaluate" in err
+        assert code == 1 and f"--output {tmp_path / 'out'} is in use by another pitome-hf evaluate" in err
         assert str(tmp_path / "out" / ".rows.lock") in err and "Nothing was run" in err
         assert not (tmp_path / "out" / "rows.jsonl").exists()
     finally:
@@ -317,7 +317,7 @@ def test_out_inside_the_model_or_the_dataset_folder_is_refused(model, tmp_path):
     shutil.copytree(model, folder)
     data = npz(tmp_path / "ok.npz", [0, 1, 2, 2, 0, 1], classes=["cat", "dog", "fox"])
     for out in (folder, folder / "results"):
-        with pytest.raises(ValueError, match=f"--out {out} is inside the model folder {folder}"):
+        with pytest.raises(ValueError, match=f"--output {out} is inside the model folder {folder}"):
             evaluate_model(model=str(folder), data=DataSpec(str(data)), out_dir=out, progress=False)
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in model.iterdir())
     (tmp_path / "images" / "test" / "cat").mkdir(parents=True)

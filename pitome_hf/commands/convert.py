@@ -262,11 +262,11 @@ def staged_folder(output: Path):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    from pitome_hf.commands.options import add_merge_arguments, merge_arguments
+    from pitome_hf.commands.options import add_merge_arguments, add_output_argument, merge_arguments
 
     parser.add_argument("base", help="stock checkpoint: Hub id (org/name) or an existing folder")
-    parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty, is "
-                        "a symbolic link, or is, holds or sits inside the input folder)")
+    add_output_argument(parser, "folder to write (refused if it exists and is not empty, is a symbolic link, or is, "
+                        "holds or sits inside the input folder)", required=True)
     parser.add_argument("--classifier-pooling", choices=["cls", "mean"], default=None,
                         help="ViT classifiers: 'mean' for MAE checkpoints (size-weighted global pool)")
     parser.add_argument("--base-model", default=None, help="Hub id the model card names as base (default: the base "

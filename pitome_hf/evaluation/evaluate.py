@@ -42,7 +42,8 @@ from pitome_hf.measurement.timing import Progress, compiled_runs, peak_memory_mb
 from pitome_hf.modeling.merge_config import MergeSettings
 from pitome_hf.modeling.merging import METHODS
 from pitome_hf.commands.options import (
-    SWEPT, add_batch_argument, add_device_arguments, add_merge_arguments, add_visual_sweep_arguments, check_sweep,
+    SWEPT, add_batch_argument, add_device_arguments, add_merge_arguments, add_output_argument,
+    add_visual_sweep_arguments, check_sweep,
     merge_arguments,
 )
 
@@ -319,7 +320,7 @@ def check_task_inputs(task_class, data: "DataSpec", prompt: Optional[str]) -> No
 
 
 def check_out_dir(out_dir: Path, model_path: str, data: "DataSpec") -> None:
-    """Refuse an --out that is, or sits inside, the model's or the dataset's local folder: the reports would change
+    """Refuse an --output that is, or sits inside, the model's or the dataset's local folder: the reports would change
     the files the rows are keyed by (and an image folder would read the plot as data)."""
     target = Path(out_dir).expanduser().resolve()
     for what, place in (("model", model_path), ("dataset", data.path)):
@@ -327,7 +328,7 @@ def check_out_dir(out_dir: Path, model_path: str, data: "DataSpec") -> None:
             continue
         folder = Path(place).expanduser().resolve()
         if target == folder or folder in target.parents:
-            raise ValueError(f"--out {out_dir} is inside the {what} folder {place}: write the results elsewhere (they "
+            raise ValueError(f"--output {out_dir} is inside the {what} folder {place}: write the results elsewhere (they "
                              f"would become part of the {what}). Nothing was run.")
 
 
@@ -603,13 +604,13 @@ class RowJournal:
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:
-            raise ValueError(f"--out {out_dir} cannot be written ({type(error).__name__}: {error.strerror or error}); "
+            raise ValueError(f"--output {out_dir} cannot be written ({type(error).__name__}: {error.strerror or error}); "
                              "choose a folder you can write. Nothing was run.") from None
         self.path = out_dir / "rows.jsonl"
         blocked = [p for p in (self.path, *(out_dir / f"results.{k}" for k in ("json", "csv", "md", "png")))
                    if p.exists() and not p.is_file()]
         if blocked:
-            raise ValueError(f"--out {out_dir}: {blocked[0]} is not a file, so the results cannot be written there; "
+            raise ValueError(f"--output {out_dir}: {blocked[0]} is not a file, so the results cannot be written there; "
                              "remove it or choose another --out. Nothing was run.")
         self.lock_path = out_dir / ".rows.lock"
         self._lock = _take_lock(self.lock_path, out_dir)
@@ -656,7 +657,7 @@ def _take_lock(lock_path: Path, out_dir: Path):
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise RuntimeError(f"--out {out_dir} is in use by another pitome-hf evaluate (process {holder} holds "
+        raise RuntimeError(f"--output {out_dir} is in use by another pitome-hf evaluate (process {holder} holds "
                          f"{lock_path}); wait for it to finish or choose another --out. Nothing was run.") from None
     handle.seek(0)
     handle.truncate()
@@ -823,8 +824,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "available, else cpu; the report records the device used)")
     add_batch_argument(parser, 64, "samples per forward")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples (default: all)")
-    parser.add_argument("--out", default="out/evaluate", help="folder for results.json/.csv/.md/.png and the "
-                        "rows.jsonl journal, checked before the sweep (default: %(default)s)")
+    add_output_argument(parser, "folder for results.json/.csv/.md/.png and the rows.jsonl journal, checked before "
+                        "the sweep", default="out/evaluate")
     parser.add_argument("--compile", action="store_true", help="run every configuration through torch.compile "
                         "(default: eager)")
     parser.add_argument("--labels-by-id", action="store_true", help="image-classification: read dataset label k as "
@@ -857,7 +858,7 @@ def main(argv=None) -> int:
         progress=not args.no_progress,
         prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
-        out_dir=Path(args.out),
+        out_dir=Path(args.output),
         resume=not args.no_resume,
         compile=args.compile,
         labels_by_id=args.labels_by_id,
@@ -868,7 +869,7 @@ def main(argv=None) -> int:
     from accelerate import PartialState
 
     if PartialState().is_main_process:
-        paths = write_report(report, Path(args.out))
+        paths = write_report(report, Path(args.output))
         print(f"{report['model']} on {report['dataset']['path']} ({report['num_samples']} samples, "
               f"{report['device']}, {report['dtype']}, batch {report['batch_size']})")
         print(markdown_table(report))
