@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -301,7 +302,8 @@ def return_output(result, config, return_dict: Optional[bool]):
 
 class KeysAttentionMixin:
     """A self-attention that also returns its key states (B, H, N, d), PiToMe's similarity metric (mixed in before the
-    stock attention class by `keyed_attention_class`; `eager_attention` is the family's `eager_attention_forward`)."""
+    stock attention class by `keyed_attention_class`; `eager_attention` is the stock module's `eager_attention_forward`,
+    the function the stock forward itself falls back to)."""
 
     eager_attention = None
 
@@ -311,27 +313,31 @@ class KeysAttentionMixin:
 
 
 @functools.lru_cache(maxsize=None)
-def keyed_attention_class(stock_class: type, eager_attention) -> type:
+def keyed_attention_class(stock_class: type) -> type:
     """The one keyed-attention piece, for any stock q/k/v/o attention class: `KeysAttentionMixin` before it (one class
-    per stock class, named PiToMe<stock name>). A subclass, so transformers' output recorders (which match attention
-    modules by isinstance) still see it, and its parameters are the stock module's."""
+    per stock class, named PiToMe<stock name>), with the eager attention of the stock class's own file. A subclass, so
+    transformers' output recorders (which match attention modules by isinstance) still see it, and its parameters are
+    the stock module's."""
+    eager = getattr(sys.modules[stock_class.__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise TypeError(f"{stock_class.__module__} has no eager_attention_forward, so {stock_class.__name__} cannot "
+                        "return its keys through KeysAttentionMixin; this adapter needs its own attention forward.")
     return type(f"PiToMe{stock_class.__name__}", (KeysAttentionMixin, stock_class),
-                {"eager_attention": staticmethod(eager_attention), "__module__": __name__})
+                {"eager_attention": staticmethod(eager), "__module__": __name__})
 
 
 class MergingLayerMixin:
     """A stock encoder layer whose attention module (attribute `attention_name`) also returns its keys (its class
-    becomes `keyed_attention_class(stock class, eager_attention)`; weights and names unchanged) and which knows its
-    index (for the schedule). Mix in before the stock layer class and set `eager_attention` to the family's
-    `eager_attention_forward`; the layer's forward is the family's (or `PreNormMergingLayerMixin`'s)."""
+    becomes `keyed_attention_class(stock class)`; weights and names unchanged) and which knows its index (for the
+    schedule). Mix in before the stock layer class; the layer's forward is the family's (or
+    `PreNormMergingLayerMixin`'s)."""
 
     attention_name = "self_attn"
-    eager_attention = None
 
     def __init__(self, config, layer_idx: int = 0):
         super().__init__(config)
         attention = getattr(self, self.attention_name)
-        attention.__class__ = keyed_attention_class(type(attention), self.eager_attention)
+        attention.__class__ = keyed_attention_class(type(attention))
         self.layer_idx = layer_idx
 
 
@@ -344,7 +350,7 @@ class PreNormMergingLayerMixin(MergingLayerMixin):
     """The forward of a pre-norm encoder layer named like CLIP's and SigLIP's (`layer_norm1`, `self_attn`,
     `layer_norm2`, `mlp`): an edited copy of `CLIPEncoderLayer.forward` / `SiglipEncoderLayer.forward` that adds the
     proportional-attention bias before attention and merges after the attention residual (lines marked "differs").
-    Mix in before the stock layer class and set `eager_attention`."""
+    Mix in before the stock layer class."""
 
     def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
         residual = hidden_states

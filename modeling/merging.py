@@ -5,7 +5,8 @@ The algorithm as pure tensor functions, model-agnostic, torch only (no config, n
 
 * `layer_budget`: how many tokens one layer merges.
 * `pitome_plan` / `tome_plan` / `pitome_bsm_plan`: which tokens merge into which (no gradients, scores in float32),
-  with `energy_score` and `cosine_similarity_matrix`.
+  with `energy_score` and `cosine_similarity_matrix`; ToMe's matching step, which `tome_plan` and `pitome_bsm_plan`
+  share (they differ in how A and B are split), is `bipartite_matching`.
 * `apply_plan`: the size-weighted merge (differentiable), `update_token_map`: where each original patch went.
 * `LayerValues`: what one merge step takes besides the tokens (a layer's method, energy parameters, split, order);
   `select_plan` dispatches on its method.
@@ -173,15 +174,9 @@ def tome_plan(metric: torch.Tensor, r: int, keep_order: bool = True, num_prefix:
     B, T, _ = metric.shape
     k = F.normalize(metric.float(), dim=-1)
     first = num_prefix % 2
-    a_idx = torch.arange(first, T, 2, device=metric.device)
-    b_idx = torch.arange(1 - first, T, 2, device=metric.device)
-    scores = k[:, first::2] @ k[:, 1 - first :: 2].transpose(1, 2)
-    best, match = scores.max(dim=-1)
-    ranked = torch.sort(best, dim=1, descending=True, stable=True).indices
-    src = a_idx[ranked[:, :r]]
-    dst = b_idx[match.gather(1, ranked[:, :r])]
-    keep = torch.cat([b_idx.expand(B, -1), a_idx[ranked[:, r:]]], dim=1)
-    return MergePlan(src=src, dst=dst, keep=keep, keep_order=keep_order)
+    a = torch.arange(first, T, 2, device=metric.device).expand(B, -1)
+    b = torch.arange(1 - first, T, 2, device=metric.device).expand(B, -1)
+    return bipartite_matching(k[:, first::2] @ k[:, 1 - first :: 2].transpose(1, 2), a, b, r, keep_order)
 
 
 @torch.no_grad()
@@ -204,7 +199,15 @@ def pitome_bsm_plan(
     order = torch.sort(energy_score(S, margin, alpha, energy), dim=1, descending=True, stable=True).indices
     a, b = order[:, 0::2], order[:, 1::2]
     rows = S.gather(1, a[..., None].expand(B, a.shape[1], T))
-    best, match = rows.gather(2, b[:, None, :].expand(B, a.shape[1], b.shape[1])).max(dim=-1)
+    return bipartite_matching(rows.gather(2, b[:, None, :].expand(B, a.shape[1], b.shape[1])), a, b, r, keep_order)
+
+
+def bipartite_matching(scores: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: int, keep_order: bool) -> MergePlan:
+    """ToMe's matching once the tokens are split into A and B (`tome_plan`: by parity; `pitome_bsm_plan`: by energy
+    rank): `scores` (B, |A|, |B|) the cosine of each A token with each B token, `a` (B, |A|) and `b` (B, |B|) their
+    indices. Each A token's best match in B; the r A tokens with the highest best score (stable order on ties) merge
+    into it; B and the rest of A are kept."""
+    best, match = scores.max(dim=-1)
     ranked = torch.sort(best, dim=1, descending=True, stable=True).indices
     src = a.gather(1, ranked[:, :r])
     dst = b.gather(1, match.gather(1, ranked[:, :r]))

@@ -28,7 +28,6 @@ from transformers.models.clip.modeling_clip import (
     CLIPVisionModel,
     CLIPVisionModelOutput,
     CLIPVisionModelWithProjection,
-    eager_attention_forward,
 )
 
 from .configuration_pitome_clip import PiToMeCLIPConfig, PiToMeCLIPVisionConfig
@@ -64,8 +63,6 @@ class PiToMeCLIPOutput(MergeOutputMixin, CLIPOutput):
 
 class PiToMeCLIPEncoderLayer(PreNormMergingLayerMixin, CLIPEncoderLayer):
     """A CLIP vision layer that merges tokens after attention + residual, before `layer_norm2` and the MLP."""
-
-    eager_attention = staticmethod(eager_attention_forward)
 
 
 class PiToMeCLIPEncoder(MergingEncoderMixin, CLIPEncoder):

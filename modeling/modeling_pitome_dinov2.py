@@ -24,7 +24,6 @@ from transformers.models.dinov2.modeling_dinov2 import (
     Dinov2Layer,
     Dinov2Model,
     Dinov2PreTrainedModel,
-    eager_attention_forward,
 )
 from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
     Dinov2WithRegistersEmbeddings,
@@ -126,7 +125,7 @@ class _MergingDinov2ModelMixin:
 
 
 class PiToMeDinov2Layer(_MergingDinov2LayerMixin, Dinov2Layer):
-    eager_attention = staticmethod(eager_attention_forward)
+    """A DINOv2 layer that merges tokens after attention + layer scale + residual."""
 
 
 class PiToMeDinov2Encoder(_MergingDinov2EncoderMixin, Dinov2Encoder):
@@ -134,7 +133,7 @@ class PiToMeDinov2Encoder(_MergingDinov2EncoderMixin, Dinov2Encoder):
 
 
 class PiToMeDinov2WithRegistersLayer(_MergingDinov2LayerMixin, Dinov2WithRegistersLayer):
-    eager_attention = staticmethod(eager_attention_forward)
+    """A DINOv2-with-registers layer that merges tokens as `PiToMeDinov2Layer`."""
 
 
 class PiToMeDinov2WithRegistersEncoder(_MergingDinov2EncoderMixin, Dinov2WithRegistersEncoder):

@@ -26,7 +26,6 @@ from transformers.models.siglip.modeling_siglip import (
     SiglipTextModel,
     SiglipVisionEmbeddings,
     SiglipVisionModel,
-    eager_attention_forward,
 )
 
 from .configuration_pitome_siglip import PiToMeSiglipConfig, PiToMeSiglipVisionConfig
@@ -53,8 +52,6 @@ class PiToMeSiglipOutput(MergeOutputMixin, SiglipOutput):
 
 class PiToMeSiglipEncoderLayer(PreNormMergingLayerMixin, SiglipEncoderLayer):
     """A SigLIP vision layer that merges tokens after attention + residual, before `layer_norm2` and the MLP."""
-
-    eager_attention = staticmethod(eager_attention_forward)
 
 
 class PiToMeSiglipEncoder(MergingEncoderMixin, SiglipEncoder):

@@ -19,7 +19,6 @@ from transformers.models.vit.modeling_vit import (
     ViTModel,
     ViTPooler,
     ViTPreTrainedModel,
-    eager_attention_forward,
 )
 
 from .configuration_pitome_vit import PiToMeViTConfig
@@ -49,7 +48,6 @@ class PiToMeViTLayer(MergingLayerMixin, ViTLayer):
     """A ViT layer that merges tokens after attention + residual, before the second LayerNorm and the MLP."""
 
     attention_name = "attention"
-    eager_attention = staticmethod(eager_attention_forward)
 
     def forward(self, hidden_states, attention_mask=None, merge_state: Optional[MergeState] = None, **kwargs):
         residual = hidden_states

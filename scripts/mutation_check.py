@@ -50,11 +50,11 @@ MUTATIONS = [
     ("proportional attention off", "return torch.log(sizes)[:, None, None, :].to(dtype)",
      "return torch.zeros_like(sizes)[:, None, None, :].to(dtype)"),
     ("ToMe parity counted over mergeable tokens only", "first = num_prefix % 2", "first = 0"),
-    ("ToMe keeps the lowest-scoring matches", "ranked = torch.sort(best, dim=1, descending=True, stable=True).indices\n    src = a_idx",
-     "ranked = torch.sort(best, dim=1, descending=False, stable=True).indices\n    src = a_idx"),
+    ("ToMe keeps the lowest-scoring matches", "ranked = torch.sort(best, dim=1, descending=True, stable=True).indices\n    src = a.gather",
+     "ranked = torch.sort(best, dim=1, descending=False, stable=True).indices\n    src = a.gather"),
     ("pitome_bsm halves swapped", "a, b = order[:, 0::2], order[:, 1::2]", "b, a = order[:, 0::2], order[:, 1::2]"),
-    ("pitome_bsm destination by argmin", "best, match = rows.gather(2, b[:, None, :].expand(B, a.shape[1], b.shape[1])).max(dim=-1)",
-     "best, match = rows.gather(2, b[:, None, :].expand(B, a.shape[1], b.shape[1])).min(dim=-1)"),
+    ("bipartite matching (ToMe, pitome_bsm) destination by argmin", "best, match = scores.max(dim=-1)",
+     "best, match = scores.min(dim=-1)"),
     ("budget without the floor(T/2) clamp", "return max(0, min(r, T // 2))", "return max(0, r)"),
 ]
 
