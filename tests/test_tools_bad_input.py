@@ -169,6 +169,22 @@ def test_a_replaced_model_at_the_same_path_is_measured_again(model, tmp_path, ca
     assert "reused" not in capsys.readouterr().err
 
 
+def test_rows_measured_by_other_code_are_measured_again(model, tmp_path, capsys, monkeypatch):
+    """The journal's header holds a hash of pitome_hf's own code and the torch/transformers versions: after an upgrade
+    (or a fix to the merge code) a stock checkpoint's rows are not reused."""
+    from pitome_hf.evaluation import evaluate as evaluation
+
+    data = npz(tmp_path / "ok.npz", [0, 1, 2, 2, 0, 1], classes=["cat", "dog", "fox"])
+    args = dict(model=str(model), data=DataSpec(str(data)), keep_ratios=[0.9], out_dir=tmp_path / "out")
+    first = evaluate_model(**args)
+    assert first["code_fingerprint"].startswith("sha256:") and " transformers " in first["code_fingerprint"]
+    capsys.readouterr()
+    monkeypatch.setattr(evaluation, "code_fingerprint", lambda: "sha256:other torch 0 transformers 0")
+    evaluate_model(**args)
+    err = capsys.readouterr().err
+    assert "reused" not in err and "(code_fingerprint differ" in err
+
+
 def test_a_second_writer_is_refused_naming_the_lock(model, tmp_path, capsys):
     data = npz(tmp_path / "ok.npz", [0, 1, 2, 2, 0, 1], classes=["cat", "dog", "fox"])
     holder = RowJournal(tmp_path / "out")  # as another evaluate would hold it

@@ -580,10 +580,29 @@ def dataset_fingerprint(spec: DataSpec, ds) -> str:
     return f"datasets:{ds._fingerprint}"
 
 
+def code_fingerprint() -> str:
+    """A hash of the code the rows depend on besides the model's own files: every .py file of the installed pitome_hf
+    and of its modeling package (the merge code a stock checkpoint is run with, the task runners), and the torch and
+    transformers versions. A row measured by other code is measured again, not reused."""
+    import transformers
+
+    import pitome_hf
+    import pitome_hf.modeling
+
+    names = {}  # named inside the package, wherever it is installed (the modeling folder sits apart when editable)
+    for root, prefix in ((Path(pitome_hf.__file__).parent, "pitome_hf"),
+                         (Path(pitome_hf.modeling.__file__).parent, "pitome_hf/modeling")):
+        for p in root.rglob("*.py"):
+            if "__pycache__" not in p.parts:
+                names[p.resolve()] = f"{prefix}/{p.relative_to(root).as_posix()}"
+    digest = files_digest((name, path) for path, name in names.items())
+    return f"{digest} torch {torch.__version__} transformers {transformers.__version__}"
+
+
 def _fingerprints(model_path: str, data: DataSpec, ds) -> dict:
     return {"model_fingerprint": model_fingerprint(model_path),
             "weights_fingerprint": model_fingerprint(model_path, weights_only=True),
-            "dataset_fingerprint": dataset_fingerprint(data, ds)}
+            "dataset_fingerprint": dataset_fingerprint(data, ds), "code_fingerprint": code_fingerprint()}
 
 
 class RowJournal:
