@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+import pitome_hf
+
 # command -> (module, help). Each module has `main(argv)`; modules are imported only when their command runs.
 COMMANDS = {
     "overview": ("pitome_hf.commands.overview", "what merging buys, in a few minutes: accuracy, speed where it pays, a summary"),
@@ -30,15 +32,6 @@ EXAMPLES = """examples:
   pitome-hf push vit-b16-pitome org/vit-b16-pitome --eval-json out/evaluate/results.json
   pitome-hf <command> --help                           # every option of a command, with its default
 """
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pitome_hf")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def _usage_error(error: BaseException) -> bool:
@@ -61,7 +54,7 @@ def main(argv=None) -> int:
         prog="pitome-hf", description="PiToMe token merging for Hugging Face models.", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"pitome-hf {_version()}")
+    parser.add_argument("--version", action="version", version=f"pitome-hf {pitome_hf.__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (or PITOME_HF_DEBUG=1)")
     parser.add_argument("command", choices=list(COMMANDS), metavar="command",
                         help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()).replace("%", "%%"))

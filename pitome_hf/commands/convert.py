@@ -99,7 +99,7 @@ def _save_family_processor(processor_class: type, config, parts: Optional[dict],
     return sorted(p.name for p in set(folder.iterdir()) - before)
 
 
-def _copy_preprocessing(base: str, local: bool, folder: Path, skip=frozenset()) -> list[str]:
+def copy_preprocessing(base: str, local: bool, folder: Path, skip=frozenset()) -> list[str]:
     """Copy the base's tokenizer / processor files next to the model (except `skip`, already written); returns the
     names copied (maybe none)."""
     if local:
@@ -219,7 +219,7 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
         if not copied:
             model.config.auto_map.pop("AutoProcessor", None)  # no processor to load: do not name one
         model.save_pretrained(staging)
-        copied += _copy_preprocessing(base, local, staging, skip=set(copied))
+        copied += copy_preprocessing(base, local, staging, skip=set(copied))
         if not copied:
             print(f"note: {base} has no tokenizer or processor files; none were written (add the base's own).")
         json.loads((staging / "config.json").read_text())  # written and readable

@@ -45,7 +45,7 @@ def load_model(base: str, **settings):
 def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dynamic_batch: bool = False,
                   opset=None, force: bool = False, **settings) -> dict:
     """Write the ONNX export of `base` with merge `settings` to the folder `output`; returns export_onnx's info."""
-    from pitome_hf.commands.convert import _copy_preprocessing, check_output, staged_folder
+    from pitome_hf.commands.convert import copy_preprocessing, check_output, staged_folder
     from pitome_hf.deployment.onnx import DEFAULT_OPSET, check_exportable, export_onnx, require_onnx
 
     require_onnx()
@@ -61,7 +61,7 @@ def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dy
         info = export_onnx(model, staging / "model.onnx", batch_size=batch_size, image_size=image_size,
                            dynamic_batch=dynamic_batch, opset=opset or DEFAULT_OPSET)
         model.config.to_json_file(staging / "config.json")
-        copied = _copy_preprocessing(base, local, staging)
+        copied = copy_preprocessing(base, local, staging)
         (staging / "onnx_export.json").write_text(json.dumps(
             {k: info[k] for k in ("inputs", "outputs", "batch_size", "image_size", "opset", "metadata",
                                   "max_abs_diff") if k in info} | {"top1_agreement": info.get("top1_agreement")},

@@ -172,7 +172,7 @@ def merge_metadata(model, batch_size, image_size: int, dynamic_batch: bool, opse
     size, the input, the versions."""
     import transformers
 
-    from pitome_hf.cli import _version
+    import pitome_hf
     from pitome_hf.families import family_of
     from pitome_hf.modeling.merge_config import MERGE_FIELDS, token_schedule
 
@@ -191,7 +191,7 @@ def merge_metadata(model, batch_size, image_size: int, dynamic_batch: bool, opse
         "batch_size": "dynamic" if dynamic_batch else str(batch_size),
         "image_size": str(image_size),
         "exporter": f"torch.onnx.export(dynamo=True), opset {opset}",
-        "versions": f"pitome_hf {_version()}, torch {torch.__version__}, transformers {transformers.__version__}",
+        "versions": f"pitome_hf {pitome_hf.__version__}, torch {torch.__version__}, transformers {transformers.__version__}",
     }
     for key in ("merge_method", "keep_ratio", "merge_r"):  # the headline settings, readable without JSON
         values[key] = json.dumps(settings.get(key))

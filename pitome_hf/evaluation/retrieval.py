@@ -21,7 +21,7 @@ import torch.nn.functional as F
 KS = (1, 5, 10)
 
 
-def _features(output, name: str) -> torch.Tensor:
+def features_of(output, name: str) -> torch.Tensor:
     """The embedding tensor from a `get_*_features` result (a tensor, or an output whose pooler_output is the
     projected embedding in transformers 5) or a `...WithProjection` output (`image_embeds` / `text_embeds`)."""
     if isinstance(output, torch.Tensor):
@@ -36,7 +36,7 @@ def _embed(model, batches, kind: str) -> torch.Tensor:
     """L2-normalised float32 CPU embeddings of `kind` ("image" or "text") of every batch of model inputs: through
     `model.get_<kind>_features` (CLIPModel) or `model(...).<kind>_embeds` (the ...WithProjection towers)."""
     run = getattr(model, f"get_{kind}_features", model)
-    out = [F.normalize(_features(run(**inputs), f"{kind}_embeds").float(), dim=-1).cpu() for inputs in batches]
+    out = [F.normalize(features_of(run(**inputs), f"{kind}_embeds").float(), dim=-1).cpu() for inputs in batches]
     if not out:
         raise ValueError(f"{kind}_embeddings got no {kind}s.")
     return torch.cat(out)

@@ -373,9 +373,9 @@ class _ClipTask(Task):
         return self.pixel_batches(shard, self.base.config.vision_config.image_size)
 
     def image_embeds(self, net, inputs) -> torch.Tensor:
-        from pitome_hf.evaluation.retrieval import _features
+        from pitome_hf.evaluation.retrieval import features_of
 
-        return F.normalize(_features(net.get_image_features(**inputs), "image_embeds").float(), dim=-1)
+        return F.normalize(features_of(net.get_image_features(**inputs), "image_embeds").float(), dim=-1)
 
     def text_embeds(self, texts: list[str]) -> torch.Tensor:
         from pitome_hf.evaluation.retrieval import text_embeddings
