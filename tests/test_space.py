@@ -25,6 +25,7 @@ from PIL import Image  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
+import pitome_hf  # noqa: E402
 from pitome_hf import token_schedule  # noqa: E402
 from pitome_hf.measurement.flops import vit_flops  # noqa: E402
 
@@ -484,11 +485,8 @@ def test_space_metadata():
     assert pins["matplotlib"] == matplotlib.__version__
     assert {"transformers", "huggingface_hub"} <= set(pins)
     assert all("==" in ln or ln.endswith(".whl") for ln in reqs), reqs
-    import configparser
 
-    version = configparser.ConfigParser()
-    version.read(ROOT / "setup.cfg")
-    wheel = f"./pitome_hf-{version['metadata']['version']}-py3-none-any.whl"
+    wheel = f"./pitome_hf-{pitome_hf.__version__}-py3-none-any.whl"  # the one version (setup.cfg reads it)
     assert [ln for ln in reqs if ln.endswith(".whl")] == [wheel]  # what build_space.py builds from this checkout
     for path in (SPACE / "examples").iterdir():
         with Image.open(path) as image:
