@@ -105,6 +105,8 @@ def test_command_writes_json_and_table(tmp_path, capsys):
     (["--visual-tokens", "16", "16"], "--visual-tokens lists 16 more than once"),
     (["--batch-size", "2"], "--batch-size 2: the vision-language benchmark times one prompt"),
     (["--set", "vision_config.depth"], "--set 'vision_config.depth': give KEY=VALUE"),
+    (["--set", "vision_config.dept=2"], "'vision_config.dept' is not a field of the Qwen2.5-VL-3B config .*did you "
+                                        "mean depth"),
     (["--lm-layers", "0"], "--lm-layers 0: must be >= 1"),
 ])
 def test_bad_input_is_refused_before_timing(argv, message):
