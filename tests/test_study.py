@@ -78,8 +78,10 @@ def test_summary_sides_are_read_from_exact_verdicts():
 
 
 def test_bad_ratio_and_missing_data_are_named(tmp_path):
-    with pytest.raises(ValueError, match=r"--keep-ratios \[1.5\]"):
+    with pytest.raises(ValueError, match=r"--keep-ratios: keep_ratio=1.5 is out of range"):
         study.main(["fmnist", "--keep-ratios", "1.5", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"--keep-ratios 1.0: the unmerged row is always included"):
+        study.main(["fmnist", "--keep-ratios", "0.9", "1.0", "--out", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="nope.npz does not exist"):
         study.main(["dinov2", "--data", str(tmp_path / "nope.npz"), "--out", str(tmp_path)])
 

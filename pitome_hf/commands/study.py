@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from pitome_hf.apply import apply_pitome
-from pitome_hf.commands.options import add_output_argument
+from pitome_hf.commands.options import add_output_argument, check_sweep
 from pitome_hf.families import family_named
 from pitome_hf.modeling.merge_config import MergeSettings, preset_settings
 
@@ -398,9 +398,9 @@ def main(argv=None) -> int:
                         "min on 2 CPU cores; the full matrix is for a GPU)")
     add_output_argument(parser, "output folder", default="out/study")
     args = parser.parse_args(argv)
-    bad = [r for r in args.keep_ratios if not 0 < r < 1]
-    if bad:
-        raise ValueError(f"--keep-ratios {bad}: each must be in (0, 1) (the unmerged row is always included).")
+    check_sweep(args.keep_ratios)  # the settings table's range, no ratio twice
+    if 1.0 in args.keep_ratios:
+        raise ValueError("--keep-ratios 1.0: the unmerged row is always included; give the merged ratios (below 1).")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)  # before the sweep: fail now, not after an hour
     start = time.perf_counter()
