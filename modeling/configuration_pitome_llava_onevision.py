@@ -107,13 +107,17 @@ def onevision_image_budget(settings, image_size, multi_image: bool, *, tile: int
     return OnevisionImageBudget(base, rows, cols, newlines, keep_base, k - keep_base)
 
 
-def onevision_config_budget(config, image_size, multi_image: bool) -> OnevisionImageBudget:
-    """`onevision_image_budget` with the layout arguments read from a (PiToMe) LLaVA-OneVision model config."""
+def onevision_config_budget(config, image_size, multi_image: bool, aspect=None,
+                            select_strategy=None) -> OnevisionImageBudget:
+    """`onevision_image_budget` with the layout arguments read from a (PiToMe or stock) LLaVA-OneVision model config
+    (`aspect` and `select_strategy` default to the config's; a forward may give others). A stock config has no merge
+    settings: nothing is reduced."""
     vision = config.vision_config
-    return onevision_image_budget(config, image_size, multi_image, tile=vision.image_size,
+    settings = config if hasattr(config, "keep_ratio") else SimpleNamespace(merge_method="none")
+    return onevision_image_budget(settings, image_size, multi_image, tile=vision.image_size,
                                   patches=vision.image_size // vision.patch_size, pinpoints=config.image_grid_pinpoints,
-                                  aspect=config.vision_aspect_ratio,
-                                  select_strategy=config.vision_feature_select_strategy)
+                                  aspect=aspect or config.vision_aspect_ratio,
+                                  select_strategy=select_strategy or config.vision_feature_select_strategy)
 
 
 def llava_onevision_dummy_inputs(config) -> dict:
@@ -123,10 +127,7 @@ def llava_onevision_dummy_inputs(config) -> dict:
 
     vision = config.vision_config
     side = vision.image_size
-    count = (onevision_config_budget(config, (side, side), False).tokens if hasattr(config, "keep_ratio")
-             else onevision_image_budget(SimpleNamespace(merge_method="none"), (side, side), False, tile=side,
-                                         patches=side // vision.patch_size, pinpoints=config.image_grid_pinpoints,
-                                         aspect=config.vision_aspect_ratio).tokens)
+    count = onevision_config_budget(config, (side, side), False).tokens
     ids = torch.tensor([[1, 2, *[config.image_token_id] * count, 3, 4]])
     g = torch.Generator().manual_seed(0)
     pixels = torch.randn(1, 2, vision.num_channels, side, side, generator=g)

@@ -30,12 +30,14 @@ from .language_input_reduction import VisualBudgetConfigMixin, ratio_keep, reduc
 def qwen_visual_token_count(config, grid_thw, spatial_merge_size: int = None) -> int:
     """Visual tokens the language model receives for one image or video of grid (t, h, w) patches.
 
-    `config`: a PiToMe Qwen2.5-VL config, or any object with the merge fields (the processor's view).
-    Raises ValueError when `visual_tokens` asks for more tokens than the image has."""
+    `config`: a PiToMe Qwen2.5-VL config, or any object with the merge fields (the processor's view); a stock config
+    (no merge fields) reduces nothing. Raises ValueError when `visual_tokens` asks for more tokens than the image has."""
     t, h, w = (int(v) for v in grid_thw)
     if spatial_merge_size is None:
         spatial_merge_size = config.vision_config.spatial_merge_size
     n = t * h * w // (spatial_merge_size ** 2)
+    if not hasattr(config, "keep_ratio"):
+        return n
     settings = reduction_settings(config)
     if not reduces(settings):
         return n
@@ -57,7 +59,7 @@ def qwen2_5_vl_dummy_inputs(config) -> dict:
 
     vision = config.vision_config
     side = 4 * vision.spatial_merge_size
-    n = qwen_visual_token_count(config, (1, side, side)) if hasattr(config, "keep_ratio") else 16
+    n = qwen_visual_token_count(config, (1, side, side))
     text = [1, 2], [3, 4, 5]
     ids = torch.tensor([[*text[0], config.vision_start_token_id, *[config.image_token_id] * n,
                          config.vision_end_token_id, *text[1]]])

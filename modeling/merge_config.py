@@ -260,6 +260,17 @@ def check_names(names, allowed, what: str) -> None:
             raise TypeError(f"{what} got an unknown setting {name!r}.{hint} Allowed: {', '.join(sorted(allowed))}.")
 
 
+def count_settings(source=None, what: str = "the processor") -> dict:
+    """The merge fields a processor's token count depends on (`COUNT_FIELDS`), as the processor stores them: from a
+    PiToMe config (its values), or from a dict (unknown names refused, naming `what`; missing ones at the table's
+    defaults)."""
+    if source is not None and not isinstance(source, dict):
+        return {name: getattr(source, name) for name in COUNT_FIELDS}
+    given = dict(source or {})
+    check_names(given, COUNT_FIELDS, what)
+    return {name: given.get(name, MERGE_FIELD[name].default) for name in COUNT_FIELDS}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Presets, and the one rule for combining a preset with explicit fields
 # ----------------------------------------------------------------------------------------------------------------

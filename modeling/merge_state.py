@@ -27,6 +27,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .merge_config import MergeSettings, protected_prefix, settings_of
 from .merging import merge_tokens, proportional_attention_bias, update_token_map
 
+PROPORTIONAL_ATTENTION_BACKENDS = ("eager", "sdpa")
+
 
 def inherit_conversion_mappings(mappings: dict) -> None:
     """The key mapping of checkpoints, one owner: transformers 5 renames checkpoint keys on load (transformers-4 names,
@@ -41,8 +43,6 @@ def inherit_conversion_mappings(mappings: dict) -> None:
             if mapping:
                 conversion_mapping.register_checkpoint_conversion_mapping(ours, mapping, overwrite=True)
                 break
-
-PROPORTIONAL_ATTENTION_BACKENDS = ("eager", "sdpa")
 
 
 @dataclass

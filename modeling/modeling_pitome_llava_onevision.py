@@ -54,7 +54,7 @@ from transformers.models.llava_onevision.modeling_llava_onevision import (
     image_size_to_num_patches,
 )
 
-from .configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig, onevision_image_budget
+from .configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig, onevision_config_budget
 from .language_input_reduction import (
     KEY_BIAS, ReducedInputModelMixin, ReducedGenerationMixin, ReducedVisualOutput, capture, flash_check, reduces,
     reduction_settings,
@@ -77,15 +77,11 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
 
     # ---------------------------------------------------------------- images: the reduction
     def _budgets(self, image_sizes, batch_num_images, aspect, strategy):
-        vision = self.config.vision_config
         if batch_num_images is None:
             multi = [False] * len(image_sizes)
         else:
             multi = [int(n) != 1 for n in batch_num_images.tolist() for _ in range(int(n))]
-        return [onevision_image_budget(self.config, size, m, tile=vision.image_size,
-                                       patches=vision.image_size // vision.patch_size,
-                                       pinpoints=self.config.image_grid_pinpoints, aspect=aspect,
-                                       select_strategy=strategy)
+        return [onevision_config_budget(self.config, size, m, aspect=aspect, select_strategy=strategy)
                 for size, m in zip(image_sizes.tolist(), multi)], multi
 
     def _feature_attention(self, layer):

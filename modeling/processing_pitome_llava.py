@@ -13,7 +13,7 @@ from transformers import LlavaProcessor
 from transformers.image_utils import get_image_size, to_numpy_array
 
 from .configuration_pitome_llava import PiToMeLlavaConfig, llava_num_image_tokens
-from .merge_config import COUNT_FIELDS, MERGE_FIELD, check_names
+from .merge_config import COUNT_FIELDS, count_settings
 
 
 class PiToMeLlavaProcessor(LlavaProcessor):
@@ -44,8 +44,7 @@ class PiToMeLlavaProcessor(LlavaProcessor):
         for name in COUNT_FIELDS:  # processor_config.json files written before merge_settings had them at top level
             if name in kwargs:
                 merge_settings[name] = kwargs.pop(name)
-        check_names(merge_settings, COUNT_FIELDS, "PiToMeLlavaProcessor merge_settings")
-        self.merge_settings = {name: merge_settings.get(name, MERGE_FIELD[name].default) for name in COUNT_FIELDS}
+        self.merge_settings = count_settings(merge_settings, "PiToMeLlavaProcessor merge_settings")
         self.vision_num_hidden_layers = vision_num_hidden_layers
         self.vision_feature_layer = vision_feature_layer
         super().__init__(
@@ -66,7 +65,7 @@ class PiToMeLlavaProcessor(LlavaProcessor):
             patch_size=config.vision_config.patch_size,
             vision_feature_select_strategy=config.vision_feature_select_strategy,
             num_additional_image_tokens=1,
-            merge_settings={name: getattr(config, name) for name in COUNT_FIELDS},
+            merge_settings=count_settings(config),
             vision_num_hidden_layers=config.vision_config.num_hidden_layers,
             vision_feature_layer=config.vision_feature_layer,
         )

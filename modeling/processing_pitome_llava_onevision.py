@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from transformers import LlavaOnevisionProcessor
 
 from .configuration_pitome_llava_onevision import onevision_image_budget
-from .merge_config import COUNT_FIELDS, MERGE_FIELD, check_names
+from .merge_config import count_settings
 
 
 class PiToMeLlavaOnevisionProcessor(LlavaOnevisionProcessor):
@@ -27,9 +27,7 @@ class PiToMeLlavaOnevisionProcessor(LlavaOnevisionProcessor):
 
     def __init__(self, image_processor=None, tokenizer=None, video_processor=None, num_image_tokens=None,
                  vision_feature_select_strategy=None, chat_template=None, merge_settings=None, **kwargs):
-        merge_settings = dict(merge_settings or {})
-        check_names(merge_settings, COUNT_FIELDS, "PiToMeLlavaOnevisionProcessor merge_settings")
-        self.merge_settings = {name: merge_settings.get(name, MERGE_FIELD[name].default) for name in COUNT_FIELDS}
+        self.merge_settings = count_settings(merge_settings, "PiToMeLlavaOnevisionProcessor merge_settings")
         super().__init__(image_processor, tokenizer, video_processor, num_image_tokens=num_image_tokens,
                          vision_feature_select_strategy=vision_feature_select_strategy, chat_template=chat_template,
                          **kwargs)
@@ -42,9 +40,8 @@ class PiToMeLlavaOnevisionProcessor(LlavaOnevisionProcessor):
         kwargs.setdefault("num_image_tokens", (vision.image_size // vision.patch_size) ** 2)
         kwargs.setdefault("vision_feature_select_strategy", config.vision_feature_select_strategy)
         kwargs.setdefault("vision_aspect_ratio", config.vision_aspect_ratio)
-        settings = {name: getattr(config, name) for name in COUNT_FIELDS}
         return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-                   merge_settings=settings, **kwargs)
+                   merge_settings=count_settings(config), **kwargs)
 
     def num_image_tokens_for(self, image_size, multi_image: bool, tile: int) -> int:
         """`<image>` tokens the model receives for one image of `image_size` = (height, width) pixels."""

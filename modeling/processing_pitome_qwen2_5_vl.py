@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from transformers import Qwen2_5_VLProcessor
 
 from .configuration_pitome_qwen2_5_vl import qwen_visual_token_count
-from .merge_config import COUNT_FIELDS, MERGE_FIELD, check_names
+from .merge_config import count_settings
 
 
 class PiToMeQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
@@ -26,17 +26,14 @@ class PiToMeQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
 
     def __init__(self, image_processor=None, tokenizer=None, video_processor=None, chat_template=None,
                  merge_settings=None, **kwargs):
-        merge_settings = dict(merge_settings or {})
-        check_names(merge_settings, COUNT_FIELDS, "PiToMeQwen2_5_VLProcessor merge_settings")
-        self.merge_settings = {name: merge_settings.get(name, MERGE_FIELD[name].default) for name in COUNT_FIELDS}
+        self.merge_settings = count_settings(merge_settings, "PiToMeQwen2_5_VLProcessor merge_settings")
         super().__init__(image_processor, tokenizer, video_processor, chat_template=chat_template, **kwargs)
 
     @classmethod
     def from_model_config(cls, config, image_processor, tokenizer, video_processor=None, **kwargs):
         """A processor whose settings are those of a PiToMe Qwen2.5-VL model config."""
-        settings = {name: getattr(config, name) for name in COUNT_FIELDS}
         return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-                   merge_settings=settings, **kwargs)
+                   merge_settings=count_settings(config), **kwargs)
 
     def _settings(self):
         return SimpleNamespace(**self.merge_settings, default_protected_tokens=0)

@@ -39,14 +39,20 @@ def contextual_count(keep: int, num_tokens: int) -> int:
     return min(keep, max(1, round(keep * CONTEXTUAL_FRACTION)))
 
 
+def _check_budget(keep: int, x: torch.Tensor) -> int:
+    """The input's token count n, once `keep` is known to be in 1..n."""
+    n = x.shape[0]
+    if not 1 <= keep <= n:
+        raise ValueError(f"the visual-token budget {keep} is out of range: it must be in 1..{n} for this input.")
+    return n
+
+
 def reduce_to_budget(x: torch.Tensor, metric: torch.Tensor, keep: int, layer: LayerValues):
     """x (n, C), metric (n, c) -> (x' (keep, C), sizes (keep,) float32, kept (keep,), token_map (n,)).
 
     Bipartite steps of the selection `layer.method` (with the layer's values) until `keep` tokens remain, each
     removing r = min(current - keep, floor(current/2))."""
-    n = x.shape[0]
-    if not 1 <= keep <= n:
-        raise ValueError(f"the visual-token budget {keep} is out of range: it must be in 1..{n} for this input.")
+    n = _check_budget(keep, x)
     x, metric = x[None], metric[None]
     sizes = torch.ones(1, n, dtype=torch.float32, device=x.device)
     kept = torch.arange(n, device=x.device)[None]
@@ -114,9 +120,7 @@ def visionzip_plan(metric: torch.Tensor, received: torch.Tensor, keep: int) -> M
 
 def visionzip_select(x: torch.Tensor, metric: torch.Tensor, received: torch.Tensor, keep: int):
     """x (n, C) -> (x' (keep, C), sizes (keep,), kept (keep,), token_map (n,)): the VisionZip-style reduction."""
-    n = x.shape[0]
-    if not 1 <= keep <= n:
-        raise ValueError(f"the visual-token budget {keep} is out of range: it must be in 1..{n} for this input.")
+    n = _check_budget(keep, x)
     plan = visionzip_plan(metric, received, keep)
     sizes = torch.ones(1, n, dtype=torch.float32, device=x.device)
     out, new_sizes, pos = apply_plan(x[None], sizes, plan, 0)

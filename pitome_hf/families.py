@@ -11,7 +11,6 @@ FLOPs function); the contract suite (tests/test_contract.py) then runs on it unc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Callable, Optional
 
 import torch
@@ -96,7 +95,7 @@ def _qwen2_5_vl_prompt(config, image_size: int, text_tokens: int) -> tuple[dict,
     vision = config.vision_config
     side = image_size // vision.patch_size
     grid = (1, side, side)
-    n = qwen_visual_token_count(config, grid) if hasattr(config, "keep_ratio") else side * side // vision.spatial_merge_size ** 2
+    n = qwen_visual_token_count(config, grid)
     text = _token_ids(config, max(2, text_tokens - 2))[0]
     text[(text == config.vision_start_token_id) | (text == config.vision_end_token_id) | (text == config.video_token_id)] = 5
     half = len(text) // 2
@@ -115,16 +114,11 @@ def _llava_onevision_prompt(config, image_size: int, text_tokens: int) -> tuple[
     it."""
     from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
 
-    from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_config_budget, onevision_image_budget
+    from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_config_budget
 
     vision = config.vision_config
     size = (image_size, image_size)
-    if hasattr(config, "keep_ratio"):
-        count = onevision_config_budget(config, size, False).tokens
-    else:  # a stock config: the unreduced layout
-        count = onevision_image_budget(SimpleNamespace(merge_method="none"), size, False, tile=vision.image_size,
-                                       patches=vision.image_size // vision.patch_size,
-                                       pinpoints=config.image_grid_pinpoints, aspect=config.vision_aspect_ratio).tokens
+    count = onevision_config_budget(config, size, False).tokens  # a stock config: the unreduced layout
     text = _token_ids(config, max(2, text_tokens))[0]
     half = len(text) // 2
     ids = torch.cat([text[:half], torch.full((count,), config.image_token_id), text[half:]])[None]

@@ -187,12 +187,9 @@ def llava_onevision_config():
 
 
 def _onevision_count(config, size, multi) -> int:
-    from types import SimpleNamespace
+    from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_config_budget
 
-    from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_image_budget
-
-    settings = config if hasattr(config, "keep_ratio") else SimpleNamespace(merge_method="none")
-    return onevision_image_budget(settings, size, multi, tile=16, patches=4, pinpoints=ONEVISION_PINPOINTS).tokens
+    return onevision_config_budget(config, size, multi).tokens
 
 
 def llava_onevision_inputs(config, batch, g, text=4):

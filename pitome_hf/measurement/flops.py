@@ -7,7 +7,6 @@ activations, softmax and the merge's gathers are not counted. The merge step's s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Iterable
 
 from pitome_hf.modeling import (
@@ -26,9 +25,6 @@ from pitome_hf.modeling.merge_config import (
     num_patches_from_config,
     token_schedule,
 )
-
-
-_UNREDUCED = SimpleNamespace(merge_method="none")  # the merge view of a stock config
 
 
 @dataclass(frozen=True)
@@ -330,7 +326,7 @@ def llava_onevision_prefill_flops(config, prompt_text_tokens: int, image_sizes: 
     counted when the config has one (`vision_use_head`; LLaVA-OneVision's do not); interpolation and unpadding are not matmuls."""
     from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
 
-    from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_image_budget
+    from pitome_hf.modeling.configuration_pitome_llava_onevision import onevision_config_budget
 
     vision, text = config.vision_config, config.text_config
     C, heads = vision.hidden_size, vision.num_attention_heads
@@ -341,9 +337,7 @@ def llava_onevision_prefill_flops(config, prompt_text_tokens: int, image_sizes: 
     per_tile = siglip_vision_flops(vision) + 2 * P * (C * text.hidden_size + text.hidden_size ** 2)
     total, image_tokens = 0, 0
     for size in image_sizes:
-        budget = onevision_image_budget(config if active else _UNREDUCED, size, multi_image, tile=vision.image_size,
-                                        patches=vision.image_size // vision.patch_size,
-                                        pinpoints=config.image_grid_pinpoints, aspect=config.vision_aspect_ratio)
+        budget = onevision_config_budget(config, size, multi_image)
         tiles = 1 if multi_image else image_size_to_num_patches(size, config.image_grid_pinpoints, vision.image_size)
         total += tiles * per_tile
         if active:
