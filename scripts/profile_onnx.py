@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 
         stock = PiToMeViTForImageClassification.from_pretrained(DEFAULT_MODEL, merge_method="none")
     else:
-        from pitome_hf.measurement.benchmark import stock_for_shape
+        from pitome_hf.measurement.shapes import stock_for_shape
 
         stock = stock_for_shape("dinov2", "ViT-S/14-224")
     stock.eval()

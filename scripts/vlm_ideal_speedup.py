@@ -14,7 +14,7 @@ import argparse
 
 def main(argv=None) -> int:
     from pitome_hf.families import family_named
-    from pitome_hf.measurement.benchmark_vlm import merged_fields
+    from pitome_hf.measurement.shapes import merged_fields
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "llava_onevision"])

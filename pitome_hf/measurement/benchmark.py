@@ -19,8 +19,6 @@ run alike. Absolute numbers on a shared CPU still move by several percent betwee
 from __future__ import annotations
 
 import argparse
-import contextlib
-import difflib
 import json
 import sys
 import tempfile
@@ -28,9 +26,9 @@ import time
 from functools import partial
 
 import torch
-import transformers
 
 from pitome_hf.measurement import benchmark_llava, benchmark_vlm
+from pitome_hf.measurement.shapes import stock_for_shape
 from pitome_hf.families import FAMILIES, family_named
 from pitome_hf.commands.options import (
     add_batch_argument, add_device_arguments, add_sweep_arguments, merge_arguments, sweep_values,
@@ -154,42 +152,6 @@ def _run(stock, flops_fn, args) -> list[dict]:
     x = _inputs(stock, args.batch_size, dev, torch_dtype)
     return compare_methods(stock, x, flops_fn, args.keep_ratios, args.dtype, args.warmup, args.repeats, args.modes,
                            methods=args.methods, extra=merge_arguments(args))
-
-
-# ---- model shapes (random weights): the registry's BenchmarkShape of each family ------------------------------
-def stock_for_shape(family: str, shape: str, device=None, **overrides):
-    """A stock model of `family`'s benchmark shape `shape`, random weights (seed 0) made on `device` (default: the
-    current one), SDPA attention. `overrides`: config fields; a dict value is merged into the shape's sub-config of
-    that name (e.g. text_config={"num_hidden_layers": 4}). A field the config does not have (a transformers config
-    would keep it as an unused attribute) or a value it does not accept: ValueError."""
-    from pitome_hf.measurement.benchmark_vlm import merged_fields
-
-    spec = family_named(family).benchmark
-    if shape not in spec.shapes:
-        raise ValueError(f"{family} shape {shape!r} is not known; choose from {', '.join(map(repr, spec.shapes))}.")
-    model_class = getattr(transformers, spec.stock)
-    for name, fields in _unknown_fields(overrides, model_class.config_class()):
-        close = difflib.get_close_matches(name.rsplit(".", 1)[-1], fields, n=3)
-        raise ValueError(f"{name!r} is not a field of the {shape} config ({spec.stock}'s "
-                         f"{model_class.config_class.__name__}); did you mean {' or '.join(close) or 'another field'}?")
-    try:
-        config = model_class.config_class(**merged_fields({**spec.shapes[shape], "attn_implementation": "sdpa"},
-                                                          overrides))
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"the {shape} config does not accept these values ({error}).") from None
-    torch.manual_seed(0)
-    with torch.device(device) if device is not None else contextlib.nullcontext():
-        return model_class(config)
-
-
-def _unknown_fields(overrides: dict, config, prefix: str = ""):
-    """(dotted name, the fields of its level) of every key of `overrides` that `config` (a default config, its
-    sub-configs for nested keys) has no attribute for."""
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            yield prefix + key, list(config.to_dict())
-        elif isinstance(value, dict) and isinstance(getattr(config, key), transformers.PretrainedConfig):
-            yield from _unknown_fields(value, getattr(config, key), f"{prefix}{key}.")
 
 
 def bench_family(family: str, args, config_overrides: dict | None = None) -> list[dict]:

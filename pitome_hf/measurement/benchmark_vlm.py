@@ -24,16 +24,13 @@ against torch's FlopCounterMode on one prefill forward (eager attention, so the 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
-import itertools
 import json
-import os
 import sys
 
 import torch
 
-from pitome_hf.measurement.timing import Progress, default_device, markdown_table, synchronize, time_interleaved
+from pitome_hf.measurement.shapes import merged_fields, stock_for_shape
+from pitome_hf.measurement.timing import Progress, default_device, markdown_table, peak_bytes, time_interleaved
 
 FLOPS_TOLERANCE = 0.01  # analytic vs FlopCounterMode, relative
 
@@ -62,20 +59,9 @@ def parse_sets(items) -> dict:
     return out
 
 
-def merged_fields(base: dict, update: dict) -> dict:
-    """`base` config fields updated by `update`, a dict value merged into the sub-config dict of that name."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        out[key] = (merged_fields(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict)
-                    else value)
-    return out
-
-
 def stock_model(family, shape: str, overrides: dict, device, dtype):
     """The stock model of `family`'s benchmark shape with `overrides` (nested) applied (`benchmark.stock_for_shape`):
     random weights made where they run, sdpa attention, in `dtype`."""
-    from pitome_hf.measurement.benchmark import stock_for_shape
-
     return stock_for_shape(family.name, shape, device=device, **overrides).eval().to(dtype)
 
 
@@ -98,39 +84,6 @@ def row_method(settings: dict) -> str:
 
 def _to(inputs: dict, device, dtype) -> dict:
     return {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
-
-
-def peak_bytes(fn, device) -> int:
-    """Peak memory allocated while `fn()` runs, beyond what was allocated before it (CUDA: the caching allocator's
-    peak; CPU: torch's profiler memory events, cumulated in time order)."""
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    from torch.profiler import ProfilerActivity, profile
-
-    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    return max([0, *itertools.accumulate(e.nbytes() for e in events)])
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """The profiler's native library prints two lines per session on file descriptor 2: silence them meanwhile."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def counted_flops(model, inputs: dict) -> int:
