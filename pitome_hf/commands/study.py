@@ -23,7 +23,7 @@ its paired difference to both.
 
 Every row is scored on the same items, so two rows are compared item by item: the difference in accuracy with a
 paired bootstrap 95% interval (2,000 resamples, fixed seed). A winner is named only when the interval excludes zero.
-Writes study_<model>.json, .md and .png (accuracy against GFLOPs, one line per configuration) under --out.
+Writes study_<model>.json, .md and .png (accuracy against GFLOPs, one line per configuration) under --output.
 The study measures; it does not tune: nothing here picks a default by looking at the test split.
 """
 

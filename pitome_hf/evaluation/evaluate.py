@@ -43,8 +43,7 @@ from pitome_hf.modeling.merge_config import MergeSettings
 from pitome_hf.modeling.merging import METHODS
 from pitome_hf.commands.options import (
     SWEPT, add_batch_argument, add_device_arguments, add_merge_arguments, add_output_argument,
-    add_visual_sweep_arguments, check_sweep,
-    merge_arguments,
+    add_visual_sweep_arguments, check_sweep, merge_arguments,
 )
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"  # pitome_hf/assets
@@ -630,7 +629,7 @@ class RowJournal:
                    if p.exists() and not p.is_file()]
         if blocked:
             raise ValueError(f"--output {out_dir}: {blocked[0]} is not a file, so the results cannot be written there; "
-                             "remove it or choose another --out. Nothing was run.")
+                             "remove it or choose another --output. Nothing was run.")
         self.lock_path = out_dir / ".rows.lock"
         self._lock = _take_lock(self.lock_path, out_dir)
         self.header: dict = {}
@@ -677,7 +676,7 @@ def _take_lock(lock_path: Path, out_dir: Path):
         holder = handle.read().strip() or "unknown"
         handle.close()
         raise RuntimeError(f"--output {out_dir} is in use by another pitome-hf evaluate (process {holder} holds "
-                         f"{lock_path}); wait for it to finish or choose another --out. Nothing was run.") from None
+                         f"{lock_path}); wait for it to finish or choose another --output. Nothing was run.") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
