@@ -76,9 +76,10 @@ def run_both(model, path: str, pixels: torch.Tensor, batch: int, names) -> tuple
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image cosine of two outputs (each image's output flattened)."""
-    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    """Per-image cosine of two outputs (each image's output flattened; `fidelity.row_cosine`)."""
+    from pitome_hf.commands.fidelity import row_cosine
+
+    return row_cosine(a.reshape(len(a), -1), b.reshape(len(b), -1))
 
 
 def cosine_stats(a: np.ndarray, b: np.ndarray) -> dict:
