@@ -7,7 +7,8 @@ as stock (its window attention groups and the merger need the full grid). The me
 single reduction point: `merge_num_hidden_layers` is 1 (layer index 0 for the margin schedule, `merge_layers` and
 per-layer lists).
 
-Budgets, per image (per video):
+Budgets, per image (per video), one of the two (giving both is refused, and the one given replaces the other:
+`merge_config.resolve_budgets`):
 * `visual_tokens=K`: K visual tokens per image; a video of t temporal patches gets K * t. A K larger than the
   image's own count is refused.
 * otherwise `keep_ratio=rho`: n - floor(n - n * rho) of the n stock tokens (the same float64 rule as
@@ -16,7 +17,8 @@ Budgets, per image (per video):
 
 `visual_selection` picks the reduction: "merge" (the `merge_method`: pitome, tome or pitome_bsm, by energy or
 bipartite matching, size-weighted) or "visionzip" (dominant tokens by the attention they receive in the vision
-tower's last block, plus contextual tokens merging the rest; `visual_reduction.visionzip_plan`).
+tower's last block, plus contextual tokens merging the rest; `visual_reduction.visionzip_plan`), which runs no merge
+method: next to it merge_method is "pitome" (on, the default) or "none", another is refused.
 
 `qwen_visual_token_count` is the one count function: the processor (how many `<|image_pad|>` / `<|video_pad|>` it
 writes) and the model (how many features it keeps) both call it.

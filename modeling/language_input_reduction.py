@@ -129,15 +129,20 @@ class VisualBudgetConfigMixin(MergeConfigMixin):
     def __post_init__(self, **kwargs):
         kwargs.pop("merge_num_hidden_layers", None)
         super().__post_init__(**kwargs)
-        self._check_own_fields({"merge_method": self.merge_method, "merge_preset": self.merge_preset})
 
-    def _check_own_fields(self, values: dict) -> None:
+    def _check_own_fields(self, values: dict) -> None:  # run before the table's checks, on every path
         super()._check_own_fields(values)
         method = values.get("merge_method")
         if isinstance(method, (list, tuple)) and values.get("merge_preset", self.__dict__.get("merge_preset")) is None:
             raise ValueError(
                 f"merge_method={list(method)!r} is a per-layer list, but {self.family_name} reduces at one point: "
                 "give one method ('pitome', 'tome', 'pitome_bsm' or 'none'); a preset's one-entry list is accepted."
+            )
+        layers = values.get("merge_layers")
+        if isinstance(layers, (list, tuple)) and not set(layers) <= {0}:
+            raise ValueError(
+                f"merge_layers={list(layers)!r} names layers, but {self.family_name} reduces at one point (index 0): "
+                "give None or [0] (reduce) or [] (reduce nothing)."
             )
 
 

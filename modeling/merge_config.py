@@ -30,6 +30,18 @@ from .merging import ENERGIES, MARGIN_SCHEDULES, METHODS, METRICS, SPLITS, Layer
 # "merge" (the merge_method: PiToMe, ToMe, pitome_bsm) or "visionzip" (dominant + contextual tokens).
 VISUAL_SELECTIONS = ("merge", "visionzip")
 
+
+def check_visual_selection(selection: str, method) -> None:
+    """Refuse a `merge_method` that the visual selection would not run: "visionzip" keeps the most attended tokens and
+    merges the rest into contextual tokens with no merge method of its own, so only merge_method="pitome" (the
+    default: reduction on) and "none" (nothing reduced) mean something next to it."""
+    if selection == "visionzip" and method not in ("pitome", "none"):
+        raise ValueError(
+            f"merge_method={method!r} does not apply with visual_selection='visionzip' (the VisionZip-style selection "
+            "runs no merge method): give merge_method='pitome' (the default) or 'none', or visual_selection='merge' "
+            f"to run {method!r}."
+        )
+
 MERGE_PRESETS = {
     "paper": "the paper's wording: the protected PiToMe step in every layer, exp energy, margin 0.9 - 0.9 l/L, "
     "proportional attention on, attention keys as metric (the defaults)",
@@ -193,7 +205,8 @@ MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
       choices=tuple(MERGE_PRESETS)),
     F("keep_ratio", Union[float, int], 0.9, _interval(0.0, 1.0, True, False, " (1.0 merges nothing)"),
       "fraction rho of mergeable tokens each merging layer keeps: r = floor(T - T*rho), clamped to floor(T/2); "
-      "ignored when merge_r is given", counts=True, cli_type=float),
+      "ignored when merge_r is given; next to visual_tokens refused (two budgets: give one)", counts=True,
+      cli_type=float),
     F("merge_r", Optional[Union[int, list[int]]], None, _check_merge_r,
       "tokens merged away per layer: one int >= 0, or one per layer (ToMe's style); overrides keep_ratio",
       counts=True, per_layer=True, cli_type=int),
@@ -230,13 +243,14 @@ MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
       "keep, for each original token, the index of the current token holding it (merge maps, unmerge)",
       cli_type=bool),
     F("visual_tokens", Optional[int], None, _check_visual_tokens,
-      "target number of visual tokens per image (per temporal patch of a video) reaching the language model; "
-      "overrides keep_ratio. Only families that reduce at the language model's input read it (qwen2_5_vl, "
-      "llava_onevision: image features, newlines on top); the others refuse a value", counts=True, cli_type=int),
+      "target number of visual tokens per image (per temporal patch of a video) reaching the language model, "
+      "instead of keep_ratio (giving both is refused; the one given replaces the other). Only families that reduce "
+      "at the language model's input read it (qwen2_5_vl, llava_onevision: image features, newlines on top); the "
+      "others refuse a value", counts=True, cli_type=int),
     F("visual_selection", str, "merge", _choice(VISUAL_SELECTIONS),
       "how those families pick the visual tokens: 'merge' (merge_method's merging) or 'visionzip' (VisionZip-style: "
-      "dominant tokens by the attention they receive, the rest merged into contextual tokens); the others refuse a "
-      "value", choices=VISUAL_SELECTIONS),
+      "dominant tokens by the attention they receive, the rest merged into contextual tokens; it runs no merge_method, "
+      "so it takes merge_method 'pitome' (on) or 'none' only); the others refuse a value", choices=VISUAL_SELECTIONS),
 )
 del F
 
@@ -268,7 +282,8 @@ def count_settings(source=None, what: str = "the processor") -> dict:
         return {name: getattr(source, name) for name in COUNT_FIELDS}
     given = dict(source or {})
     check_names(given, COUNT_FIELDS, what)
-    return {name: given.get(name, MERGE_FIELD[name].default) for name in COUNT_FIELDS}
+    values = {name: given.get(name, MERGE_FIELD[name].default) for name in COUNT_FIELDS}
+    return resolve_budgets(values, given, saved=True)  # saved settings holding both budgets are refused
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -304,7 +319,35 @@ def _jsonable(value):
     return value
 
 
-def resolve_update(current: dict, update: dict, num_layers: Optional[int]) -> dict:
+def resolve_budgets(result: dict, update: dict, saved: bool = False) -> dict:
+    """The one place where the two visual-token budgets are resolved: `visual_tokens` (K tokens per image) and
+    `keep_ratio` (a fraction of each image's tokens) are two answers to one question, so one of them is in force.
+
+    `result` holds the merge fields after `update` (the fields given together in one call); returns it with:
+    * both given (visual_tokens not None, and keep_ratio) -> ValueError naming both values: give one;
+    * visual_tokens given -> keep_ratio back at its default (it is not read, and a saved config must not keep a stale
+      ratio that would conflict when read back);
+    * keep_ratio given -> visual_tokens None (the ratio is the budget now).
+    "Given" is named in `update`, whatever its value (keep_ratio=0.9, the default, counts: it asks for a ratio), except
+    when `saved`: a config.json (or a processor's saved settings) writes every field, so there a keep_ratio at its
+    default is the default sitting in the file, not a choice. `MergeSettings` checks its own values as saved ones, so
+    a hand-edited file holding both budgets is refused too."""
+    default = MERGE_FIELD["keep_ratio"].default
+    tokens = update.get("visual_tokens")
+    ratio_given = "keep_ratio" in update and not (saved and update["keep_ratio"] == default)
+    if tokens is not None and ratio_given:
+        raise ValueError(
+            f"visual_tokens={tokens!r} and keep_ratio={update['keep_ratio']!r} were both given: they are two budgets "
+            "for the same visual tokens (a count per image, or a fraction of each image's tokens); give one of them."
+        )
+    if tokens is not None:
+        result["keep_ratio"] = default
+    elif ratio_given:
+        result["visual_tokens"] = None
+    return result
+
+
+def resolve_update(current: dict, update: dict, num_layers: Optional[int], saved: bool = False) -> dict:
     """The merge fields after applying `update` (the fields given together in one call) to `current`.
 
     The one rule, whatever the path (constructor, config.json, from_pretrained keywords, attribute assignment,
@@ -313,10 +356,12 @@ def resolve_update(current: dict, update: dict, num_layers: Optional[int]) -> di
       update with another value than the preset's is a conflict and raises, naming both values;
     * an update that changes a selection field without naming a preset clears the preset name (the settings are no
       longer the preset's);
-    * the budget, prefix and output fields (keep_ratio, merge_r, protected_tokens, ...) are the user's either way.
+    * the budget, prefix and output fields (keep_ratio, merge_r, protected_tokens, ...) are the user's either way;
+      of the two visual-token budgets one is in force (`resolve_budgets`: both given is refused, the one given
+      replaces the other). `saved`: `update` is a saved config.json (every field written, see `resolve_budgets`).
     """
     check_names(update, _MERGE_FIELD_NAMES, "the merge settings")
-    result = {**current, **update}
+    result = resolve_budgets({**current, **update}, update, saved)
     preset = update.get("merge_preset")
     if preset is not None:
         values = preset_settings(preset, num_layers)
@@ -358,6 +403,9 @@ class _MergeSettingsLogic:
         for f in MERGE_FIELD_TABLE:
             object.__setattr__(self, f.name, f.validate(getattr(self, f.name), L))
         _check_count("num_prefix", self.num_prefix, L)
+        own = {name: getattr(self, name) for name in ("visual_tokens", "keep_ratio")}
+        resolve_budgets(dict(own), own, saved=True)  # both budgets in force (e.g. a hand-edited file): refused
+        check_visual_selection(self.visual_selection, self.method_at(0))
         # The numbers the forward reads, as text: torch.compile keeps a string constant (guarded by value), while a
         # float read from an object becomes a symbolic input once a second setting recompiles the forward, and the
         # budget's floor (and some ops' float arguments) cannot be traced symbolically: a graph break per layer.
@@ -469,6 +517,9 @@ _MergeFields = make_dataclass(
 )
 _SETTINGS_CACHE = "_pitome_merge_settings"
 _GIVEN = "_pitome_given_merge_fields"
+# A keyword `from_dict` adds (popped before the constructor runs): the fields come from a saved config.json, which
+# writes every field, defaults included (see `resolve_budgets`).
+_SAVED = "_pitome_saved_config"
 # Config attributes whose change rebuilds the cached settings: the merge fields and the layer counts they depend on.
 _SETTINGS_INPUTS = _MERGE_FIELD_NAMES | {"num_hidden_layers", "vision_config"}
 
@@ -500,7 +551,9 @@ class MergeConfigMixin(_MergeFields):
         init = cls.__init__
 
         def __init__(self, *args, **kw):  # remember which merge fields were given (the rest are defaults)
-            object.__setattr__(self, _GIVEN, {k: kw[k] for k in kw if k in _MERGE_FIELD_NAMES})
+            saved = bool(kw.pop(_SAVED, False))
+            if _GIVEN not in self.__dict__:  # the outermost record stands (a wrapped parent __init__ sees the same kw)
+                object.__setattr__(self, _GIVEN, ({k: kw[k] for k in kw if k in _MERGE_FIELD_NAMES}, saved))
             init(self, *args, **kw)
 
         __init__.__wrapped__ = init
@@ -530,28 +583,35 @@ class MergeConfigMixin(_MergeFields):
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
-        """As transformers', except that merge fields among `kwargs` (from_pretrained's) are applied together, by the
-        same rule as the constructor's (`resolve_update`), not one attribute at a time."""
+        """As transformers', except that `config_dict` is read as a saved config (every field written: see
+        `resolve_budgets`) and merge fields among `kwargs` (from_pretrained's) are applied together, by the same rule
+        as the constructor's (`resolve_update`), not one attribute at a time."""
         update = {k: kwargs.pop(k) for k in list(kwargs) if k in _MERGE_FIELD_NAMES}
-        result = super().from_dict(config_dict, **kwargs)
+        result = super().from_dict({**config_dict, _SAVED: True}, **kwargs)
         config = result[0] if isinstance(result, tuple) else result
         if update:
             config.update_merge_settings(**update)
         return result
 
+    @classmethod
+    def from_json_file(cls, json_file):
+        """A config.json read as a saved config (`from_dict`), as from_pretrained reads it."""
+        return cls.from_dict(cls._dict_from_json_file(json_file))
+
     def __post_init__(self, **kwargs):
         if not getattr(self, "auto_map", None) and self.auto_map_classes:
             module = type(self).__module__.rsplit(".", 1)[-1]
             self.auto_map = {"AutoConfig": f"{module}.{type(self).__name__}", **self.auto_map_classes}
-        given = self.__dict__.pop(_GIVEN, {})
+        given, saved = self.__dict__.pop(_GIVEN, ({}, False))
         # as the fields stand now: a subclass's __post_init__ may have filled one in (BERT's text merge_layers)
         current = {name: getattr(self, name) for name in MERGE_FIELDS}
         update = {name: current[name] for name in given}
         base = {name: value for name, value in current.items() if name not in given}
-        for name, value in resolve_update(base, update, merge_num_layers(self)).items():
+        for name, value in resolve_update(base, update, merge_num_layers(self), saved).items():
             object.__setattr__(self, name, value)
-        self._check_own_fields({name: getattr(self, name) for name in (*self.choice_fields, *self.required_merge_settings,
-                                                                       *FAMILY_ONLY_FIELDS)})
+        # the family's own checks before the table's, as `update_merge_settings` runs them: a family's message says
+        # what it allows (e.g. one method where a VLM reduces at one point, not "the model has 1 layers")
+        self._check_own_fields({name: getattr(self, name) for name in (*MERGE_FIELDS, *self.choice_fields)})
         super().__post_init__(**kwargs)
         self._refresh_settings()
 
