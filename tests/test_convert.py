@@ -60,7 +60,8 @@ def test_existing_output_is_not_overwritten_unless_forced(stock_vit_dir, tmp_pat
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ValueError, match="exists and is not empty"):
         convert_checkpoint(str(stock_vit_dir), out)
-    with pytest.raises(ValueError, match="is not a model folder .no config.json.*replaces only an earlier checkpoint"):
+    with pytest.raises(ValueError, match="is not a PiToMe checkpoint folder .*: it has no config.json. --force "
+                                         "replaces only such a folder; choose another --output"):
         convert_checkpoint(str(stock_vit_dir), out, force=True)  # --force never empties an arbitrary folder
     assert (out / "keep.txt").read_text() == "mine"
     (out / "keep.txt").unlink()
@@ -70,6 +71,22 @@ def test_existing_output_is_not_overwritten_unless_forced(stock_vit_dir, tmp_pat
     assert not (out / "stale.txt").exists() and json.loads((out / "config.json").read_text())["keep_ratio"] == 0.9
 
 
+def test_force_never_replaces_another_models_checkpoint(stock_vit_dir, tmp_path, capsys):
+    """A folder holding config.json is not yet one convert wrote (issue 31): a stock checkpoint is refused, kept."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(stock_vit_dir, other)
+    weights = (other / "model.safetensors").read_bytes()
+    from pitome_hf.cli import main as cli
+
+    assert cli(["convert", str(stock_vit_dir), "--output", str(other), "--force"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and f"--output {other} exists and is not empty, and is not a PiToMe checkpoint folder" in err[0]
+    assert "its config.json holds a 'vit' model, not a PiToMe one" in err[0]
+    assert (other / "model.safetensors").read_bytes() == weights
+
+
 def test_corrupt_weights_write_nothing(stock_vit_dir, tmp_path):
     import shutil
 
@@ -77,7 +94,7 @@ def test_corrupt_weights_write_nothing(stock_vit_dir, tmp_path):
     shutil.copytree(stock_vit_dir, broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match=f"{weights} cannot be read .SafetensorError.*truncated or corrupt"):
         convert_checkpoint(str(broken), tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
@@ -248,3 +265,24 @@ def test_base_model_that_is_no_hub_id_is_refused(stock_vit_dir, tmp_path):
         with pytest.raises(ValueError, match="--base-model .* must be a Hub model id"):
             convert_checkpoint(str(stock_vit_dir), tmp_path / "out", base_model=bad)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_killed_runs_staging_files_and_folders_are_removed_alike(tmp_path):
+    """One mechanism for the staging of folders (convert, export) and files (export_onnx): dead processes' go, a
+    live one's and this process's current one stay."""
+    import os
+
+    from pitome_hf.commands.convert import remove_stale_staging, staging_path
+
+    out = tmp_path / "model.onnx"
+    dead_file, dead_dir = tmp_path / ".model.onnx.partial-999999999-0123abcd", tmp_path / ".model.onnx.old-999999999-0123abcd"
+    dead_file.write_bytes(b"x")
+    dead_dir.mkdir()
+    live = tmp_path / f".model.onnx.partial-{os.getppid()}-89abcdef"
+    live.write_bytes(b"x")
+    with staging_path(out) as mine:
+        mine.write_bytes(b"x")
+        remove_stale_staging(out)
+        assert mine.exists() and live.exists() and not dead_file.exists() and not dead_dir.exists()
+    remove_stale_staging(out)  # this process's, once its block ended, is stale too
+    assert not mine.exists() and live.exists()

@@ -10,7 +10,8 @@ load (zero missing, zero unexpected keys) or nothing is written. An existing loc
 when it has them; none are invented when it does not. The folder is written next to the output under a temporary
 name and renamed into place at the end, so a failure never leaves a half-written output; temporary folders left by a
 killed run are removed by the next run. An --output that is, holds or sits inside the input, that is a symbolic link,
-or (even with --force) a non-empty folder other than an earlier checkpoint is refused before anything is loaded.
+or (even with --force) a non-empty folder other than a PiToMe checkpoint (one convert wrote: config.json with a PiToMe
+model_type) is refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import transformers
 
-from pitome_hf.families import entry_for_config_dict, family_of
+from pitome_hf.families import entry_for_config_dict, family_of, pitome_model_types
 
 
 # Files that make up a checkpoint's tokenizer / processor; copied as they are, never re-created.
@@ -117,26 +119,46 @@ def copy_preprocessing(base: str, local: bool, folder: Path, skip=frozenset()) -
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name: a Hub repo id (convert's base, push's target)
 _STAGING = re.compile(r"^\.(?P<name>.+)\.(partial|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
+_LIVE_STAGING: set = set()  # staging paths this process is writing now (not stale, though they carry our pid)
 
 
-def _remove_stale_staging(output: Path) -> None:
-    """Remove the temporary folders that an earlier, killed convert to `output` left (their process is gone)."""
+@contextlib.contextmanager
+def staging_path(output: Path, kind: str = "partial", tag: Optional[str] = None):
+    """The hidden sibling a file or folder `output` is written under while this block runs (`.NAME.partial-PID-HEX`;
+    `kind="old"` for an earlier output while it is replaced): the one spelling `remove_stale_staging` recognises.
+    Creates nothing; stale staging of dead processes beside `output` is removed first."""
+    remove_stale_staging(output)
+    path = output.parent / f".{output.name}.{kind}-{tag or f'{os.getpid()}-{uuid.uuid4().hex[:8]}'}"
+    _LIVE_STAGING.add(str(path))
+    try:
+        yield path
+    finally:
+        _LIVE_STAGING.discard(str(path))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()  # our own pid: a leftover of an earlier process that had it (a live one is registered)
+
+
+def remove_stale_staging(output: Path) -> None:
+    """Remove the staging files and folders (see `staging_path`) that an earlier, killed run writing `output` left:
+    those whose process is gone. A convert or export folder, or an `export_onnx` file alike."""
     if not output.parent.is_dir():
         return
     for entry in output.parent.iterdir():
         match = _STAGING.match(entry.name)
-        if not match or match["name"] != output.name or not entry.is_dir():
+        if not match or match["name"] != output.name or str(entry) in _LIVE_STAGING or _alive(int(match["pid"])):
             continue
-        pid = int(match["pid"])
-        try:
-            os.kill(pid, 0)
-            alive = pid != os.getpid()
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            alive = True
-        if not alive:
+        if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -145,11 +167,39 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_output(output, local_base: Optional[str], force: bool) -> Path:
+@dataclass(frozen=True)
+class OutputKind:
+    """What a command writes to its --output folder, the one rule of `--force`: only a folder that this command wrote
+    is replaced. `what` names such a folder; `foreign(folder)` says why an existing, non-empty folder is not one (a
+    phrase), or None when it is one."""
+
+    what: str
+    foreign: Callable[[Path], Optional[str]]
+
+
+def _not_a_checkpoint(folder: Path) -> Optional[str]:
+    """Why `folder` is not a PiToMe checkpoint folder (config.json with a PiToMe model_type), or None."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return "it has no config.json"
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return "its config.json is not a config object"
+    if model_type not in pitome_model_types():
+        return f"its config.json holds a {model_type!r} model, not a PiToMe one"
+    return None
+
+
+CHECKPOINT_OUTPUT = OutputKind("a PiToMe checkpoint folder (as `pitome-hf convert` writes)", _not_a_checkpoint)
+
+
+def check_output(output, local_base: Optional[str], force: bool, kind: OutputKind = CHECKPOINT_OUTPUT) -> Path:
     """The resolved folder to write, after refusing every --output that would destroy or corrupt something else:
     an empty name, a symbolic link, a file, the input checkpoint itself, a folder inside it or holding it, the current
     folder or one holding it, an existing non-empty folder without `force`, and (even with `force`) a non-empty folder
-    that is not a model folder (no config.json). `local_base`: the input folder (None for a Hub id)."""
+    that the command did not write (`kind`: what it writes; convert's is a PiToMe checkpoint folder).
+    `local_base`: the input folder (None for a Hub id)."""
     if not str(output).strip():
         raise ValueError("--output is empty: name the folder to write.")
     given = Path(output).expanduser()
@@ -171,12 +221,13 @@ def check_output(output, local_base: Optional[str], force: bool) -> Path:
     if target == cwd or target in cwd.parents:
         raise ValueError(f"--output {given} is the current folder or holds it ({cwd}): choose a new folder's name.")
     if target.exists() and any(target.iterdir()):
+        foreign = kind.foreign(target)
+        if foreign:
+            raise ValueError(f"--output {given} exists and is not empty, and is not {kind.what}: {foreign}. --force "
+                             "replaces only such a folder; choose another --output, or move its files away yourself.")
         if not force:
-            raise ValueError(f"--output {given} exists and is not empty; pass force=True (--force) to replace it.")
-        if not (target / "config.json").is_file():
-            raise ValueError(f"--output {given} is not a model folder (no config.json) and is not empty: --force "
-                             "replaces only an earlier checkpoint folder. Choose another --output or empty it "
-                             "yourself.")
+            raise ValueError(f"--output {given} exists and is not empty ({kind.what}); pass force=True (--force) to "
+                             "replace it.")
     parent = _nearest_existing(target.parent)
     if not parent.is_dir():
         raise ValueError(f"--output {given} cannot be written: {parent} is a file, not a folder. Nothing was written.")
@@ -228,12 +279,35 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
 
 def load_cleanly(model_class, base: str, **settings):
     """`model_class.from_pretrained(base, **settings)`, refused (ValueError, nothing written) when any weight is
-    missing, unexpected or mismatched: a model with random weights must never be written or measured."""
-    model, info = model_class.from_pretrained(base, output_loading_info=True, **settings)
+    missing, unexpected or mismatched: a model with random weights must never be written or measured; a weights file
+    that cannot be read is named (RuntimeError)."""
+    try:
+        model, info = model_class.from_pretrained(base, output_loading_info=True, **settings)
+    except Exception as error:
+        bad = _unreadable_weights(base)
+        if bad is None:
+            raise
+        raise RuntimeError(f"{bad[0]} cannot be read ({bad[1]}): a truncated or corrupt weights file; replace it "
+                           "with the checkpoint's own. Nothing was written.") from None
     problems = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
     if problems:
         raise ValueError(f"{base} did not load cleanly into {model_class.__name__}: {problems}. Nothing was written.")
     return model
+
+
+def _unreadable_weights(base: str) -> Optional[tuple[str, str]]:
+    """(path, why) of the first .safetensors file of the local folder `base` that safetensors cannot open, or None."""
+    from safetensors import safe_open
+
+    folder = Path(base).expanduser()
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+        try:
+            with safe_open(str(path), framework="pt") as weights:
+                for _ in weights.keys():
+                    pass
+        except Exception as error:
+            return str(path), f"{type(error).__name__}: {' '.join(str(error).split())[:160]}"
+    return None
 
 
 @contextlib.contextmanager
@@ -241,22 +315,20 @@ def staged_folder(output: Path):
     """A hidden staging folder beside `output` to write into; when the block ends without an error it is renamed into
     place (an earlier `output` is replaced only then), on any error it is removed: nothing is ever half-written."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(output)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging = output.parent / f".{output.name}.partial-{tag}"
-    try:
-        staging.mkdir()
-        yield staging
-        if output.exists():
-            old = output.parent / f".{output.name}.old-{tag}"
-            output.rename(old)
-            staging.rename(output)
-            shutil.rmtree(old)
-        else:
-            staging.rename(output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    with staging_path(output, "partial", tag) as staging, staging_path(output, "old", tag) as old:
+        try:
+            staging.mkdir()
+            yield staging
+            if output.exists():
+                output.rename(old)
+                staging.rename(output)
+                shutil.rmtree(old)
+            else:
+                staging.rename(output)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
 
 
 def main(argv=None) -> int:
@@ -271,8 +343,9 @@ def main(argv=None) -> int:
                         help="ViT classifiers: 'mean' for MAE checkpoints (size-weighted global pool)")
     parser.add_argument("--base-model", default=None, help="Hub id the model card names as base (default: the base "
                         "when it is a Hub id)")
-    parser.add_argument("--force", action="store_true", help="replace an existing checkpoint folder (one holding "
-                        "config.json) at --output; never the input, never any other non-empty folder")
+    parser.add_argument("--force", action="store_true", help="replace an existing PiToMe checkpoint folder (one "
+                        "convert wrote: config.json with a PiToMe model_type) at --output; never the input, never any "
+                        "other non-empty folder")
     add_merge_arguments(parser, aliases=True, title="merge settings (unset: the base's own, or the config's defaults)")
     args = parser.parse_args(argv)
     settings = merge_arguments(args)
