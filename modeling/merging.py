@@ -4,8 +4,9 @@
 The algorithm as pure tensor functions, model-agnostic, torch only (no config, no model, no state):
 
 * `layer_budget`: how many tokens one layer merges.
-* `pitome_plan` / `tome_plan` / `pitome_bsm_plan`: which tokens merge into which (no gradients, scores in float32),
-  with `energy_score` and `cosine_similarity_matrix`; ToMe's matching step, which `tome_plan` and `pitome_bsm_plan`
+* `pitome_plan` / `tome_plan` / `pitome_bsm_plan`: which tokens merge into which (no gradients; ToMe scores in
+  float32, the energy-ranked selections in float64, `energy_dtype`), with `energy_score`, `ranking` and `first_max`
+  (ties in index order) and `cosine_similarity_matrix`; ToMe's matching step, which `tome_plan` and `pitome_bsm_plan`
   share (they differ in how A and B are split), is `bipartite_matching`.
 * `apply_plan`: the size-weighted merge (differentiable), `update_token_map`: where each original patch went.
 * `LayerValues`: what one merge step takes besides the tokens (a layer's method, energy parameters, split, order);
@@ -74,7 +75,7 @@ def layer_budget(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Selection (which token merges into which). Pure functions under no_grad; scores in float32.
+# Selection (which token merges into which). Pure functions under no_grad (scores: `energy_dtype`, ToMe float32).
 # ----------------------------------------------------------------------------------------------------------------
 class MergePlan(NamedTuple):
     """Indices into the T mergeable tokens, per batch row: `src` (B, r) merge into `dst` (B, r); `keep` (B, T - r)
@@ -91,9 +92,43 @@ class MergePlan(NamedTuple):
         return self.keep.sort(dim=1).values if self.keep_order else self.keep
 
 
-def cosine_similarity_matrix(metric: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(B, T, c) -> (B, T, T) cosine similarities in float32."""
-    k = F.normalize(metric.float(), dim=-1)
+def energy_dtype(device: torch.device) -> torch.dtype:
+    """The dtype energy-ranked selections (PiToMe, pitome_bsm) score in: float64, else float32 where the device has
+    no float64 (Apple MPS). Every adjacent pair of energy ranks is a decision (the alternate split sends one token to A
+    and the next to B), and in float32 the energies of a 256-token image sit one rounding step (6e-8) apart often
+    enough that a float32 and a float64 run of the same model merged differently on 6-9% of images
+    (scripts/precision_agreement.py); in float64 the rounding is far below what the model's own numbers carry."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def tie_tolerance(dtype: torch.dtype, alpha: float = 1.0) -> float:
+    """Energies closer than this are tied (`energy_order`): 64 rounding steps of `dtype` at the energies' scale
+    (they lie in (-alpha, 1]), above the rounding of a mean over the tokens, far below any gap real data shows."""
+    return 64.0 * torch.finfo(dtype).eps * max(1.0, float(alpha))
+
+
+def ranking(E: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """(B, T) scores (energies, best-match scores) -> (B, T) indices, highest first, ties in index order. Two scores
+    whose gap in that order is at most `tolerance` are tied, and so is a run of them (each within `tolerance` of the
+    next): a mathematical tie (identical tokens) that rounding split by a few ulps is ordered by index, not by the
+    rounding. Where no gap is that small the order is the plain stable sort's."""
+    B, T = E.shape
+    values, order = torch.sort(E, dim=1, descending=True, stable=True)
+    gap = values[:, :-1] - values[:, 1:]  # >= 0; -inf - -inf (padding) is nan: tied
+    group = torch.cat([torch.zeros_like(order[:, :1]), (gap > tolerance).long().cumsum(1)], dim=1)
+    return torch.sort(group * T + order, dim=1, stable=True).values % T  # by group, then by index inside it
+
+
+def first_max(scores: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Index of the best score along the last axis; scores within `tolerance` of the best tie with it, and the tie
+    goes to the first of them (the plain argmax's rule for exact ties)."""
+    return (scores >= scores.amax(dim=-1, keepdim=True) - tolerance).int().argmax(dim=-1)
+
+
+def cosine_similarity_matrix(metric: torch.Tensor, valid: Optional[torch.Tensor] = None,
+                             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, T, c) -> (B, T, T) cosine similarities in `dtype` (float32 unless told: ToMe's scores)."""
+    k = F.normalize(metric.to(dtype), dim=-1)
     if valid is not None:
         k = k * valid[..., None].to(k.dtype)
     return k @ k.transpose(1, 2)
@@ -110,11 +145,12 @@ def energy_score(
     gaussian: exp(-0.5 * ((1 - x) / (1 - m))^2). `valid` (B, T) bool excludes padding from the mean."""
     S = similarity
     if kind == "exp":
-        # f(x) = ELU(x - m, alpha) + m [x >= m]: two passes over (B, T, T) instead of four (ge, sub, expm1, where)
+        # f(x) = ELU(x - m, alpha) + m [x >= m]: two passes over (B, T, T) instead of four (ge, sub, expm1, where);
+        # the count [x >= m] in S's dtype (a Python float times an integer tensor would be float32)
         shifted = S - margin
         if valid is None:
-            return F.elu(shifted, alpha=alpha).mean(-1) + (margin / S.shape[-1]) * (shifted >= 0).sum(-1)
-        f = F.elu(shifted, alpha=alpha) + margin * (shifted >= 0)
+            return F.elu(shifted, alpha=alpha).mean(-1) + (margin / S.shape[-1]) * (shifted >= 0).sum(-1, dtype=S.dtype)
+        f = F.elu(shifted, alpha=alpha) + margin * (shifted >= 0).to(S.dtype)
     elif kind == "elu":
         f = F.elu(S - margin, alpha=alpha)
     elif kind == "gaussian":
@@ -141,24 +177,26 @@ def pitome_plan(
 ) -> MergePlan:
     """PiToMe selection on the mergeable tokens' metric (B, T, c).
 
-    Tokens are ranked by energy (highest first, stable). The 2r highest are mergeable, the rest protected. With the
+    Tokens are ranked by energy (highest first; `energy_order`: scores in `energy_dtype`, ties in index order). The
+    2r highest are mergeable, the rest protected. With the
     alternate split A = ranks 0, 2, 4, ... and B = ranks 1, 3, 5, ...; with the top split A = the r highest and B the
     next r. Each token of A merges into its most similar token of B. `valid` (B, T) marks real (non-padding) tokens:
     padding gets the lowest energy so it is never merged, and is excluded from every energy.
     """
     B, T, _ = metric.shape
-    S = cosine_similarity_matrix(metric)
+    S = cosine_similarity_matrix(metric, dtype=energy_dtype(metric.device))
     E = energy_score(S, margin, alpha, energy, valid)
     if valid is not None:
         E = E.masked_fill(~valid, float("-inf"))
-    order = torch.sort(E, dim=1, descending=True, stable=True).indices
+    tol = tie_tolerance(S.dtype, alpha)
+    order = ranking(E, tol)
     if split == "alternate":
         a, b = order[:, 0 : 2 * r : 2], order[:, 1 : 2 * r : 2]
     else:
         a, b = order[:, :r], order[:, r : 2 * r]
     rows = S.gather(1, a[..., None].expand(B, r, T))
     s_ab = rows.gather(2, b[:, None, :].expand(B, r, r))
-    dst = b.gather(1, s_ab.argmax(dim=-1))
+    dst = b.gather(1, first_max(s_ab, tol))
     keep = torch.cat([b, order[:, 2 * r :]], dim=1)
     return MergePlan(src=a, dst=dst, keep=keep, keep_order=keep_order)
 
@@ -190,25 +228,33 @@ def pitome_bsm_plan(
 ) -> MergePlan:
     """Energy-ordered bipartite matching (`pitome_bsm`, from the authors' released code) on (B, T, c).
 
-    All T tokens are ranked by energy (highest first, stable); A = ranks 0, 2, 4, ..., B = ranks 1, 3, 5, .... Each A
+    All T tokens are ranked by energy (highest first, `energy_order` as in `pitome_plan`); A = ranks 0, 2, 4, ..., B = ranks 1, 3, 5, .... Each A
     token scores its best cosine match in B, and the r A tokens with the highest scores merge into their match; the
     rest of A is kept. No token is protected: ToMe with the parity split replaced by an energy-rank split.
     """
     B, T, _ = metric.shape
-    S = cosine_similarity_matrix(metric)
-    order = torch.sort(energy_score(S, margin, alpha, energy), dim=1, descending=True, stable=True).indices
+    S = cosine_similarity_matrix(metric, dtype=energy_dtype(metric.device))
+    tol = tie_tolerance(S.dtype, alpha)
+    order = ranking(energy_score(S, margin, alpha, energy), tol)
     a, b = order[:, 0::2], order[:, 1::2]
     rows = S.gather(1, a[..., None].expand(B, a.shape[1], T))
-    return bipartite_matching(rows.gather(2, b[:, None, :].expand(B, a.shape[1], b.shape[1])), a, b, r, keep_order)
+    scores = rows.gather(2, b[:, None, :].expand(B, a.shape[1], b.shape[1]))
+    return bipartite_matching(scores, a, b, r, keep_order, tolerance=tol)
 
 
-def bipartite_matching(scores: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: int, keep_order: bool) -> MergePlan:
+def bipartite_matching(scores: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: int, keep_order: bool,
+                       tolerance: float = 0.0) -> MergePlan:
     """ToMe's matching once the tokens are split into A and B (`tome_plan`: by parity; `pitome_bsm_plan`: by energy
     rank): `scores` (B, |A|, |B|) the cosine of each A token with each B token, `a` (B, |A|) and `b` (B, |B|) their
     indices. Each A token's best match in B; the r A tokens with the highest best score (stable order on ties) merge
-    into it; B and the rest of A are kept."""
+    into it; B and the rest of A are kept. With a `tolerance` (pitome_bsm: `tie_tolerance`) scores that close tie, as
+    in `ranking` and `first_max`; ToMe (0) keeps the plain maximum and stable sort of the original."""
     best, match = scores.max(dim=-1)
-    ranked = torch.sort(best, dim=1, descending=True, stable=True).indices
+    if tolerance:
+        match = first_max(scores, tolerance)
+        ranked = ranking(best, tolerance)
+    else:
+        ranked = torch.sort(best, dim=1, descending=True, stable=True).indices
     src = a.gather(1, ranked[:, :r])
     dst = b.gather(1, match.gather(1, ranked[:, :r]))
     keep = torch.cat([b, a.gather(1, ranked[:, r:])], dim=1)

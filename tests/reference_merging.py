@@ -51,34 +51,51 @@ def energy(S: list, margin: float, alpha: float = 1.0, kind: str = "exp") -> lis
     return [sum(f(x) for x in row) / len(row) for row in S]
 
 
-def by_energy(E: list) -> list:
-    """Token indices, highest energy first; ties keep the lower index first (stable)."""
-    return sorted(range(len(E)), key=lambda i: -E[i])
+TIE = 64 * 2.0**-52  # energies closer than this (times max(1, alpha)) are tied: docs/algorithm.md, "The merge step"
 
 
-def _best(S, a, candidates):
-    """The first candidate (in the given order) with the highest similarity to a."""
-    return max(candidates, key=lambda b: S[a][b])
+def descending(items: list, value, tol: float) -> list:
+    """`items` by `value`, highest first. Walking down that order, an item within `tol` of the one before it joins
+    its run of ties; each run keeps the items' given order."""
+    place = {item: k for k, item in enumerate(items)}
+    runs = []
+    for item in sorted(items, key=lambda i: -value(i)):
+        if runs and value(runs[-1][-1]) - value(item) <= tol:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return [item for run in runs for item in sorted(run, key=place.get)]
+
+
+def by_energy(E: list, alpha: float = 1.0) -> list:
+    """Token indices, highest energy first, ties (within the tolerance) in index order."""
+    return descending(list(range(len(E))), E.__getitem__, TIE * max(1.0, alpha))
+
+
+def _best(S, a, candidates, tol=0.0):
+    """The first candidate (in the given order) with the highest similarity to a, or within `tol` of it."""
+    top = max(S[a][b] for b in candidates)
+    return next(b for b in candidates if S[a][b] >= top - tol)
 
 
 def pitome(K, r, margin, alpha=1.0, kind="exp", split="alternate") -> Plan:
     """The protected PiToMe step: the 2r highest-energy tokens are mergeable, split alternately (or top r / next r);
     each A token merges into its most similar B token; everything else is kept."""
     S = cosine(K)
-    order = by_energy(energy(S, margin, alpha, kind))
+    order = by_energy(energy(S, margin, alpha, kind), alpha)
     if split == "alternate":
         A, B = order[0 : 2 * r : 2], order[1 : 2 * r : 2]
     else:
         A, B = order[:r], order[r : 2 * r]
-    pairs = sorted((a, _best(S, a, B)) for a in A)
+    pairs = sorted((a, _best(S, a, B, TIE * max(1.0, alpha))) for a in A)
     keep = sorted(B + order[2 * r :])
     return Plan(pairs, keep)
 
 
-def _bipartite(S, A, B, r) -> Plan:
-    """Score each a in A by its best match in B; the r best-scoring A tokens (stable on ties) merge."""
-    best = {a: _best(S, a, B) for a in A}
-    ranked = sorted(A, key=lambda a: -S[a][best[a]])
+def _bipartite(S, A, B, r, tol=0.0) -> Plan:
+    """Score each a in A by its best match in B; the r best-scoring A tokens (stable on ties, within `tol`) merge."""
+    best = {a: _best(S, a, B, tol) for a in A}
+    ranked = descending(A, lambda a: max(S[a][b] for b in B), tol)
     pairs = sorted((a, best[a]) for a in ranked[:r])
     keep = sorted(B + ranked[r:])
     return Plan(pairs, keep)
@@ -96,8 +113,8 @@ def tome(K, r, num_prefix) -> Plan:
 def pitome_bsm(K, r, margin, alpha=1.0, kind="exp") -> Plan:
     """Energy-ordered bipartite matching: all tokens by energy, A = even ranks, B = odd ranks, then ToMe's matching."""
     S = cosine(K)
-    order = by_energy(energy(S, margin, alpha, kind))
-    return _bipartite(S, order[0::2], order[1::2], r)
+    order = by_energy(energy(S, margin, alpha, kind), alpha)
+    return _bipartite(S, order[0::2], order[1::2], r, TIE * max(1.0, alpha))
 
 
 def merge(x: torch.Tensor, sizes: list, plan: Plan, num_prefix: int):

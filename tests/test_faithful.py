@@ -92,6 +92,49 @@ def test_pitome_bsm_selection_matches_reference(seed, r, layer):
     assert got == tuple(ref.pitome_bsm(K, r, margin, kind="elu"))
 
 
+def tied(seed: int, offset: float = 0.0) -> torch.Tensor:
+    """`clustered` in float64 with eight tokens replaced by copies of others at other scales: the same direction, so
+    the same cosines and energies in exact arithmetic, which rounding splits by a few ulps either way (such ties go by
+    index: docs/algorithm.md, "The merge step"). With `offset` the copies are moved off by that much: near-ties
+    (about 1e-8 apart in energy at 1e-7) that float64 scores resolve and float32 scores would not."""
+    K = clustered(seed).double()
+    g = torch.Generator().manual_seed(100 + seed)
+    idx = torch.randperm(len(K), generator=g)[:16].tolist()
+    for i, j in zip(idx[:8], idx[8:]):
+        K[j] = K[i] * (0.1 + 10 * torch.rand(1, generator=g, dtype=torch.float64))
+        K[j] += offset * K[j].norm() * torch.randn(K.shape[1], generator=g, dtype=torch.float64)
+    return K
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e-7])
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("seed, r", CASES)
+def test_tied_energies_go_by_index_as_the_reference(seed, r, layer, offset):
+    K = tied(seed, offset)
+    margin = ref.margin_at(layer, 12, 0.9)
+    assert pairs_and_keep(pitome_plan(K[None], r, margin=margin)) == tuple(ref.pitome(K, r, margin))
+    assert pairs_and_keep(pitome_plan(K[None], r, margin=margin, split="top")) == tuple(
+        ref.pitome(K, r, margin, split="top"))
+    assert pairs_and_keep(pitome_bsm_plan(K[None], r, margin=margin)) == tuple(ref.pitome_bsm(K, r, margin))
+
+
+def test_tied_inputs_hold_ties_that_rounding_splits():
+    """The tied cases are only meaningful if rounding alone orders some exactly tied pair against its index order,
+    and if the near-ties are closer than float32 energies can tell apart."""
+    from pitome_hf.modeling.merging import cosine_similarity_matrix, energy_score, ranking
+
+    against = unresolved = 0
+    for seed in range(6):
+        E = energy_score(cosine_similarity_matrix(tied(seed)[None], dtype=torch.float64), 0.9)
+        plain = torch.sort(E, dim=1, descending=True, stable=True).indices
+        against += not torch.equal(plain, ranking(E, 64 * 2.0**-52))
+        E32 = energy_score(cosine_similarity_matrix(tied(seed, 1e-7)[None], dtype=torch.float32), 0.9)
+        E64 = energy_score(cosine_similarity_matrix(tied(seed, 1e-7)[None], dtype=torch.float64), 0.9)
+        unresolved += not torch.equal(torch.sort(E32, dim=1, descending=True, stable=True).indices,
+                                      torch.sort(E64, dim=1, descending=True, stable=True).indices)
+    assert against >= 2 and unresolved >= 2
+
+
 def test_inputs_exercise_every_choice():
     """The cases above are only meaningful if they contain what the selections must get right."""
     many_to_one = protected_cluster = differs = 0
