@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 import torch
@@ -35,7 +36,11 @@ class ReducedVisualOutput(BaseModelOutputWithPooling):
     """The visual features with the reduction: `pooler_output` one (k_i, C) tensor per image or video;
     `kept_indices` for each the stock index of each output token (the survivor, i.e. the destination of what it
     absorbed); `token_sizes` how many stock tokens each holds; `token_maps` for each stock token the output token
-    holding it; `token_counts` (inputs, 2): [stock features, features kept]."""
+    holding it; `token_counts` (inputs, 2): [stock features, features kept]. `per_input_fields` names the fields with
+    one entry per input, which `generate` repeats for each expanded row (`ReducedGenerationMixin`)."""
+
+    # a class attribute, not a dataclass field (no annotation)
+    per_input_fields = ("pooler_output", "kept_indices", "token_sizes", "token_maps", "token_counts")
 
     kept_indices: Optional[tuple] = None
     token_sizes: Optional[tuple] = None
@@ -235,8 +240,10 @@ class ReducedInputModelMixin:
 
 class ReducedGenerationMixin:
     """The generation class of a family that reduces at the language model's input: the stock one built around the
-    family's PiToMe model (`model_class`), its output with `token_counts`. Put it before the stock class; the family's
-    `forward` keeps the stock signature (generate reads it) and returns `self._counted(super().forward(...))`."""
+    family's PiToMe model (`model_class`), its output with `token_counts`, and `generate`'s batch expansion (beams,
+    `num_return_sequences`) applied to the whole reduction, not the features alone. Put it before the stock class; the
+    family's `forward` keeps the stock signature (generate reads it) and returns
+    `self._counted(super().forward(...))`."""
 
     model_class = None
     supports_gradient_checkpointing = False
@@ -248,6 +255,33 @@ class ReducedGenerationMixin:
         self.model = self.model_class(config)
         self.lm_head = torch.nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+
+    def _expand_multimodal_outputs(self, input_ids, mm_encoder_output, expand_size=1, inputs_embeds=None):
+        """As stock, for every per-input field of a reduced output (`ReducedVisualOutput.per_input_fields`: features,
+        survivors, sizes, token maps, counts, ...), not the features alone: `generate` repeats each prompt's visual
+        inputs for the rows it expands the prompt into (beams, `num_return_sequences`), so each expanded row gets its
+        source row's reduction, i.e. the same survivors, positions and sizes. Which inputs belong to which row is the
+        stock grouping (placeholder counts per row), read off stand-ins that carry each input's index."""
+        others = {}
+        for modality, output in mm_encoder_output.items():
+            fields = getattr(output, "per_input_fields", None)
+            if fields is None or getattr(output, "pooler_output", None) is None:
+                others[modality] = output
+                continue
+            probe = SimpleNamespace(pooler_output=[torch.full((len(f),), i)
+                                                   for i, f in enumerate(output.pooler_output)])
+            super()._expand_multimodal_outputs(input_ids, {modality: probe}, expand_size=expand_size,
+                                               inputs_embeds=inputs_embeds)
+            order = [int(p[0]) for p in probe.pooler_output]
+            for name in fields:
+                value = getattr(output, name, None)
+                if isinstance(value, torch.Tensor):
+                    setattr(output, name, value[torch.tensor(order, device=value.device)])
+                elif value is not None:
+                    setattr(output, name, tuple(value[i] for i in order))
+        if others:
+            super()._expand_multimodal_outputs(input_ids, others, expand_size=expand_size, inputs_embeds=inputs_embeds)
+        return mm_encoder_output
 
     @staticmethod
     def _counted(out):

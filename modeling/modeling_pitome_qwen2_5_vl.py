@@ -68,6 +68,7 @@ inherit_conversion_mappings({"PiToMeQwen2_5_VLForConditionalGeneration": "Qwen2_
 class PiToMeVisualOutput(ReducedVisualOutput):
     """`ReducedVisualOutput` plus `grid_thw`, the inputs' grids; `kept_indices` are row-major in the merged grid."""
 
+    per_input_fields = ReducedVisualOutput.per_input_fields + ("grid_thw",)  # a class attribute, not a field
     grid_thw: Optional[torch.Tensor] = None
 
 

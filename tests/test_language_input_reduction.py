@@ -12,7 +12,7 @@ import torch
 
 from pitome_hf import apply_pitome
 
-from .helpers import with_attn
+from .helpers import prefill_positions, with_attn
 from .vlm_cases import CASES
 
 
@@ -113,3 +113,64 @@ def test_bad_settings_and_prompts_are_refused_with_one_line(case):
         with_attn(apply_pitome(case.stock, visual_tokens=3), "flash_attention_2")(
             **case.batch(case.processor_for(model.config)))
     with_attn(case.stock, "eager")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# generate strategies that expand the batch (issue #31)
+def _expanded_order(case, prompts, expand):
+    """The batch's visual inputs in the order generate gives them to the expanded rows: each prompt's inputs repeated
+    `expand` times."""
+    groups, start = [], 0
+    for p in prompts:
+        groups.append(list(range(start, start + len(case.per_prompt[p]))))
+        start += len(case.per_prompt[p])
+    return [i for group in groups for _ in range(expand) for i in group]
+
+
+@pytest.mark.parametrize("settings", [dict(visual_tokens=4), dict(keep_ratio=0.4)], ids=["tokens4", "keep0.4"])
+@pytest.mark.parametrize("prompts", ["one", "all"])
+def test_expanded_generation_gives_each_row_its_source_rows_reduction(case, settings, prompts):
+    """Beam search and several returned sequences repeat each prompt (after its visual inputs are encoded): every
+    expanded row gets its source row's reduction. The beam-search prefill equals the unexpanded forward row by row
+    (logits, survivors, sizes, positions); sampling with top_k=1 and two sequences per prompt returns the greedy
+    result twice; a batch's beam search gives each prompt what its own beam search gives."""
+    model = apply_pitome(case.stock, **settings)
+    prompts = [0] if prompts == "one" else list(range(len(case.texts)))
+    x = case.batch(case.processor_for(model.config), prompts)
+    order = _expanded_order(case, prompts, 2)
+    with torch.no_grad():
+        seen, handle = prefill_positions(model)
+        want = model(**case.step_inputs(x, x["input_ids"], x["attention_mask"]))  # positions as generate makes them
+        handle.remove()
+        calls = []
+        hook = model.register_forward_hook(lambda module, args, out: calls.append(out))
+        seen_beams, handle = prefill_positions(model)
+        beams = model.generate(**x, num_beams=2, max_new_tokens=4, do_sample=False)
+        hook.remove(), handle.remove()
+        greedy = model.generate(**x, max_new_tokens=4, do_sample=False)
+        sampled = model.generate(**x, max_new_tokens=4, do_sample=True, top_k=1, num_return_sequences=2)
+        alone = [model.generate(**case.batch(case.processor_for(model.config), [p]), num_beams=2, max_new_tokens=4,
+                                do_sample=False) for p in prompts]
+    prefill, visual = calls[0], want.image_outputs
+    torch.testing.assert_close(prefill.logits[:, -1], want.logits[:, -1].repeat_interleave(2, 0), rtol=1e-5, atol=1e-5)
+    for name in ("kept_indices", "token_sizes", "token_maps"):
+        got = getattr(prefill.image_outputs, name)
+        assert len(got) == len(order) and all(torch.equal(g, getattr(visual, name)[i]) for g, i in zip(got, order))
+    assert torch.equal(prefill.token_counts, want.token_counts[order])
+    positions, positions_beams = seen["position_ids"], seen_beams["position_ids"]
+    if positions.ndim == 3:  # M-RoPE (t, h, w); generate adds a text row first
+        positions, positions_beams = positions[-3:], positions_beams[-3:]
+    assert torch.equal(positions_beams, positions.repeat_interleave(2, -2))
+    assert torch.equal(sampled, greedy.repeat_interleave(2, 0))
+    length = x["input_ids"].shape[1]
+    for row, single in enumerate(alone):
+        assert torch.equal(beams[row, length:], single[0, single.shape[1] - beams.shape[1] + length:])
+
+
+def test_unreduced_beam_search_equals_stock(case):
+    model = apply_pitome(case.stock, keep_ratio=1.0)
+    x = case.batch(case.stock_processor)
+    with torch.no_grad():
+        want = case.stock.generate(**x, num_beams=2, num_return_sequences=2, max_new_tokens=4, do_sample=False)
+        got = model.generate(**x, num_beams=2, num_return_sequences=2, max_new_tokens=4, do_sample=False)
+    assert torch.equal(got, want)

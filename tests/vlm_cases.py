@@ -55,11 +55,13 @@ class VLMCase:
     encoded_inputs: Callable
     stock_prompt_refusal: str
 
-    def batch(self, processor) -> dict:
-        """The prompts with their images, built by `processor`, left-padded."""
+    def batch(self, processor, prompts=None) -> dict:
+        """The prompts (all, or those of the indices `prompts`) with their images, built by `processor`, left-padded."""
         images = self.images()
-        grouped = [[images[i] for i in group] for group in self.per_prompt]
-        return dict(processor(text=self.texts, images=grouped, return_tensors="pt", padding=True))
+        prompts = range(len(self.texts)) if prompts is None else prompts
+        grouped = [[images[i] for i in self.per_prompt[p]] for p in prompts]
+        return dict(processor(text=[self.texts[p] for p in prompts], images=grouped, return_tensors="pt",
+                              padding=True))
 
 
 def _random_images(shapes):
