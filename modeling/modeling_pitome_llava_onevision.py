@@ -36,7 +36,8 @@ Design (issue #21, as the Qwen2.5-VL family):
   cache for every decoding step (eager and sdpa; flash attention refused while it is on); `proportional_attention=
   False` turns it off (then flash attention works). As in the Qwen family (shared: language_input_reduction.py).
 * **Prompts.** Built by `PiToMeLlavaOnevisionProcessor` (the budgeted number of `<image>`); a prompt built by the
-  stock processor is refused with the count it should have. Videos are not reduced (stock path, stock counts).
+  stock processor is refused with the count it should have. Videos are not reduced (stock path, stock counts, also
+  beside reduced images; `get_video_features`, which says so once, is where a video reduction would go).
 
 `token_counts` (images, 2): [image features, features the language model receives] per image (newlines excluded).
 Weights and parameter names are the stock model's; at keep ratio 1.0 or `merge_method="none"` every path is the stock
@@ -45,6 +46,7 @@ one.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 
 import torch
@@ -129,6 +131,18 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
         result.set_reduced([self._reduce_image(feature, budget, metric[i], received[i] if visionzip else None, settings)
                             for i, (feature, budget) in enumerate(zip(features, budgets))])
         return result if return_dict else result.to_tuple()
+
+    def get_video_features(self, pixel_values_videos, vision_feature_layer=None, vision_feature_select_strategy=None,
+                           **kwargs):
+        """The stock video features: videos are not reduced (stock path, stock counts; the processor writes the stock
+        number of `<video>` tokens). Said once (a `UserWarning`) when the config reduces images. Video reduction
+        would go here."""
+        if reduces(reduction_settings(self.config)):
+            warnings.warn("PiToMe LLaVA-OneVision: videos are not reduced: they reach the language model with the "
+                          "stock number of tokens (only images are reduced).", UserWarning)
+        return LlavaOnevisionModel.get_video_features(
+            self, pixel_values_videos, vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy, **kwargs)
 
     def _packed_metric(self, captured, attention, image_sizes, multi, aspect, features, budgets, need_received):
         """Per image: the metric (features, c) and the attention received (features,) or None, in the packed
@@ -243,26 +257,29 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
         """Stock forward, after encoding (and reducing) the images here: the survivors' stock positions and the
         token sizes' attention bias are set before the language model runs."""
         settings, cache, return_dict = self._forward_start(cache, kwargs)
-        stock_args = dict(pixel_values_videos=pixel_values_videos, image_sizes_videos=image_sizes_videos,
-                          vision_feature_layer=vision_feature_layer,
+        stock_args = dict(image_sizes_videos=image_sizes_videos, vision_feature_layer=vision_feature_layer,
                           vision_feature_select_strategy=vision_feature_select_strategy,
                           vision_aspect_ratio=vision_aspect_ratio, batch_num_images=batch_num_images,
                           use_cache=use_cache)
         if not reduces(settings):
             out = super().forward(input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes,
-                                  attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                                  inputs_embeds=inputs_embeds, mm_encoder_outputs=mm_encoder_outputs, **stock_args,
-                                  **kwargs)
+                                  pixel_values_videos=pixel_values_videos, attention_mask=attention_mask,
+                                  position_ids=position_ids, cache=cache, inputs_embeds=inputs_embeds,
+                                  mm_encoder_outputs=mm_encoder_outputs, **stock_args, **kwargs)
             return self._with_counts(out, return_dict)
         flash_check(self.config, settings)
-        if pixel_values is not None and mm_encoder_outputs is not None:
-            raise ValueError("give pixel_values or mm_encoder_outputs, not both.")
+        if (pixel_values is not None or pixel_values_videos is not None) and mm_encoder_outputs is not None:
+            raise ValueError("give pixel_values/pixel_values_videos or mm_encoder_outputs, not both.")
         encoded = dict(mm_encoder_outputs or {})
         if pixel_values is not None:
             encoded["image"] = self.get_image_features(
                 pixel_values, image_sizes, vision_feature_layer=vision_feature_layer,
                 vision_feature_select_strategy=vision_feature_select_strategy, vision_aspect_ratio=vision_aspect_ratio,
                 batch_num_images=batch_num_images, return_dict=True)
+        if pixel_values_videos is not None:  # encoded here too: the stock forward takes pixels or encodings, not both
+            encoded["video"] = self.get_video_features(
+                pixel_values_videos, vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy, return_dict=True)
         image = encoded.get("image")
         reduced = getattr(image, "kept_indices", None) is not None
         past = cache.get_seq_length() if cache is not None else 0

@@ -11,6 +11,8 @@ without a video processor.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ import torch
 from pitome_hf import apply_pitome
 from pitome_hf.modeling.configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig, onevision_config_budget
 
-from .contract_fixtures import ONEVISION_IMAGE, llava_onevision_config
+from .contract_fixtures import ONEVISION_IMAGE, ONEVISION_VIDEO, llava_onevision_config
 from .helpers import prefill_positions
 from .vlm_cases import BUDGETS, case_fixture, stock  # noqa: F401 (a fixture)
 
@@ -125,6 +127,68 @@ def test_decoding_positions_continue_the_stock_ones(case, stock):
         stock.generate(**x_stock, max_new_tokens=3, do_sample=False)
     h.remove(), h_stock.remove()
     assert [c.tolist() for c in calls[1:]] == [c.tolist() for c in calls_stock[1:]]
+
+
+def _with_video(case, processor, image=True):
+    """One prompt: an image (when `image`), then a video of 2 frames (9 stock `<video>` tokens: 2 x 2 x 2 pooled
+    features and a newline; the video processor needs torchvision, absent here, so the video is given as pixels and
+    its tokens written out), then text."""
+    video = torch.randn(1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    if image:
+        x = dict(processor(text=["w1 <image> w2"], images=[[case.images()[0]]], return_tensors="pt"))
+    else:
+        x = {"input_ids": torch.tensor([[5]])}
+    ids = torch.cat([x["input_ids"], torch.tensor([[7] + [ONEVISION_VIDEO] * 9 + [8, 9]])], 1)
+    x.update(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=video)
+    return x
+
+
+def test_an_image_and_a_video_in_one_prompt(case, stock):
+    """The image is reduced, the video is not (stock features, stock count): the video's tokens get the stock video
+    features at their stock positions, the text after both its stock positions; generate gives the greedy tokens of
+    full forwards; that videos are not reduced is said (a UserWarning)."""
+    model = apply_pitome(stock, keep_ratio=0.4)
+    x, x_stock = _with_video(case, case.processor_for(model.config)), _with_video(case, case.stock_processor)
+    embeds, embeds_stock = {}, {}
+
+    def recorder(store):
+        def hook(module, args, kwargs):
+            store.setdefault("x", kwargs["inputs_embeds"])
+        return hook
+
+    hooks = [m.model.language_model.register_forward_pre_hook(recorder(store), with_kwargs=True)
+             for m, store in ((model, embeds), (stock, embeds_stock))]
+    seen, handle = prefill_positions(model)
+    with torch.no_grad(), pytest.warns(UserWarning, match="videos are not reduced"):
+        out = model(**x)
+        stock(**x_stock)
+        generated = model.generate(**x, max_new_tokens=3, do_sample=False)
+        ids = x["input_ids"]
+        for _ in range(3):
+            step = {**x, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            ids = torch.cat([ids, model(**step, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    for h in (*hooks, handle):
+        h.remove()
+    assert out.token_counts.tolist() == [[32, 14]]  # the image: base and one crop, 16 - floor(16 - 6.4) = 7 each
+    video, video_stock = x["input_ids"][0] == ONEVISION_VIDEO, x_stock["input_ids"][0] == ONEVISION_VIDEO
+    assert int(video.sum()) == 9
+    assert torch.equal(embeds["x"][0, video], embeds_stock["x"][0, video_stock])
+    after, after_stock = video.nonzero()[0, 0] - 1, video_stock.nonzero()[0, 0] - 1  # the text token before the video
+    stock_pos = torch.arange(x_stock["input_ids"].shape[1])
+    assert torch.equal(seen["position_ids"][0, after:], stock_pos[after_stock:])  # video and text after: stock
+    assert torch.equal(generated, ids)
+
+
+def test_a_video_only_prompt_runs_as_stock_and_says_videos_are_not_reduced(stock):
+    model = apply_pitome(stock, keep_ratio=0.4)
+    x = _with_video(None, None, image=False)
+    with torch.no_grad():
+        with pytest.warns(UserWarning, match="PiToMe LLaVA-OneVision: videos are not reduced"):
+            logits = model(**x).logits
+        torch.testing.assert_close(logits, stock(**x).logits, rtol=0, atol=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing reduced, nothing said
+            apply_pitome(stock, keep_ratio=1.0)(**x)
 
 
 def test_processor_counts_and_settings(case):
