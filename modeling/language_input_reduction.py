@@ -182,8 +182,7 @@ class ReducedInputModelMixin:
             if sizes is None:
                 continue
             if input_ids is None:
-                raise ValueError("proportional attention needs input_ids with visual inputs (to find the visual "
-                                 "tokens); or set proportional_attention=False in the config.")
+                self._check_visual_inputs(None, 0, (), reduced=True)
             where = input_ids == token
             logs = torch.log(torch.cat(sizes).to(ref.device))
             if int(where.sum()) != logs.numel():
@@ -195,6 +194,29 @@ class ReducedInputModelMixin:
         if stored is None:
             stored = torch.zeros(batch, past, dtype=torch.float32, device=ref.device)
         return torch.cat([stored[:, :past].to(ref.device), new], dim=1)
+
+    def _check_visual_inputs(self, input_ids, past, visual, reduced):
+        """Refuse in one line the visual inputs a forward cannot place. `visual`: ((name, placeholder token id, given),
+        ...), `reduced`: whether some visual input of this forward is reduced.
+
+        * Reduced inputs without input_ids (`inputs_embeds`): their survivors' positions and sizes are placed at the
+          placeholder tokens of input_ids. Text-only `inputs_embeds` (and unreduced inputs) work as stock.
+        * With a cache that already holds tokens (`past > 0`), visual inputs whose placeholders are not among the new
+          input_ids: given again when continuing from `past_key_values`, whose cache already holds them (the stock
+          model refuses them too, as a count mismatch)."""
+        family = self.config.family_name
+        if reduced and input_ids is None:
+            raise ValueError(
+                f"{family}: reduced images and videos are placed at their placeholder tokens in input_ids (positions, "
+                "sizes), so inputs_embeds with images or videos is not supported: pass input_ids (text-only "
+                "inputs_embeds work as stock).")
+        if past > 0 and input_ids is not None:
+            for name, token, given in visual:
+                if given and not bool((input_ids == token).any()):
+                    raise ValueError(
+                        f"{family}: {name} given while continuing from a cache (past_key_values) that already holds "
+                        f"the prompt: the new tokens have no placeholder for them; pass images and videos only with "
+                        "the tokens that hold them (a cached conversation continues with its new tokens alone).")
 
     def _forward_start(self, cache, kwargs):
         """(the reduction's settings, the cache (also given as `past_key_values`), return_dict), popped from
@@ -242,8 +264,8 @@ class ReducedGenerationMixin:
     """The generation class of a family that reduces at the language model's input: the stock one built around the
     family's PiToMe model (`model_class`), its output with `token_counts`, and `generate`'s batch expansion (beams,
     `num_return_sequences`) applied to the whole reduction, not the features alone. Put it before the stock class; the
-    family's `forward` keeps the stock signature (generate reads it) and returns
-    `self._counted(super().forward(...))`."""
+    family's `forward` keeps the stock signature (generate reads it) and returns `self._counted(super().forward(...))`.
+    What `generate` cannot do with reduced inputs is refused in one line by the model (`_check_visual_inputs`)."""
 
     model_class = None
     supports_gradient_checkpointing = False

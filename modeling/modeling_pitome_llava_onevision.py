@@ -261,7 +261,13 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
                           vision_feature_select_strategy=vision_feature_select_strategy,
                           vision_aspect_ratio=vision_aspect_ratio, batch_num_images=batch_num_images,
                           use_cache=use_cache)
+        past = cache.get_seq_length() if cache is not None else 0
+        visual = (("images", self.config.image_token_id,
+                   pixel_values is not None or (mm_encoder_outputs or {}).get("image") is not None),
+                  ("videos", self.config.video_token_id,
+                   pixel_values_videos is not None or (mm_encoder_outputs or {}).get("video") is not None))
         if not reduces(settings):
+            self._check_visual_inputs(input_ids, past, visual, reduced=False)
             out = super().forward(input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes,
                                   pixel_values_videos=pixel_values_videos, attention_mask=attention_mask,
                                   position_ids=position_ids, cache=cache, inputs_embeds=inputs_embeds,
@@ -282,7 +288,7 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
                 vision_feature_select_strategy=vision_feature_select_strategy, return_dict=True)
         image = encoded.get("image")
         reduced = getattr(image, "kept_indices", None) is not None
-        past = cache.get_seq_length() if cache is not None else 0
+        self._check_visual_inputs(input_ids, past, visual, reduced)
         shift = getattr(cache, _POSITION_SHIFT, None) if (cache is not None and past > 0) else None
         new_shift = shift
         if reduced or shift is not None:
@@ -294,9 +300,6 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
             if shift is not None:
                 offset = offset + shift.to(ref.device)
             if reduced:
-                if input_ids is None:
-                    raise ValueError("PiToMe LLaVA-OneVision needs input_ids with reduced images (to find the image "
-                                     "tokens).")
                 image_shift, dropped = self._position_shift(input_ids, image)
                 offset = offset + image_shift
                 new_shift = dropped if shift is None else shift.to(ref.device) + dropped
@@ -315,7 +318,8 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
 
 class PiToMeLlavaOnevisionForConditionalGeneration(ReducedGenerationMixin, LlavaOnevisionForConditionalGeneration):
     """[`LlavaOnevisionForConditionalGeneration`] with visual-token reduction. `generate` (KV cache, batches of
-    different image sizes with left padding, several images per prompt) works as stock."""
+    different image sizes with left padding, several images per prompt, beam search and several returned sequences,
+    assisted decoding, a cache continued by a later call) works as stock; see `ReducedGenerationMixin`."""
 
     config_class = PiToMeLlavaOnevisionConfig
     model_class = PiToMeLlavaOnevisionModel

@@ -159,7 +159,8 @@ class PiToMeQwen2_5_VLModel(ReducedInputModelMixin, Qwen2_5_VLModel):
             return super().get_rope_index(input_ids, mm_token_type_ids, image_grid_thw=image_grid_thw,
                                           video_grid_thw=video_grid_thw, second_per_grid_ts=second_per_grid_ts,
                                           attention_mask=attention_mask, **kwargs)
-        if mm_token_type_ids is None:
+        if mm_token_type_ids is None or mm_token_type_ids.shape != input_ids.shape:
+            # assisted decoding verifies candidates past the prompt's token types: the types are input_ids'
             mm_token_type_ids = self._token_types(input_ids)
         sms = self.config.vision_config.spatial_merge_size
         tokens_per_second = self.config.vision_config.tokens_per_second
@@ -188,6 +189,10 @@ class PiToMeQwen2_5_VLModel(ReducedInputModelMixin, Qwen2_5_VLModel):
                 else:
                     index = item[kind]
                     item[kind] += 1
+                    if index >= len(grids[kind]):
+                        name = "image" if kind == 1 else "video"
+                        raise ValueError(f"PiToMe Qwen2.5-VL: the prompt holds more {name}s than {name}_grid_thw "
+                                         f"gives ({len(grids[kind])}).")
                     grid = grids[kind][index]
                     interval = 1
                     if kind == 2:
@@ -225,6 +230,12 @@ class PiToMeQwen2_5_VLModel(ReducedInputModelMixin, Qwen2_5_VLModel):
             "whose settings match this model's config, not with the stock Qwen2_5_VLProcessor."
         )
 
+    def _refuse_continuation(self):
+        raise ValueError(
+            "PiToMe Qwen2.5-VL: reduced images or videos continuing a cache (past_key_values) are not supported "
+            "(M-RoPE positions need the whole prompt with every grid; the stock generate cannot place them either): "
+            "continue a cached conversation with text only, or generate anew from the whole conversation.")
+
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features=None, video_features=None):
         """As stock, but a prompt with another number of visual tokens is refused naming the right processor."""
         if input_ids is not None:
@@ -244,7 +255,13 @@ class PiToMeQwen2_5_VLModel(ReducedInputModelMixin, Qwen2_5_VLModel):
         settings, cache, return_dict = self._forward_start(cache, kwargs)
         stock_args = dict(use_cache=use_cache, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
                           mm_token_type_ids=mm_token_type_ids, second_per_grid_ts=second_per_grid_ts)
+        past = cache.get_seq_length() if cache is not None else 0
+        given = {"image": pixel_values is not None or (mm_encoder_outputs or {}).get("image") is not None,
+                 "video": pixel_values_videos is not None or (mm_encoder_outputs or {}).get("video") is not None}
+        visual = (("images", self.config.image_token_id, given["image"]),
+                  ("videos", self.config.video_token_id, given["video"]))
         if not reduces(settings):
+            self._check_visual_inputs(input_ids, past, visual, reduced=False)
             out = super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                   cache=cache, inputs_embeds=inputs_embeds, pixel_values=pixel_values,
                                   pixel_values_videos=pixel_values_videos, mm_encoder_outputs=mm_encoder_outputs,
@@ -260,8 +277,10 @@ class PiToMeQwen2_5_VLModel(ReducedInputModelMixin, Qwen2_5_VLModel):
             encoded["video"] = self.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True, **kwargs)
         image, video = encoded.get("image"), encoded.get("video")
         reduced = any(getattr(o, "kept_indices", None) is not None for o in (image, video) if o is not None)
-        past = cache.get_seq_length() if cache is not None else 0
-        if reduced and input_ids is not None:
+        self._check_visual_inputs(input_ids, past, visual, reduced)
+        if reduced and past > 0:
+            self._refuse_continuation()
+        if reduced:
             image_grid = image_grid_thw if image_grid_thw is not None else getattr(image, "grid_thw", None)
             video_grid = video_grid_thw if video_grid_thw is not None else getattr(video, "grid_thw", None)
             positions, deltas = self.get_rope_index(
@@ -285,7 +304,9 @@ class PiToMeQwen2_5_VLModel(ReducedInputModelMixin, Qwen2_5_VLModel):
 
 class PiToMeQwen2_5_VLForConditionalGeneration(ReducedGenerationMixin, Qwen2_5_VLForConditionalGeneration):
     """[`Qwen2_5_VLForConditionalGeneration`] with visual-token reduction. `generate` (KV cache, batches of
-    different image sizes with left padding, several images per prompt, videos) works as stock."""
+    different image sizes with left padding, several images per prompt, videos, beam search and several returned
+    sequences, assisted decoding, a cache continued with text by a later call) works as stock; see
+    `ReducedGenerationMixin`. Reduced images or videos continuing a cache are refused (`_refuse_continuation`)."""
 
     config_class = PiToMeQwen2_5_VLConfig
     model_class = PiToMeQwen2_5_VLModel
@@ -301,6 +322,16 @@ class PiToMeQwen2_5_VLForConditionalGeneration(ReducedGenerationMixin, Qwen2_5_V
             pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
             mm_token_type_ids=mm_token_type_ids, second_per_grid_ts=second_per_grid_ts, logits_to_keep=logits_to_keep,
             mm_encoder_outputs=mm_encoder_outputs, **kwargs))
+
+    def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
+        """As stock; with images or videos to reduce, continuing a cache that already holds tokens is refused in one
+        line (the forward's refusal, before the stock code fails on the grids)."""
+        cache = model_kwargs.get("cache")
+        visual = any(model_kwargs.get(k) is not None for k in ("pixel_values", "pixel_values_videos",
+                                                                  "mm_encoder_outputs"))
+        if visual and cache is not None and cache.get_seq_length() > 0 and reduces(reduction_settings(self.config)):
+            self.model._refuse_continuation()
+        return super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
 
 
 PiToMeQwen2_5_VLConfig.register_for_auto_classes(PiToMeQwen2_5_VLModel, PiToMeQwen2_5_VLForConditionalGeneration)

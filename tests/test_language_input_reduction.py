@@ -116,7 +116,7 @@ def test_bad_settings_and_prompts_are_refused_with_one_line(case):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# generate strategies that expand the batch (issue #31)
+# generate strategies that expand the batch, assisted decoding, inputs_embeds, a cache reused across calls (issue #31)
 def _expanded_order(case, prompts, expand):
     """The batch's visual inputs in the order generate gives them to the expanded rows: each prompt's inputs repeated
     `expand` times."""
@@ -174,3 +174,64 @@ def test_unreduced_beam_search_equals_stock(case):
         want = case.stock.generate(**x, num_beams=2, num_return_sequences=2, max_new_tokens=4, do_sample=False)
         got = model.generate(**x, num_beams=2, num_return_sequences=2, max_new_tokens=4, do_sample=False)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("assistant", ["stock", "itself", "prompt_lookup"])
+def test_assisted_decoding_equals_greedy(case, assistant):
+    """Assisted decoding (one prompt: transformers' own limit) verifies the drafts with forwards of several new tokens
+    (the prefill holds the prompt and a first draft): it gives the greedy tokens, whichever model drafts."""
+    model = apply_pitome(case.stock, keep_ratio=0.4)
+    x = case.batch(case.processor_for(model.config), [0])
+    extra = {"stock": dict(assistant_model=case.stock), "itself": dict(assistant_model=model),
+             "prompt_lookup": dict(prompt_lookup_num_tokens=2)}[assistant]
+    with torch.no_grad():
+        greedy = model.generate(**x, max_new_tokens=6, do_sample=False)
+        assisted = model.generate(**x, **extra, max_new_tokens=6, do_sample=False)
+    assert torch.equal(assisted, greedy)
+
+
+def test_inputs_embeds_work_as_stock_without_reduced_inputs_and_are_refused_with_them(case):
+    """Text-only inputs_embeds, and unreduced images given as inputs_embeds, generate as stock; reduced images cannot
+    be placed without input_ids (with or without proportional attention): refused in one line."""
+    stock_inputs = case.batch(case.stock_processor)
+    embed = case.stock.get_input_embeddings()
+    text = torch.tensor([[5, 6, 7, 8, 9]])
+    unreduced = apply_pitome(case.stock, keep_ratio=1.0)
+    with torch.no_grad():
+        for model in (apply_pitome(case.stock, keep_ratio=0.4), unreduced):
+            assert torch.equal(model.generate(inputs_embeds=embed(text), max_new_tokens=3, do_sample=False),
+                               case.stock.generate(inputs_embeds=embed(text), max_new_tokens=3, do_sample=False))
+        rest = {k: v for k, v in stock_inputs.items() if k != "input_ids"}
+        want = case.stock.generate(inputs_embeds=embed(stock_inputs["input_ids"]), **rest, max_new_tokens=3,
+                                   do_sample=False)
+        assert torch.equal(unreduced.generate(inputs_embeds=embed(stock_inputs["input_ids"]), **rest, max_new_tokens=3,
+                                              do_sample=False), want)
+        for settings in (dict(keep_ratio=0.4), dict(keep_ratio=0.4, proportional_attention=False)):
+            model = apply_pitome(case.stock, **settings)
+            x = case.batch(case.processor_for(model.config))
+            rest = {k: v for k, v in x.items() if k != "input_ids"}
+            with pytest.raises(ValueError, match="inputs_embeds with images or videos is not supported") as info:
+                model.generate(inputs_embeds=embed(x["input_ids"]), **rest, max_new_tokens=2)
+            assert "\n" not in str(info.value)
+
+
+def test_generate_continues_a_cache_from_an_earlier_call(case):
+    """A second generate that continues the first one's cache with the grown sequence (no visual inputs: the cache
+    holds them, with their sizes and positions) gives the tokens one longer generate gives; the visual inputs given
+    again with that cache are refused in one line (the stock model refuses them too), reduced or not."""
+    for settings in (dict(keep_ratio=0.4), dict(keep_ratio=1.0)):
+        model = apply_pitome(case.stock, **settings)
+        x = case.batch(case.processor_for(model.config))
+        with torch.no_grad():
+            whole = model.generate(**x, max_new_tokens=5, do_sample=False)
+            first = model.generate(**x, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
+            ids = first.sequences
+            mask = torch.cat([x["attention_mask"], torch.ones_like(ids[:, x["input_ids"].shape[1]:])], 1)
+            grown = case.step_inputs(x, ids, mask)
+            text = {k: v for k, v in grown.items() if k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+            assert torch.equal(model.generate(**text, cache=first.cache, max_new_tokens=3, do_sample=False), whole)
+            cache = model.generate(**x, max_new_tokens=2, do_sample=False, return_dict_in_generate=True).cache
+            grown.pop("position_ids", None)
+            with pytest.raises(ValueError, match=r"cache \(past_key_values\)") as info:
+                model.generate(**grown, cache=cache, max_new_tokens=1, do_sample=False)
+        assert "\n" not in str(info.value)

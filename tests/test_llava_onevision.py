@@ -191,6 +191,28 @@ def test_a_video_only_prompt_runs_as_stock_and_says_videos_are_not_reduced(stock
             apply_pitome(stock, keep_ratio=1.0)(**x)
 
 
+def test_a_new_image_continuing_a_cache_equals_the_whole_conversation(case, stock):
+    """A second turn with a new image, continuing the first turn's cache, gives the tokens of one generate over the
+    whole conversation (both images, each reduced as in its own turn)."""
+    model = apply_pitome(stock, keep_ratio=0.4)
+    processor = case.processor_for(model.config)
+    images = case.images()
+    x1 = dict(processor(text=["w1 <image> w2 w3"], images=[[images[0]]], return_tensors="pt"))
+    x2 = dict(processor(text=["w9 <image> w8"], images=[[images[3]]], return_tensors="pt"))
+    with torch.no_grad():
+        first = model.generate(**x1, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
+        ids = torch.cat([first.sequences, x2["input_ids"]], 1)
+        second = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=x2["pixel_values"],
+                                image_sizes=x2["image_sizes"], cache=first.cache, max_new_tokens=3, do_sample=False)
+        tiles = max(x1["pixel_values"].shape[1], x2["pixel_values"].shape[1])
+        pad = lambda p: torch.cat([p, p.new_zeros(1, tiles - p.shape[1], *p.shape[2:])], 1)  # noqa: E731
+        whole = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                               pixel_values=torch.cat([pad(x1["pixel_values"]), pad(x2["pixel_values"])]),
+                               image_sizes=torch.cat([x1["image_sizes"], x2["image_sizes"]]), max_new_tokens=3,
+                               do_sample=False)
+    assert torch.equal(second, whole)
+
+
 def test_processor_counts_and_settings(case):
     config = PiToMeLlavaOnevisionConfig(**llava_onevision_config().to_dict() | {"model_type": "pitome_llava_onevision"},
                                         visual_tokens=5)

@@ -139,6 +139,30 @@ def test_video_and_an_image_in_one_prompt(stock, settings):
     assert generated.shape[1] == x["input_ids"].shape[1] + 3
 
 
+def test_a_new_image_continuing_a_cache_is_refused_with_one_line(case, stock):
+    """Continuing a cache with a new image: M-RoPE positions are computed over the whole prompt, with every image's
+    grid, which the stock generate cannot place either (it fails on the grids); a reduced model refuses it in one line,
+    from generate and from a forward."""
+    model = apply_pitome(stock, keep_ratio=0.4)
+    processor = case.processor_for(model.config)
+    images = case.images()
+    x1 = dict(processor(text=[case.texts[0]], images=[[images[0]]], return_tensors="pt"))
+    x2 = dict(processor(text=["w9 <|vision_start|><|image_pad|><|vision_end|> w8"], images=[[images[1]]],
+                        return_tensors="pt"))
+    with torch.no_grad():
+        first = model.generate(**x1, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
+        ids = torch.cat([first.sequences, x2["input_ids"]], 1)
+        turn = dict(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=(ids == QWEN_IMAGE).int(),
+                    pixel_values=x2["pixel_values"], image_grid_thw=x2["image_grid_thw"])
+        for call in (lambda: model.generate(**turn, cache=first.cache, max_new_tokens=2, do_sample=False),
+                     lambda: model(**{**turn, "input_ids": x2["input_ids"], "attention_mask": None,
+                                      "mm_token_type_ids": None}, cache=first.cache)):
+            with pytest.raises(ValueError, match=r"reduced images or videos .* cache \(past_key_values\) are not "
+                                                 r"supported") as info:
+                call()
+            assert "\n" not in str(info.value)
+
+
 def test_processor_round_trip_and_counts(case):
     config = PiToMeQwen2_5_VLConfig(**qwen2_5_vl_config().to_dict() | {"model_type": "pitome_qwen2_5_vl"},
                                     visual_tokens=5)
