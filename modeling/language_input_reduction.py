@@ -283,7 +283,9 @@ class ReducedGenerationMixin:
         survivors, sizes, token maps, counts, ...), not the features alone: `generate` repeats each prompt's visual
         inputs for the rows it expands the prompt into (beams, `num_return_sequences`), so each expanded row gets its
         source row's reduction, i.e. the same survivors, positions and sizes. Which inputs belong to which row is the
-        stock grouping (placeholder counts per row), read off stand-ins that carry each input's index."""
+        stock grouping (placeholder counts per row), read off stand-ins that carry each input's index. What the forward
+        then keeps per row on the cache (the key bias, OneVision's position shift) is the same for all rows of a prompt,
+        so beam search reordering rows within a prompt's beams needs nothing more."""
         others = {}
         for modality, output in mm_encoder_output.items():
             fields = getattr(output, "per_input_fields", None)
