@@ -158,6 +158,12 @@ def _check_bool(name, value, num_layers):
     return value
 
 
+def _check_optional_bool(name, value, num_layers):
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be True, False or None (the method's own default).")
+    return value
+
+
 def _check_visual_tokens(name, value, num_layers):
     if value is not None and (not _is_int(value) or value < 1):
         raise ValueError(f"{name}={value!r} is out of range: it must be None (use keep_ratio) or an int >= 1.")
@@ -237,8 +243,11 @@ MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
       selection=True, choices=METRICS),
     F("protected_tokens", Optional[int], None, _check_count,
       "leading tokens that never merge (default: the architecture's own count, e.g. CLS)", counts=True, cli_type=int),
-    F("keep_order", bool, True, _check_bool,
-      "keep surviving tokens in their original (spatial) order; off emits them in selection order", cli_type=bool),
+    F("keep_order", Optional[bool], None, _check_optional_bool,
+      "order of the surviving tokens: True, their original (spatial) order; False, the selection's own (ToMe's "
+      "original order, PiToMe's energy order); default None, the original ToMe's order for 'tome' and spatial order "
+      "for the others (a family whose language model reads the tokens in order uses spatial order for every method)",
+      cli_type=bool),
     F("trace_source", bool, False, _check_bool,
       "keep, for each original token, the index of the current token holding it (merge maps, unmerge)",
       cli_type=bool),
@@ -417,6 +426,9 @@ class _MergeSettingsLogic:
         if num_layers is None:
             num_layers = merge_num_layers(config)
         values = {name: getattr(config, name) for name in MERGE_FIELDS if hasattr(config, name)}
+        for name, (allowed, _) in getattr(config, "required_merge_settings", {}).items():
+            if values.get(name) == MERGE_FIELD[name].default:  # the family reads its default as its one value
+                values[name] = allowed
         values = resolve_update(values, overrides, num_layers) if overrides else values
         return cls(**values, num_layers=num_layers, num_prefix=_prefix_or_none(config, values.get("protected_tokens")))
 
@@ -452,8 +464,10 @@ class _MergeSettingsLogic:
     def layer_values(self, layer: int) -> LayerValues:
         """The plain values `merging.merge_tokens` takes for layer `layer` (method, margin, alpha, energy, split,
         output order); the forward state adds r and the prefix."""
-        return LayerValues(method=self.method_at(layer), margin=self.margin_at(layer), alpha=self.number("alpha"),
-                           energy=self.energy, split=self.merge_split, keep_order=self.keep_order)
+        method = self.method_at(layer)
+        keep_order = self.keep_order if self.keep_order is not None else method != "tome"  # ToMe: the original order
+        return LayerValues(method=method, margin=self.margin_at(layer), alpha=self.number("alpha"),
+                           energy=self.energy, split=self.merge_split, keep_order=keep_order)
 
     def budget(self, num_mergeable: int, layer: int) -> int:
         """Number of tokens layer `layer` merges away when `num_mergeable` tokens enter it."""
@@ -532,7 +546,8 @@ class MergeConfigMixin(_MergeFields):
     * `auto_map_classes`: {Auto class name: "modeling_file.ClassName"}, for the auto_map that trust_remote_code reads;
     * `stock_model_types` / `composite_model_types`: the stock config.json files it reads;
     * `default_protected_tokens` (or `architecture_prefix`): the leading tokens the architecture never merges;
-    * `required_merge_settings`: {field: (the only allowed value, why)};
+    * `required_merge_settings`: {field: (the only allowed value, why)}; the field's default is accepted and read as
+      that value (keep_order None is spatial order where the language model reads the tokens in order);
     * `choice_fields`: its own closed-set fields, {name: allowed values} (e.g. ViT's classifier_pooling).
     Every path is validated: the constructor, config.json, from_pretrained keywords (applied as one update, see
     `resolve_update`), attribute assignment and `apply_pitome`.
@@ -624,7 +639,7 @@ class MergeConfigMixin(_MergeFields):
                 _check_choice(name, value, self.choice_fields[name])
             if name in self.required_merge_settings:
                 allowed, why = self.required_merge_settings[name]
-                if value != allowed:
+                if value != allowed and value != MERGE_FIELD[name].default:  # the default reads as `allowed`
                     raise ValueError(
                         f"{name}={value!r} is not supported by {type(self).__name__}: it must be {allowed!r} ({why})."
                     )

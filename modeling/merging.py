@@ -202,19 +202,31 @@ def pitome_plan(
 
 
 @torch.no_grad()
-def tome_plan(metric: torch.Tensor, r: int, keep_order: bool = True, num_prefix: int = 0) -> MergePlan:
+def tome_plan(metric: torch.Tensor, r: int, keep_order: bool = False, num_prefix: int = 0) -> MergePlan:
     """ToMe bipartite soft matching on the mergeable tokens' metric (B, T, c), as the original ToMe.
 
     The parity is counted over the whole sequence, protected prefix included: mergeable token i (0-based) is in A when
     (i + num_prefix) is even, else in B (with one CLS the sources are the odd patch positions). Each A token scores its
     best cosine match in B, and the r A tokens with the highest scores (stable order on ties) merge into their match.
+
+    Output order (`keep_order=False`, the default): the original ToMe's, on which its next layer's parity split
+    depends: the unmerged A tokens, then every B token in position order. Behind a protected prefix the unmerged A
+    tokens are in position order (the original sorts them behind its class token); with no prefix they are in the
+    order of their scores, highest first, as the original leaves them. `keep_order=True`: every survivor in its
+    original (spatial) order, as the other selections (docs/algorithm.md, "What the code decided").
     """
     B, T, _ = metric.shape
     k = F.normalize(metric.float(), dim=-1)
     first = num_prefix % 2
     a = torch.arange(first, T, 2, device=metric.device).expand(B, -1)
     b = torch.arange(1 - first, T, 2, device=metric.device).expand(B, -1)
-    return bipartite_matching(k[:, first::2] @ k[:, 1 - first :: 2].transpose(1, 2), a, b, r, keep_order)
+    plan = bipartite_matching(k[:, first::2] @ k[:, 1 - first :: 2].transpose(1, 2), a, b, r, keep_order)
+    if keep_order:
+        return plan
+    unmerged = plan.keep[:, b.shape[1] :]  # bipartite_matching keeps B first, then the unmerged A in score order
+    if num_prefix:
+        unmerged = unmerged.sort(dim=1).values
+    return plan._replace(keep=torch.cat([unmerged, b], dim=1))
 
 
 @torch.no_grad()

@@ -62,6 +62,12 @@ MUTATIONS = [
     ("pitome_bsm halves swapped", "a, b = order[:, 0::2], order[:, 1::2]", "b, a = order[:, 0::2], order[:, 1::2]"),
     ("bipartite matching (ToMe, pitome_bsm) destination by argmin", "best, match = scores.max(dim=-1)",
      "best, match = scores.min(dim=-1)"),
+    ("ToMe in spatial order by default", 'else method != "tome"  # ToMe: the original order',
+     "else True  # ToMe: the original order"),
+    ("ToMe's unmerged A tokens left in score order behind the prefix",
+     "    if num_prefix:\n        unmerged = unmerged.sort(dim=1).values", "    if False:\n        unmerged = unmerged.sort(dim=1).values"),
+    ("ToMe's B tokens before its unmerged A tokens", "return plan._replace(keep=torch.cat([unmerged, b], dim=1))",
+     "return plan._replace(keep=torch.cat([b, unmerged], dim=1))"),
     ("budget without the floor(T/2) clamp", "return max(0, min(r, T // 2))", "return max(0, r)"),
 ]
 

@@ -101,13 +101,20 @@ def _bipartite(S, A, B, r, tol=0.0) -> Plan:
     return Plan(pairs, keep)
 
 
-def tome(K, r, num_prefix) -> Plan:
-    """Original ToMe: parity over the whole sequence, prefix included (mergeable i is in A when i + p is even)."""
+def tome(K, r, num_prefix, spatial=False) -> Plan:
+    """Original ToMe: parity over the whole sequence, prefix included (mergeable i is in A when i + p is even). `keep`
+    in the original's output order: the unmerged A tokens (by position behind a prefix, by score without one), then
+    B by position; `spatial`: every survivor by position."""
     S = cosine(K)
     T = len(S)
     A = [i for i in range(T) if (i + num_prefix) % 2 == 0]
     B = [i for i in range(T) if (i + num_prefix) % 2 == 1]
-    return _bipartite(S, A, B, r)
+    plan = _bipartite(S, A, B, r)
+    if spatial:
+        return plan
+    best = {a: max(S[a][b] for b in B) for a in A}
+    unmerged = [a for a in sorted(A, key=lambda a: -best[a]) if a not in {s for s, _ in plan.pairs}]
+    return Plan(plan.pairs, (sorted(unmerged) if num_prefix else unmerged) + B)
 
 
 def pitome_bsm(K, r, margin, alpha=1.0, kind="exp") -> Plan:

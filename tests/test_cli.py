@@ -57,4 +57,7 @@ def test_llava_keep_order_is_refused_on_every_path(tmp_path):
     config.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="keep_order=False"):
         PiToMeLlavaConfig.from_pretrained(tmp_path, keep_order=False)
-    assert PiToMeLlavaConfig.from_pretrained(tmp_path).keep_order is True
+    reloaded = PiToMeLlavaConfig.from_pretrained(tmp_path)
+    assert reloaded.keep_order is None and reloaded.merge_settings().keep_order is True  # the default reads as True
+    # ToMe too runs in spatial order here (elsewhere its default is the original ToMe's order)
+    assert PiToMeLlavaConfig(merge_method="tome").merge_settings().layer_values(0).keep_order is True

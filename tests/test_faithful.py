@@ -75,6 +75,35 @@ def test_tome_selection_matches_original_parity(seed, r, num_prefix):
     assert got == tuple(ref.tome(K, r, num_prefix))
 
 
+@pytest.mark.parametrize("num_prefix", [0, 1, 2])
+@pytest.mark.parametrize("seed, r", CASES)
+def test_tome_spatial_order_is_an_option(seed, r, num_prefix):
+    K = clustered(seed)
+    got = pairs_and_keep(tome_plan(K[None], r, keep_order=True, num_prefix=num_prefix))
+    assert got == tuple(ref.tome(K, r, num_prefix, spatial=True))
+
+
+@pytest.mark.parametrize("class_token", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_tome_over_several_layers_is_the_original_token_for_token(seed, class_token):
+    """Four merging layers, the output of each the next one's input: the same tokens in the same order with the same
+    sizes as the original ToMe written in its own formulation (tests/reference_tome.py), by default."""
+    from . import reference_tome
+
+    p = int(class_token)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([torch.randn(3, p, 16, generator=g), torch.stack([clustered(seed + k, T=40) for k in range(3)])], 1)
+    x = x.double()
+    sizes = torch.ones(3, x.shape[1], dtype=torch.float64)
+    want_x, want_sizes = x, sizes
+    s = MergeSettings(num_layers=4, merge_method="tome")
+    for layer, r in enumerate((6, 5, 8, 3)):
+        x, sizes, _ = merge_tokens(x, x, sizes, r, s.layer_values(layer), p)
+        want_x, want_sizes = reference_tome.tome_step(want_x, want_sizes, want_x, r, class_token=class_token)
+        torch.testing.assert_close(x, want_x, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(sizes, want_sizes)
+
+
 def test_tome_sources_are_odd_patches_behind_one_cls():
     """With CLS at position 0 the original ToMe's sources are the odd patch positions (sequence positions 2, 4, ...)."""
     K = clustered(0)
@@ -270,6 +299,30 @@ def test_vit_end_to_end_matches_reference_forward(settings, vit_kwargs):
         )
     assert out.token_counts.tolist() == counts[0]
     torch.testing.assert_close(out.logits.double(), want.double(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("settings", [dict(keep_ratio=0.75), dict(merge_r=8), dict(merge_r=3, proportional_attention=False)],
+                         ids=["keep-0.75", "r-8", "r-3-no-prop"])
+def test_vit_tome_matches_the_original_over_every_layer(settings, vit_kwargs):
+    """merge_method='tome' in every layer of a ViT classifier: the logits of the original ToMe written in its own
+    formulation (tests/reference_tome.py), whose token order after each layer its next layer's split depends on."""
+    from pitome_hf import PiToMeViTConfig, PiToMeViTForImageClassification
+
+    from . import reference_tome
+
+    torch.manual_seed(0)
+    config = PiToMeViTConfig(**vit_kwargs(image_size=48, patch_size=8, num_hidden_layers=4), merge_method="tome",
+                             **settings)
+    config._attn_implementation = "eager"
+    model = PiToMeViTForImageClassification(config).eval()
+    pixels = torch.nn.functional.interpolate(torch.randn(4, 3, 6, 6), size=48, mode="nearest")
+    pixels = pixels + 0.05 * torch.randn(4, 3, 48, 48)
+    s = MergeSettings.from_config(config)
+    with torch.no_grad():
+        got = model(pixels).logits
+        want = reference_tome.vit_logits(model, pixels, lambda layer, T: s.budget(T, layer),
+                                         proportional=config.proportional_attention)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_proportional_attention_counts_a_merged_token_k_times():
