@@ -423,3 +423,80 @@ def test_split_is_refused_for_a_single_file(tmp_path):
     assert len(load_data(DataSpec(str(DEFAULT_DATASET)))) == 10000
     with pytest.raises(ValueError, match="--split validation: .*fashion_mnist_test.npz is a single file"):
         load_data(DataSpec(str(DEFAULT_DATASET), split="validation"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Refusals leave --output as it was (issue #31)
+# ------------------------------------------------------------------------------------------------------------------
+def snapshot(folder):
+    """Every entry under `folder` (hidden ones too) with the content of each file; None when it does not exist."""
+    if not folder.exists():
+        return None
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else "folder") for p in folder.rglob("*")}
+
+
+def refusals(model, tmp_path):
+    """(arguments, exit code, words) of refusals at every stage: the sweep, the model's name, its family, the data, the
+    task's model check, and the first row (an image missing), after --output is locked."""
+    import datasets
+
+    good = npz(tmp_path / "ok.npz", [0, 1, 2, 2, 0, 1], classes=["cat", "dog", "fox"])
+    rows = {"image": [Image.fromarray(IMAGES[0]), None], "label": [0, 1]}
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).to_parquet(str(tmp_path / "n.parquet"))
+    base = ["--model", model, "--dataset", good]
+    return [
+        (["--visual-tokens", "64"], 2, "--visual-tokens applies to the families that reduce visual tokens at the "
+                                       "language model's input (qwen2_5_vl, llava_onevision)"),
+        ([*base, "--visual-tokens", "64"], 2, "'vit' model, whose family does not read it: drop --visual-tokens"),
+        ([*base, "--visual-selections", "visionzip"], 2, "drop --visual-selections"),
+        ([*base, "--keep-ratios", "0.9", "0.9"], 2, "--keep-ratios lists 0.9 more than once"),
+        (["--model", "qwen2_5_vl", "--dataset", good], 2, "--model qwen2_5_vl: no such folder, and not a Hub id"),
+        ([*base, "--image-column", "picture"], 2, "the dataset has no image column 'picture'"),
+        (["--model", model, "--dataset", npz(tmp_path / "wolf.npz", [0, 1, 2, 2, 0, 1], classes=["wolf", "a", "b"])],
+         2, "the dataset's class 'wolf'"),
+        (["--model", model, "--dataset", tmp_path / "n.parquet"], 2, "row 1 of the image column 'image' holds no image"),
+    ]
+
+
+@pytest.mark.parametrize("before", ["absent", "a folder holding an earlier run's files"])
+def test_every_refusal_leaves_the_output_folder_as_it_was(model, tmp_path, capsys, before):
+    out = tmp_path / "results" / "out"
+    if before != "absent":
+        out.mkdir(parents=True)
+        (out / "notes.txt").write_text("mine")
+        (out / "rows.jsonl").write_text('{"schema": "another run"}\n')
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    was = snapshot(tmp_path / "results")
+    for args, code, words in refusals(model, inputs):
+        got, err = run_cli(capsys, *args, "--out", out)
+        assert (got, words in err) == (code, True), (args, err)
+        assert snapshot(tmp_path / "results") == was, args
+
+
+def test_a_bare_name_that_is_no_folder_is_refused_without_asking_the_hub(capsys, monkeypatch):
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the Hub was asked")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    code, err = run_cli(capsys, "--model", "qwen2_5_vl", "--task", "vqa")
+    assert code == 2 and ("--model qwen2_5_vl: no such folder, and not a Hub id (org/name) (qwen2_5_vl is a model "
+                          "family of this package, not a checkpoint; pitome-hf benchmark qwen2_5_vl takes it). Give a "
+                          "checkpoint folder or a Hub model id such as Qwen/Qwen2.5-VL-3B-Instruct.") in err
+    code, err = run_cli(capsys, "--model", "my-vit")
+    assert code == 2 and "--model my-vit: no such folder, and not a Hub id (org/name). Give a checkpoint" in err
+
+
+@pytest.mark.parametrize("family, modes, allowed", [("qwen2_5_vl", ["onnx"], "eager"), ("llava", ["eager", "compiled"],
+                                                                                       "eager")])
+def test_benchmark_modes_a_family_does_not_run_are_named(capsys, family, modes, allowed):
+    """`benchmark qwen2_5_vl --modes onnx` said only "unrecognized arguments" (issue 31): one line naming the mode,
+    what the family runs and which benchmarks have it, before any model is built."""
+    code = cli(["benchmark", family, "--modes", *modes])
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and len(err) == 1, err
+    other = [m for m in modes if m != allowed]
+    assert f"--modes {' '.join(other)}: `benchmark {family}` runs only {allowed} rows" in err[0]
+    assert "are for the vision benchmarks: default, vit, " in err[0]

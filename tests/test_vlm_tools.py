@@ -12,6 +12,7 @@ of random weights means nothing: the tests check rows, budgets, counts and the r
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -187,6 +188,38 @@ def test_vqa_sweep_bad_input(stock_folder, tmp_path, video_stand_in):
     with pytest.raises(ValueError, match=r"needs '<\|image_pad\|>'"):
         evaluate_model(model=str(stock_folder), data=data, task="vqa", prompt="USER: <image> {}", keep_ratios=[0.5],
                        device="cpu", progress=False)
+
+
+def test_every_vqa_refusal_leaves_the_output_folder_as_it_was(stock_folder, tmp_path, video_stand_in, capsys):
+    """Refused before anything is read (the sweep, the model's name), after the data and model are read (the prompt,
+    a column) or at the first row, once --output is locked (a budget above an image's tokens): each one line, and
+    --output as it was, absent or holding an earlier run's files (issue #31)."""
+    from pitome_hf.cli import main as cli
+
+    data = str(_vqa_set(tmp_path, 1))
+    base = ["evaluate", "--task", "vqa", "--model", str(stock_folder), "--dataset", data, "--device", "cpu",
+            "--no-progress", "--max-new-tokens", "1"]
+    cases = [
+        (["--visual-tokens", "17"], r"visual_tokens=17 asks for 17 visual tokens.*allowed values are 1\.\.16"),
+        (["--visual-tokens", "4", "4"], "--visual-tokens lists 4 more than once"),
+        (["--prompt", "USER: <image> {}", "--keep-ratios", "0.5"], r"needs '<\|image_pad\|>'"),
+        (["--label-column", "solutions", "--visual-tokens", "4"], "the dataset has no label column 'solutions'"),
+        (["--model", "qwen2_5_vl", "--visual-tokens", "4"], "--model qwen2_5_vl: no such folder, and not a Hub id"),
+    ]
+    for before in ("absent", "earlier files"):
+        out = tmp_path / before / "out"
+        if before != "absent":
+            out.mkdir(parents=True)
+            (out / "rows.jsonl").write_text('{"schema": "another run"}\n')
+        for args, words in cases:
+            code = cli([*base, *args, "--output", str(out)])
+            err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pitome-hf evaluate: err")]
+            assert code == 2 and len(err) == 1 and re.search(words, err[0]), (args, err)
+            if before == "absent":
+                assert not (tmp_path / before).exists(), args
+            else:
+                assert sorted(p.name for p in out.iterdir()) == ["rows.jsonl"], args
+                assert (out / "rows.jsonl").read_text() == '{"schema": "another run"}\n'
 
 
 def test_image_text_to_text_pipeline_serves_a_converted_folder(stock_folder, tmp_path, video_stand_in):

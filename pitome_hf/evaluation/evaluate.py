@@ -334,14 +334,52 @@ def check_out_dir(out_dir: Path, model_path: str, data: "DataSpec") -> None:
 def check_model(model: Optional[str], task: str) -> str:
     """The model path or Hub id, after checking that it exists (a path) and that its type serves `task` (before any
     data is read, so a wrong model is named as such, not as a dataset lacking columns)."""
-    from pitome_hf.commands.convert import resolve_base
+    from pitome_hf.commands.convert import HUB_ID, resolve_base
     from pitome_hf.evaluation.tasks import check_model_type
 
     if model is None:
         return str(DEFAULT_MODEL)
-    path, _ = resolve_base(str(model))
+    path, local = resolve_base(str(model))
+    if not local and not HUB_ID.match(path):
+        raise ValueError(f"--model {model}: no such folder, and not a Hub id (org/name){_family_hint(path)}. Give a "
+                         "checkpoint folder or a Hub model id such as Qwen/Qwen2.5-VL-3B-Instruct.")
     check_model_type(path, task)
     return path
+
+
+def _family_hint(name: str) -> str:
+    """What a bare name that is a family of the registry is (e.g. qwen2_5_vl): words for the refusal of --model."""
+    from pitome_hf.families import FAMILIES
+
+    family = next((f for f in FAMILIES if name in (f.name, *f.model_types)), None)
+    if family is None:
+        return ""
+    takes = f"; pitome-hf benchmark {family.name} takes it" if family.benchmark is not None else ""
+    return f" ({name} is a model family of this package, not a checkpoint{takes})"
+
+
+def check_visual_budgets(model_path: str, visual_tokens, visual_selections) -> None:
+    """Refuse --visual-tokens / --visual-selections for a model whose family does not read those fields (before any
+    data or weights are read): the families that reduce visual tokens at the language model's input read them."""
+    from pitome_hf.evaluation.tasks import model_type_of
+    from pitome_hf.families import FAMILIES, family_of
+
+    def reads(f) -> bool:
+        return any("visual_tokens" in c.family_merge_fields for c in f.config_classes)
+
+    flags = [flag for flag, given in (("--visual-tokens", list(visual_tokens)),
+                                      ("--visual-selections", [s for s in visual_selections if s != "merge"])) if given]
+    if not flags:
+        return
+    model_type, _ = model_type_of(model_path)
+    try:
+        family = family_of(str(model_type))
+    except ValueError:
+        return  # the task's model check names an unknown type
+    if not reads(family):
+        raise ValueError(f"{flags[0]} applies to the families that reduce visual tokens at the language model's input "
+                         f"({', '.join(f.name for f in FAMILIES if reads(f))}); {model_path} is a {model_type!r} "
+                         f"model, whose family does not read it: drop {flags[0]}. Nothing was run.")
 
 
 @dataclass
@@ -453,7 +491,9 @@ def evaluate_model(
     contiguous shard; per-sample outputs and timings are gathered with accelerate, and every process returns the same
     report.
 
-    `out_dir`: checked for writing and locked against a second evaluate before anything runs; each row is appended to
+    `out_dir`: checked for writing (without writing) before anything is read, then made and locked against a second
+    evaluate once every refusal is past (the data, the model, every row's settings), before the first row runs: a
+    refused or failed run leaves it as it was. Each row is appended to
     `out_dir/rows.jsonl` as soon as it is measured, so an interrupted sweep keeps what it did, and a re-run of the same
     model files, data and settings (`resume`) reuses those rows and measures only the rest. `compile`: run each
     configuration through torch.compile (the first batches include the compilation: use enough samples for the
@@ -466,11 +506,16 @@ def evaluate_model(
     dev = asked if asked is not None and not (asked.type == "cuda" and asked.index is None) else state.device
     configs = run_configs(methods, keep_ratios, presets, merge_settings, visual_tokens, visual_selections)
     model_path = check_model(model, task)
+    check_visual_budgets(model_path, visual_tokens, visual_selections)
     data = data or DataSpec()
     check_task_inputs(task_class, data, prompt)
     if out_dir is not None:
         check_out_dir(out_dir, model_path, data)
-    journal = RowJournal(Path(out_dir)) if out_dir is not None and state.is_main_process else None
+        check_output_folder(Path(out_dir))
+    # Every refusal comes before anything is written: --output is made and locked (the journal) only once the data,
+    # the model and every row's settings have been read and checked; a run that then stops before measuring a row
+    # leaves the folder as it was (`RowJournal.close`).
+    journal = None
     try:
         columns = data.columns(task_class.columns)
         ds = load_data(data, columns)
@@ -478,13 +523,16 @@ def evaluate_model(
         runner = task_class(model_path, ds, columns, dev, torch_dtype, batch_size, n, prompt=prompt,
                             max_new_tokens=max_new_tokens, labels_by_id=labels_by_id)
         rows = _rows(runner, configs)
+        runner.check_rows([net for _, net, _ in rows])
         settings = dict(task=task, split=data.split, limit=limit, dtype=dtype, batch_size=batch_size, device=str(dev),
                         processes=state.num_processes, prompt=runner.prompt, max_new_tokens=max_new_tokens,
                         compile=compile, labels_by_id=labels_by_id, columns=columns,
                         merge_settings=merge_settings or {}, visual_tokens=list(visual_tokens),
                         visual_selections=list(visual_selections))
-        fingerprints = _fingerprints(model_path, data, ds) if journal is not None else {}
+        keep = out_dir is not None and state.is_main_process
+        fingerprints = _fingerprints(model_path, data, ds) if keep else {}
         fingerprints = gather_first(fingerprints, state)
+        journal = RowJournal(Path(out_dir)) if keep else None
         if journal is not None:
             journal.start({"model": model_path, "dataset": str(data.path or DEFAULT_DATASET), **fingerprints,
                            **settings}, resume)
@@ -604,39 +652,84 @@ def _fingerprints(model_path: str, data: DataSpec, ds) -> dict:
             "dataset_fingerprint": dataset_fingerprint(data, ds), "code_fingerprint": code_fingerprint()}
 
 
+RESULT_FILES = tuple(f"results.{k}" for k in ("json", "csv", "md", "png"))
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, deepest first (what mkdir(parents=True) would make)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Refuse an --output evaluate cannot write, without writing anything: a file, a folder under a file or one that
+    is not writable, or result names (results.json, ...) or the journal taken by folders. `RowJournal` checks again
+    by writing when it takes the folder."""
+    out_dir = Path(out_dir)
+    missing = _missing_folders(out_dir)
+    parent = missing[-1].parent if missing else out_dir  # the folder that is written into first
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--output {out_dir} cannot be written: it is a file, not a folder; choose a folder. Nothing "
+                         "was run.")
+    if not parent.is_dir():
+        raise ValueError(f"--output {out_dir} cannot be written: {parent} is a file, not a folder; choose a folder you "
+                         "can write. Nothing was run.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {out_dir} cannot be written: {parent} is not writable; choose a folder you can "
+                         "write. Nothing was run.")
+    blocked = [p for p in (out_dir / "rows.jsonl", *(out_dir / name for name in RESULT_FILES))
+               if p.exists() and not p.is_file()]
+    if blocked:
+        raise ValueError(f"--output {out_dir}: {blocked[0]} is not a file, so the results cannot be written there; "
+                         "remove it or choose another --output. Nothing was run.")
+
+
 class RowJournal:
     """`out_dir/rows.jsonl`: a header line naming everything the rows depend on (the model's and the dataset's file
     hashes, the run's settings), then one line per measured row, each written (and flushed) as soon as it exists. A
-    journal whose header matches the new run's is resumed; another is replaced (saying what differs).
+    journal whose header matches the new run's is resumed; another is replaced (saying what differs) when the first
+    new row is written, so a run that stops before measuring anything leaves the old journal as it was.
 
     Creating it checks that `out_dir` can be written and takes `out_dir/.rows.lock` (an exclusive flock, released by
     `close()` or when the process ends): a second evaluate into the same folder is refused, naming the lock and the
-    process holding it."""
+    process holding it. A journal closed before it wrote a row removes what it made (the lock file and the folders it
+    created), so a refused or failed run leaves `out_dir` as it found it."""
 
     PATHS = ("model", "dataset")  # named for the reader; the rows depend on the files' hashes, not on the paths
 
     def __init__(self, out_dir: Path):
+        check_output_folder(out_dir)
+        self._made = _missing_folders(out_dir)  # removed again by close() when no row was written
+        self._lock = None
+        self._lock_made = False
+        self._written = False
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             probe = out_dir / f".pitome_write_check.{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:
+            self._undo()
             raise ValueError(f"--output {out_dir} cannot be written ({type(error).__name__}: {error.strerror or error}); "
                              "choose a folder you can write. Nothing was run.") from None
         self.path = out_dir / "rows.jsonl"
-        blocked = [p for p in (self.path, *(out_dir / f"results.{k}" for k in ("json", "csv", "md", "png")))
-                   if p.exists() and not p.is_file()]
-        if blocked:
-            raise ValueError(f"--output {out_dir}: {blocked[0]} is not a file, so the results cannot be written there; "
-                             "remove it or choose another --output. Nothing was run.")
         self.lock_path = out_dir / ".rows.lock"
-        self._lock = _take_lock(self.lock_path, out_dir)
+        lock_existed = self.lock_path.exists()
+        try:
+            self._lock = _take_lock(self.lock_path, out_dir)
+        except BaseException:
+            self._undo()  # another run's lock file stays: only the folders this one made (if empty) go
+            raise
+        self._lock_made = not lock_existed
         self.header: dict = {}
         self.rows: dict[str, dict] = {}
 
     def start(self, header: dict, resume: bool = True) -> None:
-        """Read the rows of a journal with this header (when `resume`), then rewrite it: the header, the rows kept."""
+        """Read the rows of a journal with this header (when `resume`); the journal is rewritten (the header, the rows
+        kept) when the first new row is added."""
         self.header = json.loads(json.dumps({"schema": SCHEMA, **header}))  # as it reads back
         old_header, rows = _read_journal(self.path) if resume else (None, {})
         keys = (set(old_header or {}) | set(self.header)) - set(self.PATHS)
@@ -646,6 +739,8 @@ class RowJournal:
         elif old_header is not None and rows:
             print(f"note: {self.path} holds {len(rows)} rows of another run ({', '.join(differs)} "
                   f"{'differs' if len(differs) == 1 else 'differ'}); they are measured again.", file=sys.stderr)
+
+    def _rewrite(self) -> None:
         partial = self.path.with_name(self.path.name + ".partial")
         with partial.open("w") as f:
             f.write(json.dumps(self.header) + "\n")
@@ -654,14 +749,30 @@ class RowJournal:
         os.replace(partial, self.path)
 
     def add(self, key: str, row: dict) -> None:
+        if not self._written:
+            self._rewrite()
+            self._written = True
         with self.path.open("a") as f:
             f.write(json.dumps({"key": key, "row": row}) + "\n")
             f.flush()
 
     def close(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing the file releases the flock
-            self._lock = None
+        if self._lock is None:
+            return
+        if not self._written and self._lock_made:
+            self.lock_path.unlink(missing_ok=True)  # while still held: the next run makes a new one
+        self._lock.close()  # closing the file releases the flock
+        self._lock = None
+        if not self._written:
+            self._undo()
+
+    def _undo(self) -> None:
+        """Remove the folders this journal made, deepest first, where they are still empty."""
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def _take_lock(lock_path: Path, out_dir: Path):
@@ -815,8 +926,8 @@ def write_report(report: dict, out_dir: Path) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pitome-hf evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="Hub id or folder, stock or PiToMe (default: the embedded "
-                        "Fashion-MNIST ViT)")
+    parser.add_argument("--model", default=None, help="a checkpoint folder or a Hub id (org/name), stock or PiToMe "
+                        "(default: the embedded Fashion-MNIST ViT)")
     parser.add_argument("--dataset", default=None, help="datasets Hub id, folder (imagefolder or parquet), "
                         "parquet/csv/json file or .npz (default: the embedded Fashion-MNIST test split)")
     parser.add_argument("--split", default=None, help="split of a Hub id or folder dataset; refused for a single file, "

@@ -158,6 +158,28 @@ def read_images(ds, column: str, idx: list[int]) -> list:
     raise ValueError(f"row {empty[0]} of the image column {column!r} holds no image (None); drop such rows first.")
 
 
+def image_sizes(ds, column: str, n: int) -> dict:
+    """{(height, width): first row holding an image of that size} over the first `n` rows, read from the image files'
+    headers (no pixels decoded); an image that cannot be opened is left out (reading it names it)."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    raw = ds.select(range(n)).select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    sizes, row = {}, 0
+    for batch in raw.iter(batch_size=256):
+        for item in batch[column]:
+            try:
+                source = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
+                with Image.open(source) as image:
+                    sizes.setdefault((image.height, image.width), row)
+            except (OSError, ValueError, SyntaxError, TypeError, AttributeError):
+                pass
+            row += 1
+    return sizes
+
+
 def check_prompt(prompt: str, task: str, needs: tuple = ()) -> None:
     """The prompt has one `{}` (and each string in `needs`) and formats; else a ValueError naming it."""
     try:
@@ -295,6 +317,9 @@ class Task:
 
     def forward(self, net) -> Callable[[dict], list]:
         raise NotImplementedError
+
+    def check_rows(self, nets) -> None:
+        """Refuse, before anything is measured or written, a row this data cannot run (ValueError); none by default."""
 
     def score(self, outputs: dict) -> dict:
         raise NotImplementedError
@@ -551,6 +576,24 @@ class VisualQuestionAnswering(Task):
                                                                    skip_special_tokens=True)]
 
         return run
+
+    def check_rows(self, nets) -> None:
+        """A visual-token budget that some question's image cannot meet (more tokens than the image has) is refused
+        before the sweep, naming the row and the image's size: each row's processor counts the tokens of every image
+        size in the data (`_get_num_multimodal_tokens`, from the sizes alone)."""
+        budgeted = [net for net in nets if getattr(net.config, "visual_tokens", None) is not None]
+        if not budgeted:
+            return
+        column = self.col["image"]
+        sizes = image_sizes(self.ds, column, self.n)
+        for net in budgeted:
+            processor = self.family.processor.from_model_config(net.config, **self.parts)
+            for (height, width), row in sizes.items():
+                try:
+                    processor._get_num_multimodal_tokens(image_sizes=[[height, width]])
+                except ValueError as error:
+                    raise ValueError(f"row {row} of the image column {column!r} ({width} x {height} px): "
+                                     f"{error}") from None
 
     def score(self, outputs):
         from pitome_hf.evaluation.metrics import load_metric
