@@ -116,11 +116,21 @@ def validate_keep_ratio(keep_ratio) -> float:
 
 
 def validate_methods(methods) -> list[str]:
-    """The ticked methods (a list of names, or one name), in METHODS order; InputError for none or an unknown one."""
-    chosen = [methods] if isinstance(methods, str) else list(methods or [])
+    """The ticked methods (a list of names, or one name), in METHODS order; InputError for none, an unknown one, or
+    anything but a name or a flat list of names (a nested list, a number, a mapping: sent through the API)."""
+    allowed = ", ".join(METHODS)
+    if methods is None or isinstance(methods, str):
+        chosen = [methods] if methods else []
+    elif isinstance(methods, (list, tuple)):
+        chosen = list(methods)
+    else:
+        raise InputError(f"Methods must be a list of names, not a {type(methods).__name__}: choose from {allowed}.")
     for method in chosen:
+        if not isinstance(method, str):
+            raise InputError(f"Methods must be a flat list of names; got {str(method)[:40]} (a "
+                             f"{type(method).__name__}) in it: choose from {allowed}.")
         if method not in METHODS:
-            raise InputError(f"Method {str(method)[:40]!r} is not supported: choose from {', '.join(METHODS)}.")
+            raise InputError(f"Method {method[:40]!r} is not supported: choose from {allowed}.")
     if not chosen:
         raise InputError(f"No merging method ticked: tick at least one of {', '.join(METHODS)}.")
     return [m for m in METHODS if m in chosen]

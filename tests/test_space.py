@@ -310,6 +310,9 @@ def test_image_size_limits_accept_edges(app):
         ((EXAMPLE, NAME, BOTH, 0.9, 9), "this model has 4 layers"),
         ((EXAMPLE, NAME, ["PiToMe", "Random"], 0.9, 1), "not supported"),
         ((EXAMPLE, NAME, [], 0.9, 1), "No merging method ticked"),
+        ((EXAMPLE, NAME, [["PiToMe", "ToMe"]], 0.9, 1), "Methods must be a flat list of names; got ['PiToMe', "
+                                                         "'ToMe'] (a list) in it: choose from PiToMe, ToMe, PiToMe-BSM"),
+        ((EXAMPLE, NAME, {"PiToMe": 1}, 0.9, 1), "Methods must be a list of names, not a dict: choose from PiToMe"),
         ((None, NAME, BOTH, 0.9, 1), "No image"),
         ((EXAMPLE, "No such model", BOTH, 0.9, 1), "not offered here"),
         ((EXAMPLE, "/no/such/model", BOTH, 0.9, 1), "not by path"),
@@ -665,6 +668,7 @@ def test_twenty_concurrent_calls(client, app):
         (None, "abc", BOTH, "is not a number"),
         (None, 0.9, ["Random"], "not supported"),
         (None, 0.9, [], "No merging method ticked"),
+        (None, 0.9, [["PiToMe"], "ToMe"], "Methods must be a flat list of names; got ['PiToMe'] (a list) in it"),
     ],
 )
 def test_client_bad_inputs_give_messages(client, files, name, ratio, methods, words):
