@@ -151,8 +151,8 @@ def test_refusals_name_the_setting(tmp_path):
     with pytest.raises(ValueError, match="batch size 0"):
         export_onnx(vit, tmp_path / "v.onnx", batch_size=0, keep_ratio=0.9)
     resnet = transformers.ResNetModel(transformers.ResNetConfig(hidden_sizes=[8], depths=[1], embedding_size=8))
-    with pytest.raises(ValueError, match="ResNetModel is not supported; supported classes: .*ViTModel"):
-        export_onnx(resnet, tmp_path / "r.onnx")
+    with pytest.raises(ValueError, match="ResNetModel cannot be exported to ONNX; export takes CLIPVisionModel, .*ViTModel"):
+        export_onnx(resnet, tmp_path / "r.onnx")  # the classes export takes, not those convert takes
     assert list(tmp_path.iterdir()) == []  # nothing written, no staging file left
 
 
@@ -181,6 +181,13 @@ def test_cli_export_default_and_refusals(tmp_path, capsys, monkeypatch):
     assert main(["export", "default", "--output", "out", "--keep-ratio", "0.9"]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert (tmp_path / "out" / "model.onnx").read_bytes() == before
+    # --force replaces an earlier export folder; onnx_export.json records the written graph
+    assert main(["export", "default", "--output", "out", "--keep-ratio", "0.9", "--force"]) == 0
+    capsys.readouterr()
+    recorded = json.loads((tmp_path / "out" / "onnx_export.json").read_text())
+    assert recorded["opset"] == 18 and recorded["batch_size"] == 1 and recorded["image_size"] == 28
+    assert recorded["metadata"]["pitome_hf.exporter"].endswith("opset 18")
+    assert json.loads(recorded["metadata"]["pitome_hf.keep_ratio"]) == 0.9
     # failures write nothing: a bad ratio, a wrong size for a fixed-size export
     assert main(["export", "default", "--output", "bad", "--keep-ratio", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -188,3 +195,98 @@ def test_cli_export_default_and_refusals(tmp_path, capsys, monkeypatch):
     assert main(["export", "default", "--output", "bad", "--image-size", "32"]) == 2
     assert "image size 32 px" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _saved(folder, name="ViTForImageClassification"):
+    _stock(name).save_pretrained(folder)
+    return folder
+
+
+def _cli_error(capsys, *argv):
+    """(exit code, the one error line) of `pitome-hf ARGV`; fails unless the error is one line."""
+    from pitome_hf.cli import main
+
+    code = main([str(a) for a in argv])
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1, err
+    return code, err[0]
+
+
+def test_force_replaces_only_a_folder_export_wrote(tmp_path, capsys):
+    """--force on another model's checkpoint folder (issue 31): refused in one line, its weights kept."""
+    base = _saved(tmp_path / "vit")
+    other = _saved(tmp_path / "other", "Dinov2Model")
+    weights = (other / "model.safetensors").read_bytes()
+    code, err = _cli_error(capsys, "export", base, "--output", other, "--force")
+    assert code == 2 and f"--output {other} exists and is not empty, and is not an export folder" in err
+    assert "it has no model.onnx or onnx_export.json" in err and "choose another --output" in err
+    assert (other / "model.safetensors").read_bytes() == weights
+    # an export folder with a file export does not write is not replaced either
+    looks = tmp_path / "looks"
+    looks.mkdir()
+    for name in ("model.onnx", "onnx_export.json", "config.json", "notes.txt"):
+        (looks / name).write_text("x")
+    code, err = _cli_error(capsys, "export", base, "--output", looks, "--force")
+    assert code == 2 and "it holds notes.txt, which export does not write" in err
+    assert sorted(p.name for p in looks.iterdir()) == ["config.json", "model.onnx", "notes.txt", "onnx_export.json"]
+
+
+@pytest.mark.parametrize("opset", [5, 17, 26, 99])
+def test_an_opset_outside_the_exporters_range_is_refused(opset, tmp_path, capsys):
+    """Below 18 the exporter silently wrote opset 18 (its metadata said the request); above 25 it failed in a
+    traceback (issue 31)."""
+    vit = _stock("ViTForImageClassification")
+    with pytest.raises(ValueError, match=f"opset {opset} is out of range: .* writes opsets 18 to 25; the default is 18"):
+        export_onnx(vit, tmp_path / "v.onnx", opset=opset)
+    code, err = _cli_error(capsys, "export", _saved(tmp_path / "vit"), "--output", tmp_path / "out", "--opset", opset)
+    assert code == 2 and f"opset {opset} is out of range" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vit"]
+
+
+def test_metadata_records_the_written_graph_never_the_request(tmp_path, monkeypatch):
+    """The opset, batch and size in metadata_props come from the file; an exporter that writes another opset than
+    asked (as torch's does below 18) is refused, nothing written."""
+    vit = _stock("ViTForImageClassification")
+    info = export_onnx(vit, tmp_path / "v19.onnx", batch_size=2, opset=19, keep_ratio=0.75, check=False)
+    proto = onnx.load(str(tmp_path / "v19.onnx"))
+    assert [i.version for i in proto.opset_import if i.domain == ""] == [19] and info["opset"] == 19
+    meta = read_metadata(tmp_path / "v19.onnx")
+    assert meta["exporter"].endswith("opset 19") and meta["input"] == "pixel_values (2, 3, 32, 32) float32"
+    real = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **kw: real(*a, **{**kw, "opset_version": 18}))
+    with pytest.raises(RuntimeError, match="the exporter wrote another graph than asked .opset 18 instead of 20."):
+        export_onnx(vit, tmp_path / "v20.onnx", opset=20, keep_ratio=0.75)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v19.onnx"]
+
+
+def test_a_killed_exports_partial_file_is_removed_by_the_next(tmp_path):
+    import os
+
+    dead = tmp_path / ".model.onnx.partial-999999999-0123abcd"  # left by an export_onnx killed mid-write
+    dead.write_bytes(b"\x08" * 1000)
+    alive = tmp_path / f".model.onnx.partial-{os.getppid()}-89abcdef"  # a live process is still writing it
+    alive.write_bytes(b"\x08")
+    other = tmp_path / ".other.onnx.partial-999999999-0123abcd"  # another output's: not ours to remove
+    other.write_bytes(b"\x08")
+    export_onnx(_stock("ViTForImageClassification"), tmp_path / "model.onnx", keep_ratio=0.9, check=False)
+    assert not dead.exists() and alive.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["model.onnx"]
+
+
+def test_unreadable_weights_and_unsupported_checkpoints_are_one_line(tmp_path, capsys):
+    base = _saved(tmp_path / "broken")
+    weights = base / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    code, err = _cli_error(capsys, "export", base, "--output", tmp_path / "out")
+    assert code == 1 and f"{weights} cannot be read (SafetensorError" in err and "truncated or corrupt" in err
+    transformers.ResNetModel(transformers.ResNetConfig(hidden_sizes=[8], depths=[1], embedding_size=8)).save_pretrained(
+        tmp_path / "resnet")
+    code, err = _cli_error(capsys, "export", tmp_path / "resnet", "--output", tmp_path / "out")
+    assert code == 2 and "a 'resnet' model, architectures ['ResNetModel']) cannot be exported to ONNX" in err
+    assert "export takes CLIPVisionModel, " in err and "BertModel" not in err and "LlavaModel" not in err
+    transformers.BertModel(transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                                                   num_attention_heads=2, intermediate_size=64)).save_pretrained(
+        tmp_path / "bert")
+    code, err = _cli_error(capsys, "export", tmp_path / "bert", "--output", tmp_path / "out")
+    assert code == 2 and "BertModel cannot be exported: text models merge padded batches" in err
+    assert not (tmp_path / "out").exists()

@@ -19,7 +19,10 @@ scatter), which ONNX holds. The exporter is `torch.onnx.export(..., dynamo=True)
 
 Outputs carry the names `optimum` / ONNX Runtime users expect: `pixel_values` -> `logits` (classifiers), else
 `image_embeds` (CLIP with projection), `last_hidden_state`, `pooler_output` (whichever the model returns). The merge
-settings, the token schedule, the input size and the versions are in the model's `metadata_props` (`pitome_hf.*`).
+settings, the token schedule, the input size and the versions are in the model's `metadata_props` (`pitome_hf.*`): the
+opset, batch and input size as read back from the written graph, the token schedule as the exported forward ran it.
+Opsets 18 to 25 are written (`opset_range`: torch's translations are opset 18, onnxscript converts up to 25); others
+are refused rather than silently written at 18.
 Text models merge padded batches with per-row budgets read from the attention mask at run time, and composite
 models (CLIP/SigLIP with their text tower, LLaVA) take text: both are refused, naming what to export instead.
 
@@ -31,8 +34,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -46,6 +49,27 @@ INPUT_NAME = "pixel_values"
 CLASSIFIER_OUTPUTS = ("logits",)
 FEATURE_OUTPUTS = ("image_embeds", "last_hidden_state", "pooler_output")
 METADATA_PREFIX = "pitome_hf."
+
+
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets the exporter can write: from torch.onnx's own (its translations are written for opset 18; a
+    lower request silently stays 18) to the highest onnxscript's version converter reaches (beyond it the conversion
+    fails and the file is left at 18 with newer operators: an invalid model)."""
+    try:
+        from onnxscript.version_converter import _version_converter as converter
+
+        return int(converter.SUPPORTED_MIN_ONNX_OPSET), int(converter.SUPPORTED_MAX_ONNX_OPSET)
+    except (ImportError, AttributeError):  # another onnxscript: the range of the one this was checked with (0.7)
+        return 18, 25
+
+
+def check_opset(opset) -> int:
+    """`opset`, refused (ValueError, one line naming it and the allowed range) unless the exporter can write it."""
+    low, high = opset_range()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise ValueError(f"opset {opset!r} is out of range: the exporter (torch.onnx dynamo, onnxscript) writes opsets "
+                         f"{low} to {high}; the default is {DEFAULT_OPSET}.")
+    return opset
 
 
 def require_onnx(*modules: str) -> None:
@@ -70,22 +94,47 @@ def _side(value) -> int:
     return int(value if isinstance(value, int) else value[0])
 
 
+def export_refusal(entry, name: Optional[str] = None) -> Optional[str]:
+    """Why the models of the registry `entry` cannot be one static graph on pixel_values (one line, naming `name`,
+    default the stock class), or None when they can: text models and models that take text are refused."""
+    from pitome_hf.families import family_of
+
+    family = family_of(entry.config_class.model_type)
+    name = name or entry.stock.__name__
+    if family.onnx_refusal:
+        return f"{name} cannot be exported: {family.onnx_refusal}"
+    if "text_config" in getattr(entry.config_class, "sub_configs", {}):
+        towers = [e.pitome.__name__ for e in family.models if e.pipeline_tag == "image-feature-extraction"]
+        instead = f"; export its vision tower instead ({', '.join(towers)})" if towers else ""
+        return f"{name} takes text as well as images and cannot be exported as one pixel_values graph{instead}."
+    return None
+
+
+def exportable_classes() -> list[str]:
+    """The stock classes `export_onnx` takes (each, or its PiToMe class): the registry's entries it does not refuse."""
+    from pitome_hf.families import all_entries
+
+    return sorted({e.stock.__name__ for e in all_entries() if export_refusal(e) is None})
+
+
+def unsupported(what: str) -> str:
+    """The one line for a model that no registry entry holds: `what` (a class, or a checkpoint's model_type and
+    architectures) and the classes export takes."""
+    return (f"{what} cannot be exported to ONNX; export takes {', '.join(exportable_classes())} "
+            "(stock or PiToMe, or a checkpoint of one).")
+
+
 def check_exportable(model) -> None:
     """Refuse (ValueError, one line) a model whose forward cannot be one static graph on pixel_values."""
-    from pitome_hf.families import entry_for_class, family_of
+    from pitome_hf.families import entry_for_class
 
     try:
         entry = entry_for_class(type(model))
-    except TypeError as error:
-        raise ValueError(str(error)) from None
-    family = family_of(entry.config_class.model_type)
-    name = type(model).__name__
-    if family.onnx_refusal:
-        raise ValueError(f"{name} cannot be exported: {family.onnx_refusal}")
-    if getattr(model.config, "text_config", None) is not None:
-        towers = [e.pitome.__name__ for e in family.models if e.pipeline_tag == "image-feature-extraction"]
-        instead = f"; export its vision tower instead ({', '.join(towers)})" if towers else ""
-        raise ValueError(f"{name} takes text as well as images and cannot be exported as one pixel_values graph{instead}.")
+    except TypeError:
+        raise ValueError(unsupported(type(model).__name__)) from None
+    refusal = export_refusal(entry, type(model).__name__)
+    if refusal:
+        raise ValueError(refusal)
 
 
 def example_input(config, batch_size: int, image_size: Optional[int] = None, seed: int = 0) -> torch.Tensor:
@@ -167,30 +216,52 @@ def merged_model(model, **settings):
     return model.eval()
 
 
-def merge_metadata(model, batch_size, image_size: int, dynamic_batch: bool, opset: int) -> dict:
-    """metadata_props of an exported model: the merge settings (every merge field), the token schedule at this input
-    size, the input, the versions."""
+def graph_facts(proto) -> dict:
+    """What a written model says of itself, read from its graph (never from the request that made it): `opset` (of the
+    default domain), `input` (the first input's name), `batch` (an int, or "dynamic" for a symbolic axis),
+    `channels`, `image_size` (its side; (h, w) when not square), `dtype` (numpy's name), `outputs` (names)."""
+    import onnx
+
+    opset = next((i.version for i in proto.opset_import if i.domain in ("", "ai.onnx")), None)
+    if not proto.graph.input:
+        return dict(opset=opset, input=None, batch=None, channels=None, image_size=None, dtype=None,
+                    outputs=[o.name for o in proto.graph.output])
+    first = proto.graph.input[0].type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else "dynamic" for d in first.shape.dim]
+    batch, channels, height, width = dims if len(dims) == 4 else (None,) * 4
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(first.elem_type).name
+    except (KeyError, ValueError, TypeError):
+        dtype = None
+    return dict(opset=opset, input=proto.graph.input[0].name, batch=batch, channels=channels,
+                image_size=height if height == width else (height, width), dtype=dtype,
+                outputs=[o.name for o in proto.graph.output])
+
+
+def merge_metadata(model, facts: dict, token_counts) -> dict:
+    """metadata_props of an exported model: the merge settings (every merge field of the exported model's config), the
+    token schedule its forward ran (`token_counts`), and the input and opset as the written graph has them
+    (`graph_facts`), the versions."""
     import transformers
 
     import pitome_hf
     from pitome_hf.families import family_of
-    from pitome_hf.modeling.merge_config import MERGE_FIELDS, token_schedule
+    from pitome_hf.modeling.merge_config import MERGE_FIELDS
 
     config = model.config
     vision = _vision_config(config)
-    patch = _side(vision.patch_size)
     settings = {k: getattr(vision, k, getattr(config, k, None)) for k in MERGE_FIELDS}
-    num_patches = (image_size // patch) ** 2
+    batch, size = facts["batch"], facts["image_size"]
     values = {
         "merge_settings": json.dumps(settings, sort_keys=True),
-        "token_schedule": json.dumps(token_schedule(config, num_tokens=num_patches)),
+        "token_schedule": json.dumps([int(n) for n in token_counts]),
         "model_class": type(model).__name__,
         "family": family_of(config).name,
-        "input": f"{INPUT_NAME} ({'batch' if dynamic_batch else batch_size}, {getattr(vision, 'num_channels', 3)}, "
-                 f"{image_size}, {image_size}) float32",
-        "batch_size": "dynamic" if dynamic_batch else str(batch_size),
-        "image_size": str(image_size),
-        "exporter": f"torch.onnx.export(dynamo=True), opset {opset}",
+        "input": f"{facts['input']} ({'batch' if batch == 'dynamic' else batch}, {facts['channels']}, {size}, {size}) "
+                 f"{facts['dtype']}",
+        "batch_size": str(batch),
+        "image_size": str(size),
+        "exporter": f"torch.onnx.export(dynamo=True), opset {facts['opset']}",
         "versions": f"pitome_hf {pitome_hf.__version__}, torch {torch.__version__}, transformers {transformers.__version__}",
     }
     for key in ("merge_method", "keep_ratio", "merge_r"):  # the headline settings, readable without JSON
@@ -198,13 +269,34 @@ def merge_metadata(model, batch_size, image_size: int, dynamic_batch: bool, opse
     return {METADATA_PREFIX + k: str(v) for k, v in values.items()}
 
 
-def read_metadata(path) -> dict:
-    """The `pitome_hf.*` metadata_props of an exported file, prefix removed."""
+def load_export(path, what: str = "the ONNX file"):
+    """The ModelProto of an ONNX file (its external data not loaded), refused in one line naming `what` and the path:
+    a folder (naming the model.onnx in it), a missing file, a file that is no valid ONNX model (another file, a
+    truncated write)."""
     require_onnx("onnx")
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+    path = Path(path)
+    if path.is_dir():
+        inner = path / "model.onnx"
+        hint = f"give the file in it: {inner}" if inner.is_file() else "it holds no model.onnx"
+        raise ValueError(f"{what} {path} is a folder, not an ONNX file; {hint}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file (give a model.onnx written by `pitome-hf export`).")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(proto)
+    except Exception as error:  # a protobuf DecodeError, or a message that parses into no valid model
+        why = " ".join(str(error).split())[:160] or type(error).__name__
+        raise ValueError(f"{what} {path} is not a valid ONNX model ({why}): give a model.onnx written by "
+                         "`pitome-hf export`.") from None
+    return proto
+
+
+def read_metadata(path, what: str = "the ONNX file") -> dict:
+    """The `pitome_hf.*` metadata_props of an exported file, prefix removed (see `load_export` for the refusals)."""
+    proto = load_export(path, what)
+    return {p.key[len(METADATA_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
 
 
 def _check_image_size(model, image_size: Optional[int], batch_size: int) -> int:
@@ -234,11 +326,16 @@ def export_onnx(model, output, *, batch_size: int = 1, image_size: Optional[int]
     The graph is static for `batch_size` images of `image_size` px (default: the config's), or takes any batch with
     `dynamic_batch`. `onnx.checker` runs on the file; with `check` ONNX Runtime runs it on the example input and the
     result is compared with PyTorch's. The file is written under a temporary name and renamed into place: a failure
-    leaves nothing. Returns a dict: path, inputs, outputs, metadata, and (with check) max_abs_diff per output and
-    top1_agreement (classifiers)."""
+    leaves nothing, and the temporary files of killed exports to `output` are removed. `opset` must be in
+    `opset_range()`; a file whose opset, batch or input size differs from the request is refused. Returns a dict:
+    path, inputs, outputs, metadata, batch_size, image_size and opset (read from the written graph), and (with check)
+    max_abs_diff per output and top1_agreement (classifiers)."""
     require_onnx()
     import onnx
 
+    from pitome_hf.commands.convert import staging_path
+
+    check_opset(opset)
     check_exportable(model)  # the merged model is of the same class
     model = merged_model(model, **settings)
     attn = getattr(model.config, "_attn_implementation", None)
@@ -249,43 +346,71 @@ def export_onnx(model, output, *, batch_size: int = 1, image_size: Optional[int]
     with torch.inference_mode():
         reference = model(pixel_values=x, return_dict=True)
     names = output_names(reference)
+    counts = getattr(reference, "token_counts", None)
+    if counts is None:  # the schedule the forward runs, when the output does not carry it
+        from pitome_hf.modeling.merge_config import token_schedule
+
+        counts = token_schedule(model.config, num_tokens=(size // _side(_vision_config(model.config).patch_size)) ** 2)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     dynamic = {"pixel_values": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
-    try:
-        import logging
-        import warnings
-
-        quiet = logging.getLogger("torch.onnx")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
+    with staging_path(output) as staging:  # stale staging files of killed exports to `output` are removed first
         try:
-            with _no_mask_when_none(), warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")):
-                warnings.simplefilter("ignore")
-                program = torch.onnx.export(
-                    _Outputs(model, names).eval(), (x,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                    output_names=list(names), dynamic_shapes=dynamic, custom_translation_table=translation_table(),
-                    optimize=True, verify=False, report=False)
+            import logging
+            import warnings
+
+            quiet = logging.getLogger("torch.onnx")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                with _no_mask_when_none(), warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")):
+                    warnings.simplefilter("ignore")
+                    program = torch.onnx.export(
+                        _Outputs(model, names).eval(), (x,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                        output_names=list(names), dynamic_shapes=dynamic, custom_translation_table=translation_table(),
+                        optimize=True, verify=False, report=False)
+            finally:
+                quiet.setLevel(level)
+            proto = program.model_proto
+            facts = graph_facts(proto)
+            asked = dict(opset=opset, batch="dynamic" if dynamic_batch else batch_size, image_size=size,
+                         channels=int(x.shape[1]))
+            differ = {k: (facts[k], v) for k, v in asked.items() if facts[k] != v}
+            if differ:
+                raise RuntimeError("the exporter wrote another graph than asked (" + ", ".join(
+                    f"{k} {got} instead of {want}" for k, (got, want) in differ.items()) + "); nothing was written.")
+            metadata = merge_metadata(model, facts, counts)
+            del proto.metadata_props[:]
+            for key, value in metadata.items():
+                proto.metadata_props.add(key=key, value=value)
+            onnx.save_model(proto, str(staging))
+            onnx.checker.check_model(str(staging), full_check=True)
+            info = dict(path=str(output), inputs=[facts["input"]], outputs=facts["outputs"], metadata=metadata,
+                        batch_size=None if facts["batch"] == "dynamic" else facts["batch"],
+                        image_size=facts["image_size"], opset=facts["opset"])
+            if check:
+                try:
+                    got = run_session(session(staging), x.numpy())
+                except Exception as error:  # ONNX Runtime refuses the graph or fails running it
+                    import onnxruntime
+
+                    raise RuntimeError(f"ONNX Runtime {onnxruntime.__version__} cannot run the graph exported at opset "
+                                       f"{opset} ({_ort_reason(error)}); nothing was written. Export at another "
+                                       f"opset (the default is {DEFAULT_OPSET}).") from None
+                info.update(compare(dict(zip(names, got)), {n: getattr(reference, n).numpy() for n in names}))
+            os.replace(staging, output)
         finally:
-            quiet.setLevel(level)
-        proto = program.model_proto
-        metadata = merge_metadata(model, batch_size, size, dynamic_batch, opset)
-        del proto.metadata_props[:]
-        for key, value in metadata.items():
-            proto.metadata_props.add(key=key, value=value)
-        onnx.save_model(proto, str(staging))
-        onnx.checker.check_model(str(staging), full_check=True)
-        info = dict(path=str(output), inputs=[INPUT_NAME], outputs=list(names), metadata=metadata,
-                    batch_size=None if dynamic_batch else batch_size, image_size=size, opset=opset)
-        if check:
-            got = run_session(session(staging), x.numpy())
-            info.update(compare(dict(zip(names, got)), {n: getattr(reference, n).numpy() for n in names}))
-        os.replace(staging, output)
-    finally:
-        if staging.exists():
-            staging.unlink()
+            if staging.exists():
+                staging.unlink()
     return info
+
+
+def _ort_reason(error: BaseException) -> str:
+    """ONNX Runtime's error in a few words: the node, and the failed condition's explanation (not its C++ frame)."""
+    text = " ".join(str(error).split())
+    node = re.search(r"Name:'([^']+)'", text)
+    tail = text.rsplit(" was false. ", 1)[-1] if " was false. " in text else text.rsplit("Status Message: ", 1)[-1]
+    return (f"node {node[1]}: " if node else "") + tail[:240]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,20 +456,41 @@ def compare(got: dict, want: dict) -> dict:
     return out
 
 
-def check_file(path, model, batch_size: Optional[int] = None, atol: float = 1e-3) -> dict:
-    """Load `path` in ONNX Runtime, run it and `model` (PyTorch) on one example input of the exported size, and
-    return the comparison; ValueError when an output differs by more than `atol` (relative to its scale) or a
-    classifier's top-1 differs."""
-    meta = read_metadata(path)
-    size = int(meta.get("image_size") or _side(_vision_config(model.config).image_size))
-    fixed = meta.get("batch_size", "1")
-    batch = int(fixed) if fixed.isdigit() else (batch_size or 2)
+def check_file(path, model, batch_size: Optional[int] = None, atol: float = 1e-3, what: str = "the ONNX file") -> dict:
+    """Load `path` in ONNX Runtime, run it and `model` (PyTorch) on one example input of the size its graph takes, and
+    return the comparison. Refused (ValueError, one line naming `what` and the path) when the file is no ONNX model
+    (`load_export`), takes another input than a `pixel_values` batch this model runs at, has outputs the model lacks,
+    ONNX Runtime cannot load it, an output differs by more than `atol` (relative to its scale) or a classifier's
+    top-1 differs."""
+    facts = graph_facts(load_export(path, what))
+    vision = _vision_config(model.config)
+    channels = getattr(vision, "num_channels", 3)
+    if facts["input"] != INPUT_NAME or facts["channels"] != channels or not isinstance(facts["image_size"], int):
+        raise ValueError(f"{what} {path} takes {facts['input']} of shape ({facts['batch']}, {facts['channels']}, "
+                         f"{facts['image_size']}) but {type(model).__name__} takes {INPUT_NAME} (batch, {channels}, S, "
+                         "S): export it from this model with `pitome-hf export`.")
+    size = facts["image_size"]
+    try:
+        _check_image_size(model, size, 1)
+    except ValueError as error:
+        raise ValueError(f"{what} {path} was exported for {size} px images, another input size than this model's: "
+                         f"{error}") from None
+    batch = facts["batch"] if isinstance(facts["batch"], int) else (batch_size or 2)
     x = example_input(model.config, batch, size, seed=1)
-    sess = session(path)
-    names = [o.name for o in sess.get_outputs()]
     with torch.inference_mode():
         reference = model.eval()(pixel_values=x, return_dict=True)
-    result = compare(dict(zip(names, run_session(sess, x.numpy()))), {n: getattr(reference, n).numpy() for n in names})
+    lacking = [n for n in facts["outputs"] if not isinstance(getattr(reference, n, None), torch.Tensor)]
+    if lacking:
+        raise ValueError(f"{what} {path} has the outputs {facts['outputs']}, but {type(model).__name__} returns no "
+                         f"{', '.join(lacking)}: export it from this model with `pitome-hf export`.")
+    try:
+        sess = session(path)
+        got = run_session(sess, x.numpy())
+    except Exception as error:  # ONNX Runtime cannot load or run it (a graph cut short, an operator it lacks)
+        raise ValueError(f"{what} {path}: ONNX Runtime cannot run it ({_ort_reason(error)}); re-export it from this "
+                         "model with `pitome-hf export`.") from None
+    names = [o.name for o in sess.get_outputs()]
+    result = compare(dict(zip(names, got)), {n: getattr(reference, n).numpy() for n in names})
     for name, diff in result["max_abs_diff"].items():
         scale = float(np.abs(getattr(reference, name).numpy()).max()) or 1.0
         if diff > atol * max(1.0, scale):
