@@ -68,3 +68,37 @@ def test_benchmark_onnx_mode_rows_side_by_side(tmp_path):
     with pytest.raises(ValueError, match="--modes onnx runs float32 graphs; got --dtype bfloat16"):
         main(["default", "--modes", "onnx", "--keep-ratios", "0.9", "--methods", "tome", "--batch-size", "2",
               "--dtype", "bfloat16", "--warmup", "1", "--repeats", "3"])
+
+
+def test_push_onnx_given_no_export_of_this_model_names_the_file(pitome_folder, tmp_path, capsys):  # noqa: F811
+    """Another input size, a config.json, a truncated file, the export folder instead of its file: one line naming
+    the file and what to give, before any request (issue 31)."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from pitome_hf.cli import main
+    from pitome_hf.deployment.onnx import export_onnx
+
+    from .conftest import tiny_vit_kwargs
+
+    def refused(path):
+        code = main(["push", str(pitome_folder), "org/never", "--onnx", str(path), "--no-verify"])
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert code in (1, 2) and len(err) == 1, err
+        return err[0]
+
+    torch.manual_seed(0)  # the folder's model at 32 px instead of 64, with the folder's merge settings
+    small = ViTForImageClassification(ViTConfig(**tiny_vit_kwargs(image_size=32, patch_size=8, num_hidden_layers=4)))
+    folder = tmp_path / "export"
+    path = folder / "model.onnx"
+    export_onnx(small, path, keep_ratio=0.8, check=False)
+    err = refused(path)
+    assert f"--onnx {path} was exported for 32 px images, another input size than this model's" in err
+    assert "allowed: its config's 64 px" in err
+    assert f"--onnx {folder} is a folder, not an ONNX file; give the file in it: {path}." in refused(folder)
+    config = pitome_folder / "config.json"
+    assert f"--onnx {config} is not a valid ONNX model (" in refused(config)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    err = refused(cut)
+    assert f"--onnx {cut} is not a valid ONNX model (" in err and "written by `pitome-hf export`" in err

@@ -507,9 +507,7 @@ def checked_onnx(folder: Path, onnx, workdir: str) -> tuple[Path, dict]:
         export_onnx(model, path, batch_size=1, dynamic_batch=True, check=False)  # check_file below compares
     else:
         path = Path(onnx)
-        if not path.is_file():
-            raise FileNotFoundError(f"--onnx {onnx}: no such file (give a model.onnx written by `pitome-hf export`).")
-    meta = read_metadata(path)
+    meta = read_metadata(path, "--onnx")  # a folder, a missing file or one that is no ONNX model: one line naming it
     if "merge_settings" not in meta:
         raise ValueError(f"--onnx {onnx}: the file has no pitome_hf merge settings in its metadata; export it with "
                          "`pitome-hf export` (or give --onnx without a path).")
@@ -519,7 +517,7 @@ def checked_onnx(folder: Path, onnx, workdir: str) -> tuple[Path, dict]:
     if differ:
         raise ValueError(f"--onnx {onnx} was exported with other merge settings than {folder} ("
                          + ", ".join(f"{k}: {recorded.get(k)!r} vs {ours[k]!r}" for k in differ) + "); re-export it.")
-    check_file(path, model)
+    check_file(path, model, what="--onnx")  # its input size, outputs and numbers, read from the graph and run
     return path, meta
 
 
