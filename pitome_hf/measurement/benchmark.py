@@ -211,6 +211,11 @@ def _common(parser: argparse.ArgumentParser, batch: int, ratios, repeats: int = 
                         "its thresholds are pinned first, see pitome_hf.measurement.timing.pin_allocator: otherwise page faults "
                         "that depend on the process's history move the ratios)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
+                        help="eager, compiled (torch.compile) and/or onnx (the static ONNX graph run by ONNX Runtime, "
+                        "pip install \"pitome_hf[onnx]\") rows, side by side; each mode's rows against its own "
+                        "unmerged row; compiled and onnx rows for the image models only (llava and the vision-language "
+                        "families time a prompt's prefill eagerly) (default: %(default)s)")
     add_sweep_arguments(parser, ratios)
 
 
@@ -224,10 +229,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
                        help="attention backend of every row (default: %(default)s; on a CPU at a few dozen tokens the "
                        "eager matmul-softmax-matmul is faster than SDPA's kernel and scales with the token count)")
-        p.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
-                       help="eager, compiled (torch.compile) and/or onnx (the static ONNX graph run by ONNX Runtime, "
-                       "pip install \"pitome_hf[onnx]\") rows, side by side; each mode's rows against its own "
-                       "unmerged row (default: %(default)s)")
         shapes = list(family_named(name).benchmark.shapes) if name != "default" else []
         if len(shapes) > 1:
             p.add_argument("--shapes", nargs="+", default=shapes, choices=shapes, help="which shapes (default: all)")
@@ -241,8 +242,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def modes_of(family: str) -> tuple:
+    """The --modes `pitome-hf benchmark <family>` runs: every mode for the vision benchmarks; eager only for LLaVA
+    and the vision-language families (they time the prefill of a prompt, which has no compiled or ONNX rows here)."""
+    return MODES if family in subcommands() else ("eager",)
+
+
+def check_modes(family: str, modes) -> None:
+    """Refuse (ValueError, one line) a --modes value the family's benchmark does not run, naming what it allows."""
+    allowed = modes_of(family)
+    other = [m for m in modes if m not in allowed]
+    if other:
+        vision = [name for name in subcommands() if modes_of(name) == MODES]
+        raise ValueError(f"--modes {' '.join(other)}: `benchmark {family}` runs only {', '.join(allowed)} rows (a "
+                         f"vision-language prefill); {'/'.join(other)} rows are for the vision benchmarks: "
+                         f"{', '.join(vision)}.")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_modes(args.family, args.modes)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be >= 1.")
     sweep_values(args)
