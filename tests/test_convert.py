@@ -85,6 +85,13 @@ def test_force_never_replaces_another_models_checkpoint(stock_vit_dir, tmp_path,
     assert len(err) == 1 and f"--output {other} exists and is not empty, and is not a PiToMe checkpoint folder" in err[0]
     assert "its config.json holds a 'vit' model, not a PiToMe one" in err[0]
     assert (other / "model.safetensors").read_bytes() == weights
+    exported = tmp_path / "exported"  # an export folder: a PiToMe config.json, but not written by convert
+    exported.mkdir()
+    (exported / "config.json").write_text(json.dumps({"model_type": "pitome_vit"}))
+    (exported / "model.onnx").write_bytes(b"\x08")
+    with pytest.raises(ValueError, match="is not a PiToMe checkpoint folder .*it holds no weights"):
+        convert_checkpoint(str(stock_vit_dir), exported, force=True)
+    assert (exported / "model.onnx").read_bytes() == b"\x08"
 
 
 def test_corrupt_weights_write_nothing(stock_vit_dir, tmp_path):

@@ -11,7 +11,7 @@ when it has them; none are invented when it does not. The folder is written next
 name and renamed into place at the end, so a failure never leaves a half-written output; temporary folders left by a
 killed run are removed by the next run. An --output that is, holds or sits inside the input, that is a symbolic link,
 or (even with --force) a non-empty folder other than a PiToMe checkpoint (one convert wrote: config.json with a PiToMe
-model_type) is refused before anything is loaded.
+model_type, and weights) is refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class OutputKind:
 
 
 def _not_a_checkpoint(folder: Path) -> Optional[str]:
-    """Why `folder` is not a PiToMe checkpoint folder (config.json with a PiToMe model_type), or None."""
+    """Why `folder` is not a PiToMe checkpoint folder (config.json with a PiToMe model_type, and weights), or None."""
     path = folder / "config.json"
     if not path.is_file():
         return "it has no config.json"
@@ -188,6 +188,8 @@ def _not_a_checkpoint(folder: Path) -> Optional[str]:
         return "its config.json is not a config object"
     if model_type not in pitome_model_types():
         return f"its config.json holds a {model_type!r} model, not a PiToMe one"
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        return "it holds no weights (*.safetensors), which convert always writes (an export folder?)"
     return None
 
 
@@ -344,8 +346,8 @@ def main(argv=None) -> int:
     parser.add_argument("--base-model", default=None, help="Hub id the model card names as base (default: the base "
                         "when it is a Hub id)")
     parser.add_argument("--force", action="store_true", help="replace an existing PiToMe checkpoint folder (one "
-                        "convert wrote: config.json with a PiToMe model_type) at --output; never the input, never any "
-                        "other non-empty folder")
+                        "convert wrote: config.json with a PiToMe model_type, and weights) at --output; never the "
+                        "input, never any other non-empty folder")
     add_merge_arguments(parser, aliases=True, title="merge settings (unset: the base's own, or the config's defaults)")
     args = parser.parse_args(argv)
     settings = merge_arguments(args)
