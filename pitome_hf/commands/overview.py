@@ -92,8 +92,8 @@ def summary(accuracy: dict, dinov2: dict | None) -> str:
                 f"{t['cls_cosine_mean']:.3f} (ToMe) and {p['cls_cosine_mean']:.3f} (PiToMe) of the unmerged ones.")
     else:
         lines.append("- DINOv2 part skipped: install the bench-real extra (pip install \"pitome_hf[bench-real]\").")
-    lines.append("- Does PiToMe beat ToMe? On the real models here, at equal FLOPs, mostly not: see the README's study "
-                 "section (`pitome-hf study`), which names a winner only where a paired 95% interval excludes zero.")
+    lines.append("- Does PiToMe beat ToMe? On the real models here, at equal FLOPs, mostly not: see the study in docs/results.md "
+                 "(`pitome-hf study`), which names a winner only where a paired 95% interval excludes zero.")
     return "\n".join(lines)
 
 
