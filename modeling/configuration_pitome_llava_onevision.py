@@ -10,7 +10,7 @@ one newline token.
 
 Budgets, per image, for the image *features* (the newline tokens are not features: they are kept, in place, and come
 on top of the budget), one of the two (giving both is refused, and the one given replaces the other:
-`merge_config.resolve_budgets`):
+`merge_fields.resolve_budgets`):
 * `visual_tokens=K`: K features per image. An image with crops splits K between its base and its crops in
   proportion to their stock counts: base round(K * n_base / n), clamped so that each part keeps at least one and at
   most its own count; crops the rest. K above the image's feature count (or K = 1 for an image with crops) is

@@ -8,7 +8,7 @@ single reduction point: `merge_num_hidden_layers` is 1 (layer index 0 for the ma
 per-layer lists).
 
 Budgets, per image (per video), one of the two (giving both is refused, and the one given replaces the other:
-`merge_config.resolve_budgets`):
+`merge_fields.resolve_budgets`):
 * `visual_tokens=K`: K visual tokens per image; a video of t temporal patches gets K * t. A K larger than the
   image's own count is refused.
 * otherwise `keep_ratio=rho`: n - floor(n - n * rho) of the n stock tokens (the same float64 rule as

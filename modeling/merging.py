@@ -14,9 +14,9 @@ The algorithm as pure tensor functions, model-agnostic, torch only (no config, n
 * `merge_tokens`: one layer's step (select with the layer's method, then merge).
 * `proportional_attention_bias`, `weighted_mean`.
 
-Settings, presets and the token schedule live in merge_config.py; the per-forward state in merge_state.py. The
-specification is docs/algorithm.md (the repository's): "The merge step", "Baseline: ToMe", "Energy-ordered bipartite
-matching".
+The fields and presets live in merge_fields.py, the settings and the token schedule in merge_config.py, the per-forward
+state in merge_state.py. The specification is docs/algorithm.md (the repository's): "The merge step", "Baseline: ToMe",
+"Energy-ordered bipartite matching".
 
 Shapes: B batch, N tokens entering a layer, p protected prefix tokens (CLS, distillation, registers),
 T = N - p mergeable tokens, C hidden width, r tokens merged away by a layer.

@@ -2,10 +2,10 @@
 
 Usage: python scripts/mutation_check.py [pytest args...]   (default: tests/test_faithful.py tests/test_merging.py)
 
-For each mutation below, the script edits the file of modeling/ that holds the line (merging.py, merge_config.py or
-merge_state.py; exactly one occurrence must match), runs the tests, restores the file (also on Ctrl-C), and reports
-whether the tests caught it. Exit code 1 when a mutation survives. Files are restored byte for byte from memory; run
-it on a clean or committed tree anyway.
+For each mutation below, the script edits the file of modeling/ that holds the line (merging.py, merge_fields.py,
+merge_config.py or merge_state.py; exactly one occurrence must match), runs the tests, restores the file (also on
+Ctrl-C), and reports whether the tests caught it. Exit code 1 when a mutation survives. Files are restored byte for
+byte from memory; run it on a clean or committed tree anyway.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELING = ROOT / "modeling"
 
-FILES = ("merging.py", "merge_config.py", "merge_state.py")
+FILES = ("merging.py", "merge_fields.py", "merge_config.py", "merge_state.py")
 
 # (name, exact text in one of FILES, replacement)
 MUTATIONS = [
