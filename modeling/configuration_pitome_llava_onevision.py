@@ -15,8 +15,8 @@ on top of the budget), one of the two (giving both is refused, and the one given
   proportion to their stock counts: base round(K * n_base / n), clamped so that each part keeps at least one and at
   most its own count; crops the rest. K above the image's feature count (or K = 1 for an image with crops) is
   refused with the allowed range.
-* otherwise `keep_ratio=rho`: each part keeps n - floor(n - n * rho) of its n features (the rule of
-  `merging.layer_budget`, without its floor(n/2) clamp).
+* otherwise `keep_ratio=rho`: each part keeps n - floor(n - n * rho) of its n features (`merging.tokens_kept`, the
+  rule `merging.layer_budget` clamps to floor(n/2); unclamped here).
 * `merge_method="none"` (or `merge_layers` without 0) reduces nothing.
 
 `onevision_image_budget` is the one count function: the processor (how many `<image>` tokens it writes) and the model
@@ -30,6 +30,7 @@ from types import SimpleNamespace
 from transformers import LlavaOnevisionConfig
 
 from .language_input_reduction import VisualBudgetConfigMixin, ratio_keep, reduces, reduction_settings
+from .merging import tokens_kept
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,9 @@ def onevision_image_budget(settings, image_size, multi_image: bool, *, tile: int
     n = base + crops
     if merge.visual_tokens is None:
         return OnevisionImageBudget(base, rows, cols, newlines, ratio_keep(merge, base), ratio_keep(merge, crops))
-    k = merge.visual_tokens
-    low = 2 if crops else 1
-    if not low <= k <= n:
-        raise ValueError(
-            f"visual_tokens={k} does not fit an image of {image_size[0]} x {image_size[1]} px, which has {n} "
-            f"features ({base} base + {crops} crops): allowed values are {low}..{n} for this image."
-        )
+    k = tokens_kept(n, None, merge.visual_tokens, least=2 if crops else 1, refusal=lambda least, most: (
+        f"visual_tokens={merge.visual_tokens} does not fit an image of {image_size[0]} x {image_size[1]} px, which has "
+        f"{n} features ({base} base + {crops} crops): allowed values are {least}..{most} for this image."))
     if not crops:
         return OnevisionImageBudget(base, rows, cols, newlines, k, 0)
     keep_base = min(max((2 * k * base + n) // (2 * n), 1, k - crops), base, k - 1)

@@ -11,8 +11,8 @@ Budgets, per image (per video), one of the two (giving both is refused, and the 
 `merge_fields.resolve_budgets`):
 * `visual_tokens=K`: K visual tokens per image; a video of t temporal patches gets K * t. A K larger than the
   image's own count is refused.
-* otherwise `keep_ratio=rho`: n - floor(n - n * rho) of the n stock tokens (the same float64 rule as
-  `merging.layer_budget`, without its floor(n/2) clamp: the reduction runs several bipartite steps when it must).
+* otherwise `keep_ratio=rho`: n - floor(n - n * rho) of the n stock tokens (`merging.tokens_kept`, the float64 rule
+  `merging.layer_budget` clamps to floor(n/2); unclamped here: the reduction runs several bipartite steps when it must).
 * `merge_method="none"` (or `merge_layers` without 0) reduces nothing.
 
 `visual_selection` picks the reduction: "merge" (the `merge_method`: pitome, tome or pitome_bsm, by energy or
@@ -26,7 +26,8 @@ writes) and the model (how many features it keeps) both call it.
 
 from transformers import Qwen2_5_VLConfig
 
-from .language_input_reduction import VisualBudgetConfigMixin, ratio_keep, reduces, reduction_settings
+from .language_input_reduction import VisualBudgetConfigMixin, reduces, reduction_settings
+from .merging import tokens_kept
 
 
 def qwen_visual_token_count(config, grid_thw, spatial_merge_size: int = None) -> int:
@@ -43,15 +44,10 @@ def qwen_visual_token_count(config, grid_thw, spatial_merge_size: int = None) ->
     settings = reduction_settings(config)
     if not reduces(settings):
         return n
-    if settings.visual_tokens is not None:
-        k = settings.visual_tokens * t
-        if k > n:
-            raise ValueError(
-                f"visual_tokens={settings.visual_tokens} asks for {k} visual tokens, but an input of grid "
-                f"(t, h, w) = ({t}, {h}, {w}) has only {n}: allowed values are 1..{n // t} for this input."
-            )
-        return k
-    return ratio_keep(settings, n)
+    K = settings.visual_tokens  # K per temporal patch, or None: the keep ratio (`merging.tokens_kept`, the rule)
+    return tokens_kept(n, settings.number("keep_ratio"), K, per=t, refusal=lambda least, most: (
+        f"visual_tokens={K} asks for {K * t} visual tokens, but an input of grid (t, h, w) = ({t}, {h}, {w}) has only "
+        f"{n}: allowed values are {least}..{most} for this input."))
 
 
 def qwen2_5_vl_dummy_inputs(config) -> dict:

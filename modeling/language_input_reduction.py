@@ -10,7 +10,6 @@ features come from and how its positions are kept.
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -24,6 +23,7 @@ from transformers.utils import ModelOutput
 
 from .merge_config import MergeConfigMixin, MergeSettings, settings_of
 from .merge_state import PROPORTIONAL_ATTENTION_BACKENDS
+from .merging import tokens_kept
 
 KEY_BIAS = "_pitome_key_bias"  # attribute of the cache object: (B, keys) log(size) of every cached key
 
@@ -109,9 +109,9 @@ def reduces(settings: MergeSettings) -> bool:
 
 
 def ratio_keep(settings: MergeSettings, n: int) -> int:
-    """Tokens kept of n by the keep ratio: n - floor(n - n * rho) (merging.layer_budget's float64 rule, without its
-    floor(n/2) clamp: the reduction runs several bipartite steps when it must)."""
-    return n - math.floor(float(n) - float(n) * float(settings.number("keep_ratio")))
+    """Tokens kept of n by the keep ratio: n - floor(n - n * rho) (`merging.tokens_kept`, the rule `layer_budget`
+    clamps to floor(n/2); unclamped here: the reduction runs several bipartite steps when it must)."""
+    return tokens_kept(n, settings.number("keep_ratio"))
 
 
 class VisualBudgetConfigMixin(MergeConfigMixin):

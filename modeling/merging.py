@@ -3,7 +3,9 @@
 
 The algorithm as pure tensor functions, model-agnostic, torch only (no config, no model, no state):
 
-* `layer_budget`: how many tokens one layer merges.
+* `tokens_kept`: the budget rule, its one owner: how many of an input's tokens a keep ratio (n - floor(n - n*rho)) or
+  a visual-token count (K per image, refused outside its range) keeps. `layer_budget`: how many tokens one layer
+  merges (that rule, clamped to floor(T/2)).
 * `pitome_plan` / `tome_plan` / `pitome_bsm_plan`: which tokens merge into which (no gradients; ToMe scores in
   float32, the energy-ranked selections in float64, `energy_dtype`), with `energy_score`, `ranking` and `first_max`
   (ties in index order) and `cosine_similarity_matrix`; ToMe's matching step, which `tome_plan` and `pitome_bsm_plan`
@@ -51,6 +53,30 @@ class LayerValues(NamedTuple):
     keep_order: bool
 
 
+def tokens_kept(num_tokens: int, keep_ratio=None, visual_tokens: Optional[int] = None, *, per: int = 1,
+                least: int = 1, refusal=None) -> int:
+    """The budget rule, the one place it is written: how many of `num_tokens` tokens a budget keeps.
+
+    * `visual_tokens` K (not None): K for each of `per` units (an image; a video's temporal patches), K * per tokens.
+      K outside `least`..num_tokens // per raises ValueError: `refusal(least, most)` is its message (the caller names
+      the input), by default "the visual-token budget K is out of range: it must be in least..most for this input."
+    * otherwise the keep ratio rho (a number or its repr, see `MergeSettings`): n - floor(n - n * rho), the floor taken
+      in float64 (0.55 of 100 keeps 56: 100 * 0.55 is 55.00000000000001 there).
+
+    Unclamped: a layer merges at most floor(T/2) of its T tokens (`layer_budget`); the reduction at a language model's
+    input reaches any count by several bipartite steps (visual_reduction.py). Callers: `layer_budget`,
+    `language_input_reduction.ratio_keep`, `qwen_visual_token_count`, `onevision_image_budget` and the reductions'
+    own check of the count they are given (`visual_reduction.reduce_to_budget`, `visionzip_select`)."""
+    n = int(num_tokens)
+    if visual_tokens is None:
+        return n - math.floor(float(n) - float(n) * float(keep_ratio))
+    most = n // per
+    if not least <= visual_tokens <= most:
+        raise ValueError(refusal(least, most) if refusal is not None else f"the visual-token budget {visual_tokens} "
+                         f"is out of range: it must be in {least}..{most} for this input.")
+    return visual_tokens * per
+
+
 def layer_budget(
     num_mergeable: int,
     layer: int,
@@ -60,13 +86,13 @@ def layer_budget(
     merge_r: Union[int, Sequence[int], None] = None,
     merge_layers: Optional[Sequence[int]] = None,
 ) -> int:
-    """r for one layer: floor(T - T*rho) in float64 (or the given constant / per-layer r), clamped to [0, floor(T/2)].
-    `method` is the layer's own selection ("none" merges nothing)."""
+    """r for one layer: floor(T - T*rho) in float64 (T less `tokens_kept`; or the given constant / per-layer r),
+    clamped to [0, floor(T/2)]. `method` is the layer's own selection ("none" merges nothing)."""
     if method == "none" or (merge_layers is not None and layer not in merge_layers):
         return 0
     T = int(num_mergeable)
     if merge_r is None:
-        r = math.floor(float(T) - float(T) * float(keep_ratio))  # keep_ratio: a number or its repr
+        r = T - tokens_kept(T, keep_ratio)  # keep_ratio: a number or its repr
     elif isinstance(merge_r, (list, tuple)):
         r = int(merge_r[layer])
     else:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .merging import LayerValues, MergePlan, apply_plan, select_plan, update_token_map
+from .merging import LayerValues, MergePlan, apply_plan, select_plan, tokens_kept, update_token_map
 
 # VisionZip's published splits (dominant + contextual): 54 + 10 of 64, 108 + 20 of 128, 162 + 30 of 192.
 CONTEXTUAL_FRACTION = 10 / 64
@@ -40,10 +40,9 @@ def contextual_count(keep: int, num_tokens: int) -> int:
 
 
 def _check_budget(keep: int, x: torch.Tensor) -> int:
-    """The input's token count n, once `keep` is known to be in 1..n."""
+    """The input's token count n, once `keep` is known to be in 1..n (`merging.tokens_kept`, the budget rule)."""
     n = x.shape[0]
-    if not 1 <= keep <= n:
-        raise ValueError(f"the visual-token budget {keep} is out of range: it must be in 1..{n} for this input.")
+    tokens_kept(n, visual_tokens=keep)
     return n
 
 
