@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 import transformers
 
-from pitome_hf.measurement import flops
+from pitome_hf import flops
 from pitome_hf.modeling import (
     PiToMeBertForSequenceClassification,
     PiToMeBertModel,
@@ -209,7 +209,7 @@ class BenchmarkShape:
 class Family:
     name: str
     models: tuple  # of ModelEntry; the first one is the family's main class
-    flops: Callable  # per-sample analytic FLOPs of a (PiToMe or stock) config, see pitome_hf.measurement.flops
+    flops: Callable  # per-sample analytic FLOPs of a (PiToMe or stock) config, see pitome_hf.flops
     dummy_inputs: Callable = _pixels  # config -> a batch of one input of the model's own size
     tasks: tuple = ()  # `pitome-hf evaluate` tasks this family serves
     processor: Optional[type] = None  # a PiToMe processor class (AutoProcessor), when the family needs one

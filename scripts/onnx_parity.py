@@ -90,7 +90,7 @@ def cosine_stats(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def main(argv=None) -> int:
-    from pitome_hf.commands.options import add_batch_argument
+    from pitome_hf.options import add_batch_argument
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=["default", "dinov2"])
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=["pitome", "tome", "pitome_bsm"])
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    from pitome_hf.commands.options import check_sweep
+    from pitome_hf.options import check_sweep
     from pitome_hf.deployment.onnx import export_onnx, merged_model
 
     check_sweep(args.keep_ratios, args.methods)

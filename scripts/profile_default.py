@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from pitome_hf.apply import apply_pitome
 from pitome_hf.evaluation.evaluate import DEFAULT_MODEL
-from pitome_hf.measurement.flops import vit_flops
+from pitome_hf.flops import vit_flops
 from pitome_hf.measurement.timing import markdown_table, pin_allocator, time_interleaved
 from pitome_hf.modeling import PiToMeViTForImageClassification
 from pitome_hf.modeling.merge_state import MergeState
@@ -160,7 +160,7 @@ def compiled_kernels(base, x, ratio: float, iters: int, top: int = 12) -> list[d
 
 
 def main(argv=None) -> int:
-    from pitome_hf.commands.options import add_batch_argument
+    from pitome_hf.options import add_batch_argument
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_batch_argument(parser, 64)

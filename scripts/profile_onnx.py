@@ -69,7 +69,7 @@ def profile(path: str, x: np.ndarray, warmup: int, iters: int, threads: int, fol
 
 
 def main(argv=None) -> int:
-    from pitome_hf.commands.options import add_batch_argument
+    from pitome_hf.options import add_batch_argument
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["default", "dinov2"], default="default")

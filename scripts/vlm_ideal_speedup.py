@@ -4,7 +4,7 @@
     python scripts/vlm_ideal_speedup.py --lm-layers 4         # the depth the CPU benchmark runs
 
 Builds each config only (no weights) from the registry's benchmark shape and its prompt builder, and divides the
-unreduced prompt's prefill FLOPs (`pitome_hf.measurement.flops`, the family's function) by each budget's.
+unreduced prompt's prefill FLOPs (`pitome_hf.flops`, the family's function) by each budget's.
 """
 
 from __future__ import annotations

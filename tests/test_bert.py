@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-from pitome_hf.measurement.flops import bert_flops
+from pitome_hf.flops import bert_flops
 from pitome_hf.modeling.configuration_pitome_bert import PiToMeBertConfig
 from pitome_hf.modeling.merge_config import token_schedule
 from pitome_hf.modeling.modeling_pitome_bert import (

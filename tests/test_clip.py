@@ -20,7 +20,7 @@ from pitome_hf import (
     apply_pitome,
     token_schedule,
 )
-from pitome_hf.measurement.flops import clip_vision_flops
+from pitome_hf.flops import clip_vision_flops
 from pitome_hf.evaluation.retrieval import (
     captions_to_images,
     image_embeddings,

@@ -15,7 +15,7 @@ from transformers import (
     Dinov2WithRegistersModel,
 )
 
-from pitome_hf.measurement.flops import dinov2_flops
+from pitome_hf.flops import dinov2_flops
 from pitome_hf.modeling.configuration_pitome_dinov2 import PiToMeDinov2Config, PiToMeDinov2WithRegistersConfig
 from pitome_hf.modeling.merge_config import token_schedule
 from pitome_hf.modeling.modeling_pitome_dinov2 import (

@@ -115,7 +115,7 @@ def test_analytic_flops_match_flop_counter():
     from transformers import ViTConfig, ViTForImageClassification
 
     from pitome_hf import apply_pitome
-    from pitome_hf.measurement.flops import vit_flops
+    from pitome_hf.flops import vit_flops
 
     config = ViTConfig(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, intermediate_size=128,
                        image_size=64, patch_size=8, num_labels=7, attn_implementation="eager")

@@ -194,7 +194,7 @@ def llava_task(tmp_path_factory):
 def test_vqa_reproduces_the_stock_answers_and_merges(llava_task):
     from transformers import AutoConfig
 
-    from pitome_hf.measurement.flops import llava_prefill_flops
+    from pitome_hf.flops import llava_prefill_flops
     from pitome_hf.modeling import PiToMeLlavaConfig
     from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
 
@@ -235,7 +235,7 @@ def test_llava_prefill_flops_match_flop_counter(settings):
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     from pitome_hf import apply_pitome
-    from pitome_hf.measurement.flops import llava_prefill_flops
+    from pitome_hf.flops import llava_prefill_flops
     from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
 
     # eager attention: FlopCounterMode does not see the CPU SDPA kernel's matmuls

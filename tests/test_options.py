@@ -6,7 +6,7 @@ import argparse
 import pytest
 
 from pitome_hf.modeling.merge_config import MERGE_FIELD_TABLE, MergeSettings
-from pitome_hf.commands.options import SWEPT, add_merge_arguments, merge_arguments, sweep_values
+from pitome_hf.options import SWEPT, add_merge_arguments, merge_arguments, sweep_values
 
 
 def parse(*argv, exclude=()):

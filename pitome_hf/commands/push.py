@@ -23,7 +23,7 @@ import textwrap
 from pathlib import Path
 from typing import Optional
 
-from pitome_hf.commands.convert import HUB_ID
+from pitome_hf.checkpoints import HUB_ID
 from pitome_hf.families import entry_for_config_dict, family_of, pitome_model_types
 from pitome_hf.modeling.merge_config import MergeSettings
 

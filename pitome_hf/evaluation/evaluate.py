@@ -16,7 +16,7 @@ models reducing at the language model's input also sweep `--visual-tokens` (visu
 keep-ratio rows, which are left out when only budgets are given) and `--visual-selections` (VisionZip-style rows).
 
 Metrics go through `evaluate` modules shipped with the package (loaded by path, offline). GFLOPs come from the
-analytic count in pitome_hf.measurement.flops; images/s times the model forward only, after warm-up, with device
+analytic count in pitome_hf.flops; images/s times the model forward only, after warm-up, with device
 synchronisation. Writes results.json (read by the model card code), results.csv, results.md and a plot.
 """
 
@@ -41,14 +41,12 @@ from pitome_hf.evaluation.tasks import TASK_CLASSES, TASKS, timed_run
 from pitome_hf.measurement.timing import Progress, compiled_runs, peak_memory_mb, sweep
 from pitome_hf.modeling.merge_config import MergeSettings
 from pitome_hf.modeling.merging import METHODS
-from pitome_hf.commands.options import (
+from pitome_hf.paths import ASSETS, DEFAULT_DATASET, DEFAULT_MODEL  # noqa: F401 (named here before)
+from pitome_hf.options import (
     SWEPT, add_batch_argument, add_device_arguments, add_merge_arguments, add_output_argument,
     add_visual_sweep_arguments, check_sweep, merge_arguments,
 )
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"  # pitome_hf/assets
-DEFAULT_MODEL = ASSETS / "fashion-mnist-vit"
-DEFAULT_DATASET = ASSETS / "fashion_mnist_test.npz"
 DEFAULT_KEEP_RATIOS = (0.95, 0.9, 0.85, 0.8, 0.75)
 DEFAULT_METHODS = ("none", "tome", "pitome")
 SCHEMA = "pitome_hf.evaluation.evaluate/1"
@@ -234,7 +232,7 @@ def run_configs(methods, keep_ratios, presets=(), extra: dict | None = None, vis
     after checking the names and ratios: known, in range, each given once, and at least one row. Vision-language
     sweeps: each `visual_tokens` budget K adds the rows of every method (keep ratio None, settings visual_tokens=K),
     and each selection of `visual_selections` other than "merge" adds one row per budget and keep ratio."""
-    from pitome_hf.commands.options import check_visual_sweep
+    from pitome_hf.options import check_visual_sweep
 
     from pitome_hf.modeling.merge_config import MERGE_PRESETS
 
@@ -334,7 +332,7 @@ def check_out_dir(out_dir: Path, model_path: str, data: "DataSpec") -> None:
 def check_model(model: Optional[str], task: str) -> str:
     """The model path or Hub id, after checking that it exists (a path) and that its type serves `task` (before any
     data is read, so a wrong model is named as such, not as a dataset lacking columns)."""
-    from pitome_hf.commands.convert import HUB_ID, resolve_base
+    from pitome_hf.checkpoints import HUB_ID, resolve_base
     from pitome_hf.evaluation.tasks import check_model_type
 
     if model is None:

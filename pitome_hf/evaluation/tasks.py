@@ -366,7 +366,7 @@ class ImageClassification(Task):
         return metric.compute(predictions=[outputs[i] for i in keys], references=[self.labels[i] for i in keys])
 
     def gflops(self, net):
-        from pitome_hf.measurement.flops import vit_flops
+        from pitome_hf.flops import vit_flops
 
         return vit_flops(net.config, image_size=self.image_size) / 1e9
 
@@ -514,7 +514,7 @@ class VisualQuestionAnswering(Task):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        from pitome_hf.commands.convert import processor_parts
+        from pitome_hf.checkpoints import processor_parts
         from pitome_hf.families import family_of
 
         config_dict = check_model_type(self.model_path, self.name)

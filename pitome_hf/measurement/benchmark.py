@@ -30,7 +30,7 @@ import torch
 from pitome_hf.measurement import benchmark_llava, benchmark_vlm
 from pitome_hf.measurement.shapes import stock_for_shape
 from pitome_hf.families import FAMILIES, family_named
-from pitome_hf.commands.options import (
+from pitome_hf.options import (
     add_batch_argument, add_device_arguments, add_sweep_arguments, merge_arguments, sweep_values,
 )
 from pitome_hf.measurement.timing import (
@@ -168,7 +168,7 @@ def bench_family(family: str, args, config_overrides: dict | None = None) -> lis
 
 def bench_default(args) -> list[dict]:
     """The embedded Fashion-MNIST ViT with its real weights (49 patch tokens, width 96, 4 layers)."""
-    from pitome_hf.evaluation.evaluate import DEFAULT_MODEL
+    from pitome_hf.paths import DEFAULT_MODEL
     from pitome_hf.modeling import PiToMeViTForImageClassification
 
     model = PiToMeViTForImageClassification.from_pretrained(DEFAULT_MODEL, merge_method="none")

@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from pitome_hf.measurement.flops import llava_prefill_flops
+from pitome_hf.flops import llava_prefill_flops
 from pitome_hf.measurement.timing import default_device, markdown_table, time_call
 from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
 
@@ -108,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> list[dict]:
-    from pitome_hf.commands.options import merge_arguments
+    from pitome_hf.options import merge_arguments
 
     return bench_llava(args.batch_size, args.keep_ratios, args.device, args.dtype, args.new_tokens, args.text_tokens,
                        repeats=args.repeats, lm_layers=args.lm_layers, lm_hidden=args.lm_hidden, warmup=args.warmup,

@@ -13,7 +13,7 @@ each `--methods` selection (visual_selection="merge") and each other `--visual-s
 
 Per row: visual tokens reaching the language model, time to first token (`generate(max_new_tokens=1)`: vision
 tower, reduction, prefill and the first token), its speed-up over the unreduced row, the FLOPs-ideal speed-up from
-the family's analytic prefill FLOPs (pitome_hf.measurement.flops), their ratio (measured / ideal; the issue's target
+the family's analytic prefill FLOPs (pitome_hf.flops), their ratio (measured / ideal; the issue's target
 is >= 0.8), and the peak memory allocated during one such call beyond what was allocated before it (activations and
 KV cache; CUDA: torch.cuda.max_memory_allocated; CPU: the allocations torch's profiler records, `profile_memory=True`).
 All rows are warmed up first, then timed round after round, each row once per round (timing.time_interleaved), and
@@ -195,7 +195,7 @@ def markdown(result: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser, family) -> None:
     """This benchmark's own options (the common ones and the sweep come from pitome_hf.measurement.benchmark)."""
-    from pitome_hf.commands.options import add_visual_sweep_arguments
+    from pitome_hf.options import add_visual_sweep_arguments
 
     spec = family.benchmark
     add_visual_sweep_arguments(parser, spec.visual_tokens, family)
@@ -228,7 +228,7 @@ def subcommand_names() -> tuple:
 
 
 def run(args) -> dict:
-    from pitome_hf.commands.options import check_visual_sweep, merge_arguments
+    from pitome_hf.options import check_visual_sweep, merge_arguments
 
     check_visual_sweep(args.visual_budgets, args.visual_selections)
     if args.batch_size != 1:
