@@ -18,8 +18,8 @@ import pitome_hf
 COMMANDS = {
     "overview": ("pitome_hf.commands.overview", "what merging buys, in a few minutes: accuracy, speed where it pays, a summary"),
     "convert": ("pitome_hf.commands.convert", "write the PiToMe variant of a stock checkpoint (folder or Hub id)"),
-    "evaluate": ("pitome_hf.evaluation.evaluate", "metric, GFLOPs, images/s of none vs ToMe vs PiToMe on a dataset"),
-    "benchmark": ("pitome_hf.measurement.benchmark", "images/s and FLOPs of none vs ToMe vs PiToMe, side by side"),
+    "evaluate": ("pitome_hf.commands.evaluate", "metric, GFLOPs, images/s of none vs ToMe vs PiToMe on a dataset"),
+    "benchmark": ("pitome_hf.commands.benchmark", "images/s and FLOPs of none vs ToMe vs PiToMe, side by side"),
     "study": ("pitome_hf.commands.study", "does PiToMe beat ToMe here? every configuration, paired 95% intervals, real weights"),
     "fidelity": ("pitome_hf.commands.fidelity", "fidelity to the unmerged model on real weights (text: MiniLM, dinov2: ViT-S/14)"),
     "export": ("pitome_hf.commands.export", "a PiToMe/ToMe vision model as a static ONNX graph for ONNX Runtime"),

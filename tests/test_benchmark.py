@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from pitome_hf.commands import benchmark as command
 from pitome_hf.measurement import benchmark
 from pitome_hf.measurement.timing import check_timing_settings
 
@@ -12,7 +13,7 @@ TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atten
 
 
 def args_for(*argv):
-    return benchmark.build_parser().parse_args(list(argv))
+    return command.build_parser().parse_args(list(argv))
 
 
 @pytest.mark.parametrize("family, extra", [
@@ -43,13 +44,13 @@ def test_embedded_default_eager_and_compiled_in_one_run():
 
 def test_short_settings_are_refused_or_flagged(tmp_path, capsys):
     with pytest.raises(ValueError, match="--warmup 0 --repeats 1 is too short.*--allow-short"):
-        benchmark.main(["vit", "--warmup", "0", "--repeats", "1"])
+        command.main(["vit", "--warmup", "0", "--repeats", "1"])
     assert check_timing_settings(1, 3) is None
     assert check_timing_settings(0, 1, allow_short=True).startswith("CAUTION")
     with pytest.raises(ValueError, match="--batch-size 0"):
-        benchmark.main(["vit", "--batch-size", "0"])
-    assert benchmark.main(["default", "--batch-size", "4", "--keep-ratios", "0.8", "--warmup", "0", "--repeats", "1",
-                           "--allow-short", "--json", str(tmp_path / "b.json")]) == 0
+        command.main(["vit", "--batch-size", "0"])
+    assert command.main(["default", "--batch-size", "4", "--keep-ratios", "0.8", "--warmup", "0", "--repeats", "1",
+                         "--allow-short", "--json", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
     assert "CAUTION" in out and "not measurements" in out
     assert json.loads((tmp_path / "b.json").read_text())["caveat"].startswith("CAUTION")
@@ -70,7 +71,7 @@ def test_subcommands_come_from_the_registry():
 
 def test_help_names_the_subcommand_and_defaults(capsys):
     with pytest.raises(SystemExit):
-        benchmark.main(["vit", "--help"])
+        command.main(["vit", "--help"])
     text = capsys.readouterr().out
     assert text.startswith("usage: pitome-hf benchmark vit") and "(default: 32)" in text and "(default: 5" in text
 

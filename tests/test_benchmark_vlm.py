@@ -83,7 +83,7 @@ def test_rows_side_by_side():
 
 
 def test_command_writes_json_and_table(tmp_path, capsys):
-    from pitome_hf.measurement.benchmark import main
+    from pitome_hf.commands.benchmark import main
 
     out = tmp_path / "ttft.json"
     assert main(["qwen2_5_vl", *TINY_ARGS, "--visual-tokens", "16", "--keep-ratios", "0.5", "--methods", "pitome",
@@ -110,14 +110,15 @@ def test_command_writes_json_and_table(tmp_path, capsys):
     (["--lm-layers", "0"], "--lm-layers 0: must be >= 1"),
 ])
 def test_bad_input_is_refused_before_timing(argv, message):
-    from pitome_hf.measurement.benchmark import main
+    from pitome_hf.commands.benchmark import main
 
     with pytest.raises(ValueError, match=message):
         main(["qwen2_5_vl", *TINY_ARGS, "--device", "cpu", "--no-flops-check", *argv])
 
 
 def test_classifier_benchmarks_do_not_offer_the_vlm_family():
-    from pitome_hf.measurement.benchmark import build_parser, subcommands
+    from pitome_hf.commands.benchmark import build_parser
+    from pitome_hf.measurement.benchmark import subcommands
 
     assert "qwen2_5_vl" not in subcommands() and "vit" in subcommands()
     args = build_parser().parse_args(["qwen2_5_vl", "--visual-tokens", "64", "128"])

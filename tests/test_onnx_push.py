@@ -52,7 +52,7 @@ def test_push_onnx_refuses_a_file_of_other_settings_before_any_request(hub, pito
 
 
 def test_benchmark_onnx_mode_rows_side_by_side(tmp_path):
-    from pitome_hf.measurement.benchmark import main
+    from pitome_hf.commands.benchmark import main
 
     out = tmp_path / "rows.json"
     assert main(["default", "--modes", "eager", "onnx", "--keep-ratios", "0.9", "--methods", "tome", "--batch-size", "8",

@@ -68,7 +68,7 @@ def test_sweeps_refuse_out_of_range_and_repeated_values():
 
 
 def test_evaluate_applies_the_merge_flags_to_every_merged_row(tmp_path):
-    from pitome_hf.evaluation import evaluate as evaluation
+    from pitome_hf.commands import evaluate as evaluation
 
     assert evaluation.main(["--limit", "64", "--keep-ratios", "0.8", "--methods", "none", "tome", "pitome",
                             "--no-proportional-attention", "--out", str(tmp_path), "--no-progress"]) == 0
@@ -81,8 +81,8 @@ def test_evaluate_applies_the_merge_flags_to_every_merged_row(tmp_path):
 
 def test_one_spelling_for_batch_device_and_dtype_across_commands():
     """evaluate and benchmark (and export's batch) spell these options alike; --batch stays an alias."""
-    from pitome_hf.evaluation.evaluate import build_parser as evaluate_parser
-    from pitome_hf.measurement.benchmark import build_parser as benchmark_parser
+    from pitome_hf.commands.benchmark import build_parser as benchmark_parser
+    from pitome_hf.commands.evaluate import build_parser as evaluate_parser
 
     ev = evaluate_parser().parse_args(["--batch-size", "8", "--device", "cpu", "--dtype", "bfloat16"])
     bench = benchmark_parser().parse_args(["vit", "--batch", "8", "--device", "cpu", "--dtype", "bfloat16"])
@@ -95,8 +95,7 @@ def test_every_command_writes_to_one_spelling_of_the_output_folder(command, caps
     """`--output` (alias `--out`) in every command that writes a folder (options.add_output_argument)."""
     import importlib
 
-    module = importlib.import_module({"evaluate": "pitome_hf.evaluation.evaluate"}.get(command,
-                                                                                    f"pitome_hf.commands.{command}"))
+    module = importlib.import_module(f"pitome_hf.commands.{command}")
     with pytest.raises(SystemExit):
         module.main(["--help"])
     assert "--output OUTPUT, --out OUTPUT" in capsys.readouterr().out

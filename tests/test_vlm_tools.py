@@ -142,7 +142,8 @@ def _vqa_set(root, n=3):
 
 
 def test_vqa_rows_at_equal_visual_token_counts(stock_folder, tmp_path, video_stand_in):
-    from pitome_hf.evaluation.evaluate import main, validate_report
+    from pitome_hf.commands.evaluate import main
+    from pitome_hf.evaluation.report import validate_report
     from pitome_hf.flops import qwen2_5_vl_prefill_flops
 
     data = _vqa_set(tmp_path)

@@ -1,3 +1,4 @@
-"""The commands that are not a capability of their own: `convert`, `push`, `overview`, `study`, `fidelity`, and the
-merge flags every command shares (`options.py`). `evaluate` lives in pitome_hf.evaluation and `benchmark` in
-pitome_hf.measurement; `pitome_hf/cli.py` dispatches to all of them."""
+"""The commands: `overview`, `convert`, `evaluate`, `benchmark`, `study`, `fidelity`, `export`, `push`, each a module
+with `main(argv)` that `pitome_hf/cli.py` dispatches to. A command reads its flags (the shared ones come from
+pitome_hf.options) and calls the rooms below it: evaluation, measurement, deployment, the registry; nothing below
+imports a command (tests/test_layering.py)."""

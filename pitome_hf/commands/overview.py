@@ -29,7 +29,8 @@ DINOV2_RATIOS = (0.9, 0.75)
 
 
 def accuracy_part(out: Path, progress: bool, limit: int | None = None) -> dict:
-    from pitome_hf.evaluation.evaluate import evaluate_model, markdown_table as eval_table, write_report
+    from pitome_hf.evaluation.evaluate import evaluate_model
+    from pitome_hf.evaluation.report import markdown_table as eval_table, write_report
 
     report = evaluate_model(out_dir=out / "evaluate", progress=progress, limit=limit)
     write_report(report, out / "evaluate")

@@ -139,7 +139,7 @@ def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[
     """Markdown table of the evaluation report and the EvalResult entries for this model's own setting."""
     from huggingface_hub import EvalResult
 
-    from pitome_hf.evaluation.evaluate import markdown_table, primary_metric, validate_report
+    from pitome_hf.evaluation.report import markdown_table, primary_metric, validate_report
 
     if report is None:
         return NO_RESULTS, []
@@ -252,7 +252,7 @@ METRICS_IN_UNIT_RANGE = ("accuracy", "recall", "vqa")  # metric names (prefixes)
 def check_report(report: dict, folder: Path, config: dict) -> dict:
     """The evaluation report belongs to this model and its numbers are sane; returns it, or raises ValueError saying
     what differs (model, task, family, configuration, or the bad value)."""
-    from pitome_hf.evaluation.evaluate import validate_report
+    from pitome_hf.evaluation.report import validate_report
 
     if not isinstance(report, dict):
         raise ValueError(f"the evaluation report is a {type(report).__name__}, not a pitome_hf results.json object.")
@@ -292,7 +292,7 @@ def check_report(report: dict, folder: Path, config: dict) -> dict:
 def _check_same_weights(report: dict, folder: Path) -> None:
     """A report that measured this very folder and recorded its weights' hash (`weights_fingerprint`) must match the
     weights there now: a folder replaced since the evaluation is refused (ValueError)."""
-    from pitome_hf.evaluation.evaluate import model_fingerprint
+    from pitome_hf.evaluation.fingerprints import model_fingerprint
 
     recorded, model = report.get("weights_fingerprint"), str(report.get("model", ""))
     if not recorded or not Path(model).exists() or Path(model).resolve() != folder.resolve():
@@ -454,7 +454,7 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
     way it must load in ONNX Runtime, carry this folder's merge settings and match PyTorch on a dummy input first."""
     from huggingface_hub import HfApi, ModelCard
 
-    from pitome_hf.evaluation.evaluate import model_fingerprint
+    from pitome_hf.evaluation.fingerprints import model_fingerprint
 
     folder = Path(folder)
     if not HUB_ID.match(repo_id):
