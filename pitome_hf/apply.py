@@ -9,6 +9,7 @@ import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from pitome_hf.families import all_entries, entry_for_class
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling.merge_config import MERGE_FIELDS, check_names, resolve_update
 
 

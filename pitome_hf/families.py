@@ -17,6 +17,7 @@ import torch
 import transformers
 
 from pitome_hf import flops
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling import (
     PiToMeBertForSequenceClassification,
     PiToMeBertModel,

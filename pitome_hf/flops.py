@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling import (
     PiToMeBertConfig,
     PiToMeDinov2Config,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling.merge_config import MERGE_FIELD_TABLE, MergeField
 
 ALIASES = {"merge_preset": ("--preset",), "merge_method": ("--method",)}  # short spellings kept for convert

@@ -30,6 +30,7 @@ from pitome_hf.evaluation.data import DataSpec
 from pitome_hf.evaluation.evaluate import DEFAULT_KEEP_RATIOS, DEFAULT_METHODS, evaluate_model
 from pitome_hf.evaluation.report import markdown_table, write_report
 from pitome_hf.evaluation.tasks import TASKS
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling.merging import METHODS
 from pitome_hf.options import (
     SWEPT, add_batch_argument, add_device_arguments, add_merge_arguments, add_output_argument,

@@ -29,6 +29,7 @@ import torch
 
 from pitome_hf.measurement.timing import fixed, markdown_table
 from pitome_hf.options import SWEPT, add_merge_arguments, add_output_argument, check_sweep, merge_arguments
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling.merge_config import MergeSettings
 
 TEXT_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5)

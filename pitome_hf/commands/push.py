@@ -25,6 +25,7 @@ from typing import Optional
 
 from pitome_hf.checkpoints import HUB_ID
 from pitome_hf.families import entry_for_config_dict, family_of, pitome_model_types
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling.merge_config import MergeSettings
 
 CITATION = """@inproceedings{tran2024pitome,

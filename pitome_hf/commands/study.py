@@ -42,6 +42,7 @@ import torch
 from pitome_hf.apply import apply_pitome
 from pitome_hf.options import add_output_argument, check_sweep
 from pitome_hf.families import family_named
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling.merge_config import MergeSettings, preset_settings
 
 DEFAULT_RATIOS = (0.95, 0.9, 0.85, 0.75)

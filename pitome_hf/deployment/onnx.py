@@ -246,6 +246,7 @@ def merge_metadata(model, facts: dict, token_counts) -> dict:
 
     import pitome_hf
     from pitome_hf.families import family_of
+    # pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
     from pitome_hf.modeling.merge_config import MERGE_FIELDS
 
     config = model.config

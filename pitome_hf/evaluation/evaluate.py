@@ -27,6 +27,7 @@ from pitome_hf.evaluation.report import (
 )
 from pitome_hf.evaluation.tasks import TASK_CLASSES, TASKS, timed_run
 from pitome_hf.measurement.timing import Progress, compiled_runs, peak_memory_mb, sweep
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling.merge_config import MergeSettings
 from pitome_hf.modeling.merging import METHODS
 from pitome_hf.options import check_sweep

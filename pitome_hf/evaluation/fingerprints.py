@@ -65,6 +65,7 @@ def code_fingerprint() -> str:
     import transformers
 
     import pitome_hf
+    # pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
     import pitome_hf.modeling
 
     names = {}  # named inside the package, wherever it is installed (the modeling folder sits apart when editable)

@@ -371,6 +371,7 @@ class ImageClassification(Task):
         return vit_flops(net.config, image_size=self.image_size) / 1e9
 
     def token_counts(self, net):
+        # pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
         from pitome_hf.modeling import token_schedule
 
         patch = net.config.patch_size if isinstance(net.config.patch_size, int) else net.config.patch_size[0]

@@ -151,6 +151,7 @@ def bench_family(family: str, args, config_overrides: dict | None = None) -> lis
 
 def bench_default(args) -> list[dict]:
     """The embedded Fashion-MNIST ViT with its real weights (49 patch tokens, width 96, 4 layers)."""
+    # pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
     from pitome_hf.modeling import PiToMeViTForImageClassification
     from pitome_hf.paths import DEFAULT_MODEL
 

@@ -18,6 +18,7 @@ import torch
 
 from pitome_hf.flops import llava_prefill_flops
 from pitome_hf.measurement.timing import default_device, markdown_table, time_call
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
 
 LLAVA15_VISION = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
+# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
 from pitome_hf.modeling.merge_state import MergeState
 
 MIN_WARMUP, MIN_REPEATS = 1, 3  # below this a timing is not a measurement
