@@ -272,16 +272,6 @@ def test_the_modeling_mapping_is_documented_where_it_is_used():
     assert lacking == [], f"put {MODELING_NOTE!r} on the line above the first import of pitome_hf.modeling"
 
 
-def test_no_module_of_the_toolkit_grows_past_500_lines():
-    """Rooms of one concern (issue #32): the evaluate sweep was split by concern; the modules still over 500 lines are
-    listed, to be split in turn, and none may join them."""
-    known = {"pitome_hf/evaluation/tasks.py", "pitome_hf/commands/push.py", "pitome_hf/commands/fidelity.py",
-             "pitome_hf/deployment/onnx.py"}
-    files = modules_in({"pitome_hf": ROOT / "pitome_hf"}).values()
-    long = {str(p.relative_to(ROOT)) for p in files if len(p.read_text().splitlines()) > 500}
-    assert long <= known, f"over 500 lines: {sorted(long - known)}"
-
-
 def test_old_import_paths_keep_working():
     """Names that moved to the ground floor or were split out of evaluate stay importable where they were."""
     from pitome_hf import checkpoints, paths
