@@ -33,6 +33,8 @@ from pitome_hf.modeling import (
     PiToMeLlavaOnevisionModel,
     PiToMeLlavaOnevisionProcessor,
     PiToMeLlavaProcessor,
+    llava_merge_settings,
+    llava_num_image_tokens,
     llava_onevision_dummy_inputs,
     PiToMeQwen2_5_VLForConditionalGeneration,
     PiToMeQwen2_5_VLModel,
@@ -147,6 +149,21 @@ ONEVISION_VQA_PROMPT = ("<|im_start|>user <image>\n{}\nAnswer the question using
                         "<|im_start|>assistant\n")
 
 
+# LLaVA-1.5's vision tower, CLIP-L/14-336 (576 patches, 24 layers, feature layer -2), and a small random Llama of
+# lm_layers x lm_hidden in place of its 7B language model (32 x 4096): `pitome-hf benchmark llava` times this shape
+LLAVA15_VISION = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                      num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
+
+
+def llava15_config(lm_layers: int = 4, lm_hidden: int = 1024, vocab: int = 1000, vision: dict | None = None, **kw):
+    text = dict(model_type="llama", vocab_size=vocab, hidden_size=lm_hidden, intermediate_size=lm_hidden * 8 // 3,
+                num_hidden_layers=lm_layers, num_attention_heads=max(1, lm_hidden // 128),
+                num_key_value_heads=max(1, lm_hidden // 128), max_position_embeddings=4096, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)
+    return transformers.LlavaConfig(vision_config=vision or LLAVA15_VISION, text_config=text,
+                                    image_token_index=vocab - 1, attn_implementation="sdpa", **kw)
+
+
 # Qwen2.5-VL-3B-Instruct's shape (its config.json); the benchmark replaces the language model's 36 layers (--lm-layers)
 QWEN2_5_VL_3B = dict(
     vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
@@ -207,6 +224,22 @@ class BenchmarkShape:
 
 
 @dataclass(frozen=True)
+class GenerationBenchmark:
+    """`pitome-hf benchmark <family>` for a vision-language family whose vision tower merges (pitome_hf.measurement.
+    benchmark_llava: image tokens, time to first token, latency, KV cache): the `stock` class built with random weights
+    from `config(lm_layers, lm_hidden, vision=None)` (--lm-layers, --lm-hidden; `vision`: other tower fields),
+    `image_tokens(config)` (one image's tokens reaching the language model), the default keep `ratios`, the
+    subcommand's `title` and the table's `heading` (formatted with lm_layers and lm_hidden)."""
+
+    stock: str
+    config: Callable
+    image_tokens: Callable
+    ratios: tuple
+    title: str
+    heading: str
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     models: tuple  # of ModelEntry; the first one is the family's main class
@@ -228,6 +261,11 @@ class Family:
     vqa_prompt: Optional[str] = None
     # why `pitome-hf export` cannot write this family as one static ONNX graph (None: it can, vision models)
     onnx_refusal: Optional[str] = None
+    # a vision-language family whose vision tower merges before the language model reads the image tokens (LLaVA-1.5):
+    # config -> the MergeSettings the tower runs with (evaluate's vqa rows then report the tower's token schedule;
+    # None: the image tokens reaching the language model, per question), and its `pitome-hf benchmark` subcommand
+    vision_merge_settings: Optional[Callable] = None
+    generation_benchmark: Optional[GenerationBenchmark] = None
 
     @property
     def config_classes(self) -> tuple:
@@ -307,6 +345,11 @@ FAMILIES: tuple[Family, ...] = (
         dummy_inputs=_llava_inputs,
         tasks=("vqa",),
         processor=PiToMeLlavaProcessor,
+        vision_merge_settings=llava_merge_settings,
+        generation_benchmark=GenerationBenchmark(
+            "LlavaForConditionalGeneration", llava15_config, llava_num_image_tokens, (0.95, 0.925, 0.9),
+            "LLaVA-1.5 shape: image tokens, TTFT, latency, KV cache",
+            "LLaVA-1.5-shaped (CLIP-L/14-336 tower, {lm_layers}-layer Llama, hidden {lm_hidden}), random weights"),
         description="LLaVA-1.5: the CLIP tower merges before the feature layer; the processor emits the merged count",
     ),
     Family(

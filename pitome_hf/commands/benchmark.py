@@ -64,10 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         shapes = list(family_named(name).benchmark.shapes) if name != "default" else []
         if len(shapes) > 1:
             p.add_argument("--shapes", nargs="+", default=shapes, choices=shapes, help="which shapes (default: all)")
-    llava = sub.add_parser("llava", help="LLaVA-1.5 shape: image tokens, TTFT, latency, KV cache",
-                           description=benchmark_llava.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _common(llava, 1, [0.95, 0.925, 0.9])
-    benchmark_llava.add_arguments(llava)
+    for family in FAMILIES:  # a vision tower that merges, in a generating model (LLaVA-1.5)
+        if benchmark_llava.is_generation_benchmark(family):
+            benchmark_llava.add_parser(sub, family, _common)
     for family in FAMILIES:
         if benchmark_vlm.is_vlm_benchmark(family):
             benchmark_vlm.add_parser(sub, family, _common)
@@ -86,10 +85,9 @@ def main(argv=None) -> int:
     setup = f"torch {torch.__version__}, {torch.get_num_threads()} threads" + (f", {malloc}" if malloc else "")
     if args.family in benchmark_vlm.subcommand_names():
         return benchmark_vlm.main(args, caveat, setup)
-    if args.family == "llava":
+    if args.family in benchmark_llava.subcommand_names():
         rows = benchmark_llava.run(args)
-        print(f"LLaVA-1.5-shaped (CLIP-L/14-336 tower, {args.lm_layers}-layer Llama, hidden {args.lm_hidden}), random "
-              f"weights, batch {args.batch_size}, {rows[0]['device']}, {args.dtype}, {setup}")
+        print(benchmark_llava.heading(args, rows, setup))
         print(benchmark_llava.markdown(rows))
     else:
         runner, _, _, _, title = subcommands()[args.family]

@@ -611,16 +611,17 @@ class VisualQuestionAnswering(Task):
         return self._mean(net, 0) / 1e9
 
     def token_counts(self, net):
-        """LLaVA-1.5: the vision tower's tokens per layer; families that reduce at the language model's input: the
-        mean number of image tokens per question reaching it."""
+        """A family whose vision tower merges (the registry's `vision_merge_settings`, LLaVA-1.5): the tower's tokens
+        per layer; families that reduce at the language model's input: the mean number of image tokens per question
+        reaching it."""
         from pitome_hf.modeling import token_schedule
-        from pitome_hf.modeling.configuration_pitome_llava import PiToMeLlavaConfig, llava_merge_settings
 
-        if not isinstance(net.config, PiToMeLlavaConfig):
+        tower = self.family.vision_merge_settings
+        if tower is None:
             return [round(self._mean(net, 1))]
         vision = net.config.vision_config
         patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
-        return token_schedule(llava_merge_settings(net.config), num_tokens=(self.image_size // patch) ** 2)
+        return token_schedule(tower(net.config), num_tokens=(self.image_size // patch) ** 2)
 
 
 def vqa_answers(rows, column: str) -> list[list[str]]:

@@ -15,41 +15,45 @@ from __future__ import annotations
 import argparse
 
 import torch
+import transformers
 
-from pitome_hf.flops import llava_prefill_flops
+from pitome_hf.families import FAMILIES, LLAVA15_VISION, family_named  # noqa: F401 (LLAVA15_VISION: its old home)
+from pitome_hf.families import llava15_config as llava_config  # noqa: F401 (the old name)
 from pitome_hf.measurement.timing import default_device, markdown_table, time_call
-# pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)
-from pitome_hf.modeling.configuration_pitome_llava import llava_num_image_tokens
 
-LLAVA15_VISION = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                      num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
-
-
-def llava_config(lm_layers: int = 4, lm_hidden: int = 1024, vocab: int = 1000, vision: dict | None = None, **kw):
-    from transformers import LlavaConfig
-
-    text = dict(model_type="llama", vocab_size=vocab, hidden_size=lm_hidden, intermediate_size=lm_hidden * 8 // 3,
-                num_hidden_layers=lm_layers, num_attention_heads=max(1, lm_hidden // 128),
-                num_key_value_heads=max(1, lm_hidden // 128), max_position_embeddings=4096, pad_token_id=0,
-                bos_token_id=1, eos_token_id=2)
-    return LlavaConfig(vision_config=vision or LLAVA15_VISION, text_config=text, image_token_index=vocab - 1,
-                       attn_implementation="sdpa", **kw)
+# Every registry family with a `generation_benchmark` (pitome_hf.families.GenerationBenchmark: a vision-language model
+# whose vision tower merges) gets this subcommand (`add_parser`); LLaVA-1.5 is the one today. The module docstring is
+# the subcommand's --help description.
 
 
-def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = None, dtype: str = "float32",
+def is_generation_benchmark(family) -> bool:
+    """Whether `family`'s benchmark is this one (a `generation_benchmark` in its registry entry)."""
+    return family.generation_benchmark is not None
+
+
+def subcommand_names() -> tuple:
+    return tuple(f.name for f in FAMILIES if is_generation_benchmark(f))
+
+
+def bench_llava(batch: int = 1, ratios=None, device: str | None = None, dtype: str = "float32",
                 new_tokens: int = 32, text_tokens: int = 32, repeats: int = 3, lm_layers: int = 4,
                 lm_hidden: int = 1024, vision: dict | None = None, warmup: int = 1, methods=("tome", "pitome"),
-                extra: dict | None = None) -> list[dict]:
-    from transformers import LlavaForConditionalGeneration
-
+                extra: dict | None = None, family: str = "llava") -> list[dict]:
+    """Time `family`'s generation benchmark (its registry entry's `generation_benchmark`; `ratios` default to its
+    own): the unmerged model, then each method at each keep ratio; one row per run."""
     from pitome_hf.apply import apply_pitome
 
+    entry = family_named(family)
+    spec = entry.generation_benchmark
+    if spec is None:
+        raise ValueError(f"{family} has no generation benchmark (no generation_benchmark in its registry entry).")
+    ratios = spec.ratios if ratios is None else ratios
     dev = torch.device(device) if device else default_device()
     torch_dtype = getattr(torch, dtype)
     torch.manual_seed(0)
-    config = llava_config(lm_layers, lm_hidden, vision=vision)
+    config = spec.config(lm_layers, lm_hidden, vision=vision)
     with torch.device(dev):  # random weights made where they run (a 7B model would take minutes on the host)
-        stock = LlavaForConditionalGeneration(config).eval().to(torch_dtype)
+        stock = getattr(transformers, spec.stock)(config).eval().to(torch_dtype)
     size = config.vision_config.image_size
     pixel = torch.randn(batch, 3, size, size, device=dev, dtype=torch_dtype)
     text = torch.randint(3, config.text_config.vocab_size - 1, (batch, text_tokens), device=dev)
@@ -57,8 +61,8 @@ def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = 
     runs = [("none", 1.0)] + [(m, r) for r in ratios for m in methods]
     for method, ratio in runs:
         model = apply_pitome(stock, merge_method=method, keep_ratio=ratio, **({} if method == "none" else extra or {}))
-        n_img = llava_num_image_tokens(model.config)
-        image = torch.full((batch, n_img), config.image_token_index, device=dev)
+        n_img = spec.image_tokens(model.config)
+        image = torch.full((batch, n_img), config.image_token_id, device=dev)
         ids = torch.cat([text[:, :1], image, text[:, 1:]], dim=1)
         inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixel)
 
@@ -73,7 +77,7 @@ def bench_llava(batch: int = 1, ratios=(0.95, 0.925, 0.9), device: str | None = 
         seq = ids.shape[1] + new_tokens
         kv_bytes = (2 * text_cfg.num_hidden_layers * batch * text_cfg.num_key_value_heads * head_dim * seq
                     * torch.finfo(torch_dtype).bits // 8)
-        flops = llava_prefill_flops(model.config, text_tokens)
+        flops = entry.flops(model.config, text_tokens)
         if base is None:
             base = dict(ttft=ttft, flops=flops)
         rows.append(dict(method=method, keep_ratio=ratio, image_tokens=n_img, ttft_s=ttft, latency_s=total,
@@ -98,6 +102,24 @@ def markdown(rows: list[dict]) -> str:
                           COLUMNS)
 
 
+def heading(args, rows: list[dict], setup: str) -> str:
+    """The line above the table: the registry's heading of the shape, then the batch, device, dtype and setup."""
+    spec = family_named(args.family).generation_benchmark
+    return (f"{spec.heading.format(lm_layers=args.lm_layers, lm_hidden=args.lm_hidden)}, batch {args.batch_size}, "
+            f"{rows[0]['device']}, {args.dtype}, {setup}")
+
+
+def add_parser(sub, family, common) -> argparse.ArgumentParser:
+    """`pitome-hf benchmark <family>` for a family with a generation benchmark; `common(parser, batch, ratios)` adds
+    the options every benchmark shares."""
+    spec = family.generation_benchmark
+    parser = sub.add_parser(family.name, help=spec.title, description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(parser, 1, list(spec.ratios))
+    add_arguments(parser)
+    return parser
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The LLaVA benchmark's own options (the common ones come from pitome_hf.measurement.benchmark)."""
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated for the latency (default: %(default)s)")
@@ -113,4 +135,4 @@ def run(args) -> list[dict]:
 
     return bench_llava(args.batch_size, args.keep_ratios, args.device, args.dtype, args.new_tokens, args.text_tokens,
                        repeats=args.repeats, lm_layers=args.lm_layers, lm_hidden=args.lm_hidden, warmup=args.warmup,
-                       methods=args.methods, extra=merge_arguments(args))
+                       methods=args.methods, extra=merge_arguments(args), family=args.family)
