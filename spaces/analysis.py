@@ -351,7 +351,7 @@ def side_markdown(side: Side, base: Optional[Side] = None, layer: Optional[int] 
     final = side.token_counts[-1] if side.token_counts else "?"
     lines = [
         f"**Latency:** {side.latency_ms:.1f} ms (measured, batch 1, median of {LATENCY_REPEATS} runs)",
-        f"**GFLOPs:** {side.gflops:.4g} (analytic, pitome_hf.measurement.flops)",
+        f"**GFLOPs:** {side.gflops:.4g} (analytic, pitome_hf.flops)",
         f"**Tokens after the last layer:** {final}" + (f" of {side.token_counts[0]}" if side.token_counts else ""),
     ]
     if base is not None and side.latency_ms > 0 and side.gflops > 0:

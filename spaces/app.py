@@ -3,7 +3,7 @@
 Pick an image (or an example), a model by name, the merging methods to compare (PiToMe and ToMe by default,
 PiToMe-BSM offered) and a keep ratio. One event runs the unmerged model and every ticked method at the same keep
 ratio; each method gets its own merge map (after the layer you pick) and figures: measured latency, analytic GFLOPs
-(pitome_hf.measurement.flops), tokens left, and top-5 predictions (classifiers) or feature fidelity (backbones). The page opens
+(pitome_hf.flops), tokens left, and top-5 predictions (classifiers) or feature fidelity (backbones). The page opens
 on the first example already compared (computed once at start-up).
 
     make demo                                   # local, http://127.0.0.1:7860
@@ -418,7 +418,7 @@ def build_demo() -> gr.Blocks:
         table = _example_table(rows)
         gr.Markdown(
             "Latency is measured here on a shared CPU (batch 1, median of "
-            f"{LATENCY_REPEATS}); GFLOPs are counted analytically by `pitome_hf.measurement.flops`. Example photos: scikit-image "
+            f"{LATENCY_REPEATS}); GFLOPs are counted analytically by `pitome_hf.flops`. Example photos: scikit-image "
             "sample data (public domain / CC0); the ankle boot is from Fashion-MNIST (MIT)."
         )
         _wire(c, table, rows)
