@@ -76,6 +76,17 @@ def reduce_input(x: torch.Tensor, metric: torch.Tensor, keep: int, settings, rec
     return reduce_to_budget(x, metric, keep, settings.layer_values(0))
 
 
+def follow_reduction(values: torch.Tensor, token_map: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Other per-token values of the same input (n, C') reduced by the same plan: output token j is the mean of the
+    values of the stock tokens it holds (`token_map[i] == j`; a dropped token, -1, counts for none), i.e. the
+    size-weighted mean every merge of this package computes, from unit sizes. For a pure selection each output
+    token holds one stock token: its row is that token's row. Used for Qwen3-VL's DeepStack features."""
+    held = token_map >= 0
+    out = torch.zeros(sizes.shape[0], values.shape[-1], dtype=torch.float32, device=values.device)
+    out.index_add_(0, token_map[held], values[held].float())
+    return (out / sizes.to(out.device, torch.float32)[:, None]).to(values.dtype)
+
+
 def attention_received(q: torch.Tensor, k: torch.Tensor, cu_seqlens, scaling: float) -> torch.Tensor:
     """Attention mass each token receives: q, k (N, H, d) of one block (as its attention uses them), segments
     `cu_seqlens` (the block's attention groups) -> (N,) float32, sum over the segment's queries of the softmax
@@ -126,4 +137,4 @@ def visionzip_select(x: torch.Tensor, metric: torch.Tensor, received: torch.Tens
     return out[0], new_sizes[0], plan.output_order()[0], pos[0]
 
 
-__all__ = ["attention_received", "contextual_count", "reduce_input", "reduce_to_budget", "visionzip_plan", "visionzip_select"]
+__all__ = ["attention_received", "contextual_count", "follow_reduction", "reduce_input", "reduce_to_budget", "visionzip_plan", "visionzip_select"]
