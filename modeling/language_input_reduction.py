@@ -257,7 +257,13 @@ class ReducedInputModelMixin:
             allowed = allowed & attention_mask[:, None, -keys:].bool()
         mask = torch.zeros(batch, length, keys, dtype=dtype, device=ref.device)
         mask = mask.masked_fill(~allowed, torch.finfo(dtype).min) + key_bias[:, None, :].to(dtype)
-        return {"full_attention": mask[:, None]}
+        return self._language_masks(mask[:, None], attention_mask, ref, past)
+
+    def _language_masks(self, mask, attention_mask, ref, past):
+        """What the language model's forward takes as its attention mask, given the 4-D float mask of its attention
+        layers: by default the mapping {"full_attention": mask} (a language model that reads a prepared mapping); a
+        family whose language model takes a prepared 4-D mask directly, or has other layer kinds, says so here."""
+        return {"full_attention": mask}
 
 
 class ReducedGenerationMixin:
@@ -303,6 +309,10 @@ class ReducedGenerationMixin:
                     setattr(output, name, value[torch.tensor(order, device=value.device)])
                 elif value is not None:
                     setattr(output, name, tuple(value[i] for i in order))
+            for name in getattr(output, "per_level_fields", ()):  # one per-input sequence per level (DeepStack)
+                value = getattr(output, name, None)
+                if value is not None:
+                    setattr(output, name, [tuple(level[i] for i in order) for level in value])
         if others:
             super()._expand_multimodal_outputs(input_ids, others, expand_size=expand_size, inputs_embeds=inputs_embeds)
         return mm_encoder_output
