@@ -39,7 +39,11 @@ from pitome_hf.modeling import (
     PiToMeQwen2_5_VLForConditionalGeneration,
     PiToMeQwen2_5_VLModel,
     PiToMeQwen2_5_VLProcessor,
+    PiToMeQwen3VLForConditionalGeneration,
+    PiToMeQwen3VLModel,
+    PiToMeQwen3VLProcessor,
     qwen2_5_vl_dummy_inputs,
+    qwen3_vl_dummy_inputs,
     PiToMeSiglipModel,
     PiToMeSiglipVisionModel,
     PiToMeViTForImageClassification,
@@ -176,6 +180,22 @@ QWEN2_5_VL_3B = dict(
     image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653,
     tie_word_embeddings=True,
 )
+# Qwen3-VL-2B / 4B shapes (their published config.json, as we know them; no config is offline to check against):
+# the tower of 24 blocks with DeepStack after blocks 5, 11 and 17, the language model with head_dim 128
+_QWEN3_VL_TOWER = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16,
+                       spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
+                       deepstack_visual_indexes=[5, 11, 17], in_channels=3, hidden_act="gelu_pytorch_tanh")
+_QWEN3_TEXT = dict(vocab_size=151936, max_position_embeddings=262144, rms_norm_eps=1e-6, head_dim=128,
+                   bos_token_id=151643, eos_token_id=151645, tie_word_embeddings=True,
+                   rope_parameters={"rope_type": "default", "mrope_section": [24, 20, 20], "rope_theta": 5000000.0})
+_QWEN_TOKENS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                    vision_end_token_id=151653, tie_word_embeddings=True)
+QWEN3_VL_2B = dict(vision_config=dict(_QWEN3_VL_TOWER, out_hidden_size=2048),
+                   text_config=dict(_QWEN3_TEXT, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                                    num_attention_heads=16, num_key_value_heads=8), **_QWEN_TOKENS)
+QWEN3_VL_4B = dict(vision_config=dict(_QWEN3_VL_TOWER, out_hidden_size=2560),
+                   text_config=dict(_QWEN3_TEXT, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                                    num_attention_heads=32, num_key_value_heads=8), **_QWEN_TOKENS)
 QWEN_VQA_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
                    "<|image_pad|><|vision_end|>{} Answer the question using a single word or phrase.<|im_end|>\n"
                    "<|im_start|>assistant\n")
@@ -397,6 +417,24 @@ FAMILIES: tuple[Family, ...] = (
                                  visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen2_5_vl_prompt),
         description="Qwen2.5-VL: each image's visual tokens reduced to a budget at the language model's input "
         "(PiToMe, ToMe or VisionZip-style), survivors at their stock M-RoPE positions",
+    ),
+    Family(
+        "qwen3_vl",
+        (
+            _m("Qwen3VLForConditionalGeneration", PiToMeQwen3VLForConditionalGeneration, "image-text-to-text"),
+            _m("Qwen3VLModel", PiToMeQwen3VLModel, "image-text-to-text"),
+        ),
+        flops=flops.qwen3_vl_prefill_flops,
+        dummy_inputs=qwen3_vl_dummy_inputs,
+        tasks=("vqa",),
+        processor=PiToMeQwen3VLProcessor,
+        vqa_prompt=QWEN_VQA_PROMPT,
+        benchmark=BenchmarkShape("Qwen3VLForConditionalGeneration",
+                                 {"Qwen3-VL-2B": QWEN3_VL_2B, "Qwen3-VL-4B": QWEN3_VL_4B}, (0.5,),
+                                 "Qwen3-VL-2B/4B shapes (language model cut to --lm-layers), random weights",
+                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen2_5_vl_prompt),
+        description="Qwen3-VL: each image's (each video frame's) visual tokens reduced to a budget at the language "
+        "model's input, DeepStack features reduced alike, survivors at their stock M-RoPE positions",
     ),
     Family(
         "llava_onevision",

@@ -277,6 +277,50 @@ def qwen2_5_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: It
     return total + decoder_prefill_flops(text, visual_tokens + int(prompt_text_tokens))
 
 
+def qwen3_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: Iterable = ((1, 16, 16),),
+                           eager_vision_attention: bool = True) -> int:
+    """Analytic FLOPs of one prompt's prefill through a (PiToMe or stock) Qwen3-VL, or Qwen3.5 (its tower without
+    DeepStack, its hybrid language model: `qwen3_5_decoder_prefill_flops`): the vision tower for each image or video
+    of grid (t, h, w) patches (patch embedding, every block with full attention within each temporal patch, a gelu
+    MLP, the 2x2 merger and one merger per DeepStack level; the learned position embedding's interpolation is not a
+    matmul), the reduction to `qwen_visual_token_count` tokens, each temporal patch apart (the similarity matmuls of
+    every bipartite step, or VisionZip-style: the last block's scores and the assignment's similarities), and the
+    language model over the visual tokens plus `prompt_text_tokens` (logits of the last token only). Adding the
+    DeepStack rows to the hidden states is not a matmul."""
+    from pitome_hf.modeling.qwen_reduction import qwen_visual_token_count
+
+    vision, text = config.vision_config, config.text_config
+    C, I, H = vision.hidden_size, vision.intermediate_size, vision.num_heads
+    sms, p, tp = vision.spatial_merge_size, vision.patch_size, vision.temporal_patch_size
+    unit = sms * sms
+    D = vision.out_hidden_size
+    mergers = 1 + len(getattr(vision, "deepstack_visual_indexes", None) or ())
+    settings, active, visionzip = _reduction_of(config)
+    total, visual_tokens = 0, 0
+    for grid in image_grid_thw:
+        t, h, w = (int(v) for v in grid)
+        N, frame = t * h * w, h * w
+        total += 2 * N * C * vision.in_channels * tp * p * p  # patch embedding (conv3d)
+        per_block = 2 * N * C * 3 * C + 2 * N * C * C + 2 * 2 * N * C * I  # qkv, proj, MLP (two matmuls)
+        if eager_vision_attention:
+            per_block += t * 4 * frame * frame * C  # scores and weighted sum, one group per temporal patch
+        total += vision.depth * per_block
+        n = N // unit
+        total += mergers * (2 * n * (unit * C) ** 2 + 2 * n * unit * C * D)  # merger MLPs
+        k = qwen_visual_token_count(config, (t, h, w)) if active else n
+        if active and k < n:
+            c = (C // H) * unit if settings.merge_metric == "keys" else D
+            frames = t if getattr(config, "frames_apart", False) else 1
+            if visionzip:
+                total += t * 2 * frame * frame * C  # the last block's scores, for the attention received
+            total += frames * reduction_flops(settings.method_at(0), n // frames, k // frames, c, visionzip)
+        visual_tokens += k
+    tokens = visual_tokens + int(prompt_text_tokens)
+    if getattr(text, "layer_types", None) is not None and "linear_attention" in text.layer_types:
+        return total + qwen3_5_decoder_prefill_flops(text, tokens)
+    return total + decoder_prefill_flops(text, tokens)
+
+
 def _reduction_of(config) -> tuple:
     """(settings, whether anything is reduced, whether VisionZip-style) of a vision-language config that reduces at
     the language model's input; a stock config reduces nothing."""
@@ -305,12 +349,13 @@ def reduction_flops(method: str, n: int, k: int, c: int, visionzip: bool = False
 
 
 def decoder_prefill_flops(text, tokens: int) -> int:
-    """A decoder language model (Llama/Qwen2 layout: q, k, v, o with grouped keys, gated MLP) over `tokens` tokens,
-    with the logits of the last token only."""
+    """A decoder language model (Llama/Qwen2/Qwen3 layout: q, k, v, o with grouped keys and the config's head_dim,
+    gated MLP) over `tokens` tokens, with the logits of the last token only."""
     C, I, L = text.hidden_size, text.intermediate_size, text.num_hidden_layers
-    kv = text.num_key_value_heads * (C // text.num_attention_heads)
-    per_token = 2 * (2 * C * C + 2 * C * kv) + 2 * 3 * C * I
-    return L * (tokens * per_token + 2 * 2 * tokens * tokens * C) + 2 * C * text.vocab_size
+    head = getattr(text, "head_dim", None) or C // text.num_attention_heads
+    q, kv = text.num_attention_heads * head, text.num_key_value_heads * head
+    per_token = 2 * (2 * C * q + 2 * C * kv) + 2 * 3 * C * I
+    return L * (tokens * per_token + 2 * 2 * tokens * tokens * q) + 2 * C * text.vocab_size
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -129,9 +129,24 @@ def qwen2_5_vl_config():
                                          vision_end_token_id=QWEN_END)
 
 
+def qwen3_vl_config():
+    """Qwen3-VL at the Qwen2.5-VL fixture's sizes: two blocks, each feeding a DeepStack level, a 4 x 4 learned
+    position grid, a language model of two layers (each adds one DeepStack level) with head_dim 16."""
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=2, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=32, deepstack_visual_indexes=[0, 1],
+                  num_position_embeddings=16, in_channels=3)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                head_dim=16, vocab_size=64, max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+                eos_token_id=2, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3],
+                                                 "rope_theta": 10000.0})
+    return transformers.Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=QWEN_IMAGE,
+                                      video_token_id=QWEN_VIDEO, vision_start_token_id=QWEN_START,
+                                      vision_end_token_id=QWEN_END)
+
+
 def _qwen_count(config, grid) -> int:
     if hasattr(config, "keep_ratio"):
-        from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import qwen_visual_token_count
+        from pitome_hf.modeling.qwen_reduction import qwen_visual_token_count
 
         return qwen_visual_token_count(config, grid)
     return grid[0] * grid[1] * grid[2] // 4
@@ -247,6 +262,11 @@ FIXTURES = {
         flops=qwen2_5_vl_flops, compare=("logits",)),
     "Qwen2_5_VLModel": Fixture(qwen2_5_vl_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24,
                                schedule_settings=qwen2_5_vl_schedule, compare=("last_hidden_state",)),
+    "Qwen3VLForConditionalGeneration": Fixture(
+        qwen3_vl_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24, schedule_settings=qwen2_5_vl_schedule,
+        flops=qwen2_5_vl_flops, compare=("logits",)),
+    "Qwen3VLModel": Fixture(qwen3_vl_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24,
+                            schedule_settings=qwen2_5_vl_schedule, compare=("last_hidden_state",)),
     "LlavaOnevisionForConditionalGeneration": Fixture(
         llava_onevision_config, llava_onevision_inputs, num_tokens=lambda c: 16, schedule_settings=qwen2_5_vl_schedule,
         flops=llava_onevision_flops, compare=("logits",)),

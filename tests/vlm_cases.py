@@ -14,13 +14,14 @@ import pytest
 import torch
 import transformers
 
-from pitome_hf.modeling import PiToMeLlavaOnevisionProcessor, PiToMeQwen2_5_VLProcessor
+from pitome_hf.modeling import PiToMeLlavaOnevisionProcessor, PiToMeQwen2_5_VLProcessor, PiToMeQwen3VLProcessor
 from pitome_hf.modeling.configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig
 from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import PiToMeQwen2_5_VLConfig
+from pitome_hf.modeling.configuration_pitome_qwen3_vl import PiToMeQwen3VLConfig
 
 from .contract_fixtures import (
     ONEVISION_IMAGE, ONEVISION_PINPOINTS, ONEVISION_VIDEO, QWEN_END, QWEN_IMAGE, QWEN_START, QWEN_VIDEO,
-    llava_onevision_config, qwen2_5_vl_config,
+    llava_onevision_config, qwen2_5_vl_config, qwen3_vl_config,
 )
 from .helpers import without_video_processor, word_tokenizer
 
@@ -69,13 +70,16 @@ def _random_images(shapes):
     return [(rng.random(s) * 255).astype("uint8") for s in shapes]
 
 
-def qwen2_5_vl_case() -> VLMCase:
+def qwen2_5_vl_case(family="qwen2_5_vl", make_config=qwen2_5_vl_config,
+                    stock_class=transformers.Qwen2_5_VLForConditionalGeneration,
+                    stock_processor=transformers.Qwen2_5_VLProcessor, processor=PiToMeQwen2_5_VLProcessor,
+                    config_class=PiToMeQwen2_5_VLConfig) -> VLMCase:
     """Two prompts, three images (16 x 16, 24 x 16 and 16 x 24 px: 16, 24 and 24 merged tokens of 2 px patches); the
-    second prompt holds two."""
+    second prompt holds two. The Qwen3 families take the same case with their own classes."""
     torch.manual_seed(0)
-    config = qwen2_5_vl_config()
+    config = make_config()
     config._attn_implementation = "eager"
-    stock = transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
+    stock = stock_class(config).eval()
     fast = word_tokenizer({"<|vision_start|>": QWEN_START, "<|vision_end|>": QWEN_END, "<|image_pad|>": QWEN_IMAGE,
                            "<|video_pad|>": QWEN_VIDEO})
     image = transformers.Qwen2VLImageProcessorPil(patch_size=2, merge_size=2, temporal_patch_size=2, min_pixels=64,
@@ -94,20 +98,19 @@ def qwen2_5_vl_case() -> VLMCase:
         return text, model.model.get_image_features(x["pixel_values"], x["image_grid_thw"])
 
     return VLMCase(
-        "qwen2_5_vl", stock,
-        without_video_processor(lambda: transformers.Qwen2_5_VLProcessor(image_processor=image, tokenizer=fast,
-                                                                         video_processor=None)),
-        lambda cfg: without_video_processor(lambda: PiToMeQwen2_5_VLProcessor.from_model_config(cfg, image, fast)),
+        family, stock,
+        without_video_processor(lambda: stock_processor(image_processor=image, tokenizer=fast, video_processor=None)),
+        lambda cfg: without_video_processor(lambda: processor.from_model_config(cfg, image, fast)),
         ["w1 <|vision_start|><|image_pad|><|vision_end|> w2 w3",
          "w4 w5 <|vision_start|><|image_pad|><|vision_end|> w6 <|vision_start|><|image_pad|><|vision_end|> w7"],
         lambda: _random_images([(16, 16, 3), (24, 16, 3), (16, 24, 3)]), [[0], [1, 2]], QWEN_IMAGE,
-        PiToMeQwen2_5_VLConfig, features,
+        config_class, features,
         [dict(visual_tokens=3), dict(keep_ratio=0.3, merge_method="tome"),
          dict(visual_tokens=4, merge_method="pitome_bsm", merge_metric="hidden"),
          dict(visual_tokens=5, visual_selection="visionzip")],
         step_inputs, encoded_inputs,
         r"the prompt has 64 <\|image_pad\|> tokens where the reduced model gives 9 image features "
-        r".*PiToMeQwen2_5_VLProcessor")
+        rf".*{processor.__name__}")
 
 
 def llava_onevision_case() -> VLMCase:
@@ -151,7 +154,12 @@ def llava_onevision_case() -> VLMCase:
         r"the prompt has 114 <image> tokens where the reduced model gives 22 .*PiToMeLlavaOnevisionProcessor")
 
 
-CASES = {"qwen2_5_vl": qwen2_5_vl_case, "llava_onevision": llava_onevision_case}
+def qwen3_vl_case() -> VLMCase:
+    return qwen2_5_vl_case("qwen3_vl", qwen3_vl_config, transformers.Qwen3VLForConditionalGeneration,
+                           transformers.Qwen3VLProcessor, PiToMeQwen3VLProcessor, PiToMeQwen3VLConfig)
+
+
+CASES = {"qwen2_5_vl": qwen2_5_vl_case, "llava_onevision": llava_onevision_case, "qwen3_vl": qwen3_vl_case}
 
 
 def case_fixture(name: str):
