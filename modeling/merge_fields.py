@@ -26,19 +26,23 @@ from typing import Any, Callable, Optional, Union
 from .merging import ENERGIES, MARGIN_SCHEDULES, METHODS, METRICS, SPLITS
 
 # How a family that reduces at the language model's input picks its visual tokens (the `visual_selection` field):
-# "merge" (the merge_method: PiToMe, ToMe, pitome_bsm) or "visionzip" (dominant + contextual tokens).
-VISUAL_SELECTIONS = ("merge", "visionzip")
+# "merge" (the merge_method: PiToMe, ToMe, pitome_bsm), "visionzip" (dominant + contextual tokens), "divprune" (the
+# max-min diverse subset) or "dart" (pivots and the tokens least duplicated with them).
+VISUAL_SELECTIONS = ("merge", "visionzip", "divprune", "dart")
+_SELECTION_NAMES = {"visionzip": "the VisionZip-style selection", "divprune": "DivPrune's max-min selection",
+                    "dart": "DART's pivot selection"}
 
 
 def check_visual_selection(selection: str, method) -> None:
     """Refuse a `merge_method` that the visual selection would not run: "visionzip" keeps the most attended tokens and
-    merges the rest into contextual tokens with no merge method of its own, so only merge_method="pitome" (the
-    default: reduction on) and "none" (nothing reduced) mean something next to it."""
-    if selection == "visionzip" and method not in ("pitome", "none"):
+    merges the rest into contextual tokens, "divprune" and "dart" keep stock tokens, none of them with a merge method
+    of its own, so only merge_method="pitome" (the default: reduction on) and "none" (nothing reduced) mean something
+    next to them."""
+    if selection != "merge" and method not in ("pitome", "none"):
         raise ValueError(
-            f"merge_method={method!r} does not apply with visual_selection='visionzip' (the VisionZip-style selection "
-            "runs no merge method): give merge_method='pitome' (the default) or 'none', or visual_selection='merge' "
-            f"to run {method!r}."
+            f"merge_method={method!r} does not apply with visual_selection={selection!r} "
+            f"({_SELECTION_NAMES.get(selection, selection)} runs no merge method): give merge_method='pitome' (the "
+            f"default) or 'none', or visual_selection='merge' to run {method!r}."
         )
 
 MERGE_PRESETS = {
@@ -256,9 +260,11 @@ MERGE_FIELD_TABLE: tuple[MergeField, ...] = (
       "at the language model's input read it (qwen2_5_vl, llava_onevision: image features, newlines on top); the "
       "others refuse a value", counts=True, cli_type=int),
     F("visual_selection", str, "merge", _choice(VISUAL_SELECTIONS),
-      "how those families pick the visual tokens: 'merge' (merge_method's merging) or 'visionzip' (VisionZip-style: "
-      "dominant tokens by the attention they receive, the rest merged into contextual tokens; it runs no merge_method, "
-      "so it takes merge_method 'pitome' (on) or 'none' only); the others refuse a value", choices=VISUAL_SELECTIONS),
+      "how those families pick the visual tokens: 'merge' (merge_method's merging), 'visionzip' (VisionZip-style: "
+      "dominant tokens by the attention they receive, the rest merged into contextual tokens), 'divprune' (DivPrune: "
+      "the max-min diverse subset of the features) or 'dart' (DART: pivot tokens and the tokens least duplicated with "
+      "them); all but 'merge' run no merge_method, so they take merge_method 'pitome' (on) or 'none' only; the other "
+      "families refuse a value", choices=VISUAL_SELECTIONS),
 )
 del F
 

@@ -14,6 +14,18 @@
   its target and the tokens assigned to it (`apply_plan`), like every merged token of this package.
 * `attention_received`: that attention mass, from one block's (rotary-embedded) queries and keys, segment by
   segment (the block's own attention groups).
+* `divprune_order` / `divprune_select`: DivPrune (Alvar et al., CVPR 2025): the subset of k tokens that maximises the
+  minimum pairwise cosine distance (1 - cos) of the features, by the paper's greedy max-min selection: the first token
+  is the one whose nearest other token is farthest (max over i of min over j != i of the distance), then, k - 1
+  times, the token whose distance to its nearest selected token is largest.
+* `dart_plan` / `dart_select`: DART (Wen et al., 2025): `DART_PIVOTS` pivot tokens (those of largest L1 norm), then,
+  pivot by pivot, the tokens least duplicated with (least cosine-similar to) that pivot, the rest of the budget split
+  evenly among the pivots. The paper prunes after an early language-model layer and reads that layer's keys for the
+  pivots; here it acts where the other selections act, on the features the language model receives at its input.
+
+DivPrune and DART are pure selections: every kept token is a stock token (size 1), a dropped one is held by none
+(-1 in `token_map`). Scores are in `merging.energy_dtype` (float64), and scores within `merging.tie_tolerance` of each
+other tie, the tie going to the lower index (the merge core's rule for exact ties that rounding splits).
 
 Every function returns, besides the reduced tokens, their sizes (how many input tokens each holds), `kept` (for each
 output token the input index of the surviving token it is, the destination of what it absorbed: positions are read
@@ -25,7 +37,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .merging import LayerValues, MergePlan, apply_plan, select_plan, tokens_kept, update_token_map
+from .merging import (
+    LayerValues, MergePlan, apply_plan, energy_dtype, first_max, ranking, select_plan, tie_tolerance, tokens_kept,
+    update_token_map,
+)
 
 # VisionZip's published splits (dominant + contextual): 54 + 10 of 64, 108 + 20 of 128, 162 + 30 of 192.
 CONTEXTUAL_FRACTION = 10 / 64
@@ -69,10 +84,21 @@ def reduce_to_budget(x: torch.Tensor, metric: torch.Tensor, keep: int, layer: La
 
 def reduce_input(x: torch.Tensor, metric: torch.Tensor, keep: int, settings, received: torch.Tensor = None):
     """One input (image, video, or part of one) reduced to `keep` tokens by the settings (`MergeSettings`) of the one
-    reduction point: VisionZip-style (`visionzip_select`) when `received`, the attention mass each token receives, is
-    given; otherwise `reduce_to_budget` with the settings' method, margin, alpha, energy and split."""
-    if received is not None:
+    reduction point, by `settings.visual_selection`: "visionzip" (`visionzip_select`; `received`, the attention mass
+    each token receives, must be given), "divprune" (`divprune_select`) and "dart" (`dart_select`), both on the
+    features x themselves (the metric is not read), or "merge": `reduce_to_budget` with the settings' method, margin,
+    alpha, energy and split. Returns (x' (keep, C), sizes (keep,) float32, kept (keep,) ascending stock indices,
+    token_map (n,): the output token holding each input token, -1 for a dropped one)."""
+    selection = getattr(settings, "visual_selection", "merge")
+    if selection == "visionzip":
+        if received is None:
+            raise ValueError("visual_selection='visionzip' ranks tokens by the attention they receive: the family must "
+                             "pass received= (visual_reduction.attention_received).")
         return visionzip_select(x, metric, received, keep)
+    if selection == "divprune":
+        return divprune_select(x, keep)
+    if selection == "dart":
+        return dart_select(x, keep)
     return reduce_to_budget(x, metric, keep, settings.layer_values(0))
 
 
@@ -137,4 +163,97 @@ def visionzip_select(x: torch.Tensor, metric: torch.Tensor, received: torch.Tens
     return out[0], new_sizes[0], plan.output_order()[0], pos[0]
 
 
-__all__ = ["attention_received", "contextual_count", "follow_reduction", "reduce_input", "reduce_to_budget", "visionzip_plan", "visionzip_select"]
+# ----------------------------------------------------------------------------------------------------------------
+# Pure selections: DivPrune and DART
+# ----------------------------------------------------------------------------------------------------------------
+DART_PIVOTS = 8  # DART's pivot tokens per input (fewer when the budget is smaller)
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows of x L2-normalised, in the selections' score dtype (`merging.energy_dtype`)."""
+    return F.normalize(x.detach().to(energy_dtype(x.device)), dim=-1)
+
+
+def _selected(x: torch.Tensor, kept: torch.Tensor):
+    """A pure selection's outputs: (x[kept], unit sizes, kept, token_map with -1 for the dropped tokens)."""
+    token_map = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+    token_map[kept] = torch.arange(kept.numel(), device=x.device)
+    return x[kept], torch.ones(kept.numel(), dtype=torch.float32, device=x.device), kept, token_map
+
+
+@torch.no_grad()
+def divprune_order(features: torch.Tensor, keep: int) -> torch.Tensor:
+    """DivPrune's greedy max-min selection on features (n, C): (keep,) token indices in the order they are picked.
+
+    Distance d(i, j) = 1 - cos(f_i, f_j). First the token whose nearest other token is farthest (argmax over i of
+    min over j != i of d(i, j)); then, while fewer than `keep` are picked, the unpicked token whose distance to its
+    nearest picked token is largest. Ties (within `merging.tie_tolerance`) go to the lower index."""
+    unit = _unit_rows(features)
+    n = unit.shape[0]
+    distance = 1.0 - unit @ unit.T
+    tol = tie_tolerance(distance.dtype)
+    if n == 1:
+        return torch.zeros(1, dtype=torch.long, device=features.device)
+    others = distance.clone().fill_diagonal_(float("inf"))
+    first = first_max(others.amin(dim=1), tol)
+    order = [first]
+    taken = torch.zeros(n, dtype=torch.bool, device=features.device)
+    taken[first] = True
+    nearest = distance[first].clone()  # each token's distance to its nearest picked token
+    for _ in range(keep - 1):
+        pick = first_max(nearest.masked_fill(taken, float("-inf")), tol)
+        order.append(pick)
+        taken[pick] = True
+        nearest = torch.minimum(nearest, distance[pick])
+    return torch.stack(order)
+
+
+def divprune_select(x: torch.Tensor, keep: int):
+    """x (n, C) -> (x' (keep, C), sizes (keep,) ones, kept (keep,) ascending, token_map (n,) with -1 for the dropped):
+    DivPrune's max-min diverse subset of the features x, in the original order."""
+    n = _check_budget(keep, x)
+    if keep >= n:
+        return _selected(x, torch.arange(n, device=x.device))
+    return _selected(x, divprune_order(x, keep).sort().values)
+
+
+@torch.no_grad()
+def dart_plan(features: torch.Tensor, keep: int, pivots: int = DART_PIVOTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """DART on features (n, C): (the pivot indices, highest L1 norm first; the kept indices, ascending).
+
+    p = min(pivots, keep) pivots: the tokens of largest L1 norm (ties, within `merging.tie_tolerance` times the
+    largest norm, to the lower index). The other keep - p places are split evenly among the pivots in that order (the
+    first (keep - p) mod p pivots take one more); pivot by pivot, its share is the not yet kept tokens of lowest
+    cosine similarity to it (its least duplicated ones; ties to the lower index)."""
+    feats = features.detach().to(energy_dtype(features.device))
+    n = feats.shape[0]
+    p = min(pivots, keep)
+    norms = feats.abs().sum(dim=-1)
+    tol = tie_tolerance(feats.dtype)
+    pivot = ranking(norms[None], tol * max(1.0, float(norms.max())))[0, :p]
+    unit = F.normalize(feats, dim=-1)
+    similarity = unit[pivot] @ unit.T  # (p, n): duplication of every token with each pivot
+    taken = torch.zeros(n, dtype=torch.bool, device=features.device)
+    taken[pivot] = True
+    share, extra = divmod(keep - p, p)
+    for i in range(p):
+        count = share + (1 if i < extra else 0)
+        if count == 0:
+            break
+        least = ranking((-similarity[i]).masked_fill(taken, float("-inf"))[None], tol)[0, :count]
+        taken[least] = True
+    return pivot, taken.nonzero()[:, 0]
+
+
+def dart_select(x: torch.Tensor, keep: int, pivots: int = DART_PIVOTS):
+    """x (n, C) -> (x' (keep, C), sizes (keep,) ones, kept (keep,) ascending, token_map (n,) with -1 for the dropped):
+    DART's pivots and their least duplicated tokens, in the original order."""
+    n = _check_budget(keep, x)
+    if keep >= n:
+        return _selected(x, torch.arange(n, device=x.device))
+    return _selected(x, dart_plan(x, keep, pivots)[1])
+
+
+__all__ = ["DART_PIVOTS", "attention_received", "contextual_count", "dart_plan", "dart_select", "divprune_order",
+           "divprune_select", "follow_reduction", "reduce_input", "reduce_to_budget", "visionzip_plan",
+           "visionzip_select"]

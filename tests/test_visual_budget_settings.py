@@ -5,7 +5,7 @@ apply_pitome, the command line; issue #31):
 * the two budgets, `visual_tokens` and `keep_ratio`, are resolved in one place (`merge_config.resolve_budgets`):
   both given is refused in one line naming both values; the one given replaces the other; a config.json, which writes
   every field, is not read as giving its default keep_ratio;
-* `visual_selection="visionzip"` refuses a merge method it would not run;
+* `visual_selection="visionzip"` (and "divprune", "dart") refuses a merge method it would not run;
 * a per-layer list (methods, layers) is refused by what the family allows (one reduction point), not by a layer count.
 """
 
@@ -123,17 +123,19 @@ def test_saved_settings_holding_both_budgets_are_refused(family):
     assert count_settings({"visual_tokens": 4, "keep_ratio": 0.9})["visual_tokens"] == 4  # as a processor saves it
 
 
-@pytest.mark.parametrize("method", ["tome", "pitome_bsm"])
-def test_visionzip_refuses_a_merge_method_it_would_not_run_on_every_path(family, tmp_path, method):
-    for path, build in paths(family, tmp_path, visual_selection="visionzip", merge_method=method).items():
+@pytest.mark.parametrize("selection, method", [("visionzip", "tome"), ("visionzip", "pitome_bsm"), ("divprune", "tome"),
+                                               ("dart", "pitome_bsm")])
+def test_a_selection_without_merging_refuses_a_merge_method_it_would_not_run_on_every_path(family, tmp_path, selection,
+                                                                                            method):
+    for path, build in paths(family, tmp_path, visual_selection=selection, merge_method=method).items():
         with pytest.raises(ValueError, match=f"merge_method='{method}' does not apply with "
-                                             "visual_selection='visionzip'.*'pitome' .* or 'none'") as info:
+                                             f"visual_selection='{selection}'.*'pitome' .* or 'none'") as info:
             build()
             pytest.fail(path)
         assert "\n" not in str(info.value)
     _, _, config_class, *_ = family
-    assert config_class(visual_selection="visionzip", merge_method="none").merge_method == "none"  # nothing reduced
-    assert config_class(visual_selection="visionzip").merge_method == "pitome"
+    assert config_class(visual_selection=selection, merge_method="none").merge_method == "none"  # nothing reduced
+    assert config_class(visual_selection=selection).merge_method == "pitome"
 
 
 @pytest.mark.parametrize("field, value, words", [
