@@ -26,9 +26,11 @@ from .contract_fixtures import (
 from .helpers import without_video_processor, word_tokenizer
 
 QWEN_PATCH = 3 * 2 * 2 * 2  # channels x temporal patch x patch x patch
-# the reductions each family's budget test runs: a fixed budget, keep ratios, ToMe, the VisionZip-style selection
+# the reductions each family's budget test runs: a fixed budget, keep ratios, ToMe, the VisionZip-style selection,
+# DivPrune and DART
 BUDGETS = [dict(visual_tokens=3), dict(keep_ratio=0.3), dict(keep_ratio=0.8), dict(visual_tokens=5, merge_method="tome"),
-           dict(visual_tokens=5, visual_selection="visionzip")]
+           dict(visual_tokens=5, visual_selection="visionzip"), dict(visual_tokens=5, visual_selection="divprune"),
+           dict(keep_ratio=0.3, visual_selection="dart")]
 
 
 @dataclass
@@ -107,7 +109,8 @@ def qwen2_5_vl_case(family="qwen2_5_vl", make_config=qwen2_5_vl_config,
         config_class, features,
         [dict(visual_tokens=3), dict(keep_ratio=0.3, merge_method="tome"),
          dict(visual_tokens=4, merge_method="pitome_bsm", merge_metric="hidden"),
-         dict(visual_tokens=5, visual_selection="visionzip")],
+         dict(visual_tokens=5, visual_selection="visionzip"), dict(visual_tokens=5, visual_selection="divprune"),
+         dict(keep_ratio=0.3, visual_selection="dart")],
         step_inputs, encoded_inputs,
         r"the prompt has 64 <\|image_pad\|> tokens where the reduced model gives 9 image features "
         rf".*{processor.__name__}")
@@ -149,7 +152,8 @@ def llava_onevision_case() -> VLMCase:
         ONEVISION_IMAGE, PiToMeLlavaOnevisionConfig, features,
         [dict(visual_tokens=6), dict(keep_ratio=0.3, merge_method="tome"),
          dict(visual_tokens=7, merge_method="pitome_bsm", merge_metric="hidden"),
-         dict(visual_tokens=8, visual_selection="visionzip")],
+         dict(visual_tokens=8, visual_selection="visionzip"), dict(visual_tokens=8, visual_selection="divprune"),
+         dict(keep_ratio=0.3, visual_selection="dart")],
         step_inputs, encoded_inputs,
         r"the prompt has 114 <image> tokens where the reduced model gives 22 .*PiToMeLlavaOnevisionProcessor")
 
