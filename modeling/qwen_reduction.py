@@ -438,8 +438,8 @@ class QwenBudgetProcessorMixin:
         stock = super().replace_video_token(video_inputs, video_idx, **kwargs)
         t, h, w = (int(v) for v in grid)
         per_frame = self.num_visual_tokens((1, h, w), merge)
-        run = re.escape(self.video_token) + "{" + str(h * w // merge ** 2) + "}"
-        return re.sub(f"(?:{run})", lambda _: self.video_token * per_frame, stock)
+        run = "(?:" + re.escape(self.video_token) + "){" + str(h * w // merge ** 2) + "}"
+        return re.sub(run, lambda _: self.video_token * per_frame, stock)
 
     def _get_num_multimodal_tokens(self, image_sizes=None, video_sizes=None, **kwargs):
         data = super()._get_num_multimodal_tokens(image_sizes=image_sizes, video_sizes=video_sizes, **kwargs)
