@@ -199,7 +199,7 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
             x, s, kept, tmap = reduce_input(feature[index], metric[part], keep, settings,
                                             received=None if received is None else received[part])
             xs.append(x), ss.append(s), idxs.append(index[kept])
-            members[index] = tmap + offset
+            members[index] = torch.where(tmap >= 0, tmap + offset, tmap)  # a dropped token (pure selection): -1
             offset += x.shape[0]
         xs.append(feature[newlines]), ss.append(torch.ones(newlines.numel(), device=device)), idxs.append(newlines)
         members[newlines] = offset + torch.arange(newlines.numel(), device=device)
@@ -207,7 +207,8 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
         order = torch.argsort(candidates)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(order.numel(), device=device)
-        return torch.cat(xs)[order], torch.cat(ss).float()[order], candidates[order], rank[members]
+        token_map = torch.where(members >= 0, rank[members.clamp_min(0)], members)
+        return torch.cat(xs)[order], torch.cat(ss).float()[order], candidates[order], token_map
 
     # ---------------------------------------------------------------- prompts and positions
     def _refuse_prompt(self, kind, tokens, expected):

@@ -38,9 +38,14 @@ def test_unreduced_equals_stock_on_stock_processor_inputs(case, settings, attn):
     assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(6))
 def test_a_merged_token_is_the_size_weighted_mean_of_what_it_absorbed(case, index):
-    model = apply_pitome(case.stock, **case.mean_settings[index])
+    """Merging (merge methods, VisionZip-style): each output token is the mean of the stock tokens it holds, every
+    stock token held by one. A pure selection (DivPrune, DART): each output is a stock token unchanged (size 1), the
+    others are held by none (-1)."""
+    settings = case.mean_settings[index]
+    pure = settings.get("visual_selection") in ("divprune", "dart")
+    model = apply_pitome(case.stock, **settings)
     with torch.no_grad():
         full = case.features(case.stock, torch.Generator().manual_seed(3)).pooler_output
         out = case.features(model, torch.Generator().manual_seed(3))
@@ -49,10 +54,13 @@ def test_a_merged_token_is_the_size_weighted_mean_of_what_it_absorbed(case, inde
         members = [token_map == j for j in range(reduced.shape[0])]
         want = torch.stack([feats[m].mean(0) for m in members])  # every stock token has size 1
         torch.testing.assert_close(reduced, want, rtol=1e-5, atol=1e-6)
-        assert sizes.tolist() == [float(m.sum()) for m in members] and sizes.sum() == feats.shape[0]
+        assert sizes.tolist() == [float(m.sum()) for m in members]
+        assert sizes.sum() == (reduced.shape[0] if pure else feats.shape[0])
         assert torch.equal(token_map[kept], torch.arange(reduced.shape[0]))  # the survivor is in its own group
         assert bool((kept.diff() > 0).all())  # stock order
-    assert (torch.cat(out.token_sizes) > 1).any()
+        if pure:
+            assert torch.equal(reduced, feats[kept]) and int((token_map == -1).sum()) == feats.shape[0] - len(kept)
+    assert (torch.cat(out.token_sizes) > 1).any() != pure
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
