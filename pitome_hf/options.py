@@ -140,8 +140,8 @@ def add_visual_sweep_arguments(parser: argparse.ArgumentParser, visual_tokens=()
                                selections=None) -> None:
     """The visual-token sweep of the vision-language commands (evaluate --task vqa, benchmark <vlm family>):
     `--visual-tokens K [K ...]` sweeps the `visual_tokens` field and `--visual-selections` the `visual_selection`
-    field ("merge" runs each of --methods; "visionzip" adds a VisionZip-style row per budget); both fields are in
-    SWEPT, so these commands have no one-value flag for them."""
+    field ("merge" runs each of --methods; "visionzip", "divprune" and "dart" each add a row per budget); both fields
+    are in SWEPT, so these commands have no one-value flag for them."""
     choices = visual_selections([family] if family is not None else None)
     parser.add_argument("--visual-tokens", nargs="+", type=int, default=list(visual_tokens), dest="visual_budgets",
                         metavar="K", help="visual-token budgets to sweep (visual tokens per image reaching the "

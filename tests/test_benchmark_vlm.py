@@ -61,8 +61,8 @@ def test_prompt_holds_the_configs_visual_token_count(stock):
 
 def test_rows_side_by_side():
     result = benchmark_vlm.bench_vlm("qwen2_5_vl", overrides=TINY, lm_layers=1, image_size=224, text_tokens=8,
-                                     visual_tokens=(16, 32), keep_ratios=(0.5,), device="cpu", warmup=1, repeats=1,
-                                     progress=False)
+                                     visual_tokens=(16, 32), keep_ratios=(0.5,), selections=("merge", "visionzip"),
+                                     device="cpu", warmup=1, repeats=1, progress=False)
     rows = result["rows"]
     assert [(r["method"], r["visual_tokens"], r["keep_ratio"]) for r in rows] == [
         ("none", None, 1.0), ("pitome", 16, None), ("tome", 16, None), ("visionzip", 16, None),
@@ -80,6 +80,19 @@ def test_rows_side_by_side():
     assert [c["method"] for c in result["flops_check"]] == ["none", "pitome"]
     assert all(c["relative_error"] < 0.01 for c in result["flops_check"])
     assert result["setup"]["lm_layers"] == 1 and result["setup"]["image_size"] == 224
+
+
+def test_divprune_and_dart_rows_come_with_the_others_by_default():
+    """Every visual_selection value has its rows by default (the command's --visual-selections too): DivPrune's and
+    DART's rows give the language model the budget, as the others."""
+    from pitome_hf.commands.benchmark import build_parser
+
+    assert build_parser().parse_args(["qwen2_5_vl"]).visual_selections == ["merge", "visionzip", "divprune", "dart"]
+    result = benchmark_vlm.bench_vlm("qwen2_5_vl", overrides=TINY, lm_layers=1, image_size=224, text_tokens=8,
+                                     visual_tokens=(16,), keep_ratios=(), methods=(), device="cpu", warmup=1,
+                                     repeats=1, check_flops=False, progress=False)
+    assert [(r["method"], r["visual_tokens"], r["visual_tokens_in"]) for r in result["rows"]] == [
+        ("none", None, 64), ("visionzip", 16, 16), ("divprune", 16, 16), ("dart", 16, 16)]
 
 
 def test_command_writes_json_and_table(tmp_path, capsys):
@@ -123,4 +136,4 @@ def test_classifier_benchmarks_do_not_offer_the_vlm_family():
     assert "qwen2_5_vl" not in subcommands() and "vit" in subcommands()
     args = build_parser().parse_args(["qwen2_5_vl", "--visual-tokens", "64", "128"])
     assert args.visual_budgets == [64, 128] and not hasattr(args, "visual_tokens")
-    assert args.visual_selections == ["merge", "visionzip"] and args.keep_ratios == [0.5]
+    assert args.visual_selections == ["merge", "visionzip", "divprune", "dart"] and args.keep_ratios == [0.5]

@@ -177,6 +177,20 @@ def test_vqa_rows_at_equal_visual_token_counts(stock_folder, tmp_path, video_sta
     assert (out / "results.csv").read_text().splitlines()[0].startswith("method,keep_ratio,visual_tokens,")
 
 
+def test_vqa_rows_of_divprune_and_dart(stock_folder, tmp_path, video_stand_in):
+    """`--visual-selections divprune dart` adds one row of each per budget, labelled by the selection, at the budget."""
+    from pitome_hf.commands.evaluate import main
+    from pitome_hf.evaluation.report import validate_report
+
+    out = tmp_path / "eval"
+    assert main(["--task", "vqa", "--model", str(stock_folder), "--dataset", str(_vqa_set(tmp_path)), "--visual-tokens",
+                 "4", "--methods", "none", "--visual-selections", "divprune", "dart", "--device", "cpu",
+                 "--batch-size", "2", "--max-new-tokens", "2", "--no-progress", "--out", str(out)]) == 0
+    report = validate_report(json.loads((out / "results.json").read_text()))
+    assert [(r["method"], r["visual_tokens"], r["token_counts"]) for r in report["results"]] == [
+        ("none", None, [16]), ("divprune", 4, [4]), ("dart", 4, [4])]
+
+
 def test_vqa_sweep_bad_input(stock_folder, tmp_path, video_stand_in):
     from pitome_hf.evaluation.evaluate import DataSpec, evaluate_model
 

@@ -1,5 +1,5 @@
-"""Vision-language benchmark: time to first token of the unreduced model vs PiToMe vs ToMe vs VisionZip-style visual
-token reduction, side by side in one run, at equal visual-token counts.
+"""Vision-language benchmark: time to first token of the unreduced model vs PiToMe vs ToMe vs the VisionZip-style,
+DivPrune and DART visual-token selections, side by side in one run, at equal visual-token counts.
 
     pitome-hf benchmark qwen2_5_vl                         # Qwen2.5-VL-3B shape, 4 LM layers, one 448 x 448 image
     pitome-hf benchmark qwen2_5_vl --visual-tokens 64 128 192 --keep-ratios 0.5 --lm-layers 4 --json ttft.json
@@ -9,7 +9,8 @@ Any registry family whose `BenchmarkShape` has a `prompt` builder gets this subc
 stock model of the shape is built with random weights (`--lm-layers` replaces the language model's depth,
 `--set KEY=VALUE` any other field of the shape's config, e.g. `--set vision_config.depth=2`), and every row shares
 its weights. Rows: the unreduced model, then each budget (`--visual-tokens` K per image, then `--keep-ratios`) with
-each `--methods` selection (visual_selection="merge") and each other `--visual-selections` entry (VisionZip-style).
+each `--methods` selection (visual_selection="merge") and each other `--visual-selections` entry (visionzip,
+divprune, dart: all of them by default).
 
 Per row: visual tokens reaching the language model, time to first token (`generate(max_new_tokens=1)`: vision
 tower, reduction, prefill and the first token), its speed-up over the unreduced row, the FLOPs-ideal speed-up from
@@ -102,11 +103,12 @@ def counted_flops(model, inputs: dict) -> int:
 
 def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | None = None, lm_layers: int | None = 4,
               image_size: int | None = None, text_tokens: int = 32, visual_tokens=None, keep_ratios=None,
-              methods=("pitome", "tome"), selections=("merge", "visionzip"), device=None, dtype: str = "float32",
+              methods=("pitome", "tome"), selections=None, device=None, dtype: str = "float32",
               warmup: int = 1, repeats: int = 3, extra: dict | None = None, check_flops: bool = True,
               progress: bool = True) -> dict:
     """Time every row of `family_name`'s VLM benchmark side by side; returns {"rows", "flops_check", "setup"}.
-    `extra`: merge settings of every reduced row (the command line's merge flags)."""
+    `selections`: the visual_selection values of the rows (default: every value of the field, as the command's
+    --visual-selections); `extra`: merge settings of every reduced row (the command line's merge flags)."""
     from pitome_hf.apply import apply_pitome
     from pitome_hf.families import family_named
 
@@ -125,6 +127,10 @@ def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | N
     size = image_size or spec.image_size
     visual_tokens = spec.visual_tokens if visual_tokens is None else visual_tokens
     keep_ratios = spec.ratios if keep_ratios is None else keep_ratios
+    if selections is None:
+        from pitome_hf.options import visual_selections
+
+        selections = visual_selections([family])
     stock = stock_model(family, shape, overrides, dev, torch_dtype)
     settings = runs(methods, keep_ratios, visual_tokens, selections)
     models, prompts = [], []
