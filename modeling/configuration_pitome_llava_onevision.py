@@ -21,6 +21,12 @@ on top of the budget), one of the two (giving both is refused, and the one given
 
 `onevision_image_budget` is the one count function: the processor (how many `<image>` tokens it writes) and the model
 (how many features it keeps of the base and of the crops) both call it.
+
+Videos: the stock model reads each frame as one tile, pools its P x P features to ceil(P/2) x ceil(P/2) and puts one
+newline token after the last frame. The budget is per frame (`onevision_video_budget`, the one count function of
+videos): `visual_tokens=K` keeps K features of every frame, `keep_ratio` n - floor(n - n * rho) of each frame's n; the
+newline comes on top. Per frame, because the frames follow each other with no separator and a frame is a moment of the
+video: each keeps its share (none is merged away into another), and a token never merges with another frame's.
 """
 
 import math
@@ -105,6 +111,55 @@ def onevision_image_budget(settings, image_size, multi_image: bool, *, tile: int
     return OnevisionImageBudget(base, rows, cols, newlines, keep_base, k - keep_base)
 
 
+@dataclass(frozen=True)
+class OnevisionVideoBudget:
+    """One video's stock layout and budget: `frames` frames of `frame_tokens` pooled features each, one newline after
+    the last frame, and `keep_frame` features kept of every frame."""
+
+    frames: int
+    frame_tokens: int
+    keep_frame: int
+
+    @property
+    def stock_tokens(self) -> int:
+        return self.frames * self.frame_tokens + 1
+
+    @property
+    def tokens(self) -> int:
+        """Video tokens the language model receives (features kept plus the newline): what the processor writes."""
+        return self.frames * self.keep_frame + 1
+
+
+def onevision_video_budget(settings, frames: int, frame_tokens: int) -> OnevisionVideoBudget:
+    """The budget of one video of `frames` frames, each of `frame_tokens` pooled features (`settings`: a PiToMe
+    LLaVA-OneVision config or any object with the merge fields): `visual_tokens=K` keeps K of each frame (refused
+    outside 1..frame_tokens), else each frame keeps n - floor(n - n * rho) of its n (`merging.tokens_kept`)."""
+    frames, frame_tokens = int(frames), int(frame_tokens)
+    merge = reduction_settings(settings)
+    if not reduces(merge):
+        return OnevisionVideoBudget(frames, frame_tokens, frame_tokens)
+    if merge.visual_tokens is None:
+        return OnevisionVideoBudget(frames, frame_tokens, ratio_keep(merge, frame_tokens))
+    tokens_kept(frame_tokens, None, merge.visual_tokens, refusal=lambda least, most: (
+        f"visual_tokens={merge.visual_tokens} does not fit a video frame, which has {frame_tokens} pooled features: "
+        f"allowed values are {least}..{most} for videos (the budget is per frame)."))
+    return OnevisionVideoBudget(frames, frame_tokens, merge.visual_tokens)
+
+
+def onevision_frame_tokens(patches: int) -> int:
+    """Pooled features of one video frame whose tile has `patches` x `patches` features (the stock 2x2 pooling:
+    ceil(patches / 2) per side)."""
+    side = math.ceil(int(patches) / 2)
+    return side * side
+
+
+def onevision_config_video_budget(config, frames: int) -> OnevisionVideoBudget:
+    """`onevision_video_budget` with the frame's pooled count read from a (PiToMe or stock) model config."""
+    vision = config.vision_config
+    settings = config if hasattr(config, "keep_ratio") else SimpleNamespace(merge_method="none")
+    return onevision_video_budget(settings, frames, onevision_frame_tokens(vision.image_size // vision.patch_size))
+
+
 def onevision_config_budget(config, image_size, multi_image: bool, aspect=None,
                             select_strategy=None) -> OnevisionImageBudget:
     """`onevision_image_budget` with the layout arguments read from a (PiToMe or stock) LLaVA-OneVision model config
@@ -150,5 +205,6 @@ class PiToMeLlavaOnevisionConfig(VisualBudgetConfigMixin, LlavaOnevisionConfig):
     family_name = "PiToMe LLaVA-OneVision"
 
 
-__all__ = ["OnevisionImageBudget", "PiToMeLlavaOnevisionConfig", "llava_onevision_dummy_inputs", "onevision_config_budget",
-           "onevision_image_budget"]
+__all__ = ["OnevisionImageBudget", "OnevisionVideoBudget", "PiToMeLlavaOnevisionConfig", "llava_onevision_dummy_inputs",
+           "onevision_config_budget", "onevision_config_video_budget", "onevision_frame_tokens",
+           "onevision_image_budget", "onevision_video_budget"]

@@ -35,18 +35,22 @@ Design (issue #21, as the Qwen2.5-VL family):
 * **Token size in the language model's attention**: log(size) on each visual key, an additive float mask kept on the
   cache for every decoding step (eager and sdpa; flash attention refused while it is on); `proportional_attention=
   False` turns it off (then flash attention works). As in the Qwen family (shared: language_input_reduction.py).
-* **Prompts.** Built by `PiToMeLlavaOnevisionProcessor` (the budgeted number of `<image>`); a prompt built by the
-  stock processor is refused with the count it should have. Videos are not reduced (stock path, stock counts, also
-  beside reduced images; `get_video_features`, which says so once, is where a video reduction would go).
+* **Videos** (`get_video_features`): after the SigLIP tower, the projector and the stock 2x2 pooling of every frame,
+  each frame's pooled features are reduced separately to the frame budget (`onevision_video_budget`: `visual_tokens`
+  K per frame, or the keep ratio of each frame), by the same selections; the video's one newline token (after the last
+  frame) is kept in place. The metric and the attention received are per frame, pooled as the stock pools the
+  features. Survivors keep their stock positions and the text after a video its stock ones, as for images.
+* **Prompts.** Built by `PiToMeLlavaOnevisionProcessor` (the budgeted number of `<image>` and `<video>` tokens); a
+  prompt built by the stock processor is refused with the count it should have.
 
-`token_counts` (images, 2): [image features, features the language model receives] per image (newlines excluded).
+`token_counts` (images, then videos, 2): [features, features the language model receives] per image and per video
+(newlines excluded).
 Weights and parameter names are the stock model's; at keep ratio 1.0 or `merge_method="none"` every path is the stock
 one.
 """
 
 from __future__ import annotations
 
-import warnings
 from contextlib import nullcontext
 
 import torch
@@ -56,13 +60,15 @@ from transformers.models.llava_onevision.modeling_llava_onevision import (
     image_size_to_num_patches,
 )
 
-from .configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig, onevision_config_budget
+from .configuration_pitome_llava_onevision import (
+    PiToMeLlavaOnevisionConfig, onevision_config_budget, onevision_config_video_budget,
+)
 from .language_input_reduction import (
     KEY_BIAS, ReducedInputModelMixin, ReducedGenerationMixin, ReducedVisualOutput, capture, flash_check, reduces,
     reduction_settings,
 )
 from .merge_state import inherit_conversion_mappings
-from .visual_reduction import attention_received, reduce_input
+from .visual_reduction import attention_received, joined, reduce_input
 
 # stock checkpoints store transformers-4 names: our model_type and model class take the stock ones' renamings
 inherit_conversion_mappings({PiToMeLlavaOnevisionConfig.model_type: "llava_onevision",
@@ -134,15 +140,71 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
 
     def get_video_features(self, pixel_values_videos, vision_feature_layer=None, vision_feature_select_strategy=None,
                            **kwargs):
-        """The stock video features: videos are not reduced (stock path, stock counts; the processor writes the stock
-        number of `<video>` tokens). Said once (a `UserWarning`) when the config reduces images. Video reduction
-        would go here."""
-        if reduces(reduction_settings(self.config)):
-            warnings.warn("PiToMe LLaVA-OneVision: videos are not reduced: they reach the language model with the "
-                          "stock number of tokens (only images are reduced).", UserWarning)
-        return LlavaOnevisionModel.get_video_features(
-            self, pixel_values_videos, vision_feature_layer=vision_feature_layer,
-            vision_feature_select_strategy=vision_feature_select_strategy, **kwargs)
+        """The stock video features (tower, projector, 2x2 pooling, one newline after the last frame), each frame's
+        pooled features reduced to the frame budget (`onevision_video_budget`), the newline kept last. `pooler_output`
+        is one (videos, tokens, C) tensor, as stock (the videos of a batch have the same frames)."""
+        return_dict = kwargs.pop("return_dict", True)
+        config = self.config
+        layer = config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
+        strategy = vision_feature_select_strategy or config.vision_feature_select_strategy
+        settings = reduction_settings(config)
+        active = reduces(settings)
+        if active:
+            flash_check(config, settings)
+        videos, frames = pixel_values_videos.shape[:2]
+        budget = onevision_config_video_budget(config, frames)  # refuses a bad budget first
+        visionzip = active and settings.visual_selection == "visionzip"
+        attention = self._feature_attention(layer) if active else None
+        hooks = capture({"q": attention.q_proj, "k": attention.k_proj}) if active else nullcontext({})
+        with hooks as captured:
+            out = LlavaOnevisionModel.get_video_features(
+                self, pixel_values_videos, vision_feature_layer=layer, vision_feature_select_strategy=strategy,
+                return_dict=True, **kwargs)
+        features = out.pooler_output
+        result = ReducedVisualOutput(last_hidden_state=out.last_hidden_state, pooler_output=features,
+                                     hidden_states=out.hidden_states, attentions=out.attentions)
+        result.token_counts = torch.tensor([[frames * budget.frame_tokens, frames * budget.keep_frame]] * videos,
+                                           device=features.device)
+        if not active:
+            return result if return_dict else result.to_tuple()
+        if features.shape[1] != budget.stock_tokens:
+            raise ValueError(f"a video's pooled features ({features.shape[1]}) differ from its layout "
+                             f"({budget.stock_tokens}: {frames} frames of {budget.frame_tokens} and a newline).")
+        metric, received = self._frame_metric(captured, attention, features, frames, visionzip)
+        m = budget.frame_tokens
+        parts = []
+        for v in range(videos):
+            pieces = [reduce_input(features[v, f * m:(f + 1) * m], metric[v, f * m:(f + 1) * m], budget.keep_frame,
+                                   settings, received=received[v, f * m:(f + 1) * m] if visionzip else None)
+                      for f in range(frames)]
+            newline = torch.zeros(1, dtype=torch.long, device=features.device)
+            pieces.append((features[v, -1:], torch.ones(1, device=features.device), newline, newline))
+            parts.append(joined(pieces, [m] * frames + [1]))
+        result.set_reduced(parts)
+        result.pooler_output = torch.stack(result.pooler_output)  # as stock: (videos, tokens, C)
+        return result if return_dict else result.to_tuple()
+
+    def _frame_metric(self, captured, attention, features, frames, need_received):
+        """Per video (videos, frames * pooled, c): the metric of every pooled frame feature, and the attention each
+        receives (videos, frames * pooled) or None; the feature layer's keys and attention mass per frame, pooled as the
+        stock pools the features (`apply_pooling`)."""
+        videos = features.shape[0]
+        received = None
+        if self.config.merge_metric == "keys":
+            k = captured["k"].detach()
+            T, P, _ = k.shape
+            metric = self.apply_pooling(k.float().reshape(T, P, attention.num_heads, -1).mean(dim=2))
+            metric = metric.reshape(videos, -1, metric.shape[-1])
+        else:
+            metric = features.detach()[:, :-1]
+        if need_received:
+            q, k = captured["q"].detach(), captured["k"].detach()
+            T, P, _ = k.shape
+            heads = attention.num_heads
+            mass = attention_received(q.reshape(T * P, heads, -1), k.reshape(T * P, heads, -1),
+                                      torch.arange(0, T * P + 1, P), attention.scale)
+            received = self.apply_pooling(mass.reshape(T, P, 1)).reshape(videos, -1)
+        return metric, received
 
     def _packed_metric(self, captured, attention, image_sizes, multi, aspect, features, budgets, need_received):
         """Per image: the metric (features, c) and the attention received (features,) or None, in the packed
@@ -213,7 +275,8 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
     # ---------------------------------------------------------------- prompts and positions
     def _refuse_prompt(self, kind, tokens, expected):
         raise ValueError(
-            f"PiToMe LLaVA-OneVision: the prompt has {tokens} <image> tokens where the reduced model gives {expected} "
+            f"PiToMe LLaVA-OneVision: the prompt has {tokens} {'<image>' if kind == 1 else '<video>'} tokens where the "
+            f"reduced model gives {expected} "
             f"(visual_tokens={self.config.visual_tokens}, keep_ratio={self.config.keep_ratio}, "
             f"merge_method={self.config.merge_method!r}): build prompts with PiToMeLlavaOnevisionProcessor "
             "(AutoProcessor.from_pretrained(<this checkpoint>, trust_remote_code=True)), whose settings match this "
@@ -221,31 +284,37 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
         )
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features=None, video_features=None):
-        """As stock, but a prompt with another number of image tokens is refused naming the right processor."""
-        if input_ids is not None and image_features is not None:
-            tokens = int((input_ids == self.config.image_token_id).sum())
-            if tokens != image_features.shape[0]:
-                self._refuse_prompt(1, tokens, image_features.shape[0])
+        """As stock, but a prompt with another number of image or video tokens is refused naming the right
+        processor."""
+        for kind, token, features in ((1, self.config.image_token_id, image_features),
+                                      (2, self.config.video_token_id, video_features)):
+            if input_ids is not None and features is not None:
+                tokens = int((input_ids == token).sum())
+                if tokens != features.shape[0]:
+                    self._refuse_prompt(kind, tokens, features.shape[0])
         return super().get_placeholder_mask(input_ids, inputs_embeds, image_features=image_features,
                                             video_features=video_features)
 
-    def _position_shift(self, input_ids, image):
+    def _position_shift(self, input_ids, visual):
         """(B, L) shift from the reduced prompt's positions to the stock ones, and (B, 1) stock tokens dropped per
-        row: an image token gets (its stock index - its index among the image's outputs) plus the tokens dropped by
-        the images before it; a text token the tokens dropped by the images before it."""
-        where = (input_ids == self.config.image_token_id).flatten()
-        positions = where.nonzero()[:, 0]
-        kept = list(image.kept_indices)
-        counts = [k.numel() for k in kept]
-        if positions.numel() != sum(counts):
-            self._refuse_prompt(1, positions.numel(), sum(counts))
-        stock = [int(m.numel()) for m in image.token_maps]
-        shift = torch.zeros(where.numel(), dtype=torch.long, device=input_ids.device)
-        shift[positions] = torch.cat([k.to(shift.device) - torch.arange(k.numel(), device=shift.device)
-                                      for k in kept])
+        row: an image (video) token gets (its stock index - its index among its input's outputs) plus the tokens
+        dropped by the inputs before it; a text token the tokens dropped by the inputs before it. `visual`: ((kind,
+        placeholder token id, reduced output), ...), the reduced images and videos."""
+        shift = torch.zeros(input_ids.numel(), dtype=torch.long, device=input_ids.device)
         dropped = torch.zeros_like(shift)
-        last = positions[torch.tensor(counts, device=shift.device).cumsum(0) - 1]
-        dropped[last] = torch.tensor([n - k for n, k in zip(stock, counts)], device=shift.device)
+        for kind, token, output in visual:
+            positions = (input_ids == token).flatten().nonzero()[:, 0]
+            kept = list(output.kept_indices)
+            counts = [k.numel() for k in kept]
+            if positions.numel() != sum(counts):
+                self._refuse_prompt(kind, positions.numel(), sum(counts))
+            if not kept:
+                continue
+            stock = [int(m.numel()) for m in output.token_maps]
+            shift[positions] = torch.cat([k.to(shift.device) - torch.arange(k.numel(), device=shift.device)
+                                          for k in kept])
+            last = positions[torch.tensor(counts, device=shift.device).cumsum(0) - 1]
+            dropped[last] = torch.tensor([n - k for n, k in zip(stock, counts)], device=shift.device)
         dropped = dropped.view_as(input_ids)
         shift = shift.view_as(input_ids) + dropped.cumsum(1) - dropped
         return shift, dropped.sum(1, keepdim=True)
@@ -287,8 +356,11 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
             encoded["video"] = self.get_video_features(
                 pixel_values_videos, vision_feature_layer=vision_feature_layer,
                 vision_feature_select_strategy=vision_feature_select_strategy, return_dict=True)
-        image = encoded.get("image")
-        reduced = getattr(image, "kept_indices", None) is not None
+        image, video = encoded.get("image"), encoded.get("video")
+        outputs = [(kind, token, out) for kind, token, out in ((1, self.config.image_token_id, image),
+                                                              (2, self.config.video_token_id, video))
+                   if getattr(out, "kept_indices", None) is not None]
+        reduced = bool(outputs)
         self._check_visual_inputs(input_ids, past, visual, reduced)
         shift = getattr(cache, _POSITION_SHIFT, None) if (cache is not None and past > 0) else None
         new_shift = shift
@@ -301,12 +373,13 @@ class PiToMeLlavaOnevisionModel(ReducedInputModelMixin, LlavaOnevisionModel):
             if shift is not None:
                 offset = offset + shift.to(ref.device)
             if reduced:
-                image_shift, dropped = self._position_shift(input_ids, image)
-                offset = offset + image_shift
+                visual_shift, dropped = self._position_shift(input_ids, outputs)
+                offset = offset + visual_shift
                 new_shift = dropped if shift is None else shift.to(ref.device) + dropped
             position_ids = position_ids + offset
         mask, key_bias = self._language_mask(settings, input_ids, inputs_embeds, attention_mask, cache, past,
-                                             ((1, self.config.image_token_id, image),))
+                                             ((1, self.config.image_token_id, image),
+                                              (2, self.config.video_token_id, video)))
         out = super().forward(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, cache=cache,
                               inputs_embeds=inputs_embeds, mm_encoder_outputs=encoded or None, **stock_args, **kwargs)
         if out.cache is not None:

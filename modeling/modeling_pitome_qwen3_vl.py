@@ -35,7 +35,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import (
 from .configuration_pitome_qwen3_vl import PiToMeQwen3VLConfig
 from .language_input_reduction import ReducedGenerationMixin
 from .merge_state import inherit_conversion_mappings
-from .qwen_reduction import QwenGenerationHooks, QwenReducedModelMixin
+from .qwen_reduction import Qwen3GenerationMixin, QwenReducedModelMixin
 
 inherit_conversion_mappings({"PiToMeQwen3VLForConditionalGeneration": ("Qwen3VLForConditionalGeneration", "qwen3_vl"),
                              "PiToMeQwen3VLModel": ("Qwen3VLModel", "qwen3_vl")})
@@ -55,24 +55,13 @@ class PiToMeQwen3VLModel(QwenReducedModelMixin, Qwen3VLModel):
         return mask  # Qwen3-VL's language model reads a prepared 4-D mask as given
 
 
-class PiToMeQwen3VLForConditionalGeneration(QwenGenerationHooks, ReducedGenerationMixin,
+class PiToMeQwen3VLForConditionalGeneration(Qwen3GenerationMixin, ReducedGenerationMixin,
                                             Qwen3VLForConditionalGeneration):
     """[`Qwen3VLForConditionalGeneration`] with visual-token reduction; `generate` as for Qwen2.5-VL (see
     `ReducedGenerationMixin`: the DeepStack lists are expanded with the rest of the reduction)."""
 
     config_class = PiToMeQwen3VLConfig
     model_class = PiToMeQwen3VLModel
-
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
-                labels=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None, video_grid_thw=None,
-                mm_token_type_ids=None, logits_to_keep=0, mm_encoder_outputs=None, **kwargs):
-        """The stock forward (through `PiToMeQwen3VLModel`), plus `token_counts`."""
-        return self._counted(super().forward(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-            inputs_embeds=inputs_embeds, labels=labels, pixel_values=pixel_values,
-            pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
-            mm_token_type_ids=mm_token_type_ids, logits_to_keep=logits_to_keep, mm_encoder_outputs=mm_encoder_outputs,
-            **kwargs))
 
 
 PiToMeQwen3VLConfig.register_for_auto_classes(PiToMeQwen3VLModel, PiToMeQwen3VLForConditionalGeneration)

@@ -5,7 +5,8 @@ Each image becomes `onevision_image_budget(settings, ...).tokens` `<image>` toke
 same function the model uses (configuration_pitome_llava_onevision.py). The merge fields the count depends on
 (`COUNT_FIELDS`) are one `merge_settings` parameter (ProcessorMixin saves only `__init__` parameters), so
 processor_config.json is self-contained; build it from a model config with
-`PiToMeLlavaOnevisionProcessor.from_model_config`. Videos keep the stock count (they are not reduced).
+`PiToMeLlavaOnevisionProcessor.from_model_config`. Each video becomes `onevision_video_budget(...).tokens` `<video>`
+tokens (the features kept of every frame, plus the newline), the model's count function for videos.
 """
 
 import math
@@ -13,12 +14,13 @@ from types import SimpleNamespace
 
 from transformers import LlavaOnevisionProcessor
 
-from .configuration_pitome_llava_onevision import onevision_image_budget
+from .configuration_pitome_llava_onevision import onevision_frame_tokens, onevision_image_budget, onevision_video_budget
 from .merge_config import count_settings
 
 
 class PiToMeLlavaOnevisionProcessor(LlavaOnevisionProcessor):
-    r"""[`LlavaOnevisionProcessor`] for PiToMe LLaVA-OneVision: the budgeted number of `<image>` tokens per image.
+    r"""[`LlavaOnevisionProcessor`] for PiToMe LLaVA-OneVision: the budgeted number of `<image>` tokens per image and
+    of `<video>` tokens per video.
 
     Args beyond LlavaOnevisionProcessor's (saved in processor_config.json; keep them equal to the model config's):
         merge_settings: the merge fields the token count depends on (`merge_config.COUNT_FIELDS`), as a dict;
@@ -53,6 +55,17 @@ class PiToMeLlavaOnevisionProcessor(LlavaOnevisionProcessor):
                                        select_strategy=self.vision_feature_select_strategy or "full").tokens
         return count - 1 if self.vision_feature_select_strategy == "default" else count  # stock rule (unreduced)
 
+    def num_video_tokens_for(self, frames: int) -> int:
+        """`<video>` tokens the model receives for one video of `frames` frames."""
+        settings = SimpleNamespace(**self.merge_settings, default_protected_tokens=0)
+        frame_tokens = onevision_frame_tokens(int(math.sqrt(self.num_image_tokens)))
+        return onevision_video_budget(settings, frames, frame_tokens).tokens
+
+    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
+        video = video_inputs["pixel_values_videos"][video_idx]
+        frames = len(video) if isinstance(video, (list, tuple)) else video.shape[0]
+        return self.video_token * self.num_video_tokens_for(frames)
+
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         multi, seen = False, 0
         for n in image_inputs["batch_num_images"]:
@@ -71,6 +84,8 @@ class PiToMeLlavaOnevisionProcessor(LlavaOnevisionProcessor):
             size = self.image_processor.size
             tile = size["shortest_edge"] if "shortest_edge" in size else min(size["height"], size["width"])
             data.num_image_tokens = [self.num_image_tokens_for(s, False, tile) for s in image_sizes]
+        if video_sizes is not None:
+            data.num_video_tokens = [self.num_video_tokens_for(frames) for frames, _, _ in video_sizes]
         return data
 
 

@@ -394,6 +394,21 @@ class QwenGenerationHooks:
         return super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
 
 
+class Qwen3GenerationMixin(QwenGenerationHooks):
+    """The generation class's forward of the Qwen3 families (Qwen3-VL, Qwen3.5: the same stock signature): the stock
+    forward through the family's PiToMe model, plus `token_counts`. Put it first, before `ReducedGenerationMixin`."""
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
+                labels=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None, video_grid_thw=None,
+                mm_token_type_ids=None, logits_to_keep=0, mm_encoder_outputs=None, **kwargs):
+        return self._counted(super().forward(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            inputs_embeds=inputs_embeds, labels=labels, pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+            mm_token_type_ids=mm_token_type_ids, logits_to_keep=logits_to_keep, mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The processor
 # ----------------------------------------------------------------------------------------------------------------
@@ -456,5 +471,5 @@ class QwenBudgetProcessorMixin:
         return data
 
 
-__all__ = ["QwenBudgetProcessorMixin", "QwenGenerationHooks", "QwenReducedModelMixin", "QwenVisualOutput",
+__all__ = ["Qwen3GenerationMixin", "QwenBudgetProcessorMixin", "QwenGenerationHooks", "QwenReducedModelMixin", "QwenVisualOutput",
            "qwen_dummy_inputs", "qwen_visual_token_count"]

@@ -102,6 +102,23 @@ def reduce_input(x: torch.Tensor, metric: torch.Tensor, keep: int, settings, rec
     return reduce_to_budget(x, metric, keep, settings.layer_values(0))
 
 
+def joined(parts, lengths) -> tuple:
+    """The reductions of consecutive pieces of one input (`parts`: one (tokens, sizes, kept, token map) per piece;
+    `lengths`: each piece's stock token count) as one reduction of the whole input: tokens and sizes concatenated,
+    kept indices offset by the stock tokens before the piece, token maps by the output tokens before it (a dropped
+    token's -1 stays -1). E.g. a video reduced frame by frame."""
+    tokens, sizes, kept, maps = zip(*parts)
+    stock = [0]
+    for n in lengths[:-1]:
+        stock.append(stock[-1] + int(n))
+    out = [0]
+    for k in kept[:-1]:
+        out.append(out[-1] + k.numel())
+    kept = [k + a for k, a in zip(kept, stock)]
+    maps = [torch.where(m >= 0, m + b, m) for m, b in zip(maps, out)]
+    return torch.cat(tokens), torch.cat(sizes), torch.cat(kept), torch.cat(maps)
+
+
 def follow_reduction(values: torch.Tensor, token_map: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     """Other per-token values of the same input (n, C') reduced by the same plan: output token j is the mean of the
     values of the stock tokens it holds (`token_map[i] == j`; a dropped token, -1, counts for none), i.e. the
@@ -255,5 +272,5 @@ def dart_select(x: torch.Tensor, keep: int, pivots: int = DART_PIVOTS):
 
 
 __all__ = ["DART_PIVOTS", "attention_received", "contextual_count", "dart_plan", "dart_select", "divprune_order",
-           "divprune_select", "follow_reduction", "reduce_input", "reduce_to_budget", "visionzip_plan",
+           "divprune_select", "follow_reduction", "joined", "reduce_input", "reduce_to_budget", "visionzip_plan",
            "visionzip_select"]

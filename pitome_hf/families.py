@@ -39,10 +39,13 @@ from pitome_hf.modeling import (
     PiToMeQwen2_5_VLForConditionalGeneration,
     PiToMeQwen2_5_VLModel,
     PiToMeQwen2_5_VLProcessor,
+    PiToMeQwen3_5ForConditionalGeneration,
+    PiToMeQwen3_5Model,
     PiToMeQwen3VLForConditionalGeneration,
     PiToMeQwen3VLModel,
     PiToMeQwen3VLProcessor,
     qwen2_5_vl_dummy_inputs,
+    qwen3_5_dummy_inputs,
     qwen3_vl_dummy_inputs,
     PiToMeSiglipModel,
     PiToMeSiglipVisionModel,
@@ -196,6 +199,19 @@ QWEN3_VL_2B = dict(vision_config=dict(_QWEN3_VL_TOWER, out_hidden_size=2048),
 QWEN3_VL_4B = dict(vision_config=dict(_QWEN3_VL_TOWER, out_hidden_size=2560),
                    text_config=dict(_QWEN3_TEXT, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
                                     num_attention_heads=32, num_key_value_heads=8), **_QWEN_TOKENS)
+# A Qwen3.5-2B-like shape (the published layout as we know it; no config is offline to check against): Qwen3-VL's
+# tower without DeepStack; 24 language layers, three Gated DeltaNet layers then one gated full-attention layer
+QWEN3_5_2B = dict(
+    vision_config=dict({k: v for k, v in _QWEN3_VL_TOWER.items() if k != "deepstack_visual_indexes"},
+                       out_hidden_size=2048),
+    text_config=dict(vocab_size=248320, max_position_embeddings=262144, rms_norm_eps=1e-6, hidden_size=2048,
+                     intermediate_size=6144, num_hidden_layers=24, num_attention_heads=8, num_key_value_heads=2,
+                     head_dim=256, linear_conv_kernel_dim=4, linear_key_head_dim=128, linear_value_head_dim=128,
+                     linear_num_key_heads=16, linear_num_value_heads=16, tie_word_embeddings=True,
+                     rope_parameters={"rope_type": "default", "mrope_section": [11, 11, 10], "rope_theta": 10000000.0,
+                                      "partial_rotary_factor": 0.25}),
+    image_token_id=248056, video_token_id=248057, vision_start_token_id=248053, vision_end_token_id=248054,
+    tie_word_embeddings=True)
 QWEN_VQA_PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
                    "<|image_pad|><|vision_end|>{} Answer the question using a single word or phrase.<|im_end|>\n"
                    "<|im_start|>assistant\n")
@@ -435,6 +451,23 @@ FAMILIES: tuple[Family, ...] = (
                                  visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen2_5_vl_prompt),
         description="Qwen3-VL: each image's (each video frame's) visual tokens reduced to a budget at the language "
         "model's input, DeepStack features reduced alike, survivors at their stock M-RoPE positions",
+    ),
+    Family(
+        "qwen3_5",
+        (
+            _m("Qwen3_5ForConditionalGeneration", PiToMeQwen3_5ForConditionalGeneration, "image-text-to-text"),
+            _m("Qwen3_5Model", PiToMeQwen3_5Model, "image-text-to-text"),
+        ),
+        flops=flops.qwen3_vl_prefill_flops,
+        dummy_inputs=qwen3_5_dummy_inputs,
+        tasks=("vqa",),
+        processor=PiToMeQwen3VLProcessor,
+        vqa_prompt=QWEN_VQA_PROMPT,
+        benchmark=BenchmarkShape("Qwen3_5ForConditionalGeneration", {"Qwen3.5-2B": QWEN3_5_2B}, (0.5,),
+                                 "Qwen3.5-2B-like shape (language model cut to --lm-layers), random weights",
+                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen2_5_vl_prompt),
+        description="Qwen3.5: Qwen3-VL's reduction (per image, per video frame) before a hybrid language model; "
+        "token sizes act in its full-attention layers, its linear-attention layers see each merged token once",
     ),
     Family(
         "llava_onevision",

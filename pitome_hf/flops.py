@@ -358,6 +358,33 @@ def decoder_prefill_flops(text, tokens: int) -> int:
     return L * (tokens * per_token + 2 * 2 * tokens * tokens * q) + 2 * C * text.vocab_size
 
 
+def qwen3_5_decoder_prefill_flops(text, tokens: int, chunk: int = 64) -> int:
+    """Qwen3.5's hybrid language model over `tokens` tokens, logits of the last token only. Full-attention layers:
+    q (with its output gate: twice the heads' width), k, v, o and the attention over all tokens. Gated DeltaNet layers:
+    the q/k/v, z, b and a projections, the causal depthwise convolution (kernel `linear_conv_kernel_dim`, padded by
+    kernel - 1), the chunked delta rule as transformers' torch path computes it (sequence padded to `chunk`; per chunk
+    and value head: the two chunk x chunk key products, then reading and writing the recurrent state and the
+    within-chunk attention; its two triangular solves are not matmuls) and the output projection. Every layer: the
+    gated MLP (three matmuls)."""
+    C, I, T = text.hidden_size, text.intermediate_size, int(tokens)
+    head = getattr(text, "head_dim", None) or C // text.num_attention_heads
+    q, kv = text.num_attention_heads * head, text.num_key_value_heads * head
+    full = T * 2 * (2 * C * q + 2 * C * kv + q * C) + 2 * 2 * T * T * q
+    dk, dv = text.linear_key_head_dim, text.linear_value_head_dim
+    hk, hv = text.linear_num_key_heads, text.linear_num_value_heads
+    key_dim, value_dim, kernel = hk * dk, hv * dv, text.linear_conv_kernel_dim
+    padded = -(-T // chunk) * chunk
+    linear = T * 2 * C * (2 * key_dim + value_dim + value_dim + 2 * hv)  # in_proj_qkv, z, b, a
+    linear += 2 * (T + kernel - 1) * (2 * key_dim + value_dim) * kernel  # depthwise causal convolution
+    linear += hv * (2 * 2 * padded * chunk * dk  # the two chunk x chunk key products
+                    + padded * (2 * 2 * dk * dv + 2 * chunk * dv + 2 * dk * dv))  # state reads, attention, update
+    linear += T * 2 * value_dim * C  # out_proj
+    kinds = list(text.layer_types)[: text.num_hidden_layers]
+    mlp = T * 2 * 3 * C * I
+    return (sum(full if kind == "full_attention" else linear for kind in kinds) + len(kinds) * mlp
+            + 2 * C * text.vocab_size)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # LLaVA-OneVision: SigLIP tiles and projector as stock, the reduction at the language model's input
 # ----------------------------------------------------------------------------------------------------------------

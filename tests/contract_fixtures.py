@@ -144,6 +144,22 @@ def qwen3_vl_config():
                                       vision_end_token_id=QWEN_END)
 
 
+def qwen3_5_config():
+    """Qwen3.5 at the same sizes: Qwen3-VL's tower without DeepStack; a hybrid language model of four layers (three
+    Gated DeltaNet linear-attention layers, then one full-attention layer, the stock pattern)."""
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=2, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=16, in_channels=3)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+                head_dim=16, vocab_size=64, max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+                eos_token_id=2, linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_value_head_dim=8,
+                linear_num_key_heads=2, linear_num_value_heads=4,
+                rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0,
+                                 "partial_rotary_factor": 0.5})
+    return transformers.Qwen3_5Config(vision_config=vision, text_config=text, image_token_id=QWEN_IMAGE,
+                                      video_token_id=QWEN_VIDEO, vision_start_token_id=QWEN_START,
+                                      vision_end_token_id=QWEN_END)
+
+
 def _qwen_count(config, grid) -> int:
     if hasattr(config, "keep_ratio"):
         from pitome_hf.modeling.qwen_reduction import qwen_visual_token_count
@@ -173,7 +189,26 @@ def qwen2_5_vl_inputs(config, batch, g, grids=QWEN_GRIDS, text=4):
 
 def qwen2_5_vl_flops(family_flops, model):
     x = qwen2_5_vl_inputs(model.config, 1, torch.Generator().manual_seed(0))
-    return family_flops(model.config, 7, image_grid_thw=[QWEN_GRIDS[0]]), lambda: model(**x, logits_to_keep=1)
+    # 8 text tokens: 5, 6, vision start and end, 4 more
+    return family_flops(model.config, 8, image_grid_thw=[QWEN_GRIDS[0]]), lambda: model(**x, logits_to_keep=1)
+
+
+def qwen3_5_flops(family_flops, model):
+    """As Qwen2.5-VL's, with the parameters frozen while counting: the Gated DeltaNet layers pass their convolution's
+    weight to the `kernels` causal-conv1d layer as an input, which torch's FlopCounterMode module tracker cannot hook
+    under no_grad when it requires grad ("Expected gradient function to be set")."""
+    analytic, run = qwen2_5_vl_flops(family_flops, model)
+
+    def frozen():
+        flags = [p.requires_grad for p in model.parameters()]
+        model.requires_grad_(False)
+        try:
+            return run()
+        finally:
+            for p, flag in zip(model.parameters(), flags):
+                p.requires_grad_(flag)
+
+    return analytic, frozen
 
 
 def qwen2_5_vl_schedule(config):
@@ -266,6 +301,11 @@ FIXTURES = {
         qwen3_vl_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24, schedule_settings=qwen2_5_vl_schedule,
         flops=qwen2_5_vl_flops, compare=("logits",)),
     "Qwen3VLModel": Fixture(qwen3_vl_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24,
+                            schedule_settings=qwen2_5_vl_schedule, compare=("last_hidden_state",)),
+    "Qwen3_5ForConditionalGeneration": Fixture(
+        qwen3_5_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24, schedule_settings=qwen2_5_vl_schedule,
+        flops=qwen3_5_flops, compare=("logits",)),
+    "Qwen3_5Model": Fixture(qwen3_5_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24,
                             schedule_settings=qwen2_5_vl_schedule, compare=("last_hidden_state",)),
     "LlavaOnevisionForConditionalGeneration": Fixture(
         llava_onevision_config, llava_onevision_inputs, num_tokens=lambda c: 16, schedule_settings=qwen2_5_vl_schedule,

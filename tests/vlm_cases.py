@@ -17,11 +17,12 @@ import transformers
 from pitome_hf.modeling import PiToMeLlavaOnevisionProcessor, PiToMeQwen2_5_VLProcessor, PiToMeQwen3VLProcessor
 from pitome_hf.modeling.configuration_pitome_llava_onevision import PiToMeLlavaOnevisionConfig
 from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import PiToMeQwen2_5_VLConfig
+from pitome_hf.modeling.configuration_pitome_qwen3_5 import PiToMeQwen3_5Config
 from pitome_hf.modeling.configuration_pitome_qwen3_vl import PiToMeQwen3VLConfig
 
 from .contract_fixtures import (
     ONEVISION_IMAGE, ONEVISION_PINPOINTS, ONEVISION_VIDEO, QWEN_END, QWEN_IMAGE, QWEN_START, QWEN_VIDEO,
-    llava_onevision_config, qwen2_5_vl_config, qwen3_vl_config,
+    llava_onevision_config, qwen2_5_vl_config, qwen3_5_config, qwen3_vl_config,
 )
 from .helpers import without_video_processor, word_tokenizer
 
@@ -163,7 +164,13 @@ def qwen3_vl_case() -> VLMCase:
                            transformers.Qwen3VLProcessor, PiToMeQwen3VLProcessor, PiToMeQwen3VLConfig)
 
 
-CASES = {"qwen2_5_vl": qwen2_5_vl_case, "llava_onevision": llava_onevision_case, "qwen3_vl": qwen3_vl_case}
+def qwen3_5_case() -> VLMCase:
+    return qwen2_5_vl_case("qwen3_5", qwen3_5_config, transformers.Qwen3_5ForConditionalGeneration,
+                           transformers.Qwen3VLProcessor, PiToMeQwen3VLProcessor, PiToMeQwen3_5Config)
+
+
+CASES = {"qwen2_5_vl": qwen2_5_vl_case, "llava_onevision": llava_onevision_case, "qwen3_vl": qwen3_vl_case,
+         "qwen3_5": qwen3_5_case}
 
 
 def case_fixture(name: str):
