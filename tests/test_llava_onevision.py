@@ -5,13 +5,11 @@ tests/test_language_input_reduction.py what every family reducing at the languag
 equality, size-weighted means, decoding with the cache, the proportional-attention bias, the shared refusals). Here:
 the budgets per image of a batch (images of different sizes: different crop grids; a several-image prompt: no crops),
 newlines kept in place, base and crops never merged together, the survivors' positions against the stock model's,
-decoding positions, the processor, and the family's own refusals. No torchvision here: the stock processor is built
-without a video processor.
+decoding positions, videos (a budget per frame), the processor, and the family's own refusals. No torchvision here: the
+stock processor is built without a video processor.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pytest
@@ -129,66 +127,135 @@ def test_decoding_positions_continue_the_stock_ones(case, stock):
     assert [c.tolist() for c in calls[1:]] == [c.tolist() for c in calls_stock[1:]]
 
 
-def _with_video(case, processor, image=True):
-    """One prompt: an image (when `image`), then a video of 2 frames (9 stock `<video>` tokens: 2 x 2 x 2 pooled
+VIDEO_FRAMES, FRAME_TOKENS = 2, 4  # 16 px frames of 4 x 4 features, pooled 2 x 2 -> 4 features a frame
+
+
+def _with_video(case, processor, image=True, video_tokens=VIDEO_FRAMES * FRAME_TOKENS + 1):
+    """One prompt: an image (when `image`), then a video of 2 frames (stock: 9 `<video>` tokens, 2 x 2 x 2 pooled
     features and a newline; the video processor needs torchvision, absent here, so the video is given as pixels and
-    its tokens written out), then text."""
-    video = torch.randn(1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    its `video_tokens` tokens written out), then text."""
+    video = torch.randn(1, VIDEO_FRAMES, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     if image:
         x = dict(processor(text=["w1 <image> w2"], images=[[case.images()[0]]], return_tensors="pt"))
     else:
         x = {"input_ids": torch.tensor([[5]])}
-    ids = torch.cat([x["input_ids"], torch.tensor([[7] + [ONEVISION_VIDEO] * 9 + [8, 9]])], 1)
+    ids = torch.cat([x["input_ids"], torch.tensor([[7] + [ONEVISION_VIDEO] * video_tokens + [8, 9]])], 1)
     x.update(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=video)
     return x
 
 
-def test_an_image_and_a_video_in_one_prompt(case, stock):
-    """The image is reduced, the video is not (stock features, stock count): the video's tokens get the stock video
-    features at their stock positions, the text after both its stock positions; generate gives the greedy tokens of
-    full forwards; that videos are not reduced is said (a UserWarning)."""
-    model = apply_pitome(stock, keep_ratio=0.4)
-    x, x_stock = _with_video(case, case.processor_for(model.config)), _with_video(case, case.stock_processor)
+def _embeds_recorder(model, store):
+    def hook(module, args, kwargs):
+        store.setdefault("x", kwargs["inputs_embeds"])
+    return model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+VIDEO_SETTINGS = [dict(keep_ratio=0.4), dict(visual_tokens=2), dict(visual_tokens=3, merge_method="tome"),
+                  dict(visual_tokens=2, visual_selection="visionzip"),
+                  dict(visual_tokens=2, visual_selection="divprune"), dict(visual_tokens=3, visual_selection="dart")]
+
+
+@pytest.mark.parametrize("settings", VIDEO_SETTINGS)
+def test_a_video_gets_its_budget_per_frame_at_its_stock_positions(case, stock, settings):
+    """An image and a 2-frame video in one prompt: each frame keeps the frame budget (visual_tokens K per frame, or
+    the keep ratio of a frame's 4 features: 4 - floor(4 - 1.6) = 2), the newline stays last; what reaches the language
+    model at the video's tokens is the reduced video (a merged token the mean of its frame's tokens it holds, a pure
+    selection's token the stock one), at the stock positions of the survivors; the text after it at its stock
+    positions; no token holds features of two frames; generate gives the greedy tokens of full forwards."""
+    model = apply_pitome(stock, **settings)
+    processor = case.processor_for(model.config)
+    keep = settings.get("visual_tokens", 2)
+    assert processor.num_video_tokens_for(VIDEO_FRAMES) == VIDEO_FRAMES * keep + 1
+    x = _with_video(case, processor, video_tokens=processor.num_video_tokens_for(VIDEO_FRAMES))
+    x_stock = _with_video(case, case.stock_processor)
     embeds, embeds_stock = {}, {}
-
-    def recorder(store):
-        def hook(module, args, kwargs):
-            store.setdefault("x", kwargs["inputs_embeds"])
-        return hook
-
-    hooks = [m.model.language_model.register_forward_pre_hook(recorder(store), with_kwargs=True)
-             for m, store in ((model, embeds), (stock, embeds_stock))]
+    hooks = [_embeds_recorder(model, embeds), _embeds_recorder(stock, embeds_stock)]
     seen, handle = prefill_positions(model)
-    with torch.no_grad(), pytest.warns(UserWarning, match="videos are not reduced"):
+    seen_stock, handle_stock = prefill_positions(stock)
+    with torch.no_grad():
         out = model(**x)
-        stock(**x_stock)
+        stock_out = stock(**x_stock)
         generated = model.generate(**x, max_new_tokens=3, do_sample=False)
         ids = x["input_ids"]
         for _ in range(3):
             step = {**x, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
             ids = torch.cat([ids, model(**step, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)], 1)
-    for h in (*hooks, handle):
+    for h in (*hooks, handle, handle_stock):
         h.remove()
-    assert out.token_counts.tolist() == [[32, 14]]  # the image: base and one crop, 16 - floor(16 - 6.4) = 7 each
+    assert out.token_counts.tolist()[1] == [VIDEO_FRAMES * FRAME_TOKENS, VIDEO_FRAMES * keep]  # after the image's row
     video, video_stock = x["input_ids"][0] == ONEVISION_VIDEO, x_stock["input_ids"][0] == ONEVISION_VIDEO
-    assert int(video.sum()) == 9
-    assert torch.equal(embeds["x"][0, video], embeds_stock["x"][0, video_stock])
-    after, after_stock = video.nonzero()[0, 0] - 1, video_stock.nonzero()[0, 0] - 1  # the text token before the video
+    assert int(video.sum()) == VIDEO_FRAMES * keep + 1 and int(video_stock.sum()) == VIDEO_FRAMES * FRAME_TOKENS + 1
+    reduced, kept = out.video_outputs.pooler_output[0], out.video_outputs.kept_indices[0]
+    token_map, sizes = out.video_outputs.token_maps[0], out.video_outputs.token_sizes[0]
+    full = stock_out.video_outputs.pooler_output[0]
+    assert reduced.shape == (VIDEO_FRAMES * keep + 1, full.shape[-1]) and bool((kept.diff() > 0).all())
+    assert kept[-1] == full.shape[0] - 1 and torch.equal(reduced[-1], full[-1])  # the newline, last
+    members = [token_map == j for j in range(reduced.shape[0])]
+    torch.testing.assert_close(reduced, torch.stack([full[m].mean(0) for m in members]), rtol=1e-5, atol=1e-6)
+    assert sizes.tolist() == [float(m.sum()) for m in members]
+    frame_of = torch.arange(full.shape[0]).clamp_max(VIDEO_FRAMES * FRAME_TOKENS - 1) // FRAME_TOKENS
+    assert all(len(set(frame_of[m].tolist())) == 1 for m in members[:-1])  # frames reduced apart
+    assert [int(((kept[:-1] // FRAME_TOKENS) == f).sum()) for f in range(VIDEO_FRAMES)] == [keep] * VIDEO_FRAMES
+    if settings.get("visual_selection") in ("divprune", "dart"):
+        assert torch.equal(reduced, full[kept]) and sizes.tolist() == [1.0] * len(kept)
+    assert torch.equal(embeds["x"][0, video], reduced.to(embeds["x"].dtype))
     stock_pos = torch.arange(x_stock["input_ids"].shape[1])
-    assert torch.equal(seen["position_ids"][0, after:], stock_pos[after_stock:])  # video and text after: stock
+    ours_pos = seen["position_ids"][0]
+    assert torch.equal(ours_pos[video], stock_pos[video_stock][kept])
+    after, after_stock = video.nonzero()[-1, 0] + 1, video_stock.nonzero()[-1, 0] + 1
+    assert torch.equal(ours_pos[after:], stock_pos[after_stock:])  # the text after the video: stock positions
     assert torch.equal(generated, ids)
 
 
-def test_a_video_only_prompt_runs_as_stock_and_says_videos_are_not_reduced(stock):
-    model = apply_pitome(stock, keep_ratio=0.4)
-    x = _with_video(None, None, image=False)
+@pytest.mark.parametrize("settings", [dict(keep_ratio=1.0), dict(merge_method="none", visual_tokens=2)],
+                         ids=["keep1", "none"])
+@pytest.mark.parametrize("image", [True, False], ids=["image+video", "video"])
+def test_a_video_at_budget_off_equals_stock(stock, case, settings, image):
+    """Nothing reduced: the processor writes the stock count, and logits and greedy generate are the stock model's,
+    with and without an image before the video."""
+    model = apply_pitome(stock, **settings)
+    processor = case.processor_for(model.config) if image else None
+    assert case.processor_for(model.config).num_video_tokens_for(VIDEO_FRAMES) == VIDEO_FRAMES * FRAME_TOKENS + 1
+    x = _with_video(case, processor, image=image)
+    x_stock = _with_video(case, case.stock_processor, image=image) if image else x
+    assert torch.equal(x["input_ids"], x_stock["input_ids"])
     with torch.no_grad():
-        with pytest.warns(UserWarning, match="PiToMe LLaVA-OneVision: videos are not reduced"):
-            logits = model(**x).logits
-        torch.testing.assert_close(logits, stock(**x).logits, rtol=0, atol=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # nothing reduced, nothing said
-            apply_pitome(stock, keep_ratio=1.0)(**x)
+        torch.testing.assert_close(model(**x).logits, stock(**x_stock).logits, rtol=0, atol=0)
+        assert torch.equal(model.generate(**x, max_new_tokens=3, do_sample=False),
+                           stock.generate(**x_stock, max_new_tokens=3, do_sample=False))
+
+
+@pytest.mark.parametrize("settings", [dict(keep_ratio=0.3), dict(keep_ratio=0.8), dict(visual_tokens=1),
+                                      dict(visual_tokens=3, visual_selection="dart"), dict(keep_ratio=1.0)])
+def test_the_processors_video_count_is_the_models(case, stock, settings):
+    """For videos of 1, 2 and 3 frames: the `<video>` tokens the processor writes (`replace_video_token`,
+    `_get_num_multimodal_tokens`) are the tokens the model's video features hold."""
+    model = apply_pitome(stock, **settings)
+    processor = case.processor_for(model.config)
+    for frames in (1, 2, 3):
+        pixels = torch.randn(2, frames, 3, 16, 16, generator=torch.Generator().manual_seed(frames))
+        with torch.no_grad():
+            features = model.model.get_video_features(pixels).pooler_output
+        want = features.shape[1]
+        assert features.shape[0] == 2
+        assert processor.replace_video_token({"pixel_values_videos": pixels}, 1) == "<video>" * want
+        assert processor._get_num_multimodal_tokens(video_sizes=[(frames, 16, 16)]).num_video_tokens == [want]
+    keep = 4 - int(np.floor(4 - 4 * settings["keep_ratio"])) if "keep_ratio" in settings else settings["visual_tokens"]
+    assert want == 3 * keep + 1
+
+
+def test_video_budgets_and_prompts_the_family_cannot_take_are_refused_with_one_line(case, stock):
+    pixels = torch.randn(1, VIDEO_FRAMES, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"visual_tokens=5 does not fit a video frame, which has 4 pooled features: "
+                                         r"allowed values are 1\.\.4 for videos \(the budget is per frame\)") as info:
+        apply_pitome(stock, visual_tokens=5).model.get_video_features(pixels)
+    assert "\n" not in str(info.value)
+    model = apply_pitome(stock, visual_tokens=2)
+    with pytest.raises(ValueError, match=r"the prompt has 9 <video> tokens where the reduced model gives 5 .*"
+                                         r"PiToMeLlavaOnevisionProcessor") as info:
+        with torch.no_grad():
+            model(**_with_video(case, None, image=False))
+    assert "\n" not in str(info.value)
 
 
 def test_a_new_image_continuing_a_cache_equals_the_whole_conversation(case, stock):
