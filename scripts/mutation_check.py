@@ -1,15 +1,24 @@
-"""Deliberate mistakes in the merge core must each make a test fail.
+"""Deliberate mistakes in the merge core and the visual selections must each make a test fail.
 
-Usage: python scripts/mutation_check.py [pytest args...]   (default: tests/test_faithful.py tests/test_merging.py)
+Usage: python scripts/mutation_check.py [--only TEXT ...] [--list] [pytest args...]
+
+    python scripts/mutation_check.py                       # every mutation, each with its own tests
+    python scripts/mutation_check.py --list                # the mutations' names
+    python scripts/mutation_check.py --only divprune dart  # those whose name contains 'divprune' or 'dart'
+    python scripts/mutation_check.py --only visionzip -- tests/test_visual_selections.py -x   # other pytest args
 
 For each mutation below, the script edits the file of modeling/ that holds the line (merging.py, merge_fields.py,
-merge_config.py or merge_state.py; exactly one occurrence must match), runs the tests, restores the file (also on
-Ctrl-C), and reports whether the tests caught it. Exit code 1 when a mutation survives. Files are restored byte for
-byte from memory; run it on a clean or committed tree anyway.
+merge_config.py, merge_state.py or visual_reduction.py; exactly one occurrence must match), runs the tests (the
+mutation's own: tests/test_faithful.py and tests/test_merging.py for the merge core, tests/test_visual_selections.py
+for the visual selections; or the pytest args given), restores the file (also on Ctrl-C), and reports whether the
+tests caught it. Exit code 1 when a mutation survives. Files are restored byte for byte from memory; run it on a clean
+or committed tree anyway, and not in a checkout others are testing in at the same time (the mutated file is live while
+its tests run).
 """
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import subprocess
 import sys
@@ -17,9 +26,11 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELING = ROOT / "modeling"
 
-FILES = ("merging.py", "merge_fields.py", "merge_config.py", "merge_state.py")
+FILES = ("merging.py", "merge_fields.py", "merge_config.py", "merge_state.py", "visual_reduction.py")
+CORE_TESTS = ("tests/test_faithful.py", "tests/test_merging.py")
+SELECTION_TESTS = ("tests/test_visual_selections.py",)
 
-# (name, exact text in one of FILES, replacement)
+# (name, exact text in one of FILES, replacement[, the tests that must catch it: CORE_TESTS unless given])
 MUTATIONS = [
     ("destination by argmin (PiToMe)", "dst = b.gather(1, first_max(s_ab, tol))", "dst = b.gather(1, first_max(-s_ab, tol))"),
     ("A/B halves swapped (alternate split)", "a, b = order[:, 0 : 2 * r : 2], order[:, 1 : 2 * r : 2]",
@@ -69,16 +80,64 @@ MUTATIONS = [
     ("ToMe's B tokens before its unmerged A tokens", "return plan._replace(keep=torch.cat([unmerged, b], dim=1))",
      "return plan._replace(keep=torch.cat([b, unmerged], dim=1))"),
     ("budget without the floor(T/2) clamp", "return max(0, min(r, T // 2))", "return max(0, r)"),
+    # the visual selections (visual_reduction.py), against tests/reference_selections.py
+    ("VisionZip contextual tokens join their least similar target (argmin)",
+     "dst = targets[(unit[others] @ unit[targets].T).argmax(dim=-1)]",
+     "dst = targets[(unit[others] @ unit[targets].T).argmin(dim=-1)]", SELECTION_TESTS),
+    ("VisionZip contextual targets not spaced uniformly (the first c remaining tokens)",
+     "pick[torch.arange(0, remaining.numel(), step, device=device)[:c]] = True", "pick[:c] = True", SELECTION_TESTS),
+    ("VisionZip dominant tokens the least attended",
+     "order = torch.sort(received.float(), descending=True, stable=True).indices",
+     "order = torch.sort(received.float(), descending=False, stable=True).indices", SELECTION_TESTS),
+    ("DivPrune max-sum instead of max-min (distance to the picked set summed)",
+     "nearest = torch.minimum(nearest, distance[pick])", "nearest = nearest + distance[pick]", SELECTION_TESTS),
+    ("DivPrune first token: token 0", "first = first_max(others.amin(dim=1), tol)",
+     "first = first_max(torch.zeros_like(others[0]), tol)", SELECTION_TESTS),
+    ("DivPrune first token: the one nearest to another (min instead of max)",
+     "first = first_max(others.amin(dim=1), tol)", "first = first_max(-others.amin(dim=1), tol)", SELECTION_TESTS),
+    ("DivPrune distance on unnormalised features (not cosine)", "distance = 1.0 - unit @ unit.T",
+     "distance = 1.0 - features.double() @ features.double().T", SELECTION_TESTS),
+    ("DART keeps the most duplicated tokens", "least = ranking((-similarity[i]).masked_fill(",
+     "least = ranking((similarity[i]).masked_fill(", SELECTION_TESTS),
+    ("DART pivots: the smallest L1 norms", "pivot = ranking(norms[None],", "pivot = ranking(-norms[None],",
+     SELECTION_TESTS),
+    ("DART pivots by L2 norm", "norms = feats.abs().sum(dim=-1)", "norms = feats.norm(dim=-1)", SELECTION_TESTS),
+    ("DART one pivot", "p = min(pivots, keep)\n    norms", "p = min(1, keep)\n    norms", SELECTION_TESTS),
+    ("DART budget all to the first pivot", "count = share + (1 if i < extra else 0)",
+     "count = (keep - p) if i == 0 else 0", SELECTION_TESTS),
+    ("DART remainder to the last pivots", "count = share + (1 if i < extra else 0)",
+     "count = share + (1 if i >= p - extra else 0)", SELECTION_TESTS),
+    ("reduce_input runs the merge method for divprune", 'if selection == "divprune":',
+     'if selection == "divprune-":', SELECTION_TESTS),
 ]
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", metavar="TEXT", default=None,
+                        help="run only the mutations whose name contains one of these (case-insensitive)")
+    parser.add_argument("--list", action="store_true", help="print the mutations' names (with --only: those) and exit")
+    parser.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG",
+                        help="the tests to run for every mutation instead of each one's own (after --, any pytest "
+                        "option too)")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    tests = argv or ["tests/test_faithful.py", "tests/test_merging.py"]
+    args = parse(argv)
+    chosen = [m for m in MUTATIONS if args.only is None or any(t.lower() in m[0].lower() for t in args.only)]
+    if args.list:
+        print("\n".join(m[0] for m in chosen))
+        return 0
+    if not chosen:
+        print(f"no mutation's name contains any of {args.only}; --list shows them", file=sys.stderr)
+        return 2
     originals = {name: (MODELING / name).read_bytes() for name in FILES}
     texts = {name: data.decode() for name, data in originals.items()}
     survivors = []
     try:
-        for name, old, new in MUTATIONS:
+        for name, old, new, *own in chosen:
+            tests = args.pytest_args or list(own[0] if own else CORE_TESTS)
             where = [f for f, text in texts.items() if text.count(old) == 1]
             if len(where) != 1 or sum(text.count(old) for text in texts.values()) != 1:
                 print(f"SKIP  {name}: the line to mutate must occur exactly once in {', '.join(FILES)} (update the script)")
@@ -99,7 +158,7 @@ def main(argv: list[str]) -> int:
     finally:
         for name, data in originals.items():
             (MODELING / name).write_bytes(data)
-    print(f"{len(MUTATIONS) - len(survivors)} of {len(MUTATIONS)} mutations caught")
+    print(f"{len(chosen) - len(survivors)} of {len(chosen)} mutations caught")
     return 1 if survivors else 0
 
 

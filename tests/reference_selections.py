@@ -2,8 +2,8 @@
 
 Written from the definitions (docs/vlm.md; the papers: VisionZip, Yang et al., arXiv 2412.04467; DivPrune, Alvar et
 al., CVPR 2025; DART, Wen et al., 2025), deliberately plain: one input at a time, Python lists and loops, float64
-(`reference_merging.cosine`), Python's stable `sorted`. It imports nothing from pitome_hf. tests/test_visual_selections.py
-compares the project's tensor code with it token for token.
+(`reference_merging.cosine`), Python's stable `sorted`. It imports nothing from pitome_hf.
+tests/test_visual_selections.py compares the project's tensor code with it token for token.
 
 Every function takes one input's features (n, C) as a tensor (VisionZip also its metric and the attention each token
 receives) and returns `Selection`: `kept`, the stock indices of the output tokens in original order, and `members`,
