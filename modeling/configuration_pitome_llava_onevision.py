@@ -191,8 +191,9 @@ def llava_onevision_dummy_inputs(config) -> dict:
 class PiToMeLlavaOnevisionConfig(VisualBudgetConfigMixin, LlavaOnevisionConfig):
     r"""A [`LlavaOnevisionConfig`] with visual-token reduction at the language model's input.
 
-    Besides the merge fields (`MergeConfigMixin`; `visual_tokens` is read here), `visual_selection`: "merge"
-    (PiToMe / ToMe / pitome_bsm by `merge_method`) or "visionzip" (dominant + contextual tokens).
+    Besides the merge fields (`MergeConfigMixin`; `visual_tokens` is read here, per image and per video frame),
+    `visual_selection`: "merge" (PiToMe / ToMe / pitome_bsm by `merge_method`), "visionzip" (dominant + contextual
+    tokens), "divprune" (the max-min diverse subset) or "dart" (pivots and their least duplicated tokens).
     """
 
     model_type = "pitome_llava_onevision"
