@@ -97,24 +97,43 @@ def _llava_inputs(config) -> dict:
     return {"input_ids": ids, **_pixels(config)}
 
 
-def _qwen2_5_vl_prompt(config, image_size: int, text_tokens: int) -> tuple[dict, dict]:
+def _qwen_prompt(config, image_size: int, text_tokens: int, frames: int = 0) -> tuple[dict, dict]:
     """One prompt with one square image of `image_size` px (random patches) holding the config's number of
-    `<|image_pad|>` tokens, `text_tokens` text tokens around it (vision start and end included)."""
-    from pitome_hf.modeling.configuration_pitome_qwen2_5_vl import qwen_visual_token_count
+    `<|image_pad|>` tokens, `text_tokens` text tokens around it (vision start and end included). With `frames` > 0 a
+    video of that many temporal patches instead, written as the family's processor writes it: one run of
+    `<|video_pad|>` (Qwen2.5-VL), or one run per temporal patch after its timestamp text (`frames_apart`: Qwen3-VL,
+    Qwen3.5; four text tokens stand for "<0.5 seconds>")."""
+    from pitome_hf.modeling.qwen_reduction import qwen_visual_token_count
 
     vision = config.vision_config
+    unit = vision.patch_size * vision.spatial_merge_size
+    if image_size % unit:
+        raise ValueError(f"--image-size {image_size}: the tower cuts {vision.patch_size} px patches merged "
+                         f"{vision.spatial_merge_size} x {vision.spatial_merge_size}; give a multiple of {unit} "
+                         "(the stock image processor resizes to one).")
     side = image_size // vision.patch_size
-    grid = (1, side, side)
+    grid = (max(1, frames), side, side)
     n = qwen_visual_token_count(config, grid)
+    token = config.video_token_id if frames else config.image_token_id
     text = _token_ids(config, max(2, text_tokens - 2))[0]
     text[(text == config.vision_start_token_id) | (text == config.vision_end_token_id) | (text == config.video_token_id)] = 5
     half = len(text) // 2
-    ids = torch.cat([text[:half], torch.tensor([config.vision_start_token_id]), torch.full((n,), config.image_token_id),
-                     torch.tensor([config.vision_end_token_id]), text[half:]])[None]
+    start, end = torch.tensor([config.vision_start_token_id]), torch.tensor([config.vision_end_token_id])
+    if frames and getattr(config, "frames_apart", False):
+        stamp = torch.full((4,), 5)
+        visual = torch.cat([torch.cat([stamp, start, torch.full((n // frames,), token), end]) for _ in range(frames)])
+    else:
+        visual = torch.cat([start, torch.full((n,), token), end])
+    ids = torch.cat([text[:half], visual, text[half:]])[None]
     patch = vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2
     g = torch.Generator().manual_seed(0)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == config.image_token_id).int(),
-              "pixel_values": torch.randn(side * side, patch, generator=g), "image_grid_thw": torch.tensor([grid])}
+    pixels = torch.randn(grid[0] * side * side, patch, generator=g)
+    kind = "video" if frames else "image"
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+              "mm_token_type_ids": (ids == config.image_token_id).int() + 2 * (ids == config.video_token_id).int(),
+              f"pixel_values{'_videos' if frames else ''}": pixels, f"{kind}_grid_thw": torch.tensor([grid])}
+    if frames and not getattr(config, "frames_apart", False):
+        inputs["second_per_grid_ts"] = torch.tensor([1.0])
     return inputs, {"prompt_text_tokens": ids.shape[1] - n, "image_grid_thw": [grid]}
 
 
@@ -253,7 +272,8 @@ class BenchmarkShape:
     # Vision-language families (`pitome-hf benchmark <family>` times time to first token, pitome_hf.measurement.
     # benchmark_vlm): the visual-token budgets swept by default, the square image side in pixels, and
     # `prompt(config, image_size, text_tokens) -> (inputs, flops keyword arguments)`: one prompt with one image
-    # holding the config's own number of visual tokens, and the family FLOPs function's arguments for it.
+    # holding the config's own number of visual tokens, and the family FLOPs function's arguments for it; a builder
+    # that also takes `frames` (temporal patches) builds a video prompt instead (`--video-frames`).
     visual_tokens: tuple = ()
     image_size: int = 0
     prompt: Optional[Callable] = None
@@ -430,7 +450,7 @@ FAMILIES: tuple[Family, ...] = (
         vqa_prompt=QWEN_VQA_PROMPT,
         benchmark=BenchmarkShape("Qwen2_5_VLForConditionalGeneration", {"Qwen2.5-VL-3B": QWEN2_5_VL_3B}, (0.5,),
                                  "Qwen2.5-VL-3B shape (language model cut to --lm-layers), random weights",
-                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen2_5_vl_prompt),
+                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen_prompt),
         description="Qwen2.5-VL: each image's visual tokens reduced to a budget at the language model's input "
         "(PiToMe, ToMe or VisionZip-style), survivors at their stock M-RoPE positions",
     ),
@@ -448,7 +468,7 @@ FAMILIES: tuple[Family, ...] = (
         benchmark=BenchmarkShape("Qwen3VLForConditionalGeneration",
                                  {"Qwen3-VL-2B": QWEN3_VL_2B, "Qwen3-VL-4B": QWEN3_VL_4B}, (0.5,),
                                  "Qwen3-VL-2B/4B shapes (language model cut to --lm-layers), random weights",
-                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen2_5_vl_prompt),
+                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen_prompt),
         description="Qwen3-VL: each image's (each video frame's) visual tokens reduced to a budget at the language "
         "model's input, DeepStack features reduced alike, survivors at their stock M-RoPE positions",
     ),
@@ -465,7 +485,7 @@ FAMILIES: tuple[Family, ...] = (
         vqa_prompt=QWEN_VQA_PROMPT,
         benchmark=BenchmarkShape("Qwen3_5ForConditionalGeneration", {"Qwen3.5-2B": QWEN3_5_2B}, (0.5,),
                                  "Qwen3.5-2B-like shape (language model cut to --lm-layers), random weights",
-                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen2_5_vl_prompt),
+                                 visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen_prompt),
         description="Qwen3.5: Qwen3-VL's reduction (per image, per video frame) before a hybrid language model; "
         "token sizes act in its full-attention layers, its linear-attention layers see each merged token once",
     ),

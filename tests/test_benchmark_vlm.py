@@ -137,3 +137,43 @@ def test_classifier_benchmarks_do_not_offer_the_vlm_family():
     args = build_parser().parse_args(["qwen2_5_vl", "--visual-tokens", "64", "128"])
     assert args.visual_budgets == [64, 128] and not hasattr(args, "visual_tokens")
     assert args.visual_selections == ["merge", "visionzip", "divprune", "dart"] and args.keep_ratios == [0.5]
+
+
+# ---- the Qwen3 families: their registry shapes shrunk alike, an image and a video (issue #33)
+QWEN3_TINY = {"vision_config": dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128),
+              "text_config": dict(hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1,
+                                  head_dim=64, num_hidden_layers=1, vocab_size=248400)}
+
+
+@pytest.mark.parametrize("family_name, shape, extra", [
+    ("qwen3_vl", "Qwen3-VL-2B", {"vision_config": dict(deepstack_visual_indexes=[0])}),
+    ("qwen3_5", "Qwen3.5-2B", {"text_config": dict(num_hidden_layers=4, linear_num_key_heads=2,
+                                                   linear_num_value_heads=2)})])
+@pytest.mark.parametrize("frames", [0, 2])
+def test_qwen3_prompts_images_and_videos_and_their_flops(family_name, shape, extra, frames):
+    """The prompt builder writes the config's count (a video: one run per temporal patch after its timestamp text, the
+    budget per temporal patch), and the family's analytic FLOPs equal the counter for the unreduced model and each
+    selection."""
+    from pitome_hf.measurement.shapes import merged_fields
+
+    family = family_named(family_name)
+    stock = benchmark_vlm.stock_model(family, shape, merged_fields(QWEN3_TINY, extra), torch.device("cpu"),
+                                      torch.float32)
+    token = stock.config.video_token_id if frames else stock.config.image_token_id
+    for settings in (dict(merge_method="none"), dict(visual_tokens=16), dict(visual_tokens=16, merge_method="tome"),
+                     dict(visual_tokens=16, visual_selection="visionzip"),
+                     dict(visual_tokens=16, visual_selection="divprune"), dict(keep_ratio=0.3, visual_selection="dart")):
+        model = apply_pitome(stock, **settings)
+        inputs, kwargs = family.benchmark.prompt(model.config, 256, 20, frames=frames)
+        per = 64 if settings.get("merge_method") == "none" else settings.get("visual_tokens", 64 - math.floor(64 - 64 * 0.3))
+        runs = [len(r) for r in "".join("x" if t == token else " " for t in inputs["input_ids"][0].tolist()).split()]
+        assert runs == [per] * max(1, frames)
+        analytic, counted = family.flops(model.config, **kwargs), benchmark_vlm.counted_flops(model, inputs)
+        assert abs(analytic - counted) / counted < 0.01, (settings, analytic, counted)
+
+
+def test_video_frames_refused_where_the_prompt_builder_has_no_video(capsys):
+    from pitome_hf.cli import main
+
+    assert main(["benchmark", "llava_onevision", "--video-frames", "2"]) == 2
+    assert "--video-frames 2: the llava_onevision benchmark builds image prompts only" in capsys.readouterr().err

@@ -38,7 +38,8 @@ def _language_inputs(model):
 
 
 SELECTIONS = [dict(visual_tokens=5), dict(keep_ratio=0.4, merge_method="tome"),
-              dict(visual_tokens=6, visual_selection="visionzip")]
+              dict(visual_tokens=6, visual_selection="visionzip"), dict(visual_tokens=5, visual_selection="divprune"),
+              dict(keep_ratio=0.4, visual_selection="dart")]
 
 
 @pytest.mark.parametrize("settings", SELECTIONS)
@@ -65,7 +66,10 @@ def test_deepstack_rows_follow_the_reduction_at_exactly_the_kept_tokens(case, st
             assert torch.equal(rows[single], stock_rows[kept[single]])  # survivors alone: their own stock rows
             want.append(rows)
         torch.testing.assert_close(added, torch.cat(want), rtol=1e-5, atol=1e-6)
-    assert any(bool((s > 1).any()) for s in images.token_sizes)
+        if settings.get("visual_selection") in ("divprune", "dart"):  # pure selections: the stock rows, exactly
+            assert torch.equal(added, torch.cat([rows[kept] for rows, kept in zip(level, images.kept_indices)]))
+    merged = any(bool((s > 1).any()) for s in images.token_sizes)
+    assert merged == (settings.get("visual_selection") not in ("divprune", "dart"))
 
 
 def test_deepstack_at_budget_off_is_the_stock_deepstack(case, stock):

@@ -4,6 +4,7 @@ DivPrune and DART visual-token selections, side by side in one run, at equal vis
     pitome-hf benchmark qwen2_5_vl                         # Qwen2.5-VL-3B shape, 4 LM layers, one 448 x 448 image
     pitome-hf benchmark qwen2_5_vl --visual-tokens 64 128 192 --keep-ratios 0.5 --lm-layers 4 --json ttft.json
     pitome-hf benchmark qwen2_5_vl --device cuda --dtype bfloat16 --lm-layers 36      # the whole 3B model
+    pitome-hf benchmark qwen3_vl --shape Qwen3-VL-4B --video-frames 2      # a video of 2 temporal patches (4 frames)
 
 Any registry family whose `BenchmarkShape` has a `prompt` builder gets this subcommand (pitome_hf.families): the
 stock model of the shape is built with random weights (`--lm-layers` replaces the language model's depth,
@@ -92,12 +93,18 @@ def counted_flops(model, inputs: dict) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     previous = model.config._attn_implementation
+    flags = [p.requires_grad for p in model.parameters()]
     model.set_attn_implementation("eager")
+    # frozen while counting: Qwen3.5's Gated DeltaNet layers pass a weight to the `kernels` causal-conv1d layer as an
+    # input, which the counter's module tracker cannot hook under no_grad when it requires grad
+    model.requires_grad_(False)
     try:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(**inputs, logits_to_keep=1)
     finally:
         model.set_attn_implementation(previous)
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
     return counter.get_total_flops()
 
 
@@ -105,10 +112,12 @@ def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | N
               image_size: int | None = None, text_tokens: int = 32, visual_tokens=None, keep_ratios=None,
               methods=("pitome", "tome"), selections=None, device=None, dtype: str = "float32",
               warmup: int = 1, repeats: int = 3, extra: dict | None = None, check_flops: bool = True,
-              progress: bool = True) -> dict:
+              progress: bool = True, video_frames: int = 0) -> dict:
     """Time every row of `family_name`'s VLM benchmark side by side; returns {"rows", "flops_check", "setup"}.
     `selections`: the visual_selection values of the rows (default: every value of the field, as the command's
-    --visual-selections); `extra`: merge settings of every reduced row (the command line's merge flags)."""
+    --visual-selections); `extra`: merge settings of every reduced row (the command line's merge flags);
+    `video_frames` > 0: the prompt holds a video of that many temporal patches of the image's size instead of the
+    image (budgets per temporal patch where the family's processor writes one run per frame)."""
     from pitome_hf.apply import apply_pitome
     from pitome_hf.families import family_named
 
@@ -125,6 +134,15 @@ def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | N
             raise ValueError(f"--lm-layers {lm_layers}: must be >= 1.")
         overrides = merged_fields(overrides, {"text_config": {"num_hidden_layers": lm_layers}})
     size = image_size or spec.image_size
+    if video_frames:
+        import inspect
+
+        if "frames" not in inspect.signature(spec.prompt).parameters:
+            raise ValueError(f"--video-frames {video_frames}: the {family_name} benchmark builds image prompts only; "
+                             "leave --video-frames out.")
+        if video_frames < 1:
+            raise ValueError(f"--video-frames {video_frames}: give a number of temporal patches >= 1.")
+    frames = {"frames": video_frames} if video_frames else {}
     visual_tokens = spec.visual_tokens if visual_tokens is None else visual_tokens
     keep_ratios = spec.ratios if keep_ratios is None else keep_ratios
     if selections is None:
@@ -136,7 +154,7 @@ def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | N
     models, prompts = [], []
     for row in settings:
         model = apply_pitome(stock, **({} if row.get("merge_method") == "none" else dict(extra or {})), **row)
-        inputs, flops_kwargs = spec.prompt(model.config, size, text_tokens)  # refuses a budget above the image's
+        inputs, flops_kwargs = spec.prompt(model.config, size, text_tokens, **frames)  # refuses a budget above it
         models.append(model)
         prompts.append((_to(inputs, dev, torch_dtype), flops_kwargs))
     flops = [family.flops(m.config, **kw) for m, (_, kw) in zip(models, prompts)]
@@ -146,7 +164,7 @@ def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | N
             counted = counted_flops(models[i], prompts[i][0])
             check.append(dict(method=row_method(settings[i]), analytic=flops[i], counted=counted,
                               relative_error=abs(flops[i] - counted) / counted))
-    image_token = stock.config.image_token_id
+    image_token = stock.config.video_token_id if video_frames else stock.config.image_token_id
     calls = [(lambda m=m, x=x: m.generate(**x, max_new_tokens=1, min_new_tokens=1, do_sample=False))
              for m, (x, _) in zip(models, prompts)]
     lines = Progress(len(calls) + max(1, repeats), f"benchmark {family_name} ", enabled=progress)
@@ -165,7 +183,7 @@ def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | N
                          measured_over_ideal=measured / ideal, peak_mib=peak / 2**20, prompt_tokens=x["input_ids"].shape[1],
                          device=str(dev), dtype=dtype))
     cfg = stock.config
-    setup = dict(family=family_name, shape=shape, image_size=size, text_tokens=text_tokens,
+    setup = dict(family=family_name, shape=shape, image_size=size, text_tokens=text_tokens, video_frames=video_frames,
                  lm_layers=cfg.text_config.num_hidden_layers, overrides=overrides, warmup=warmup, repeats=repeats,
                  torch=torch.__version__, threads=torch.get_num_threads(), device=str(dev), dtype=dtype,
                  memory=("torch.cuda.max_memory_allocated" if dev.type == "cuda"
@@ -192,8 +210,10 @@ def flops_check_lines(check: list[dict]) -> list[str]:
 
 def markdown(result: dict) -> str:
     s = result["setup"]
-    head = (f"{s['family']} {s['shape']} shape ({s['lm_layers']} language-model layers), random weights, one "
-            f"{s['image_size']} x {s['image_size']} image, {s['text_tokens']} text tokens, {s['device']}, {s['dtype']}, "
+    visual = (f"a video of {s['video_frames']} temporal patches of {s['image_size']} x {s['image_size']}"
+              if s.get("video_frames") else f"one {s['image_size']} x {s['image_size']} image")
+    head = (f"{s['family']} {s['shape']} shape ({s['lm_layers']} language-model layers), random weights, "
+            f"{visual}, {s['text_tokens']} text tokens, {s['device']}, {s['dtype']}, "
             f"torch {s['torch']}, {s['threads']} threads; TTFT = generate(max_new_tokens=1), median of {s['repeats']} "
             f"interleaved rounds; peak memory: {s['memory']}")
     return "\n".join([head, "", markdown_table(result["rows"], COLUMNS), "", *flops_check_lines(result["flops_check"])])
@@ -205,12 +225,17 @@ def add_arguments(parser: argparse.ArgumentParser, family) -> None:
 
     spec = family.benchmark
     add_visual_sweep_arguments(parser, spec.visual_tokens, family)
+    parser.add_argument("--shape", choices=list(spec.shapes), default=next(iter(spec.shapes)),
+                        help="the real model shape (default: %(default)s)")
     parser.add_argument("--lm-layers", type=int, default=4, help="language-model layers (default: %(default)s; "
                         f"the real {next(iter(spec.shapes))} has "
                         f"{next(iter(spec.shapes.values()))['text_config']['num_hidden_layers']})")
     parser.add_argument("--image-size", type=int, default=spec.image_size, help="square image side in pixels "
                         "(default: %(default)s)")
     parser.add_argument("--text-tokens", type=int, default=32, help="prompt text tokens (default: %(default)s)")
+    parser.add_argument("--video-frames", type=int, default=0, metavar="T", help="a video of T temporal patches "
+                        "(2T frames) of --image-size instead of the image; budgets per temporal patch where the "
+                        "family's processor writes one run per frame (Qwen3-VL, Qwen3.5)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="other config fields of the shape, "
                         "dotted keys, JSON values (e.g. vision_config.depth=2 text_config.hidden_size=128)")
     parser.add_argument("--no-flops-check", action="store_true", help="skip the analytic-vs-FlopCounterMode check")
@@ -242,11 +267,11 @@ def run(args) -> dict:
     for flag, value in (("--image-size", args.image_size), ("--text-tokens", args.text_tokens)):
         if value < 1:
             raise ValueError(f"{flag} {value}: must be >= 1.")
-    return bench_vlm(args.family, overrides=parse_sets(args.set), lm_layers=args.lm_layers, image_size=args.image_size,
+    return bench_vlm(args.family, shape=args.shape, overrides=parse_sets(args.set), lm_layers=args.lm_layers, image_size=args.image_size,
                      text_tokens=args.text_tokens, visual_tokens=args.visual_budgets, keep_ratios=args.keep_ratios,
                      methods=args.methods, selections=args.visual_selections, device=args.device, dtype=args.dtype,
                      warmup=args.warmup, repeats=args.repeats, extra=merge_arguments(args),
-                     check_flops=not args.no_flops_check)
+                     check_flops=not args.no_flops_check, video_frames=args.video_frames)
 
 
 def main(args, caveat, setup: str) -> int:
