@@ -253,3 +253,65 @@ def test_image_text_to_text_pipeline_serves_a_converted_folder(stock_folder, tmp
     with torch.no_grad():
         ids = pipe.model.generate(**x, max_new_tokens=3, do_sample=False)[0, x["input_ids"].shape[1]:]
     assert got[0]["generated_text"].strip() and got[0]["generated_text"].strip() == pipe.processor.decode(ids, skip_special_tokens=True).strip()
+
+
+# ---- the Qwen3 families (issue #33): convert, the remote code in a fresh process, push's load check, evaluate
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+def test_qwen3_families_convert_load_verify_and_evaluate(family, tmp_path, video_stand_in):
+    from pitome_hf.commands.evaluate import main
+    from pitome_hf.commands.push import verify_loads
+    from pitome_hf.evaluation.report import validate_report
+
+    from .contract_fixtures import qwen3_5_config, qwen3_vl_config
+
+    make, stock_class = {"qwen3_vl": (qwen3_vl_config, transformers.Qwen3VLForConditionalGeneration),
+                         "qwen3_5": (qwen3_5_config, transformers.Qwen3_5ForConditionalGeneration)}[family]
+    root = tmp_path / "stock"
+    torch.manual_seed(0)
+    stock_class(make()).save_pretrained(root)
+    words = {w: i for i, w in enumerate(WORDS)} | SPECIAL
+    tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
+        additional_special_tokens=list(SPECIAL)).save_pretrained(root)
+    transformers.Qwen2VLImageProcessorPil(patch_size=2, merge_size=2, temporal_patch_size=2, min_pixels=64,
+                                          max_pixels=16 * 16).save_pretrained(root)
+    out = convert_checkpoint(str(root), tmp_path / "pitome", visual_tokens=4, visual_selection="divprune")
+    names = {p.name for p in out.iterdir()}
+    assert {"processing_pitome_qwen3_vl.py", f"modeling_pitome_{family}.py", "qwen_reduction.py",
+            "processor_config.json", "model.safetensors"} <= names
+    image = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype("uint8")
+    np.save(tmp_path / "image.npy", image)
+    got = run_fresh(VIDEO_STAND_IN + f'''
+import json, numpy as np, torch, transformers
+folder = {str(out)!r}
+processor = transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+model = transformers.AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
+x = processor(text=["w1 <|vision_start|><|image_pad|><|vision_end|> w2"], images=[np.load({str(tmp_path / "image.npy")!r})],
+              return_tensors="pt")
+with torch.no_grad():
+    logits = model(**x).logits
+print(json.dumps(dict(processor=type(processor).__name__, model=type(model).__name__,
+                      pads=int((x["input_ids"] == model.config.image_token_id).sum()), ids=x["input_ids"].tolist(),
+                      logits=logits[0, -1].tolist())))
+''', tmp_path)
+    assert got["processor"] == "PiToMeQwen3VLProcessor" and got["pads"] == 4
+    assert got["model"] == {"qwen3_vl": "PiToMeQwen3VLForConditionalGeneration",
+                            "qwen3_5": "PiToMeQwen3_5ForConditionalGeneration"}[family]
+    stock = stock_class.from_pretrained(root).eval()
+    model = apply_pitome(stock, visual_tokens=4, visual_selection="divprune")
+    pixels = transformers.AutoImageProcessor.from_pretrained(root)(images=[image], return_tensors="pt")
+    ids = torch.tensor(got["ids"])
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=(ids == QWEN_IMAGE).int(),
+                     **pixels).logits[0, -1]
+    torch.testing.assert_close(torch.tensor(got["logits"]), want, rtol=1e-4, atol=1e-5)
+    verify_loads(out)  # push's load check: raises on a folder that does not load
+    report_dir = tmp_path / "eval"
+    assert main(["--task", "vqa", "--model", str(root), "--dataset", str(_vqa_set(tmp_path, 2)), "--visual-tokens",
+                 "4", "--methods", "none", "pitome", "--visual-selections", "merge", "dart", "--device", "cpu",
+                 "--batch-size", "2", "--max-new-tokens", "2", "--no-progress", "--out", str(report_dir)]) == 0
+    report = validate_report(json.loads((report_dir / "results.json").read_text()))
+    assert [(r["method"], r["visual_tokens"], r["token_counts"]) for r in report["results"]] == [
+        ("none", None, [16]), ("pitome", 4, [4]), ("dart", 4, [4])]
