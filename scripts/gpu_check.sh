@@ -34,6 +34,10 @@ text_config.intermediate_size=256 text_config.num_attention_heads=1 text_config.
   # LLaVA-OneVision-0.5B shape with 1 SigLIP layer and 1 LM layer, one 448 px AnyRes image (base + 2 x 2 crops)
   ONEVISION="--dtype float32 --lm-layers 1 --image-size 448 --visual-tokens 64 --keep-ratios 0.5 --set \
 vision_config.num_hidden_layers=1"
+  # Qwen3-VL-4B / Qwen3.5-2B shapes with 2 vision blocks and a narrow language model, a 256 px image (64 tokens)
+  Q3="--set vision_config.depth=2 vision_config.hidden_size=64 vision_config.intermediate_size=128 vision_config.num_heads=2 vision_config.out_hidden_size=128 text_config.hidden_size=128 text_config.intermediate_size=256 text_config.num_attention_heads=2 text_config.num_key_value_heads=1 text_config.head_dim=64"
+  QWEN3VL="--shape Qwen3-VL-4B --dtype float32 --lm-layers 1 --image-size 256 --visual-tokens 16 --keep-ratios 0.5 $Q3 vision_config.deepstack_visual_indexes=[0]"
+  QWEN35="--dtype float32 --lm-layers 4 --image-size 256 --visual-tokens 16 --keep-ratios 0.5 $Q3 text_config.linear_num_key_heads=2 text_config.linear_num_value_heads=2"
 else
   DEV=cuda; DT=float16; BIG=256; MID=64; COMPILE="eager compiled"; LM="--lm-layers 32 --lm-hidden 4096"; LIMIT=""
   REP="--warmup 3 --repeats 10"
@@ -41,6 +45,10 @@ else
   QWEN="--dtype bfloat16 --lm-layers 36 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
   # the whole LLaVA-OneVision-0.5B shape (26 SigLIP layers, 24 LM layers), bf16, one 448 px AnyRes image: 3,699 tokens
   ONEVISION="--dtype bfloat16 --lm-layers 24 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
+  # the whole Qwen3-VL-4B shape (36 LM layers) and Qwen3.5-2B-like shape (24 hybrid LM layers), bf16, one 448 px image
+  # (196 visual tokens unreduced) and a video of 4 temporal patches (budgets per temporal patch)
+  QWEN3VL="--shape Qwen3-VL-4B --dtype bfloat16 --lm-layers 36 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
+  QWEN35="--dtype bfloat16 --lm-layers 24 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
 fi
 
 run() {  # name, then the pitome-hf arguments; a failing step is logged and the next one runs
@@ -68,5 +76,11 @@ run llava benchmark llava --batch-size 1 --dtype $DT --device $DEV $LM --keep-ra
 # ratio 0.5, with the FLOPs-ideal speed-up, measured/ideal (target >= 0.8), peak memory and the FLOPs check
 run qwen2_5_vl benchmark qwen2_5_vl --device $DEV $QWEN $REP --json "$OUT/qwen2_5_vl.json"
 run llava_onevision benchmark llava_onevision --device $DEV $ONEVISION $REP --json "$OUT/llava_onevision.json"
+# Qwen3-VL (DeepStack) and Qwen3.5 (hybrid language model): every selection (PiToMe, ToMe, VisionZip-style, DivPrune,
+# DART), an image, then a video
+run qwen3_vl benchmark qwen3_vl --device $DEV $QWEN3VL $REP --json "$OUT/qwen3_vl.json"
+run qwen3_vl_video benchmark qwen3_vl --device $DEV $QWEN3VL --video-frames 4 $REP --json "$OUT/qwen3_vl_video.json"
+run qwen3_5 benchmark qwen3_5 --device $DEV $QWEN35 $REP --json "$OUT/qwen3_5.json"
+run qwen3_5_video benchmark qwen3_5 --device $DEV $QWEN35 --video-frames 4 $REP --json "$OUT/qwen3_5_video.json"
 rm -rf "$SHIM"
 echo "done; files in $OUT" | tee -a "$LOG"
