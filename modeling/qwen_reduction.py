@@ -39,7 +39,7 @@ from .language_input_reduction import (
 )
 from .merge_config import count_settings
 from .merging import tokens_kept
-from .visual_reduction import attention_received, follow_reduction, reduce_input
+from .visual_reduction import attention_received, follow_reduction, joined, reduce_input
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -110,18 +110,6 @@ def _last_block_capture(visual):
     return capture({"qkv": attn.qkv}, pre_hook=(attn, _read_attention_inputs))
 
 
-def _joined(parts, frame_tokens):
-    """The per-frame reductions of one input joined into one: tokens, sizes, kept (stock indices of the input) and
-    token map (output indices of the input; -1 stays -1)."""
-    if len(parts) == 1:
-        return parts[0]
-    tokens, sizes, kept, maps = zip(*parts)
-    offsets = [0, *accumulate(len(k) for k in kept)]
-    kept = [k + f * frame_tokens for f, k in enumerate(kept)]
-    maps = [torch.where(m >= 0, m + offsets[f], m) for f, m in enumerate(maps)]
-    return torch.cat(tokens), torch.cat(sizes), torch.cat(kept), torch.cat(maps)
-
-
 class QwenReducedModelMixin(ReducedInputModelMixin):
     """The PiToMe part of a Qwen vision-language model (put before the stock model class): reduced features, survivor
     positions, the forward. See the module docstring for what a family sets."""
@@ -168,10 +156,10 @@ class QwenReducedModelMixin(ReducedInputModelMixin):
         for feature, k, a, grid in zip(features, counts, starts, grid_thw.tolist()):
             frames = int(grid[0]) if getattr(self.config, "frames_apart", False) else 1
             m = feature.shape[0] // frames
-            parts.append(_joined([
+            parts.append(joined([
                 reduce_input(feature[f * m:(f + 1) * m], metric[a + f * m:a + (f + 1) * m], k // frames, settings,
                              received=received[a + f * m:a + (f + 1) * m] if visionzip else None)
-                for f in range(frames)], m))
+                for f in range(frames)], [m] * frames))
         result.set_reduced(parts)
         if deepstack is not None:
             result.deepstack_features = [tuple(follow_reduction(level[i], part[3], part[1])

@@ -249,7 +249,7 @@ def qwen2_5_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: It
     sms, p, tp = vision.spatial_merge_size, vision.patch_size, vision.temporal_patch_size
     unit = sms * sms
     D = vision.out_hidden_size
-    settings, active, visionzip = _reduction_of(config)
+    settings, active, selection = _reduction_of(config)
     total, visual_tokens = 0, 0
     for grid in image_grid_thw:
         t, h, w = (int(v) for v in grid)
@@ -270,9 +270,9 @@ def qwen2_5_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: It
         if active and k < n:
             c = (vision.hidden_size // H) * unit if settings.merge_metric == "keys" else D
             last = full if vision.depth - 1 in vision.fullatt_block_indexes else windows
-            if visionzip:
+            if selection == "visionzip":
                 total += sum(2 * m * m * C for m in last)  # the last block's scores, for the attention received
-            total += reduction_flops(settings.method_at(0), n, k, c, visionzip)
+            total += reduction_flops(settings.method_at(0), n, k, c, selection, D)
         visual_tokens += k
     return total + decoder_prefill_flops(text, visual_tokens + int(prompt_text_tokens))
 
@@ -295,7 +295,7 @@ def qwen3_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: Iter
     unit = sms * sms
     D = vision.out_hidden_size
     mergers = 1 + len(getattr(vision, "deepstack_visual_indexes", None) or ())
-    settings, active, visionzip = _reduction_of(config)
+    settings, active, selection = _reduction_of(config)
     total, visual_tokens = 0, 0
     for grid in image_grid_thw:
         t, h, w = (int(v) for v in grid)
@@ -311,9 +311,9 @@ def qwen3_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: Iter
         if active and k < n:
             c = (C // H) * unit if settings.merge_metric == "keys" else D
             frames = t if getattr(config, "frames_apart", False) else 1
-            if visionzip:
+            if selection == "visionzip":
                 total += t * 2 * frame * frame * C  # the last block's scores, for the attention received
-            total += frames * reduction_flops(settings.method_at(0), n // frames, k // frames, c, visionzip)
+            total += frames * reduction_flops(settings.method_at(0), n // frames, k // frames, c, selection, D)
         visual_tokens += k
     tokens = visual_tokens + int(prompt_text_tokens)
     if getattr(text, "layer_types", None) is not None and "linear_attention" in text.layer_types:
@@ -322,25 +322,30 @@ def qwen3_vl_prefill_flops(config, prompt_text_tokens: int, image_grid_thw: Iter
 
 
 def _reduction_of(config) -> tuple:
-    """(settings, whether anything is reduced, whether VisionZip-style) of a vision-language config that reduces at
-    the language model's input; a stock config reduces nothing."""
+    """(settings, whether anything is reduced, the visual_selection or None) of a vision-language config that reduces
+    at the language model's input; a stock config reduces nothing."""
     from pitome_hf.modeling.language_input_reduction import reduces, reduction_settings
 
     settings = reduction_settings(config) if hasattr(config, "keep_ratio") else None
     active = settings is not None and reduces(settings)
-    return settings, active, active and settings.visual_selection == "visionzip"
+    return settings, active, settings.visual_selection if active else None
 
 
-def reduction_flops(method: str, n: int, k: int, c: int, visionzip: bool = False) -> int:
-    """FLOPs of reducing n tokens to k with a metric of width c: the similarity matmuls of every bipartite step
+def reduction_flops(method: str, n: int, k: int, c: int, selection: str = "merge", features: int = 0) -> int:
+    """FLOPs of reducing n tokens to k: with a metric of width c, the similarity matmuls of every bipartite step
     (`visual_reduction.reduce_to_budget`), or, VisionZip-style, each merged-away token against the contextual
-    targets (the attention received is the caller's: it depends on the tower)."""
-    from pitome_hf.modeling.visual_reduction import contextual_count
+    targets (the attention received is the caller's: it depends on the tower); on the `features` (their width) the
+    language model reads, DivPrune's pairwise cosine similarities (n x n) and DART's pivots against every token."""
+    from pitome_hf.modeling.visual_reduction import DART_PIVOTS, contextual_count
 
     if k >= n:
         return 0
-    if visionzip:
+    if selection == "visionzip":
         return 2 * (n - k) * contextual_count(k, n) * c
+    if selection == "divprune":
+        return 2 * n * n * features
+    if selection == "dart":
+        return 2 * min(DART_PIVOTS, k) * n * features
     total, T = 0, n
     while T > k:
         total += similarity_flops(method, T, c)
@@ -404,7 +409,7 @@ def llava_onevision_prefill_flops(config, prompt_text_tokens: int, image_sizes: 
     vision, text = config.vision_config, config.text_config
     C, heads = vision.hidden_size, vision.num_attention_heads
     P = (vision.image_size // vision.patch_size) ** 2
-    settings, active, visionzip = _reduction_of(config)
+    settings, active, selection = _reduction_of(config)
     # a tile through the stock SigLIP tower (unmerged; its pooling head when the config has one, LLaVA-OneVision's do
     # not), then the projector
     per_tile = siglip_vision_flops(vision) + 2 * P * (C * text.hidden_size + text.hidden_size ** 2)
@@ -415,9 +420,9 @@ def llava_onevision_prefill_flops(config, prompt_text_tokens: int, image_sizes: 
         total += tiles * per_tile
         if active:
             c = C // heads if settings.merge_metric == "keys" else text.hidden_size
-            if visionzip:
+            if selection == "visionzip":
                 total += tiles * 2 * P * P * C  # the feature layer's scores again, for the attention received
             for n, k in ((budget.base, budget.keep_base), (budget.rows * budget.cols, budget.keep_crops)):
-                total += reduction_flops(settings.method_at(0), n, k, c, visionzip)
+                total += reduction_flops(settings.method_at(0), n, k, c, selection, text.hidden_size)
         image_tokens += budget.tokens
     return total + decoder_prefill_flops(text, image_tokens + int(prompt_text_tokens))

@@ -8,9 +8,10 @@ Usage: python scripts/mutation_check.py [--only TEXT ...] [--list] [pytest args.
     python scripts/mutation_check.py --only visionzip -- tests/test_visual_selections.py -x   # other pytest args
 
 For each mutation below, the script edits the file of modeling/ that holds the line (merging.py, merge_fields.py,
-merge_config.py, merge_state.py or visual_reduction.py; exactly one occurrence must match), runs the tests (the
-mutation's own: tests/test_faithful.py and tests/test_merging.py for the merge core, tests/test_visual_selections.py
-for the visual selections; or the pytest args given), restores the file (also on Ctrl-C), and reports whether the
+merge_config.py, merge_state.py, visual_reduction.py or qwen_reduction.py; exactly one occurrence must match), runs
+the tests (the mutation's own: tests/test_faithful.py and tests/test_merging.py for the merge core,
+tests/test_visual_selections.py for the visual selections, tests/test_qwen3_vl.py and tests/test_qwen2_5_vl.py for
+the Qwen families' survivor ids, DeepStack rows and frames; or the pytest args given), restores the file (also on Ctrl-C), and reports whether the
 tests caught it. Exit code 1 when a mutation survives. Files are restored byte for byte from memory; run it on a clean
 or committed tree anyway, and not in a checkout others are testing in at the same time (the mutated file is live while
 its tests run).
@@ -26,9 +27,10 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELING = ROOT / "modeling"
 
-FILES = ("merging.py", "merge_fields.py", "merge_config.py", "merge_state.py", "visual_reduction.py")
+FILES = ("merging.py", "merge_fields.py", "merge_config.py", "merge_state.py", "visual_reduction.py", "qwen_reduction.py")
 CORE_TESTS = ("tests/test_faithful.py", "tests/test_merging.py")
 SELECTION_TESTS = ("tests/test_visual_selections.py",)
+QWEN_TESTS = ("tests/test_qwen3_vl.py", "tests/test_qwen2_5_vl.py")
 
 # (name, exact text in one of FILES, replacement[, the tests that must catch it: CORE_TESTS unless given])
 MUTATIONS = [
@@ -109,6 +111,20 @@ MUTATIONS = [
      "count = share + (1 if i >= p - extra else 0)", SELECTION_TESTS),
     ("reduce_input runs the merge method for divprune", 'if selection == "divprune":',
      'if selection == "divprune-":', SELECTION_TESTS),
+    # the Qwen families' reduction at the language model's input (qwen_reduction.py): survivor ids, DeepStack, frames
+    ("survivors at the first k grid ids (kept indices ignored in positions)",
+     "pieces.append(full[:, survivors.to(device)])", "pieces.append(full[:, :length])", QWEN_TESTS),
+    ("text after a reduced image continues from its kept count",
+     "current += max(int(grid[1]), int(grid[2])) // sms", "current += length if kind else 0", QWEN_TESTS),
+    ("DeepStack rows of the first k stock tokens (not the survivors')",
+     "follow_reduction(level[i], part[3], part[1])", "level[i][:part[0].shape[0]]", QWEN_TESTS),
+    ("DeepStack rows summed, not averaged, over a merged token's members",
+     "return (out / sizes.to(out.device, torch.float32)[:, None]).to(values.dtype)", "return out.to(values.dtype)",
+     QWEN_TESTS),
+    ("video temporal patches reduced together (no budget per frame)",
+     'frames = int(grid[0]) if getattr(self.config, "frames_apart", False) else 1', "frames = 1", QWEN_TESTS),
+    ("a frame's survivors not offset to their frame", "kept = [k + a for k, a in zip(kept, stock)]",
+     "kept = list(kept)", QWEN_TESTS),
 ]
 
 
