@@ -69,6 +69,8 @@ def apply_pitome(model: PreTrainedModel, **settings) -> PreTrainedModel:
     `preset=NAME` for a named configuration (`pitome_hf.modeling.merging.MERGE_PRESETS`: "paper", "authors-deit",
     "authors-mae", "authors-bert", "authors-blip2").
     Example: `apply_pitome(ViTForImageClassification.from_pretrained(path), keep_ratio=0.9, preset="authors-deit")`.
+    A model that accelerate spread over several devices (`from_pretrained(..., device_map="auto")`) gives one spread
+    the same way, its weights shared where they lie; offloaded weights (CPU or disk beside GPUs) are refused.
     """
     try:
         entry = entry_for_class(type(model))
@@ -81,6 +83,11 @@ def apply_pitome(model: PreTrainedModel, **settings) -> PreTrainedModel:
     with torch.device("meta"):
         new = model_class(config, **_constructor_kwargs(model, model_class))
     state = model.state_dict()
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map and any(t.is_meta for t in state.values()):
+        raise ValueError(f"{type(model).__name__} has offloaded weights (layers its device_map put on the CPU or disk "
+                         "beside GPUs, held on the meta device): apply_pitome shares weights and cannot share those; "
+                         "load the model onto devices that hold it.")
     result = new.load_state_dict(state, strict=True, assign=True)
     if result.missing_keys or result.unexpected_keys:  # strict=True raises first; kept as a guard
         raise RuntimeError(f"weights did not map: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
@@ -89,4 +96,8 @@ def apply_pitome(model: PreTrainedModel, **settings) -> PreTrainedModel:
             module_name, _, attr = name.rpartition(".")
             new.get_submodule(module_name).register_buffer(attr, buffer, persistent=False)
     new.train(model.training)
+    if device_map and len(set(device_map.values())) > 1:  # spread over GPUs by accelerate: the same hooks again
+        from accelerate import dispatch_model
+
+        new = dispatch_model(new, device_map=device_map)
     return new

@@ -54,11 +54,24 @@ def add_output_argument(parser: argparse.ArgumentParser, help: str, default=None
                         help=help + (" (default: %(default)s)" if default is not None else ""))
 
 
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's, as from_pretrained takes them
+
+
 def add_device_arguments(parser: argparse.ArgumentParser, device_help: str = "cpu, cuda, cuda:N or mps (default: "
-                         "cuda when available, else cpu)") -> None:
-    """`--device` and `--dtype`, one spelling for every command that runs a model."""
+                         "cuda when available, else cpu)", checkpoint: bool = False) -> None:
+    """`--device` and `--dtype`, one spelling for every command that runs a model. `checkpoint`: the command loads a
+    checkpoint, so --dtype also takes (and defaults to) `auto`, the checkpoint's own dtype, and `--device-map` spreads
+    the model over several GPUs through accelerate."""
     parser.add_argument("--device", default=None, help=device_help)
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="(default: %(default)s)")
+    if not checkpoint:
+        parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="(default: %(default)s)")
+        return
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: the checkpoint's own, as "
+                        "its config.json records it (dtype or torch_dtype; float32 when it names none) "
+                        "(default: %(default)s)")
+    parser.add_argument("--device-map", default=None, choices=list(DEVICE_MAPS), help="spread the model's layers over "
+                        "every visible GPU through accelerate (from_pretrained's device_map), for a model larger than "
+                        "one GPU; instead of --device, in one process (no accelerate launch) (default: one device)")
 
 
 def add_merge_arguments(parser: argparse.ArgumentParser, *, exclude=(), aliases: bool = False,

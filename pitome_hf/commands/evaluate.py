@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-ratios", nargs="+", type=float, default=None,
                         help=f"(default: {list(DEFAULT_KEEP_RATIOS)}; none when --visual-tokens is given)")
     add_device_arguments(parser, "cpu, cuda, cuda:N or mps; one this machine lacks is refused (default: cuda when "
-                         "available, else cpu; the report records the device used)")
+                         "available, else cpu; the report records the device used)", checkpoint=True)
     add_batch_argument(parser, 64, "samples per forward")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples (default: all)")
     add_output_argument(parser, "folder for results.json/.csv/.md/.png and the rows.jsonl journal, checked before "
@@ -97,6 +97,7 @@ def main(argv=None) -> int:
         presets=args.presets,
         device=args.device,
         dtype=args.dtype,
+        device_map=args.device_map,
         batch_size=args.batch_size,
         limit=args.limit,
         progress=not args.no_progress,

@@ -39,7 +39,8 @@ DEFAULT_METHODS = ("none", "tome", "pitome")
 __all__ = [  # this module's own names, and those of the concerns it was split into (importable from here as before)
     "ASSETS", "DATA_FILE_KINDS", "DEFAULT_DATASET", "DEFAULT_KEEP_RATIOS", "DEFAULT_METHODS", "DEFAULT_MODEL",
     "MODEL_FILE_SUFFIXES", "REPORT_KEYS", "RESULT_FILES", "RESULT_KEYS", "ROW_FIELDS", "SCHEMA", "TASKS",
-    "TASK_CLASSES", "DataSpec", "RowJournal", "RunResult", "Sweep", "check_arguments", "check_device", "check_model",
+    "TASK_CLASSES", "DataSpec", "RowJournal", "RunResult", "Sweep", "check_arguments", "check_device", "check_device_map",
+    "check_model", "checkpoint_dtype",
     "check_out_dir", "check_output_folder", "check_task_inputs", "check_visual_budgets", "code_fingerprint",
     "dataset_fingerprint", "evaluate_model", "files_digest", "gather_first", "load_data", "markdown_table",
     "model_fingerprint", "model_folder", "plot", "primary_metric", "run_configs", "validate_report", "write_report",
@@ -118,9 +119,39 @@ def check_arguments(task: str, batch_size: int, limit: Optional[int], max_new_to
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1.")
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
-    if torch_dtype is None:
-        raise ValueError(f"dtype={dtype!r} is not supported; choose float32, bfloat16 or float16.")
+    if torch_dtype is None and dtype != "auto":
+        raise ValueError(f"dtype={dtype!r} is not supported; choose auto (the checkpoint's), float32, bfloat16 or "
+                         "float16.")
     return TASK_CLASSES[task], torch_dtype
+
+
+def checkpoint_dtype(model: str) -> str:
+    """The dtype a checkpoint's config.json records (`dtype`, else `torch_dtype`; a composite config's own, else its
+    text or vision config's) when it is float32, bfloat16 or float16; else float32."""
+    import json
+
+    config = json.loads((model_folder(model) / "config.json").read_text())
+    for part in (config, config.get("text_config") or {}, config.get("vision_config") or {}):
+        value = part.get("dtype") or part.get("torch_dtype")
+        if value in ("float32", "bfloat16", "float16"):
+            return value
+    return "float32"
+
+
+def check_device_map(device_map: Optional[str], device: Optional[str], processes: int) -> None:
+    """Refuse a device map accelerate does not name, one given with --device, or one under several processes."""
+    from pitome_hf.options import DEVICE_MAPS
+
+    if device_map is None:
+        return
+    if device_map not in DEVICE_MAPS:
+        raise ValueError(f"--device-map {device_map!r} is not one of {', '.join(DEVICE_MAPS)}.")
+    if device is not None:
+        raise ValueError(f"--device {device} and --device-map {device_map}: give one (--device-map places the model "
+                         "on every visible GPU; CUDA_VISIBLE_DEVICES chooses them).")
+    if processes > 1:
+        raise ValueError(f"--device-map {device_map} spreads one model over the GPUs, so it runs in one process: run "
+                         f"without accelerate launch (this run has {processes} processes).")
 
 
 def check_task_inputs(task_class, data: "DataSpec", prompt: Optional[str]) -> None:
@@ -285,7 +316,7 @@ def evaluate_model(
     keep_ratios=DEFAULT_KEEP_RATIOS,
     presets=(),
     device: Optional[str] = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     batch_size: int = 64,
     limit: Optional[int] = None,
     progress: bool = True,
@@ -298,6 +329,7 @@ def evaluate_model(
     merge_settings: Optional[dict] = None,
     visual_tokens=(),
     visual_selections=("merge",),
+    device_map: Optional[str] = None,
 ) -> dict:
     """Evaluate `model` on `data` for every (method or preset, keep ratio); returns the report dict (see
     write_report). Each result's `method` names the configuration that ran (`MergeSettings.label()`: the method, the
@@ -311,6 +343,11 @@ def evaluate_model(
     contiguous shard; per-sample outputs and timings are gathered with accelerate, and every process returns the same
     report.
 
+    `dtype`: float32, bfloat16, float16, or auto (default): the checkpoint's own (`checkpoint_dtype`); the report
+    and the journal record the dtype it resolved to. `device_map` ("auto", "balanced", ...): the model is loaded
+    through accelerate over every visible GPU (instead of `device`; one process), the inputs go to the device of its
+    first layers, and the rows share its weights where they lie.
+
     `out_dir`: checked for writing (without writing) before anything is read, then made and locked against a second
     evaluate once every refusal is past (the data, the model, every row's settings), before the first row runs: a
     refused or failed run leaves it as it was. Each row is appended to
@@ -323,9 +360,13 @@ def evaluate_model(
     task_class, torch_dtype = check_arguments(task, batch_size, limit, max_new_tokens, dtype, labels_by_id)
     asked = check_device(device)
     state = PartialState(cpu=(asked is not None and asked.type == "cpu") or not torch.cuda.is_available())
+    check_device_map(device_map, device, state.num_processes)
     dev = asked if asked is not None and not (asked.type == "cuda" and asked.index is None) else state.device
     configs = run_configs(methods, keep_ratios, presets, merge_settings, visual_tokens, visual_selections)
     model_path = check_model(model, task)
+    if dtype == "auto":
+        dtype = checkpoint_dtype(model_path)
+        torch_dtype = getattr(torch, dtype)
     check_visual_budgets(model_path, visual_tokens, visual_selections)
     data = data or DataSpec()
     check_task_inputs(task_class, data, prompt)
@@ -341,7 +382,9 @@ def evaluate_model(
         ds = load_data(data, columns)
         n = len(ds) if limit is None else min(limit, len(ds))
         runner = task_class(model_path, ds, columns, dev, torch_dtype, batch_size, n, prompt=prompt,
-                            max_new_tokens=max_new_tokens, labels_by_id=labels_by_id)
+                            max_new_tokens=max_new_tokens, labels_by_id=labels_by_id,
+                            **({"device_map": device_map} if device_map else {}))
+        dev = runner.device  # with a device map: where its first layers are
         rows = _rows(runner, configs)
         runner.check_rows([net for _, net, _ in rows])
         settings = dict(task=task, split=data.split, limit=limit, dtype=dtype, batch_size=batch_size, device=str(dev),

@@ -186,14 +186,15 @@ def _image_size(pixels: torch.Tensor) -> int:
     return int(pixels.shape[-1])
 
 
-def load_checked(model_class: type, model: str):
-    """`model_class.from_pretrained(model)` with merging off and every weight loaded: a checkpoint with missing,
-    unexpected or mismatched keys (a head it lacks would keep random weights and score by chance) or unreadable weight
-    files is refused, naming the model."""
+def load_checked(model_class: type, model: str, **load_options):
+    """`model_class.from_pretrained(model, **load_options)` (e.g. dtype, device_map) with merging off and every
+    weight loaded: a checkpoint with missing, unexpected or mismatched keys (a head it lacks would keep random weights
+    and score by chance) or unreadable weight files is refused, naming the model."""
     from safetensors import SafetensorError
 
     try:
-        net, info = model_class.from_pretrained(str(model), merge_method="none", output_loading_info=True)
+        net, info = model_class.from_pretrained(str(model), merge_method="none", output_loading_info=True,
+                                                **load_options)
     except SafetensorError as error:
         raise RuntimeError(f"the weights of {model} cannot be read (SafetensorError: {error}): a truncated or "
                            "corrupt .safetensors file?") from None
@@ -214,14 +215,37 @@ class Task:
 
     def __init__(self, model: str, ds, columns: dict, device: torch.device, dtype: torch.dtype, batch_size: int,
                  num_samples: int, prompt: Optional[str] = None, max_new_tokens: int = 10,
-                 labels_by_id: bool = False):
+                 labels_by_id: bool = False, device_map: Optional[str] = None):
         self.model_path, self.ds, self.col = model, ds, columns
         self.labels_by_id = labels_by_id
+        self.device_map = device_map
         self.device, self.dtype, self.batch_size, self.n = device, dtype, batch_size, num_samples
         self.prompt = prompt or DEFAULT_PROMPTS.get(self.name)
         self.max_new_tokens = max_new_tokens
         self.base = None
         self.image_size: Optional[int] = None
+
+    def load_options(self) -> dict:
+        """What `from_pretrained` is given: the task's dtype (read in it, no second copy), and its device map."""
+        return {"dtype": self.dtype, **({"device_map": self.device_map} if self.device_map else {})}
+
+    def place(self, net):
+        """`net` in eval mode on the task's device and dtype; a model spread by `device_map` stays where accelerate
+        put it, and the task's device becomes that of its first module (where the inputs go). A map that offloads
+        layers to the CPU or disk beside GPUs is refused: the rows share the weights, which offloaded layers do not
+        hold."""
+        if self.device_map is None:
+            return net.to(self.device, self.dtype).eval()
+        device_map = getattr(net, "hf_device_map", None) or {"": str(next(net.parameters()).device)}  # one device
+        placed = list(dict.fromkeys(device_map.values()))
+        offloaded = [d for d in placed if d in ("cpu", "disk")]
+        if offloaded and len(placed) > 1:
+            raise ValueError(f"--device-map {self.device_map} put some of {self.model_path}'s layers on "
+                             f"{' and '.join(offloaded)} (the GPUs lack room for it): the rows share one copy of the "
+                             "weights, which offloaded layers do not allow; use more GPUs or free their memory.")
+        first = placed[0]
+        self.device = torch.device("cuda", first) if isinstance(first, int) else torch.device(first)
+        return net.eval()
 
     def batches(self, shard: list[int]) -> Batches:
         raise NotImplementedError

@@ -10,15 +10,16 @@ import torch
 from pitome_hf.evaluation.tasks_base import Task, check_model_type, load_checked, task_model_class
 
 
-def load_classifier(model: str):
+def load_classifier(model: str, **load_options):
     """(PiToMe classifier with merging off, image processor) for a stock or PiToMe checkpoint of a family that serves
-    image classification (the registry's main class of its family)."""
+    image classification (the registry's main class of its family); `load_options` go to `from_pretrained` (dtype,
+    device_map)."""
     from transformers import AutoImageProcessor
 
     config_dict = check_model_type(model, "image-classification")
     if not config_dict.get("id2label") and not config_dict.get("num_labels"):
         raise ValueError(f"{model} has no classification head (no id2label in its config).")
-    net = load_checked(task_model_class(config_dict), model)
+    net = load_checked(task_model_class(config_dict), model, **load_options)
     return net, AutoImageProcessor.from_pretrained(str(model))
 
 
@@ -82,8 +83,8 @@ class ImageClassification(Task):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
 
-        self.base, self.processor = load_classifier(self.model_path)
-        self.base = self.base.to(self.device, self.dtype).eval()
+        self.base, self.processor = load_classifier(self.model_path, **self.load_options())
+        self.base = self.place(self.base)
         column = self.col["label"]
         self.ds, self.labels, names = read_labels(self.ds, column, self.n)
         self.mapping, num_classes, whose = label_mapping(self.base.config, names, self.labels_by_id)

@@ -22,8 +22,7 @@ class _ClipTask(Task):
 
         config_dict = check_model_type(self.model_path, self.name)
         self.family = family_of(config_dict["model_type"])
-        self.base = load_checked(task_model_class(config_dict), self.model_path)
-        self.base = self.base.to(self.device, self.dtype).eval()
+        self.base = self.place(load_checked(task_model_class(config_dict), self.model_path, **self.load_options()))
         self.processor = AutoImageProcessor.from_pretrained(self.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
 

@@ -31,8 +31,7 @@ class VisualQuestionAnswering(Task):
                              f"{self.family.name} processor from them.")
         if not kwargs.get("prompt") and self.family.vqa_prompt:
             self.prompt = self.family.vqa_prompt
-        self.base = load_checked(task_model_class(config_dict), self.model_path)
-        self.base = self.base.to(self.device, self.dtype).eval()
+        self.base = self.place(load_checked(task_model_class(config_dict), self.model_path, **self.load_options()))
         self.tokenizer = self.parts["tokenizer"]
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
