@@ -97,8 +97,13 @@ def _stock_folder(root, family: str):
     """A stock checkpoint folder of `family` (tiny random model, word-level tokenizer, stock image processor, a chat
     template)."""
     torch.manual_seed(0)
-    if family == "qwen2_5_vl":
-        transformers.Qwen2_5_VLForConditionalGeneration(qwen2_5_vl_config()).save_pretrained(root)
+    if family in ("qwen2_5_vl", "qwen3_vl", "qwen3_5"):
+        from .contract_fixtures import qwen3_5_config, qwen3_vl_config
+
+        stock, make = {"qwen2_5_vl": (transformers.Qwen2_5_VLForConditionalGeneration, qwen2_5_vl_config),
+                       "qwen3_vl": (transformers.Qwen3VLForConditionalGeneration, qwen3_vl_config),
+                       "qwen3_5": (transformers.Qwen3_5ForConditionalGeneration, qwen3_5_config)}[family]
+        stock(make()).save_pretrained(root)
         _tokenizer(QWEN_SPECIAL).save_pretrained(root)
         transformers.Qwen2VLImageProcessorPil(patch_size=2, merge_size=2, temporal_patch_size=2, min_pixels=64,
                                               max_pixels=16 * 24).save_pretrained(root)
@@ -262,7 +267,7 @@ def _requests(lm, images_per_request, questions):
             for i, q in enumerate(questions)]
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "llava_onevision"])
 def test_generate_until_on_a_stock_folder_budgets_model_and_processor_alike(family, tmp_path, video_stand_in):
     """A stock folder is converted on load: the model and the processor both hold the given settings, and a batch of
     requests gives each its own answer (as generated one by one)."""
@@ -290,7 +295,7 @@ def test_generate_until_on_a_stock_folder_budgets_model_and_processor_alike(fami
         unreduced = int((full(text=[lm.prompt(q, 1)], images=im, return_tensors="pt")["input_ids"] == x["input_ids"]
                          .new_tensor(lm.tokenizer.convert_tokens_to_ids(image_token))).sum())
         # Qwen2.5-VL: 3 per image; OneVision: 3 features per image and the newlines kept (fewer than unreduced)
-        assert pads == 3 if family == "qwen2_5_vl" else 3 < pads < unreduced
+        assert pads == 3 if family != "llava_onevision" else 3 < pads < unreduced
         assert result.token_counts.output_tokens <= 2
 
 
