@@ -54,12 +54,103 @@ def _save_family_processor(processor_class: type, config, parts: Optional[dict],
     return sorted(p.name for p in set(folder.iterdir()) - before)
 
 
-def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Optional[str] = None, **settings) -> Path:
+STREAM_MIN_BYTES = 1 << 30  # safetensors weights above 1 GiB (or in shards) are copied file by file, never loaded
+
+
+def base_weight_files(base: str, local: bool) -> list:
+    """The base's .safetensors weight files as `from_pretrained` reads them (model.safetensors, else the index and
+    every shard it names; a Hub id's from the local cache, downloaded when missing); [] when it has none (a
+    pytorch_model.bin checkpoint)."""
+    from pitome_hf.commands.load_check import SAFE_INDEX, SAFE_WEIGHTS, read_index, weight_files
+
+    if local:
+        files = weight_files(Path(base))
+        return files + [Path(base) / SAFE_INDEX] if files and files[0].name != SAFE_WEIGHTS else files
+    from transformers.utils import cached_file
+
+    single = cached_file(base, SAFE_WEIGHTS, _raise_exceptions_for_missing_entries=False)
+    if single:
+        return [Path(single)]
+    index = cached_file(base, SAFE_INDEX, _raise_exceptions_for_missing_entries=False)
+    if not index:
+        return []
+    names = sorted(set(read_index(Path(index).parent).values()))
+    return [Path(cached_file(base, name)) for name in names] + [Path(index)]
+
+
+def _stream(base: str, files: list, stream: Optional[bool]) -> bool:
+    """Whether convert copies the base's weight files instead of loading them: `stream` when given, else when the
+    base's weights are .safetensors shards or more than STREAM_MIN_BYTES."""
+    if stream is not None:
+        if stream and not files:
+            raise ValueError(f"{base} has no .safetensors weights to copy file by file (stream=True).")
+        return stream
+    return bool(files) and (len(files) > 1 or sum(p.stat().st_size for p in files) > STREAM_MIN_BYTES)
+
+
+def streamed_model(model_class, base: str, files: list, **settings):
+    """The PiToMe model of `base` with `settings`, built on the meta device (no weight is read), after checking
+    every key, shape and dtype of the base's safetensors headers against it through `from_pretrained`'s own key
+    renaming (pitome_hf.commands.load_check.check_keys): refused (ValueError, nothing written) when a weight is
+    missing, unexpected or mismatched, as `load_cleanly`; a weight file that cannot be read is named (RuntimeError)."""
+    import torch
+
+    from pitome_hf.commands.load_check import FolderError, check_keys, read_headers
+
+    config, unused = model_class.config_class.from_pretrained(base, return_unused_kwargs=True, **settings)
+    try:
+        headers = read_headers(files[0].parent)
+    except FolderError as error:
+        raise RuntimeError(f"{error} Nothing was written.") from None
+    bad, dtypes, _ = check_keys(model_class, config, headers)
+    problems = {**bad, **({"dtype": dtypes["refused"]} if dtypes.get("refused") else {})}
+    if problems:
+        raise ValueError(f"{base} did not load cleanly into {model_class.__name__}: {problems}. Nothing was written.")
+    floating = [d for _, _, d in headers.values() if d in ("F32", "BF16", "F16", "F64")]
+    if getattr(config, "dtype", None) is None and floating:  # what from_pretrained's dtype="auto" would load in
+        config.dtype = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}[floating[0]]
+    with torch.device("meta"):
+        return model_class(config, **unused)
+
+
+def _save_streamed(model, base: str, files: list, folder: Path) -> None:
+    """What `save_pretrained` writes, with the base's weight files copied as they are (one file at a time, by the
+    kernel: no tensor is read): the PiToMe models hold the stock parameter names, so the base's tensors are theirs.
+    The code files and config (architectures, dtype, auto_map), and the base's generation config when the model
+    generates (else one made from the config, as save_pretrained would)."""
+    import shutil
+
+    from transformers import GenerationConfig
+    from transformers.dynamic_module_utils import custom_object_save
+
+    dtype = model.config.dtype
+    dtype = dtype if isinstance(dtype, str) or dtype is None else str(dtype).split(".")[1]
+    for config in [model.config] + [getattr(model.config, k, None) for k in getattr(model.config, "sub_configs", {})]:
+        if config is not None:  # from_pretrained sets the dtype on every sub-config, and save_pretrained writes it
+            config.dtype = dtype
+    model.config.architectures = [type(model).__name__]
+    custom_object_save(model, folder, config=model.config)
+    model.config.save_pretrained(folder)
+    if model.can_generate():
+        try:
+            generation = GenerationConfig.from_pretrained(base)
+        except OSError:  # the base has none: the one save_pretrained writes
+            generation = GenerationConfig.from_model_config(model.config)
+        generation.save_pretrained(folder)
+    for path in files:
+        shutil.copyfile(path, folder / path.name)  # follows a Hub cache link to its blob
+
+
+def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Optional[str] = None,
+                       stream: Optional[bool] = None, **settings) -> Path:
     """Write the PiToMe variant of `base` with the merge `settings` to `output`; returns the output path.
 
     `settings` are merge settings (see `MergeConfigMixin`), `preset=NAME` for a named configuration, and for ViT
     `classifier_pooling="mean"` (MAE classifiers). `base_model`: the Hub id to name in the model card (default: the
-    base when it is a Hub id; a local folder names none)."""
+    base when it is a Hub id; a local folder names none). `stream`: copy the base's .safetensors files as they are
+    instead of loading and saving the model (default: when they are shards or more than STREAM_MIN_BYTES), after
+    checking their headers against the PiToMe model on the meta device; the memory needed then does not grow with
+    the model."""
     if base_model is not None and (not HUB_ID.match(base_model) or Path(base_model).expanduser().exists()):
         raise ValueError(f"--base-model {base_model!r} must be a Hub model id (org/name), not a local path or another "
                          "string: the model card links it.")
@@ -72,7 +163,10 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
     model_class = entry.pitome
     if "classifier_pooling" in settings and not hasattr(model_class.config_class, "classifier_pooling"):
         raise ValueError(f"classifier_pooling applies to ViT classifiers; {model_class.__name__} has no such option.")
-    model = load_cleanly(model_class, base, **settings)
+    files = base_weight_files(base, local)
+    streaming = _stream(base, files, stream)
+    model = streamed_model(model_class, base, files, **settings) if streaming else load_cleanly(model_class, base,
+                                                                                             **settings)
     hub_id = base_model or (None if local else base)
     if hub_id:
         model.config.pitome_base_model = hub_id
@@ -87,7 +181,10 @@ def convert_checkpoint(base: str, output, *, force: bool = False, base_model: Op
             copied = _save_family_processor(processor_class, model.config, parts, staging)
         if not copied:
             model.config.auto_map.pop("AutoProcessor", None)  # no processor to load: do not name one
-        model.save_pretrained(staging)
+        if streaming:
+            _save_streamed(model, base, files, staging)
+        else:
+            model.save_pretrained(staging)
         copied += copy_preprocessing(base, local, staging, skip=set(copied))
         if not copied:
             print(f"note: {base} has no tokenizer or processor files; none were written (add the base's own).")
