@@ -185,7 +185,7 @@ def test_cli_export_default_and_refusals(tmp_path, capsys, monkeypatch):
     assert main(["export", "default", "--output", "out", "--keep-ratio", "0.9", "--force"]) == 0
     capsys.readouterr()
     recorded = json.loads((tmp_path / "out" / "onnx_export.json").read_text())
-    assert recorded["opset"] == 18 and recorded["batch_size"] == 1 and recorded["image_size"] == 28
+    assert recorded["opset"] == 18 and recorded["batch_size"] is None and recorded["image_size"] == 28  # dynamic
     assert recorded["metadata"]["pitome_hf.exporter"].endswith("opset 18")
     assert json.loads(recorded["metadata"]["pitome_hf.keep_ratio"]) == 0.9
     # failures write nothing: a bad ratio, a wrong size for a fixed-size export
@@ -195,6 +195,58 @@ def test_cli_export_default_and_refusals(tmp_path, capsys, monkeypatch):
     assert main(["export", "default", "--output", "bad", "--image-size", "32"]) == 2
     assert "image size 32 px" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_export_folder_loads_as_optimum_loads_its_own_exports(tmp_path, monkeypatch):
+    """The contract optimum's ORTModelFor... classes rely on (issue 34): config.json loads with stock AutoConfig and
+    no remote code (stock model_type and class, no auto_map, the merge settings kept as fields), the input and output
+    names optimum's classes read, and a dynamic batch by default (ONNX Runtime runs batches of 1 and 3)."""
+    from pitome_hf.cli import main
+    from pitome_hf.paths import DEFAULT_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "default", "--output", "out", "--merge-method", "tome", "--keep-ratio", "0.8"]) == 0
+    folder = tmp_path / "out"
+    raw = json.loads((folder / "config.json").read_text())
+    assert raw["model_type"] == "vit" and raw["architectures"] == ["ViTForImageClassification"]
+    assert "auto_map" not in raw
+    config = transformers.AutoConfig.from_pretrained(folder)  # no trust_remote_code
+    assert type(config) is transformers.ViTConfig
+    assert config.merge_method == "tome" and config.keep_ratio == 0.8 and config.margin == 0.9
+    assert config.id2label[9] == "Ankle boot"
+    assert transformers.AutoImageProcessor.from_pretrained(folder).size == {"height": 28, "width": 28}
+    sess = session(folder / "model.onnx")
+    assert [i.name for i in sess.get_inputs()] == ["pixel_values"]
+    assert [o.name for o in sess.get_outputs()] == ["logits"]
+    assert sess.get_inputs()[0].shape[0] == "batch" and sess.get_inputs()[0].shape[1:] == [3, 28, 28]
+    model = merged_model(transformers.AutoModelForImageClassification.from_pretrained(DEFAULT_MODEL),
+                         merge_method="tome", keep_ratio=0.8)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 28, 28, generator=torch.Generator().manual_seed(batch))
+        got = run_session(sess, x.numpy())[0]
+        with torch.inference_mode():
+            want = model(pixel_values=x).logits.numpy()
+        assert got.shape == (batch, 10) and np.abs(got - want).max() < 1e-4
+    recorded = json.loads((folder / "onnx_export.json").read_text())
+    assert recorded["batch_size"] is None and json.loads(recorded["metadata"]["pitome_hf.keep_ratio"]) == 0.8
+    assert read_metadata(folder / "model.onnx")["batch_size"] == "dynamic"
+    # a static batch stays one flag away
+    assert main(["export", "default", "--output", "static", "--batch-size", "4", "--keep-ratio", "0.8"]) == 0
+    assert session(tmp_path / "static" / "model.onnx").get_inputs()[0].shape == [4, 3, 28, 28]
+
+
+@pytest.mark.parametrize("name", ["SiglipVisionModel", "Dinov2Model"])
+def test_a_dynamic_batch_traced_on_one_image_stays_dynamic(name, tmp_path):
+    """Traced on one image, torch.export specialised SigLIP's batch axis to 1 (then refused as another graph than
+    asked); a dynamic batch is traced on at least two, and the export's own check runs another batch size."""
+    stock = _stock(name)
+    path = tmp_path / "m.onnx"
+    info = export_onnx(stock, path, batch_size=1, dynamic_batch=True, keep_ratio=0.75)
+    assert info["batch_size"] is None and read_metadata(path)["batch_size"] == "dynamic"
+    model = merged_model(stock, keep_ratio=0.75)
+    for batch in (1, 3):
+        _, diffs, got, _ = _ort_vs_torch(path, model, batch=batch)
+        assert got[0].shape[0] == batch and max(diffs.values()) < 1e-4, diffs
 
 
 def _saved(folder, name="ViTForImageClassification"):

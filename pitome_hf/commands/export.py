@@ -1,14 +1,18 @@
-"""Export a PiToMe / ToMe vision model to ONNX for ONNX Runtime: a static graph for a fixed input size and batch.
+"""Export a PiToMe / ToMe vision model to ONNX for ONNX Runtime and optimum: a graph for a fixed input size, any batch
+(or a fixed one with --batch-size).
 
-    pitome-hf export default --output fmnist-onnx --batch-size 64 --keep-ratio 0.9
+    pitome-hf export default --output fmnist-onnx --keep-ratio 0.9
     pitome-hf export google/vit-base-patch16-224 --output vit-onnx --merge-method tome --keep-ratio 0.9
-    pitome-hf export ./dinov2-folder --output dinov2-onnx --image-size 224 --dynamic-batch --keep-ratio 0.75
+    pitome-hf export ./dinov2-folder --output dinov2-onnx --image-size 224 --batch-size 64 --keep-ratio 0.75
 
 MODEL is a checkpoint folder or Hub id (stock or PiToMe; the family and class come from its config, as in `convert`),
 or `default` for the embedded Fashion-MNIST ViT. Every merge field is a flag under its own name; unset ones keep the
 checkpoint's own settings. The output folder holds model.onnx (inputs `pixel_values`, outputs `logits`, or
 `last_hidden_state` / `pooler_output` / `image_embeds`; the merge settings and token schedule in its metadata_props),
-config.json and the base's preprocessing files. Before anything is written the graph passes `onnx.checker` and ONNX
+config.json and the base's preprocessing files, laid out as optimum's exports are: config.json names the stock
+model_type and class and has no auto_map (the merge settings stay in it as fields), so stock `AutoConfig` and
+optimum's `ORTModelFor...` classes load the folder without remote code. The batch axis is dynamic unless
+--batch-size N asks for a static graph of N images. Before anything is written the graph passes `onnx.checker` and ONNX
 Runtime's outputs are compared with PyTorch's on an example batch; the folder is written under a temporary name and
 renamed into place, so a failure leaves nothing (and files left by a killed export are removed by the next one);
 --force replaces only an earlier export folder (model.onnx, onnx_export.json and nothing export does not write),
@@ -80,14 +84,20 @@ def load_model(base: str, **settings):
     return model.eval(), base, local
 
 
-def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dynamic_batch: bool = False,
-                  opset=None, force: bool = False, **settings) -> dict:
+def export_folder(base: str, output, *, batch_size: Optional[int] = None, image_size=None,
+                  dynamic_batch: Optional[bool] = None, opset=None, force: bool = False, **settings) -> dict:
     """Write the ONNX export of `base` with merge `settings` to the folder `output`; returns export_onnx's info.
-    `force` replaces an earlier export folder only (see `check_output`): never a folder export did not write."""
+    The batch is dynamic unless `batch_size` is given (a static graph of that many images); `dynamic_batch=True` with
+    a `batch_size` makes it dynamic, traced on that many. config.json is `stock_config_dict` (stock identity, merge
+    fields kept). `force` replaces an earlier export folder only (see `check_output`): never a folder export did not
+    write."""
     from pitome_hf.checkpoints import copy_preprocessing, check_output, staged_folder
-    from pitome_hf.deployment.onnx import DEFAULT_OPSET, check_opset, export_onnx, require_onnx
+    from pitome_hf.deployment.onnx import DEFAULT_OPSET, check_opset, export_onnx, require_onnx, stock_config_dict
 
     require_onnx()
+    if dynamic_batch is None:
+        dynamic_batch = batch_size is None
+    batch_size = 2 if batch_size is None else batch_size
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be an integer >= 1.")
     if image_size is not None and image_size < 1:
@@ -99,7 +109,7 @@ def export_folder(base: str, output, *, batch_size: int = 1, image_size=None, dy
     with staged_folder(output) as staging:
         info = export_onnx(model, staging / "model.onnx", batch_size=batch_size, image_size=image_size,
                            dynamic_batch=dynamic_batch, opset=opset)
-        model.config.to_json_file(staging / "config.json")
+        (staging / "config.json").write_text(json.dumps(stock_config_dict(model), indent=2, sort_keys=True) + "\n")
         copied = copy_preprocessing(base, local, staging)
         (staging / "onnx_export.json").write_text(json.dumps(  # what the written graph holds (export_onnx's facts)
             {k: info[k] for k in ("inputs", "outputs", "batch_size", "image_size", "opset", "metadata",
@@ -119,9 +129,10 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="checkpoint folder or Hub id (stock or PiToMe), or 'default' (the embedded ViT)")
     add_output_argument(parser, "folder to write (refused if it exists and is not empty, unless --force and it is an "
                         "earlier export folder)", required=True)
-    add_batch_argument(parser, 1, "images per run of the static graph")
-    parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (the batch axis is symbolic, "
-                        "every other shape static)")
+    add_batch_argument(parser, None, "a static graph for this many images per run (default: none, a dynamic "
+                       "batch, as optimum's pipelines need for batch_size > 1)")
+    parser.add_argument("--dynamic-batch", action="store_true", default=None, help="any batch size (the batch axis "
+                        "symbolic, every other shape static): the default; with --batch-size N, traced on N images")
     parser.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the config's "
                         "image_size; DINOv2 also takes other multiples of its patch size)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset, %d to %d (the exporter's range; "

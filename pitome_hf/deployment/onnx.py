@@ -238,6 +238,21 @@ def graph_facts(proto) -> dict:
                 outputs=[o.name for o in proto.graph.output])
 
 
+def stock_config_dict(model) -> dict:
+    """config.json of an export folder, as stock transformers and optimum's `ORTModelFor...` classes read it: the
+    stock class's `model_type` and `architectures` (ViTForImageClassification: "vit"), no `auto_map` (an ONNX folder
+    holds no code files, and an auto_map makes them ask for remote code), every other field of the exported model's
+    config kept, the merge fields among them (stock configs keep unknown fields as attributes)."""
+    from pitome_hf.families import entry_for_class
+
+    entry = entry_for_class(type(model))
+    config = model.config.to_dict()
+    config.pop("auto_map", None)
+    config["model_type"] = entry.stock.config_class.model_type
+    config["architectures"] = [entry.stock.__name__]
+    return config
+
+
 def merge_metadata(model, facts: dict, token_counts) -> dict:
     """metadata_props of an exported model: the merge settings (every merge field of the exported model's config), the
     token schedule its forward ran (`token_counts`), and the input and opset as the written graph has them
@@ -325,8 +340,9 @@ def export_onnx(model, output, *, batch_size: int = 1, image_size: Optional[int]
     """Export `model` (a stock or PiToMe vision model, with merge `settings` applied first) to the ONNX file `output`.
 
     The graph is static for `batch_size` images of `image_size` px (default: the config's), or takes any batch with
-    `dynamic_batch`. `onnx.checker` runs on the file; with `check` ONNX Runtime runs it on the example input and the
-    result is compared with PyTorch's. The file is written under a temporary name and renamed into place: a failure
+    `dynamic_batch` (traced on max(batch_size, 2) images). `onnx.checker` runs on the file; with `check` ONNX Runtime
+    runs it on the example input (and, for a dynamic batch, on a batch one larger) and the result is compared with
+    PyTorch's. The file is written under a temporary name and renamed into place: a failure
     leaves nothing, and the temporary files of killed exports to `output` are removed. `opset` must be in
     `opset_range()`; a file whose opset, batch or input size differs from the request is refused. Returns a dict:
     path, inputs, outputs, metadata, batch_size, image_size and opset (read from the written graph), and (with check)
@@ -343,7 +359,8 @@ def export_onnx(model, output, *, batch_size: int = 1, image_size: Optional[int]
     if attn not in (None, "eager", "sdpa"):
         raise ValueError(f"attn_implementation={attn!r} cannot be exported; use 'sdpa' or 'eager'.")
     size = _check_image_size(model, image_size, batch_size)
-    x = example_input(model.config, batch_size, size)
+    # a dynamic batch is traced on at least 2 images: traced on 1, torch.export may specialise the axis (SigLIP does)
+    x = example_input(model.config, max(batch_size, 2) if dynamic_batch else batch_size, size)
     with torch.inference_mode():
         reference = model(pixel_values=x, return_dict=True)
     names = output_names(reference)
@@ -399,6 +416,20 @@ def export_onnx(model, output, *, batch_size: int = 1, image_size: Optional[int]
                                        f"{opset} ({_ort_reason(error)}); nothing was written. Export at another "
                                        f"opset (the default is {DEFAULT_OPSET}).") from None
                 info.update(compare(dict(zip(names, got)), {n: getattr(reference, n).numpy() for n in names}))
+                if dynamic_batch:  # the batch axis really is free: a batch of another size than the traced one
+                    other = example_input(model.config, int(x.shape[0]) + 1, size, seed=2)
+                    with torch.inference_mode():
+                        want = model(pixel_values=other, return_dict=True)
+                    try:
+                        got = run_session(session(staging), other.numpy())
+                    except Exception as error:
+                        raise RuntimeError(f"the graph exported with a dynamic batch does not run a batch of "
+                                           f"{other.shape[0]} in ONNX Runtime ({_ort_reason(error)}); nothing was "
+                                           "written. Export a static batch instead (--batch-size N).") from None
+                    more = compare(dict(zip(names, got)), {n: getattr(want, n).numpy() for n in names})
+                    info["max_abs_diff"] = {n: max(v, more["max_abs_diff"][n]) for n, v in info["max_abs_diff"].items()}
+                    if "top1_agreement" in info:
+                        info["top1_agreement"] = min(info["top1_agreement"], more["top1_agreement"])
             os.replace(staging, output)
         finally:
             if staging.exists():
