@@ -1,7 +1,9 @@
 """The metrics pitome_hf reports, as one `evaluate` module with a configuration per metric (as `glue` has one per task).
 
 Shipped as package data and loaded by path (`evaluate.load(<folder>, config_name=...)`), since `evaluate.load("accuracy")`
-needs the Hugging Face Hub. Configurations:
+needs the Hugging Face Hub. Without a config_name (evaluate then asks for "default") it is "accuracy", so
+`evaluate.load(<folder>)` and `evaluate.combine([<folder>, ...])` work. Its metric card is README.md beside this file.
+Configurations:
 
 - "accuracy": integer `predictions` and `references`; {"accuracy": correct / all}.
 - "recall_at_k": retrieval. Each example is one query: `predictions` the ranked retrieved ids (best first, at least
@@ -67,16 +69,24 @@ METRICS = {
 }
 
 
+DEFAULT = "accuracy"  # the configuration of `evaluate.load(<folder>)` (evaluate names it "default")
+
+
 class PitomeMetrics(evaluate.Metric):
+    @property
+    def metric_name(self) -> str:
+        """The configuration in force: config_name, or accuracy for evaluate's "default"."""
+        return DEFAULT if self.config_name == "default" else self.config_name
+
     def _info(self):
-        if self.config_name not in METRICS:
+        if self.metric_name not in METRICS:
             raise ValueError(f"config_name={self.config_name!r} is not a pitome_hf metric; allowed: "
-                             f"{', '.join(METRICS)}.")
-        description, prediction, reference, _ = METRICS[self.config_name]
+                             f"{', '.join(METRICS)} (none: {DEFAULT}).")
+        description, prediction, reference, _ = METRICS[self.metric_name]
         return evaluate.MetricInfo(description=description, citation="", inputs_description=description,
                                    features=datasets.Features({"predictions": prediction, "references": reference}))
 
     def _compute(self, predictions, references, **kwargs):
         if len(predictions) == 0:
-            raise ValueError(f"{self.config_name} needs at least one prediction; got none.")
-        return METRICS[self.config_name][3](predictions, references, **kwargs)
+            raise ValueError(f"{self.metric_name} needs at least one prediction; got none.")
+        return METRICS[self.metric_name][3](predictions, references, **kwargs)
