@@ -269,6 +269,18 @@ def check_forward(cls, folder: Path, inputs: dict, keep=KEEP_LAYERS) -> dict:
             "output_sums": {k: float(v.double().sum()) for k, v in values.items()}}
 
 
+def peak_rss_bytes():
+    """This process's peak resident memory (VmHWM of /proc/self/status: reset at exec, unlike ru_maxrss, which keeps
+    the forking parent's), or None where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def run(folder: Path, auto: str, inputs_path: Path, keep=KEEP_LAYERS) -> dict:
     """Every check above on `folder`; {"problems": [...], ...} (empty problems: it passed)."""
     import torch
@@ -290,7 +302,8 @@ def run(folder: Path, auto: str, inputs_path: Path, keep=KEEP_LAYERS) -> dict:
     if result["problems"]:
         return result
     forward = check_forward(cls, folder, torch.load(str(inputs_path)), keep)
-    result.update(cut=forward["cut"], finite=forward["finite"], output_sums=forward["output_sums"])
+    result.update(cut=forward["cut"], finite=forward["finite"], output_sums=forward["output_sums"],
+                  peak_rss_bytes=peak_rss_bytes())
     if forward["bad_keys"]:
         result["problems"].append(f"does not load every weight of its first layers ({forward['bad_keys']})")
     elif not forward["finite"]:
