@@ -11,7 +11,9 @@ when it has them; none are invented when it does not. The folder is written next
 name and renamed into place at the end, so a failure never leaves a half-written output; temporary folders left by a
 killed run are removed by the next run. An --output that is, holds or sits inside the input, that is a symbolic link,
 or (even with --force) a non-empty folder other than a PiToMe checkpoint (one convert wrote: config.json with a PiToMe
-model_type, and weights) is refused before anything is loaded.
+model_type, and weights) is refused before anything is loaded. A sharded safetensors base (or one above 1 GiB) is not
+loaded at all: its headers are checked against the PiToMe model built on the meta device (the same refusals), and its
+weight files are copied as they are beside the new config and code, so the memory needed does not grow with the model.
 """
 
 from __future__ import annotations
