@@ -262,7 +262,7 @@ def test_convert_then_push_accepts_every_family(entry, tmp_path, monkeypatch):
 
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        push(folder, f"org/{entry.stock.__name__.lower()}", token="hf_test")
+        push(folder, f"org/{entry.stock.__name__.lower()}", token="hf_test", license="apache-2.0")
         card = hub.state.repos[f"org/{entry.stock.__name__.lower()}"]
     assert card is not None
     config = json.loads((folder / "config.json").read_text())

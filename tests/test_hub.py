@@ -24,16 +24,25 @@ TOKEN = "hf_pitome_test_secret_0123456789"
 
 @pytest.fixture(scope="module")
 def pitome_folder(stock_vit_dir, tmp_path_factory):
+    """The PiToMe variant of a stock ViT folder whose model card names its licence (convert records it; push's card
+    inherits it)."""
+    import shutil
+
     from pitome_hf.commands.convert import convert_checkpoint
 
-    return convert_checkpoint(str(stock_vit_dir), tmp_path_factory.mktemp("conv") / "pitome_vit", keep_ratio=0.8)
+    base = tmp_path_factory.mktemp("base") / "vit"
+    shutil.copytree(stock_vit_dir, base)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a stock ViT\n")
+    return convert_checkpoint(str(base), tmp_path_factory.mktemp("conv") / "pitome_vit", keep_ratio=0.8)
 
 
 @pytest.fixture(scope="module")
 def eval_report(pitome_folder):
     return {
         "schema": "pitome_hf.evaluation.evaluate/1", "task": "image-classification", "model": str(pitome_folder),
-        "dataset": {"path": "fashion_mnist_test.npz", "split": "test", "image_column": "image", "label_column": "label"},
+        "dataset": {"path": "zalando-datasets/fashion_mnist", "split": "test", "image_column": "image",
+                    "label_column": "label"},
+        "dataset_fingerprint": "datasets:0123456789abcdef",  # what evaluate records for a Hub dataset
         "num_samples": 100, "device": "cpu", "num_processes": 1, "dtype": "float32", "batch_size": 50,
         "results": [
             {"method": m, "keep_ratio": r, "metrics": {"accuracy": a}, "gflops": g, "images_per_s": 100.0,
@@ -311,15 +320,17 @@ def test_results_are_kept_only_for_exactly_this_model_and_configuration(hub, pit
     assert card.data.to_dict()["pitome_fingerprint"] == model_fingerprint(pitome_folder)
     other = convert_checkpoint(str(stock_vit_dir), tmp_path / "keep05", keep_ratio=0.5)  # same weights, keep 0.5
     before = snapshot(hub, "org/cfg")
-    refused = push_cli(hub, tmp_path, other, "org/cfg", "--no-verify")
+    refused = push_cli(hub, tmp_path, other, "org/cfg", "--no-verify", "--license", "apache-2.0")  # (a base without card)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "org/cfg's model card carries results measured on another model or configuration" in refused.stderr
     assert "--eval-json" in refused.stderr and "--drop-results" in refused.stderr
     assert snapshot(hub, "org/cfg") == before
-    assert push_cli(hub, tmp_path, other, "org/cfg", "--no-verify", "--drop-results").returncode == 0
+    assert push_cli(hub, tmp_path, other, "org/cfg", "--no-verify", "--drop-results", "--license",
+                    "apache-2.0").returncode == 0
     card = ModelCard(snapshot(hub, "org/cfg")["README.md"].decode())
     assert "No evaluation was attached" in card.text and not card.data.eval_results
-    assert push_cli(hub, tmp_path, other, "org/cfg", "--no-verify").returncode == 0  # no results: nothing to keep
+    assert push_cli(hub, tmp_path, other, "org/cfg", "--no-verify", "--license",  # no results: nothing to keep
+                    "apache-2.0").returncode == 0
 
 
 def test_results_on_a_card_without_a_fingerprint_are_not_kept(hub, pitome_folder, eval_report, tmp_path):

@@ -1,6 +1,15 @@
 """The model card of `pitome-hf push`: reading the folder and the evaluation report, checking that the report belongs
 to this model, the card's metadata (eval_results, `pitome_fingerprint`), its results table, and the results kept from
 the card already on the Hub. `pitome_hf.commands.push` re-exports every name here (their old import path).
+
+What the Hub reads from the card's metadata: `model-index` holds the results measured on a Hub dataset only, named
+by its id verbatim (`dataset.type`/`dataset.name`, e.g. zalando-datasets/fashion_mnist, with `dataset.config` and
+`dataset.split`), under the Hub's task id (`HUB_TASK_TYPES`); results on local data, and those of a task the Hub has
+no id for (image-text retrieval), are in the text table only, which says so. `license` is --license, else the base's
+(from its model card, read by convert, or from the Hub card of --base-model); a push with none known is refused,
+asking for --license. The Hub's card spec (hub-docs modelcard.md) verifies `license` only when present, as an id of
+its licence list, and wants `license_name` and `license_link` beside `license: other`: writing `other` for an unknown
+licence would name a licence nobody gave, and a derivative published with none leaves its users none.
 """
 
 from __future__ import annotations
@@ -107,7 +116,31 @@ def read_pitome_config(folder: Path) -> dict:
 
 
 NO_RESULTS = "No evaluation was attached to this upload. Run `pitome-hf evaluate --model <this repo>`."
-HUB_TASK_TYPES = {"vqa": "visual-question-answering"}  # evaluate's task names where the Hub's task id differs
+# evaluate's task -> the Hub's task id (PIPELINE_DATA of the Hub's task list) for the card's model-index. A task the
+# Hub has no id for (image-text retrieval: the Hub's "text-retrieval" is text-only, "visual-document-retrieval" is
+# about document pages) is kept out of model-index; its results stay in the card's text table.
+HUB_TASK_TYPES = {"image-classification": "image-classification",
+                  "zero-shot-image-classification": "zero-shot-image-classification",
+                  "vqa": "visual-question-answering"}
+HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # name or namespace/name
+
+
+def hub_dataset(report: dict) -> Optional[dict]:
+    """{"id", "config", "split"} of the Hub dataset a report measured, or None when it measured local data. Local
+    when the report's dataset fingerprint is a hash of local files (evaluate writes `datasets:...` only for what the
+    datasets library loaded from the Hub); without a fingerprint, when the path is a file name, an absolute or
+    relative path, or anything but a Hub id (`name` or `namespace/name`)."""
+    dataset = report["dataset"]
+    path = str(dataset.get("path") or "")
+    fingerprint = report.get("dataset_fingerprint")
+    if fingerprint:
+        hub = str(fingerprint).startswith("datasets:")
+    else:
+        hub = bool(HUB_DATASET_ID.match(path)) and Path(path).suffix.lower() not in (
+            ".npz", ".parquet", ".csv", ".json", ".jsonl", ".arrow", ".txt") and not Path(path).expanduser().exists()
+    if not hub:
+        return None
+    return {"id": path, "config": dataset.get("config") or None, "split": dataset.get("split") or None}
 
 
 def _is_own_row(row: dict, config: dict, label: str) -> bool:
@@ -142,19 +175,48 @@ def _results_section(report: Optional[dict], config: dict, label: str) -> tuple[
                          f"visual tokens) {have}.")
     metric = primary_metric(report)
     dataset = report["dataset"]
-    name = Path(dataset["path"]).name
+    hub = hub_dataset(report)
+    task_type = HUB_TASK_TYPES.get(report["task"])
     entries = [
-        EvalResult(task_type=HUB_TASK_TYPES.get(report["task"], report["task"]), dataset_type=name, dataset_name=name, dataset_split=dataset["split"],
-                   metric_type=m, metric_name=m, metric_value=float(v))
+        EvalResult(task_type=task_type, dataset_type=hub["id"], dataset_name=hub["id"], dataset_config=hub["config"],
+                   dataset_split=hub["split"], metric_type=m, metric_name=m, metric_value=float(v))
         for m, v in own[0]["metrics"].items()
-    ]
+    ] if hub and task_type else []
+    if hub:
+        where = (f"the Hub dataset [{hub['id']}](https://huggingface.co/datasets/{hub['id']})"
+                 + (f" (config {hub['config']})" if hub["config"] else "") + f", split {hub['split'] or 'test'}")
+    else:
+        where = (f"the local data `{Path(str(dataset['path'])).name}`"
+                 + (f" (split {dataset['split']})" if dataset.get("split") else ""))
+    outside = ("" if entries else " These results are not in the card's model-index: "
+               + ("the data is not a Hub dataset." if not hub else
+                  f"the Hub has no task id for {report['task']}."))
     text = (
-        f"Measured by `pitome-hf evaluate` on {name} ({dataset['split'] or 'the whole file'}, "
-        f"{report['num_samples']} samples), "
+        f"Measured by `pitome-hf evaluate` on {where}, {report['num_samples']} samples, "
         f"{report['device']}, {report['dtype']}, batch {report['batch_size']}; {metric} next to ToMe and the "
-        f"unmerged model. GFLOPs per sample are analytic; images/s are measured.\n\n" + markdown_table(report)
+        f"unmerged model. GFLOPs per sample are analytic; images/s are measured.{outside}\n\n" + markdown_table(report)
     )
     return text, entries
+
+
+def resolve_license(config: dict, license: Optional[str] = None, base_model: Optional[str] = None,
+                    token: Optional[str] = None) -> Optional[str]:
+    """The card's licence: `license` (--license), else the one convert read from the base's card
+    (`pitome_base_license` in config.json), else the licence on the Hub card of `base_model` (a Hub id; None when
+    offline, missing or unreadable), else None (push then asks for --license)."""
+    if license:
+        return license
+    if config.get("pitome_base_license"):
+        return config["pitome_base_license"]
+    base = base_model or config.get("pitome_base_model")
+    if base and HUB_ID.match(str(base)) and not Path(str(base)).exists():
+        from huggingface_hub import ModelCard
+
+        try:
+            return ModelCard.load(str(base), token=token).data.license or None
+        except Exception:  # no card, offline, or unreadable: the licence stays unknown
+            return None
+    return None
 
 
 def render_card(folder: Path, repo_id: str, report: Optional[dict] = None, base_model: Optional[str] = None,

@@ -39,6 +39,7 @@ from pitome_hf.commands.card import (  # noqa: F401  (re-exported: the card's na
     read_json,
     read_pitome_config,
     render_card,
+    resolve_license,
 )
 from pitome_hf.families import entry_for_config_dict, family_of, pitome_model_types
 
@@ -47,11 +48,31 @@ class VerificationError(RuntimeError):
     """The folder does not load or run as a user would load it (a failure of the folder, not of the command line)."""
 
 
-def verify_loads(folder: Path, timeout: int = 900) -> dict:
+FULL_CHECK_MAX_BYTES = 1 << 30  # weights up to 1 GiB get the full load check; larger ones the bounded one
+
+
+def full_check_max_bytes() -> int:
+    """The weight size up to which `verify_loads` loads every weight: PITOME_HF_FULL_CHECK_MAX_BYTES, else 1 GiB."""
+    value = os.environ.get("PITOME_HF_FULL_CHECK_MAX_BYTES")
+    if value is None:
+        return FULL_CHECK_MAX_BYTES
+    if not value.isdigit():
+        raise ValueError(f"PITOME_HF_FULL_CHECK_MAX_BYTES={value!r} is not a number of bytes; unset it or give one "
+                         "(e.g. 1073741824).")
+    return int(value)
+
+
+def verify_loads(folder: Path, timeout: int = 900, max_full_bytes: Optional[int] = None,
+                 keep_layers: Optional[int] = None) -> dict:
     """Load `folder` as a user would, where pitome_hf is not installed: remote code in a fresh Python process with an
     empty HF_HOME and no network, every weight (no missing, unexpected or mismatched keys), then one forward on a
     dummy input of the model's own size with finite outputs. Returns what the process reported; raises ValueError
-    naming the problem."""
+    naming the problem.
+
+    Weights above `max_full_bytes` (default: `full_check_max_bytes()`, 1 GiB) in .safetensors files get the
+    bounded check instead (pitome_hf/commands/load_check.py, which says what it checks and what it does not): the
+    files' headers against the model built on the meta device, then the forward on the model's first layers, so the
+    memory it needs does not grow with the model's depth (`keep_layers`: the layers kept in each stack, default 2)."""
     import subprocess
     import sys
 
@@ -59,12 +80,19 @@ def verify_loads(folder: Path, timeout: int = 900) -> dict:
     from transformers import AutoConfig
 
     import pitome_hf  # noqa: F401  (registers the PiToMe configs)
+    from pitome_hf.commands import load_check
 
+    folder = Path(folder)
     config = AutoConfig.from_pretrained(str(folder))
     entry = entry_for_config_dict(json.loads((folder / "config.json").read_text()))
     auto = entry.autos[0] if entry.autos else "AutoModel"
+    limit = full_check_max_bytes() if max_full_bytes is None else max_full_bytes
+    files = load_check.weight_files(folder)
+    bounded = bool(files) and sum(p.stat().st_size for p in files if p.is_file()) > limit
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(family_of(config).dummy_inputs(config), Path(tmp) / "inputs.pt")
+        command = [sys.executable, load_check.__file__, str(folder.resolve()), auto, str(Path(tmp) / "inputs.pt"),
+                   "--keep-layers", str(keep_layers or load_check.KEEP_LAYERS)]
         script = textwrap.dedent(f"""
             import sys
             sys.modules["pitome_hf"] = None  # remote code only, as on a machine without pitome_hf
@@ -82,8 +110,8 @@ def verify_loads(folder: Path, timeout: int = 900) -> dict:
         env = {**os.environ, "HF_HOME": str(Path(tmp) / "hf_home"), "HF_HUB_OFFLINE": "1",
                "TRANSFORMERS_VERBOSITY": "error"}
         try:
-            proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                                  timeout=timeout, cwd=tmp)
+            proc = subprocess.run(command if bounded else [sys.executable, "-c", script], env=env,
+                                  capture_output=True, text=True, timeout=timeout, cwd=tmp)
         except subprocess.TimeoutExpired:
             raise VerificationError(f"{folder} did not load and run within {timeout} s; nothing was uploaded.") from None
     if proc.returncode != 0:
@@ -91,6 +119,10 @@ def verify_loads(folder: Path, timeout: int = 900) -> dict:
         raise VerificationError(f"{folder} does not load as remote code: {lines[-1] if lines else 'the process failed'}. "
                                 "Nothing was uploaded; re-create the folder with `pitome-hf convert`.")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if bounded:
+        if result["problems"]:
+            raise VerificationError(f"{folder} {result['problems'][0]}; nothing was uploaded.")
+        return result
     if result["bad_keys"]:
         raise VerificationError(f"{folder} does not load every weight ({result['bad_keys']}); nothing was uploaded.")
     if not result["finite"]:
@@ -99,11 +131,18 @@ def verify_loads(folder: Path, timeout: int = 900) -> dict:
 
 
 
+def hub_owned(path: str) -> bool:
+    """Whether a repo file is the Hub's (or the repo's tooling's), never a previous model's: `.gitattributes`, the
+    Hub's `.eval_results/` files, and any other hidden path (push uploads no hidden file, so it never deletes one)."""
+    return any(part.startswith(".") for part in path.split("/"))
+
+
 def extra_remote_files(api, repo_id: str, revision: Optional[str], uploads: set, folder: Path, delete: bool) -> list:
     """Files on the repo (at `revision`) that this upload does not replace: a previous model's code, weights or
     processor files. Returned to be deleted in the upload's commit when `delete`; else refused (ValueError listing
-    them). `.gitattributes` is the Hub's own and never counts."""
-    extra = sorted(set(api.list_repo_files(repo_id, revision=revision)) - uploads - {".gitattributes"})
+    them). The Hub's own files (`hub_owned`: .gitattributes, .eval_results/, hidden paths) never count; README.md is
+    replaced by the rendered card."""
+    extra = sorted(p for p in set(api.list_repo_files(repo_id, revision=revision)) - uploads if not hub_owned(p))
     if extra and not delete:
         shown = ", ".join(extra[:6]) + (f", ... ({len(extra)} in all)" if len(extra) > 6 else "")
         raise ValueError(f"{repo_id} holds files this folder lacks, left by an earlier upload ({shown}): pass "
@@ -174,6 +213,11 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
         check_report(eval_report, folder, config)
     if verify:
         verify_loads(folder)
+    license = resolve_license(config, license, base_model, token)
+    if not license:
+        raise ValueError(f"{folder} has no licence on record (its base's model card names none): pass --license ID, "
+                         "the base model's licence as a Hub licence id (apache-2.0, mit, ...; 'other' for a custom "
+                         "one); nothing was uploaded.")
     fingerprint = model_fingerprint(folder)
     files = upload_files(folder)
     onnx_dir = tempfile.TemporaryDirectory(prefix="pitome_push_onnx_") if onnx else None
@@ -192,7 +236,7 @@ def push(folder, repo_id: str, *, eval_report: Optional[dict] = None, private: b
     card = render_card(folder, repo_id, eval_report, base_model, license, kept=kept, fingerprint=fingerprint,
                        onnx_metadata=onnx_metadata)
     round_trip = ModelCard(str(card)).data.to_dict()
-    if round_trip.get("model-index") is None and (eval_report is not None or kept[1]):
+    if round_trip.get("model-index") is None and card.data.eval_results:  # (local data: no model-index, by design)
         raise ValueError("the rendered card lost its model-index on a round trip; not uploading.")
     card.validate(repo_type="model")
     message = commit_message or f"Upload PiToMe model ({card.data.pipeline_tag})"
@@ -283,13 +327,15 @@ def main(argv=None) -> int:
     parser.add_argument("--commit-message", default=None, help="default: 'Upload PiToMe model (<pipeline tag>)'")
     parser.add_argument("--base-model", default=None, help="Hub id of the base model for the card (default: the one "
                         "convert recorded, if any)")
-    parser.add_argument("--license", default=None, help="licence for the card (default: the base's)")
+    parser.add_argument("--license", default=None, help="licence for the card, a Hub licence id (default: the base's, "
+                        "from its model card; a push with no licence known is refused)")
     parser.add_argument("--force", action="store_true", help="overwrite a repo that holds a non-PiToMe model")
     parser.add_argument("--delete-extra-files", action="store_true", help="delete the repo's files that this folder "
                         "lacks (a previous model's code, weights, processor) in the same commit (default: refuse "
                         "the push and list them)")
     parser.add_argument("--no-verify", action="store_true", help="skip loading the folder in a clean process before "
-                        "uploading (not recommended: only for models too large for this machine)")
+                        "uploading (not recommended; weights above 1 GiB, or PITOME_HF_FULL_CHECK_MAX_BYTES, get a "
+                        "bounded check whose memory does not grow with the model)")
     parser.add_argument("--onnx", nargs="?", const=True, default=None, metavar="MODEL_ONNX", help="also upload "
                         "model.onnx beside the weights: the given `pitome-hf export` file, or without a path the folder's "
                         "model exported here (dynamic batch); it must load in ONNX Runtime, carry the folder's merge "
