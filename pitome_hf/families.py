@@ -452,7 +452,7 @@ FAMILIES: tuple[Family, ...] = (
                                  "Qwen2.5-VL-3B shape (language model cut to --lm-layers), random weights",
                                  visual_tokens=(64, 128, 192), image_size=448, prompt=_qwen_prompt),
         description="Qwen2.5-VL: each image's visual tokens reduced to a budget at the language model's input "
-        "(PiToMe, ToMe or VisionZip-style), survivors at their stock M-RoPE positions",
+        "(PiToMe, ToMe, VisionZip-style, DivPrune or DART), survivors at their stock M-RoPE positions",
     ),
     Family(
         "qwen3_vl",
@@ -505,7 +505,8 @@ FAMILIES: tuple[Family, ...] = (
                                  (0.5,), "LLaVA-OneVision-0.5B shape (language model cut to --lm-layers), random weights",
                                  visual_tokens=(64, 128, 192), image_size=448, prompt=_llava_onevision_prompt),
         description="LLaVA-OneVision: each image's AnyRes features (base and crops apart, newlines kept) reduced to a "
-        "budget at the language model's input (PiToMe, ToMe or VisionZip-style), survivors at their stock positions",
+        "budget at the language model's input (PiToMe, ToMe, VisionZip-style, DivPrune or DART), survivors at their "
+        "stock positions",
     ),
 )
 

@@ -446,7 +446,7 @@ def refusals(model, tmp_path):
     base = ["--model", model, "--dataset", good]
     return [
         (["--visual-tokens", "64"], 2, "--visual-tokens applies to the families that reduce visual tokens at the "
-                                       "language model's input (qwen2_5_vl, llava_onevision)"),
+                                       "language model's input (qwen2_5_vl, qwen3_vl, qwen3_5, llava_onevision)"),
         ([*base, "--visual-tokens", "64"], 2, "'vit' model, whose family does not read it: drop --visual-tokens"),
         ([*base, "--visual-selections", "visionzip"], 2, "drop --visual-selections"),
         ([*base, "--keep-ratios", "0.9", "0.9"], 2, "--keep-ratios lists 0.9 more than once"),
