@@ -22,7 +22,7 @@ COMMANDS = {
     "benchmark": ("pitome_hf.commands.benchmark", "images/s and FLOPs of none vs ToMe vs PiToMe, side by side"),
     "study": ("pitome_hf.commands.study", "does PiToMe beat ToMe here? every configuration, paired 95% intervals, real weights"),
     "fidelity": ("pitome_hf.commands.fidelity", "fidelity to the unmerged model on real weights (text: MiniLM, dinov2: ViT-S/14)"),
-    "export": ("pitome_hf.commands.export", "a PiToMe/ToMe vision model as a static ONNX graph for ONNX Runtime"),
+    "export": ("pitome_hf.commands.export", "a PiToMe/ToMe vision model as an ONNX graph (dynamic batch) for ONNX Runtime and optimum"),
     "push": ("pitome_hf.commands.push", "upload a PiToMe folder with a model card carrying measured results"),
 }
 EXAMPLES = """examples:
