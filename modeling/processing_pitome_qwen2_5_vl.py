@@ -22,11 +22,6 @@ class PiToMeQwen2_5_VLProcessor(QwenBudgetProcessorMixin, Qwen2_5_VLProcessor):
             missing ones take the table's defaults.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, video_processor=None, chat_template=None,
-                 merge_settings=None, **kwargs):
-        super().__init__(image_processor, tokenizer, video_processor, chat_template=chat_template,
-                         merge_settings=merge_settings, **kwargs)
-
 
 PiToMeQwen2_5_VLProcessor.register_for_auto_class("AutoProcessor")
 

@@ -18,11 +18,6 @@ class PiToMeQwen3VLProcessor(QwenBudgetProcessorMixin, Qwen3VLProcessor):
 
     frames_apart = True
 
-    def __init__(self, image_processor=None, tokenizer=None, video_processor=None, chat_template=None,
-                 merge_settings=None, **kwargs):
-        super().__init__(image_processor, tokenizer, video_processor, chat_template=chat_template,
-                         merge_settings=merge_settings, **kwargs)
-
 
 PiToMeQwen3VLProcessor.register_for_auto_class("AutoProcessor")
 
