@@ -10,7 +10,6 @@ each kind of layer does with a merged token's size.
 from transformers import Qwen3_5Config
 
 from .language_input_reduction import VisualBudgetConfigMixin
-from .qwen_reduction import qwen_dummy_inputs
 
 
 class PiToMeQwen3_5Config(VisualBudgetConfigMixin, Qwen3_5Config):
@@ -28,6 +27,4 @@ class PiToMeQwen3_5Config(VisualBudgetConfigMixin, Qwen3_5Config):
     frames_apart = True  # a class attribute, never saved
 
 
-qwen3_5_dummy_inputs = qwen_dummy_inputs
-
-__all__ = ["PiToMeQwen3_5Config", "qwen3_5_dummy_inputs"]
+__all__ = ["PiToMeQwen3_5Config"]

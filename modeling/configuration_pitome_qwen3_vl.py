@@ -16,7 +16,7 @@ model's input, once per image, after the vision tower's 2x2 patch merger. What d
 from transformers import Qwen3VLConfig
 
 from .language_input_reduction import VisualBudgetConfigMixin
-from .qwen_reduction import qwen_dummy_inputs, qwen_visual_token_count
+from .qwen_reduction import qwen_visual_token_count  # noqa: F401 (the docstring's example)
 
 
 class PiToMeQwen3VLConfig(VisualBudgetConfigMixin, Qwen3VLConfig):
@@ -41,6 +41,4 @@ class PiToMeQwen3VLConfig(VisualBudgetConfigMixin, Qwen3VLConfig):
     frames_apart = True  # a class attribute, never saved
 
 
-qwen3_vl_dummy_inputs = qwen_dummy_inputs
-
-__all__ = ["PiToMeQwen3VLConfig", "qwen3_vl_dummy_inputs"]
+__all__ = ["PiToMeQwen3VLConfig"]

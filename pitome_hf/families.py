@@ -44,14 +44,12 @@ from pitome_hf.modeling import (
     PiToMeQwen3VLForConditionalGeneration,
     PiToMeQwen3VLModel,
     PiToMeQwen3VLProcessor,
-    qwen2_5_vl_dummy_inputs,
-    qwen3_5_dummy_inputs,
-    qwen3_vl_dummy_inputs,
     PiToMeSiglipModel,
     PiToMeSiglipVisionModel,
     PiToMeViTForImageClassification,
     PiToMeViTModel,
 )
+from pitome_hf.modeling.qwen_reduction import qwen_dummy_inputs
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -444,7 +442,7 @@ FAMILIES: tuple[Family, ...] = (
             _m("Qwen2_5_VLModel", PiToMeQwen2_5_VLModel, "image-text-to-text"),
         ),
         flops=flops.qwen2_5_vl_prefill_flops,
-        dummy_inputs=qwen2_5_vl_dummy_inputs,
+        dummy_inputs=qwen_dummy_inputs,
         tasks=("vqa",),
         processor=PiToMeQwen2_5_VLProcessor,
         vqa_prompt=QWEN_VQA_PROMPT,
@@ -461,7 +459,7 @@ FAMILIES: tuple[Family, ...] = (
             _m("Qwen3VLModel", PiToMeQwen3VLModel, "image-text-to-text"),
         ),
         flops=flops.qwen3_vl_prefill_flops,
-        dummy_inputs=qwen3_vl_dummy_inputs,
+        dummy_inputs=qwen_dummy_inputs,
         tasks=("vqa",),
         processor=PiToMeQwen3VLProcessor,
         vqa_prompt=QWEN_VQA_PROMPT,
@@ -479,7 +477,7 @@ FAMILIES: tuple[Family, ...] = (
             _m("Qwen3_5Model", PiToMeQwen3_5Model, "image-text-to-text"),
         ),
         flops=flops.qwen3_vl_prefill_flops,
-        dummy_inputs=qwen3_5_dummy_inputs,
+        dummy_inputs=qwen_dummy_inputs,
         tasks=("vqa",),
         processor=PiToMeQwen3VLProcessor,
         vqa_prompt=QWEN_VQA_PROMPT,
