@@ -193,24 +193,6 @@ def qwen2_5_vl_flops(family_flops, model):
     return family_flops(model.config, 8, image_grid_thw=[QWEN_GRIDS[0]]), lambda: model(**x, logits_to_keep=1)
 
 
-def qwen3_5_flops(family_flops, model):
-    """As Qwen2.5-VL's, with the parameters frozen while counting: the Gated DeltaNet layers pass their convolution's
-    weight to the `kernels` causal-conv1d layer as an input, which torch's FlopCounterMode module tracker cannot hook
-    under no_grad when it requires grad ("Expected gradient function to be set")."""
-    analytic, run = qwen2_5_vl_flops(family_flops, model)
-
-    def frozen():
-        flags = [p.requires_grad for p in model.parameters()]
-        model.requires_grad_(False)
-        try:
-            return run()
-        finally:
-            for p, flag in zip(model.parameters(), flags):
-                p.requires_grad_(flag)
-
-    return analytic, frozen
-
-
 def qwen2_5_vl_schedule(config):
     """The counts of one reduction point: [n, n - floor(n - n * rho)] (keep ratios >= 0.5, where the one-layer
     schedule's floor(n/2) clamp does not bind)."""
@@ -304,7 +286,7 @@ FIXTURES = {
                             schedule_settings=qwen2_5_vl_schedule, compare=("last_hidden_state",)),
     "Qwen3_5ForConditionalGeneration": Fixture(
         qwen3_5_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24, schedule_settings=qwen2_5_vl_schedule,
-        flops=qwen3_5_flops, compare=("logits",)),
+        flops=qwen2_5_vl_flops, compare=("logits",)),
     "Qwen3_5Model": Fixture(qwen3_5_config, qwen2_5_vl_inputs, num_tokens=lambda c: 24,
                             schedule_settings=qwen2_5_vl_schedule, compare=("last_hidden_state",)),
     "LlavaOnevisionForConditionalGeneration": Fixture(

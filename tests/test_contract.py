@@ -132,7 +132,9 @@ def test_analytic_flops_equal_the_flop_counter(entry, settings):
 
     model = apply_pitome(stock_model(entry, "eager"), **settings)  # the CPU SDPA kernel is invisible to the counter
     analytic, run = fixture_of(entry).flops(family_of(model.config).flops, model)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    from pitome_hf.measurement.timing import frozen_parameters
+
+    with frozen_parameters(model), FlopCounterMode(display=False) as counter, torch.no_grad():
         run()
     measured = counter.get_total_flops()
     assert abs(analytic - measured) <= 0.01 * measured, (analytic, measured)

@@ -32,7 +32,9 @@ import sys
 import torch
 
 from pitome_hf.measurement.shapes import merged_fields, stock_for_shape
-from pitome_hf.measurement.timing import Progress, default_device, markdown_table, peak_bytes, time_interleaved
+from pitome_hf.measurement.timing import (
+    Progress, default_device, frozen_parameters, markdown_table, peak_bytes, time_interleaved,
+)
 
 FLOPS_TOLERANCE = 0.01  # analytic vs FlopCounterMode, relative
 
@@ -93,18 +95,12 @@ def counted_flops(model, inputs: dict) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     previous = model.config._attn_implementation
-    flags = [p.requires_grad for p in model.parameters()]
     model.set_attn_implementation("eager")
-    # frozen while counting: Qwen3.5's Gated DeltaNet layers pass a weight to the `kernels` causal-conv1d layer as an
-    # input, which the counter's module tracker cannot hook under no_grad when it requires grad
-    model.requires_grad_(False)
     try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with frozen_parameters(model), FlopCounterMode(display=False) as counter, torch.no_grad():
             model(**inputs, logits_to_keep=1)
     finally:
         model.set_attn_implementation(previous)
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
     return counter.get_total_flops()
 
 

@@ -221,3 +221,18 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[tuple]) -> str:
 
 def fixed(digits: int) -> Callable:
     return lambda v: f"{v:.{digits}f}"
+
+@contextlib.contextmanager
+def frozen_parameters(model):
+    """`model`'s parameters with requires_grad off inside the block, restored after. FlopCounterMode counts with it:
+    its module tracker cannot hook, under no_grad, a parameter that requires grad passed to a module as an input
+    (Qwen3.5's Gated DeltaNet layers give their convolution's weight to the `kernels` causal-conv1d layer: "Expected
+    gradient function to be set")."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
