@@ -18,36 +18,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${1:-$ROOT/.venv-optimum}"
-PY="${PYTHON:-python3}"
+# shellcheck source=scripts/side_env.sh
+source "$ROOT/scripts/side_env.sh"  # the venv, pip_quiet, safe_install, install_torch
 
-if [ ! -x "$VENV/bin/python" ]; then
-    "$PY" -m venv "$VENV"
-fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-
-# pip "$@" with its output filtered of this machine's index warnings, its exit status kept
-pip_quiet() {
-    local log status=0
-    log="$(mktemp)"
-    "${PIP[@]}" "$@" >"$log" 2>&1 || status=$?
-    grep -vE "^WARNING: Location" "$log" || true
-    rm -f "$log"
-    return "$status"
-}
-
-# pip install "$@", after a dry run whose plan must not contain another torch, a torchvision or CUDA wheels
-safe_install() {
-    local plan
-    plan="$(pip_quiet install --dry-run "$@" | grep '^Would install' || true)"
-    if echo "$plan" | grep -qiE '(^| )(torch-|torchvision-|nvidia-|triton-)'; then
-        echo "refused: installing $* would bring: $plan" >&2
-        exit 1
-    fi
-    echo "installing $*${plan:+ ($plan)}"
-    pip_quiet install -q "$@"
-}
-
-pip_quiet install -q torch==2.13.0
-"$VENV/bin/python" -W ignore::UserWarning -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+install_torch
 safe_install "optimum-onnx[onnxruntime]==0.1.0" "transformers==4.57.6" pillow
 "$VENV/bin/python" -c "import torch, transformers, optimum.onnxruntime, onnxruntime; print('torch', torch.__version__, 'transformers', transformers.__version__, 'onnxruntime', onnxruntime.__version__)"

@@ -104,6 +104,21 @@ def counted_flops(model, inputs: dict) -> int:
     return counter.get_total_flops()
 
 
+def _video_prompt_arguments(spec, family_name: str, video_frames: int) -> dict:
+    """The prompt builder's keyword arguments for `video_frames` temporal patches ({} for an image prompt); refused
+    in one line where the family's builder writes images only."""
+    if not video_frames:
+        return {}
+    import inspect
+
+    if "frames" not in inspect.signature(spec.prompt).parameters:
+        raise ValueError(f"--video-frames {video_frames}: the {family_name} benchmark builds image prompts only; "
+                         "leave --video-frames out.")
+    if video_frames < 1:
+        raise ValueError(f"--video-frames {video_frames}: give a number of temporal patches >= 1.")
+    return {"frames": video_frames}
+
+
 def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | None = None, lm_layers: int | None = 4,
               image_size: int | None = None, text_tokens: int = 32, visual_tokens=None, keep_ratios=None,
               methods=("pitome", "tome"), selections=None, device=None, dtype: str = "float32",
@@ -130,15 +145,7 @@ def bench_vlm(family_name: str, *, shape: str | None = None, overrides: dict | N
             raise ValueError(f"--lm-layers {lm_layers}: must be >= 1.")
         overrides = merged_fields(overrides, {"text_config": {"num_hidden_layers": lm_layers}})
     size = image_size or spec.image_size
-    if video_frames:
-        import inspect
-
-        if "frames" not in inspect.signature(spec.prompt).parameters:
-            raise ValueError(f"--video-frames {video_frames}: the {family_name} benchmark builds image prompts only; "
-                             "leave --video-frames out.")
-        if video_frames < 1:
-            raise ValueError(f"--video-frames {video_frames}: give a number of temporal patches >= 1.")
-    frames = {"frames": video_frames} if video_frames else {}
+    frames = _video_prompt_arguments(spec, family_name, video_frames)
     visual_tokens = spec.visual_tokens if visual_tokens is None else visual_tokens
     keep_ratios = spec.ratios if keep_ratios is None else keep_ratios
     if selections is None:
