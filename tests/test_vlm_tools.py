@@ -67,9 +67,15 @@ def video_stand_in(monkeypatch):
 def stock_folder(tmp_path_factory):
     """A stock Qwen2.5-VL checkpoint folder: tiny random model, tokenizer, stock image processor (16 x 16 px images:
     8 x 8 patches, 16 visual tokens)."""
-    root = tmp_path_factory.mktemp("qwen_stock")
+    return _qwen_stock_folder(tmp_path_factory.mktemp("qwen_stock"),
+                              transformers.Qwen2_5_VLForConditionalGeneration, qwen2_5_vl_config)
+
+
+def _qwen_stock_folder(root, stock_class, make_config):
+    """A stock Qwen-family checkpoint folder in `root`: the tiny random model, the word-level tokenizer with Qwen's
+    special tokens, the stock image processor (2 px patches, at most 16 x 16 px)."""
     torch.manual_seed(0)
-    transformers.Qwen2_5_VLForConditionalGeneration(qwen2_5_vl_config()).save_pretrained(root)
+    stock_class(make_config()).save_pretrained(root)
     words = {w: i for i, w in enumerate(WORDS)} | SPECIAL
     tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -79,6 +85,26 @@ def stock_folder(tmp_path_factory):
     transformers.Qwen2VLImageProcessorPil(patch_size=2, merge_size=2, temporal_patch_size=2, min_pixels=64,
                                           max_pixels=16 * 16).save_pretrained(root)
     return root
+
+
+def _fresh_forward(folder, image, tmp_path) -> dict:
+    """A converted folder loaded as a user would (remote code, a fresh process, the video processor stood in for), one
+    prompt with `image` through its processor and model: the classes, the image pads, the ids, the last logits and
+    the config's visual_tokens."""
+    np.save(tmp_path / "image.npy", image)
+    return run_fresh(VIDEO_STAND_IN + f'''
+import json, numpy as np, torch, transformers
+folder = {str(folder)!r}
+processor = transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+model = transformers.AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
+x = processor(text=["w1 <|vision_start|><|image_pad|><|vision_end|> w2"], images=[np.load({str(tmp_path / "image.npy")!r})],
+              return_tensors="pt")
+with torch.no_grad():
+    logits = model(**x).logits
+print(json.dumps(dict(processor=type(processor).__name__, model=type(model).__name__,
+                      pads=int((x["input_ids"] == model.config.image_token_id).sum()), ids=x["input_ids"].tolist(),
+                      logits=logits[0, -1].tolist(), visual_tokens=model.config.visual_tokens)))
+''', tmp_path)
 
 
 def test_convert_refuses_without_the_video_processor(stock_folder, tmp_path):
@@ -98,20 +124,7 @@ def test_converted_folder_loads_in_a_fresh_process(stock_folder, tmp_path, video
     assert saved["merge_settings"]["visual_tokens"] == 4 and saved["merge_settings"]["merge_method"] == "tome"
     assert json.loads((out / "config.json").read_text())["auto_map"]["AutoProcessor"].endswith("PiToMeQwen2_5_VLProcessor")
     image = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype("uint8")
-    np.save(tmp_path / "image.npy", image)
-    got = run_fresh(VIDEO_STAND_IN + f'''
-import json, numpy as np, torch, transformers
-folder = {str(out)!r}
-processor = transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-model = transformers.AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
-x = processor(text=["w1 <|vision_start|><|image_pad|><|vision_end|> w2"], images=[np.load({str(tmp_path / "image.npy")!r})],
-              return_tensors="pt")
-with torch.no_grad():
-    logits = model(**x).logits
-print(json.dumps(dict(processor=type(processor).__name__, model=type(model).__name__,
-                      pads=int((x["input_ids"] == model.config.image_token_id).sum()), ids=x["input_ids"].tolist(),
-                      logits=logits[0, -1].tolist(), visual_tokens=model.config.visual_tokens)))
-''', tmp_path)
+    got = _fresh_forward(out, image, tmp_path)
     assert got["processor"] == "PiToMeQwen2_5_VLProcessor"
     assert got["model"] == "PiToMeQwen2_5_VLForConditionalGeneration"
     assert got["pads"] == got["visual_tokens"] == 4
@@ -266,36 +279,13 @@ def test_qwen3_families_convert_load_verify_and_evaluate(family, tmp_path, video
 
     make, stock_class = {"qwen3_vl": (qwen3_vl_config, transformers.Qwen3VLForConditionalGeneration),
                          "qwen3_5": (qwen3_5_config, transformers.Qwen3_5ForConditionalGeneration)}[family]
-    root = tmp_path / "stock"
-    torch.manual_seed(0)
-    stock_class(make()).save_pretrained(root)
-    words = {w: i for i, w in enumerate(WORDS)} | SPECIAL
-    tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
-        additional_special_tokens=list(SPECIAL)).save_pretrained(root)
-    transformers.Qwen2VLImageProcessorPil(patch_size=2, merge_size=2, temporal_patch_size=2, min_pixels=64,
-                                          max_pixels=16 * 16).save_pretrained(root)
+    root = _qwen_stock_folder(tmp_path / "stock", stock_class, make)
     out = convert_checkpoint(str(root), tmp_path / "pitome", visual_tokens=4, visual_selection="divprune")
     names = {p.name for p in out.iterdir()}
     assert {"processing_pitome_qwen3_vl.py", f"modeling_pitome_{family}.py", "qwen_reduction.py",
             "processor_config.json", "model.safetensors"} <= names
     image = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype("uint8")
-    np.save(tmp_path / "image.npy", image)
-    got = run_fresh(VIDEO_STAND_IN + f'''
-import json, numpy as np, torch, transformers
-folder = {str(out)!r}
-processor = transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-model = transformers.AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
-x = processor(text=["w1 <|vision_start|><|image_pad|><|vision_end|> w2"], images=[np.load({str(tmp_path / "image.npy")!r})],
-              return_tensors="pt")
-with torch.no_grad():
-    logits = model(**x).logits
-print(json.dumps(dict(processor=type(processor).__name__, model=type(model).__name__,
-                      pads=int((x["input_ids"] == model.config.image_token_id).sum()), ids=x["input_ids"].tolist(),
-                      logits=logits[0, -1].tolist())))
-''', tmp_path)
+    got = _fresh_forward(out, image, tmp_path)
     assert got["processor"] == "PiToMeQwen3VLProcessor" and got["pads"] == 4
     assert got["model"] == {"qwen3_vl": "PiToMeQwen3VLForConditionalGeneration",
                             "qwen3_5": "PiToMeQwen3_5ForConditionalGeneration"}[family]
