@@ -36,7 +36,7 @@ text_config.intermediate_size=256 text_config.num_attention_heads=1 text_config.
 vision_config.num_hidden_layers=1"
   # Qwen3-VL-4B / Qwen3.5-2B shapes with 2 vision blocks and a narrow language model, a 256 px image (64 tokens)
   Q3="--set vision_config.depth=2 vision_config.hidden_size=64 vision_config.intermediate_size=128 vision_config.num_heads=2 vision_config.out_hidden_size=128 text_config.hidden_size=128 text_config.intermediate_size=256 text_config.num_attention_heads=2 text_config.num_key_value_heads=1 text_config.head_dim=64"
-  QWEN3VL="--shape Qwen3-VL-4B --dtype float32 --lm-layers 1 --image-size 256 --visual-tokens 16 --keep-ratios 0.5 $Q3 vision_config.deepstack_visual_indexes=[0]"
+  QWEN3VL="--shapes Qwen3-VL-4B --dtype float32 --lm-layers 1 --image-size 256 --visual-tokens 16 --keep-ratios 0.5 $Q3 vision_config.deepstack_visual_indexes=[0]"
   QWEN35="--dtype float32 --lm-layers 4 --image-size 256 --visual-tokens 16 --keep-ratios 0.5 $Q3 text_config.linear_num_key_heads=2 text_config.linear_num_value_heads=2"
 else
   DEV=cuda; DT=float16; BIG=256; MID=64; COMPILE="eager compiled"; LM="--lm-layers 32 --lm-hidden 4096"; LIMIT=""
@@ -47,7 +47,7 @@ else
   ONEVISION="--dtype bfloat16 --lm-layers 24 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
   # the whole Qwen3-VL-4B shape (36 LM layers) and Qwen3.5-2B-like shape (24 hybrid LM layers), bf16, one 448 px image
   # (196 visual tokens unreduced) and a video of 4 temporal patches (budgets per temporal patch)
-  QWEN3VL="--shape Qwen3-VL-4B --dtype bfloat16 --lm-layers 36 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
+  QWEN3VL="--shapes Qwen3-VL-4B --dtype bfloat16 --lm-layers 36 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
   QWEN35="--dtype bfloat16 --lm-layers 24 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5"
 fi
 

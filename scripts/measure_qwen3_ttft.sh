@@ -13,8 +13,8 @@ OUT=${OUT:-out/qwen3}
 mkdir -p "$OUT"
 COMMON="--lm-layers 4 --image-size 448 --visual-tokens 64 128 192 --keep-ratios 0.5 --warmup 1 --repeats 3"
 declare -A RUNS=(
-  [qwen3_vl_image]="qwen3_vl --shape Qwen3-VL-2B $COMMON"
-  [qwen3_vl_video]="qwen3_vl --shape Qwen3-VL-2B $COMMON --video-frames 2"
+  [qwen3_vl_image]="qwen3_vl --shapes Qwen3-VL-2B $COMMON"
+  [qwen3_vl_video]="qwen3_vl --shapes Qwen3-VL-2B $COMMON --video-frames 2"
   [qwen3_5_image]="qwen3_5 $COMMON"
   [qwen3_5_video]="qwen3_5 $COMMON --video-frames 2"
 )

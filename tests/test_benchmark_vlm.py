@@ -177,3 +177,12 @@ def test_video_frames_refused_where_the_prompt_builder_has_no_video(capsys):
 
     assert main(["benchmark", "llava_onevision", "--video-frames", "2"]) == 2
     assert "--video-frames 2: the llava_onevision benchmark builds image prompts only" in capsys.readouterr().err
+
+
+def test_the_shape_is_named_as_the_other_benchmarks_name_theirs(capsys):
+    """`--shapes` (the image benchmarks' spelling), one shape per run: two are refused in one line."""
+    from pitome_hf.cli import main
+
+    assert main(["benchmark", "qwen3_vl", "--shapes", "Qwen3-VL-2B", "Qwen3-VL-4B"]) == 2
+    assert "--shapes Qwen3-VL-2B Qwen3-VL-4B: the vision-language benchmark times one shape per run" in \
+        capsys.readouterr().err

@@ -4,7 +4,7 @@ DivPrune and DART visual-token selections, side by side in one run, at equal vis
     pitome-hf benchmark qwen2_5_vl                         # Qwen2.5-VL-3B shape, 4 LM layers, one 448 x 448 image
     pitome-hf benchmark qwen2_5_vl --visual-tokens 64 128 192 --keep-ratios 0.5 --lm-layers 4 --json ttft.json
     pitome-hf benchmark qwen2_5_vl --device cuda --dtype bfloat16 --lm-layers 36      # the whole 3B model
-    pitome-hf benchmark qwen3_vl --shape Qwen3-VL-4B --video-frames 2      # a video of 2 temporal patches (4 frames)
+    pitome-hf benchmark qwen3_vl --shapes Qwen3-VL-4B --video-frames 2      # a video of 2 temporal patches (4 frames)
 
 Any registry family whose `BenchmarkShape` has a `prompt` builder gets this subcommand (pitome_hf.families): the
 stock model of the shape is built with random weights (`--lm-layers` replaces the language model's depth,
@@ -228,8 +228,9 @@ def add_arguments(parser: argparse.ArgumentParser, family) -> None:
 
     spec = family.benchmark
     add_visual_sweep_arguments(parser, spec.visual_tokens, family)
-    parser.add_argument("--shape", choices=list(spec.shapes), default=next(iter(spec.shapes)),
-                        help="the real model shape (default: %(default)s)")
+    parser.add_argument("--shapes", nargs="+", choices=list(spec.shapes), default=[next(iter(spec.shapes))],
+                        metavar="SHAPE", help=f"the real model shape, one per run: {', '.join(spec.shapes)} "
+                        "(default: %(default)s)")
     parser.add_argument("--lm-layers", type=int, default=4, help="language-model layers (default: %(default)s; "
                         f"the real {next(iter(spec.shapes))} has "
                         f"{next(iter(spec.shapes.values()))['text_config']['num_hidden_layers']})")
@@ -265,12 +266,15 @@ def run(args) -> dict:
     from pitome_hf.options import check_visual_sweep, merge_arguments
 
     check_visual_sweep(args.visual_budgets, args.visual_selections)
+    if len(args.shapes) != 1:
+        raise ValueError(f"--shapes {' '.join(args.shapes)}: the vision-language benchmark times one shape per run; "
+                         "give one (run the command once per shape).")
     if args.batch_size != 1:
         raise ValueError(f"--batch-size {args.batch_size}: the vision-language benchmark times one prompt (batch 1).")
     for flag, value in (("--image-size", args.image_size), ("--text-tokens", args.text_tokens)):
         if value < 1:
             raise ValueError(f"{flag} {value}: must be >= 1.")
-    return bench_vlm(args.family, shape=args.shape, overrides=parse_sets(args.set), lm_layers=args.lm_layers, image_size=args.image_size,
+    return bench_vlm(args.family, shape=args.shapes[0], overrides=parse_sets(args.set), lm_layers=args.lm_layers, image_size=args.image_size,
                      text_tokens=args.text_tokens, visual_tokens=args.visual_budgets, keep_ratios=args.keep_ratios,
                      methods=args.methods, selections=args.visual_selections, device=args.device, dtype=args.dtype,
                      warmup=args.warmup, repeats=args.repeats, extra=merge_arguments(args),
